@@ -46,7 +46,7 @@ def last_letter_rows():
 def test_train_adapter_trains_on_both_ranks_and_saves_a_loadable_adapter(ray_session, packaged_model_dir, tmp_path):
     shards = tmp_path / "shards"
     write_shards(shards, last_letter_rows())
-    # lr 1e-3 (5x the default) so 4 optimizer steps move the loss clearly, not within batch-to-batch noise.
+    # lr 1e-3 (the default, spelled out) so 4 optimizer steps move the loss clearly, not within batch noise.
     train = {"epochs": 2, "micro_batch_size": 2, "learning_rate": 1e-3}
     spec = parse_spec({"model": "smollm2-135m", "out": str(tmp_path), "train": train})
     model_out = tmp_path / "model"

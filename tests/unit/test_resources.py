@@ -1,0 +1,23 @@
+from cluster.connect import embedded_init_kwargs
+from cluster.resources import cpu_thread_env, replica_resources
+from engine.spec import parse_spec
+
+
+def test_replica_holds_tp_gpus_on_a_gpu_cluster_and_none_on_cpu():
+    spec = parse_spec({"model": "m", "engine": {"tensor_parallel_size": 4}, "generation": {"cpus_per_replica": 2}})
+    assert replica_resources(spec, cluster_gpus=8) == {"num_cpus": 2, "num_gpus": 4.0}
+    assert replica_resources(spec, cluster_gpus=0) == {"num_cpus": 2, "num_gpus": 0.0}
+    pinned = parse_spec({"model": "m", "generation": {"gpus_per_replica": 0.5}})
+    assert replica_resources(pinned, cluster_gpus=8)["num_gpus"] == 0.5
+
+
+def test_single_cpu_replica_computes_on_every_core():
+    assert cpu_thread_env(replicas=1, node_cpus=2) == {
+        "VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": "2"}
+    assert cpu_thread_env(replicas=3, node_cpus=16) == {}  # several replicas per node: vLLM's own binding
+
+
+def test_embedded_ray_is_local_and_quiet():
+    kwargs = embedded_init_kwargs(num_cpus=2)
+    assert kwargs["num_cpus"] == 2 and kwargs["include_dashboard"] is False
+    assert kwargs["dashboard_host"] == "127.0.0.1"
