@@ -10,10 +10,14 @@ WORKER_ENV_VARS = {"VLLM_USE_RAY_METRICS": "0", "TOKENIZERS_PARALLELISM": "false
 
 
 def embedded_init_kwargs(num_cpus: int | None = None) -> dict[str, Any]:
-    """Arguments of `ray.init` for the embedded default: local only, no dashboard, quiet logs."""
+    """Arguments of `ray.init` for the embedded default: local only, dashboard on loopback.
+
+    The dashboard stays on because it serves the State API that Ray Train's controller polls (without it
+    every training run logs a warning a second); bound to 127.0.0.1 it is not reachable from outside.
+    """
     return {
         "num_cpus": num_cpus if num_cpus is not None else os.cpu_count(),
-        "include_dashboard": False,
+        "include_dashboard": True,
         "dashboard_host": "127.0.0.1",
         "log_to_driver": True,
         "runtime_env": {"env_vars": dict(WORKER_ENV_VARS)},

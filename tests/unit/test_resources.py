@@ -17,7 +17,7 @@ def test_single_cpu_replica_computes_on_every_core():
     assert cpu_thread_env(replicas=3, node_cpus=16) == {}  # several replicas per node: vLLM's own binding
 
 
-def test_embedded_ray_is_local_and_quiet():
+def test_embedded_ray_dashboard_is_bound_to_loopback():
     kwargs = embedded_init_kwargs(num_cpus=2)
-    assert kwargs["num_cpus"] == 2 and kwargs["include_dashboard"] is False
+    assert kwargs["num_cpus"] == 2
     assert kwargs["dashboard_host"] == "127.0.0.1"
