@@ -50,6 +50,13 @@ def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: li
     return SystemScore(name, correct / len(inputs), correct, len(inputs), tokens / len(inputs))
 
 
+def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
+    """The eval split, minus anything this job distilled from: disjoint by construction, whatever the task."""
+    task = get_task(spec.task.name)
+    distilled = {item.input_id for item in task.generate(spec.task.num_inputs, spec.task.seed, "train")}
+    return [item for item in task.generate(spec.eval.num_inputs, spec.task.seed, "eval") if item.input_id not in distilled]
+
+
 def run_eval(spec: JobSpec, adapter_dir: Path | None = None) -> dict:
     from cluster.connect import connect
     from cluster.resources import replica_resources
@@ -60,7 +67,7 @@ def run_eval(spec: JobSpec, adapter_dir: Path | None = None) -> dict:
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no trained adapter in {adapter_dir}: run `s2d train` on this job first")
     task = get_task(spec.task.name)
-    inputs = task.generate(spec.eval.num_inputs, spec.task.seed, "eval")
+    inputs = held_out_inputs(spec)
     contexts = [{"question": item.question, "system1_prompt": task.system1_prompt(item.question)} for item in inputs]
 
     ray = connect()

@@ -30,10 +30,9 @@ class TaskSpec(_Section):
     @field_validator("name")
     @classmethod
     def _known_task(cls, name: str) -> str:
-        from engine.tasks import TASKS
+        from engine.tasks import get_task
 
-        if name not in TASKS:
-            raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+        get_task(name)
         return name
 
 
@@ -43,10 +42,9 @@ class MethodSpec(_Section):
     @field_validator("name")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        from engine.methods import METHODS
+        from engine.methods import get_method
 
-        if name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        get_method(name)
         return name
 
 

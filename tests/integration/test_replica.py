@@ -44,3 +44,21 @@ def test_greedy_system1_is_deterministic(replica, ray_session):
     first = ray_session.get(replica.run.remote("system1", contexts, greedy))
     second = ray_session.get(replica.run.remote("system1", contexts, greedy))
     assert first[0][0].final_text == second[0][0].final_text
+
+
+@pytest.mark.parametrize("method, task", [("rar1", "last_letter"), ("rar2", "coin_flip"), ("s2a", "sycophancy"),
+                                          ("cot", "arithmetic")])
+def test_every_method_runs_through_the_real_replica(replica, ray_session, method, task):
+    from engine.curate import sample_answers
+    from engine.methods import get_method
+
+    items = get_task(task).generate(2, 0, "train")
+    contexts = [{"question": item.question, "system1_prompt": get_task(task).system1_prompt(item.question)}
+                for item in items]
+    chains = ray_session.get(replica.run.remote(method, contexts, SamplingRequest(n=2, temperature=0.7, max_tokens=24)))
+    step_names = [step.name for step in get_method(method).steps]
+    assert [len(per_input) for per_input in chains] == [2, 2]
+    for per_input in chains:
+        assert all(list(chain.steps) == step_names and chain.num_tokens > 0 for chain in per_input)
+        answers = sample_answers(task, [chain.final_text for chain in per_input])
+        assert len(answers) == 2  # parsed (or None for an unparseable sample), never an exception

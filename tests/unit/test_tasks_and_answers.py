@@ -1,7 +1,7 @@
 import pytest
 
 from engine.answers import extract_final_answer
-from engine.tasks import LastLetterTask, make_input_id
+from engine.tasks import LastLetterTask, get_task, make_input_id
 
 TASK = LastLetterTask()
 
@@ -49,3 +49,14 @@ def test_extract_final_answer(text, expected):
 ])
 def test_last_letter_normalize(raw, expected):
     assert TASK.normalize(raw) == expected
+
+
+def test_held_out_inputs_never_include_distilled_ones():
+    from engine.evaluate import held_out_inputs
+    from engine.spec import parse_spec
+
+    for task in ("last_letter", "coin_flip", "arithmetic"):
+        spec = parse_spec({"model": "m", "task": {"name": task, "num_inputs": 300}, "eval": {"num_inputs": 40}})
+        train = {item.input_id for item in get_task(task).generate(300, 0, "train")}
+        held_out = held_out_inputs(spec)
+        assert held_out and not train & {item.input_id for item in held_out}

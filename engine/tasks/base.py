@@ -1,16 +1,17 @@
-"""Built-in synthetic tasks: seeded input generators with ground truth kept for evaluation only.
+"""What every task shares: the input record, the Task protocol, deterministic ids, and seeded generation.
 
 A task owns three things: how its inputs are generated, how a raw model answer is normalised so
 that votes compare like with like, and the direct (System 1) prompt that the distilled model learns.
+Ground truth (`label`) is kept for evaluation only; curation never reads it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import re
+import unicodedata
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Callable, Literal, Protocol
 
 Split = Literal["train", "eval"]
 
@@ -37,6 +38,44 @@ def make_input_id(task: str, question: str) -> str:
     return hashlib.sha256(f"{task}\x00{question}".encode()).hexdigest()[:20]
 
 
+def fold_to_ascii(text: str) -> str:
+    """Compatibility-fold and drop accents, so "ＹＥＳ" reads "YES" and "Brasília" reads "Brasilia"."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def split_of(task: str, question: str, eval_share: int = 5) -> Split:
+    """The split a question belongs to, as a function of its id: one question in `eval_share` is held out.
+
+    Partitioning the question space (rather than excluding the first k train questions from eval) keeps
+    the splits disjoint for any seeds and any num_inputs on either side.
+    """
+    return "eval" if int(make_input_id(task, question), 16) % eval_share == 0 else "train"
+
+
+def generate_distinct(
+    task: str, num_inputs: int, seed: int, split: Split, draw: Callable[[random.Random], tuple[str, str]]
+) -> list[TaskInput]:
+    """`num_inputs` distinct inputs of `split`, drawn by `draw(rng) -> (question, label)` from a seeded stream.
+
+    Questions of the other split are skipped (see `split_of`). A space too small for `num_inputs` raises
+    instead of looping forever.
+    """
+    rng = random.Random(f"{task}:{split}:{seed}")
+    seen: set[str] = set()
+    inputs: list[TaskInput] = []
+    misses, max_misses = 0, 1000 + 50 * num_inputs
+    while len(inputs) < num_inputs:
+        question, label = draw(rng)
+        if question in seen or split_of(task, question) != split:
+            misses += 1
+            if misses > max_misses:
+                raise ValueError(f"task {task!r} could only generate {len(inputs)} distinct {split} inputs of {num_inputs}")
+            continue
+        seen.add(question)
+        inputs.append(TaskInput(make_input_id(task, question), question, label))
+    return inputs
+
+
 # A fixed list so that generated questions do not depend on any installed data.
 FIRST_NAMES = """
 Aaliyah Aaron Abigail Adam Adrian Aiden Alan Albert Alexa Alice Alicia Allison Alma Amber Amelia Amir Amos Andre Angela
@@ -56,55 +95,3 @@ Ross Ruby Russell Ruth Ryan Sabrina Sadie Sam Samuel Sara Scott Sean Selena Seth
 Stephen Susan Sylvia Tara Ted Teresa Theo Thomas Tina Tobias Todd Tracy Trevor Uma Ursula Valerie Vance Vera Victor Viola
 Violet Vivian Wade Walter Wanda Wendy Wesley Willa William Wyatt Xavier Yara Yusuf Zachary Zara Zoe
 """.split()
-
-_QUOTED = re.compile(r"[\"'“”‘’`]([^\"'“”‘’`]+)[\"'“”‘’`]")
-
-
-@dataclass(frozen=True)
-class LastLetterTask:
-    """Last-letter concatenation (Wei et al., 2022), as used in the System 2 distillation paper."""
-
-    name: str = "last_letter"
-    words_per_question: int = 4
-
-    def generate(self, num_inputs: int, seed: int, split: Split) -> list[TaskInput]:
-        """`num_inputs` distinct questions; the eval split never repeats a train question of the same seed."""
-        excluded = set() if split == "train" else {item.question for item in self._stream(seed, "train", num_inputs)}
-        return self._stream(seed, split, num_inputs, excluded)
-
-    def _stream(self, seed: int, split: Split, count: int, excluded: set[str] = frozenset()) -> list[TaskInput]:
-        rng = random.Random(f"{self.name}:{split}:{seed}")
-        seen: set[str] = set()
-        inputs: list[TaskInput] = []
-        while len(inputs) < count:
-            words = rng.sample(FIRST_NAMES, self.words_per_question)
-            question = f'Take the last letters of the words in "{" ".join(words)}" and concatenate them.'
-            if question in seen or question in excluded:
-                continue
-            seen.add(question)
-            label = "".join(word[-1] for word in words).lower()
-            inputs.append(TaskInput(make_input_id(self.name, question), question, label))
-        return inputs
-
-    def normalize(self, raw_answer: str | None) -> str | None:
-        """Letters only, lower case; a quoted span wins over surrounding prose ('The result is "abcd".')."""
-        if raw_answer is None:
-            return None
-        quoted = _QUOTED.findall(raw_answer)
-        text = quoted[-1] if quoted else raw_answer
-        letters = re.sub(r"[^a-z]", "", text.lower())
-        # Anything much longer than a few letters is prose, not an answer to this task.
-        return letters if 0 < len(letters) <= 3 * self.words_per_question else None
-
-    def system1_prompt(self, question: str) -> str:
-        return f"{question} Reply with the answer only."
-
-
-TASKS: dict[str, Task] = {task.name: task for task in (LastLetterTask(),)}
-
-
-def get_task(name: str) -> Task:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}") from None

@@ -1,0 +1,29 @@
+"""Built-in synthetic tasks: seeded input generators with ground truth kept for evaluation only.
+
+Each task is one module; this package is the registry. See `engine.tasks.base` for the Task protocol.
+"""
+
+from __future__ import annotations
+
+from engine.tasks.arithmetic import ArithmeticTask
+from engine.tasks.base import FIRST_NAMES, Split, Task, TaskInput, make_input_id
+from engine.tasks.coin_flip import CoinFlipTask
+from engine.tasks.last_letter import LastLetterTask
+from engine.tasks.sycophancy import SycophancyTask
+
+TASKS: dict[str, Task] = {
+    task.name: task for task in (LastLetterTask(), CoinFlipTask(), SycophancyTask(), ArithmeticTask())
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}") from None
+
+
+__all__ = [
+    "FIRST_NAMES", "TASKS", "ArithmeticTask", "CoinFlipTask", "LastLetterTask", "Split", "SycophancyTask", "Task",
+    "TaskInput", "get_task", "make_input_id",
+]
