@@ -18,7 +18,8 @@ from engine.spec import EngineSpec, JobSpec, SamplingSpec
 
 
 def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
-    return SamplingRequest(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens)
+    return SamplingRequest(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                           max_tokens=sampling.max_tokens)
 
 
 class GenerationReplica:

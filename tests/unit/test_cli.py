@@ -45,3 +45,14 @@ def test_help_names_every_stage():
     result = run_cli("--help")
     for stage in ("run", "generate", "train", "eval", "methods"):
         assert stage in result.stdout
+
+
+def test_overrides_may_follow_options():
+    from engine.cli import parse_args
+
+    args = parse_args(["generate", "job.yaml", "a=1", "--no-progress", "b=2"])
+    assert args.overrides == ["a=1", "b=2"] and args.no_progress
+    with pytest.raises(SystemExit):
+        parse_args(["generate", "job.yaml", "--no-progress", "--bogus"])
+    with pytest.raises(SystemExit):
+        parse_args(["methods", "a=1"])
