@@ -11,10 +11,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from engine.methods import get_method
+from engine.consistency import generate_for_curation
+from engine.methods import resolve_method
 from engine.models import resolve_model
 from engine.program import Chain, SamplingRequest, run_method
 from engine.spec import EngineSpec, JobSpec, SamplingSpec
+from engine.tasks import get_task
 
 
 def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
@@ -23,8 +25,9 @@ def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
 
 
 class GenerationReplica:
-    def __init__(self, model: str, engine: dict[str, Any], seed: int, method: str | None = None,
-                 request: SamplingRequest | None = None, max_lora_rank: int | None = None, replicas: int = 1):
+    def __init__(self, model: str, engine: dict[str, Any], seed: int, method: str | dict[str, Any] | None = None,
+                 request: SamplingRequest | None = None, max_lora_rank: int | None = None, replicas: int = 1,
+                 task: str | None = None, curate: dict[str, Any] | None = None):
         import torch
 
         from actors.vllm_backend import VLLMGenerator
@@ -36,32 +39,35 @@ class GenerationReplica:
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         self.model_path = resolve_model(model)
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
-        self.method = get_method(method) if method else None
+        self.method = resolve_method(method) if method else None
         self.request = request
+        self.task = get_task(task) if task else None
+        self.curate = curate or {"rule": "majority"}
+        self.seed = seed
 
     @classmethod
     def for_job(cls, spec: JobSpec, max_lora_rank: int | None = None) -> dict[str, Any]:
         """Constructor kwargs for a job's generation replica (plain data, so Ray can ship it)."""
         return dict(model=spec.model, engine=spec.engine.model_dump(), seed=spec.sampling.seed,
-                    method=spec.method.name, request=sampling_request(spec.sampling), max_lora_rank=max_lora_rank,
-                    replicas=spec.generation.replicas)
+                    method=spec.method.model_dump(), request=sampling_request(spec.sampling),
+                    max_lora_rank=max_lora_rank, replicas=spec.generation.replicas, task=spec.task.name,
+                    curate=spec.curate.model_dump())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        """Ray Data stage: one row per input in, the same row plus its n sample texts and token counts out."""
-        contexts = [{"question": str(q), "system1_prompt": str(p)} for q, p in zip(batch["question"], batch["prompt"])]
-        chains = run_method(self.generator, self.method, contexts, self.request)
-        return {
-            "input_id": list(batch["input_id"]),
-            "shard_id": [int(s) for s in batch["shard_id"]],
-            "prompt": list(batch["prompt"]),
-            "sample_texts": [[chain.final_text for chain in per_input] for per_input in chains],
-            "sample_tokens": [[chain.num_tokens for chain in per_input] for per_input in chains],
-        }
+        """Ray Data stage: one row per input in; out, the row's n sample texts and token counts, plus what the
+        job's consistency criterion needs (perturbed variants' samples, or the USC judge's choice): the row
+        contract of `engine.consistency`."""
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        return generate_for_curation(
+            self.generator, self.method, self.task, rows, self.request, rule=self.curate["rule"],
+            perturbation=self.curate.get("perturbation"), variants=self.curate.get("variants", 2), seed=self.seed,
+        )
 
-    def run(self, method: str, contexts: Sequence[dict[str, str]], request: SamplingRequest,
+    def run(self, method: str | dict[str, Any], contexts: Sequence[dict[str, Any]], request: SamplingRequest,
             adapter: str | None = None) -> list[list[Chain]]:
-        """Direct use (eval): any method, any sampling, optionally through a LoRA adapter."""
-        return run_method(self.generator, get_method(method), contexts, request, adapter)
+        """Direct use (eval): any method (a name, or a job's method section for custom), any sampling,
+        optionally through a LoRA adapter."""
+        return run_method(self.generator, resolve_method(method), contexts, request, adapter)
 
     def ready(self) -> str:
         return self.model_path

@@ -58,3 +58,60 @@ def _content(span: str) -> str | None:
 def _clean(span: str) -> str:
     # Markdown emphasis and closing sentence punctuation are formatting, not part of the answer ("**Yes**!").
     return _TRAILING_FORMAT.sub("", span.lstrip(" \t*_`"))
+
+
+# --- Parsers of intermediate method steps (Branch-Solve-Merge) and of the USC judge's choice ---
+
+_LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\(?\d{1,2}[.):]|\(?[a-e][.)]|(?:criterion|factor)\s*\d*\s*[:.-])\s*", re.IGNORECASE)
+_OUT_OF_FIVE = re.compile(r"\s*(?:/|out\s+of)\s*5\b", re.IGNORECASE)
+
+
+def parse_list_items(text: str | None, max_items: int) -> list[str]:
+    """The items of a (possibly truncated) list: lines with a list marker ("1.", "-", "(a)"), else non-empty lines.
+
+    Markdown emphasis is dropped and at most `max_items` are kept, in order; an empty text has no items.
+    """
+    if not text:
+        return []
+    lines = [line for line in text.splitlines() if line.strip()]
+    marked = [line for line in lines if _LIST_MARKER.match(line)]
+    items = [_clean(_LIST_MARKER.sub("", line, count=1).replace("**", "")).strip(" _:") for line in (marked or lines)]
+    return [item for item in items if item][:max_items]
+
+
+def _last_score(text: str, label: str) -> int | None:
+    # The label as a standalone capital letter ("A", "Response A", "Assistant A's"), then a 1-5 score on its line.
+    pattern = re.compile(rf"(?<![A-Za-z]){label}(?![A-Za-z])[^0-9\n]{{0,30}}?(?<!\d)([1-5])(?!\d)")
+    matches = pattern.findall(text)
+    return int(matches[-1]) if matches else None
+
+
+def parse_pair_scores(text: str | None) -> tuple[int, int] | None:
+    """Scores 1-5 of responses A and B from a judge's text ("Score A: 4/5, Score B: 2"); the last of each wins.
+
+    None unless both scores are found: a criterion that scored one side only cannot be compared.
+    """
+    if not text:
+        return None
+    text = _OUT_OF_FIVE.sub("", text)  # "4 out of 5" must not read as a score of 5
+    score_a, score_b = _last_score(text, "A"), _last_score(text, "B")
+    return None if score_a is None or score_b is None else (score_a, score_b)
+
+
+_USC_CHOICE = re.compile(r"most\s+consistent\s+response\s+is\s*:?\s*(?:response\s*)?#?\s*(\d+)", re.IGNORECASE)
+_RESPONSE_NUMBER = re.compile(r"\bresponse\s*#?\s*(\d+)", re.IGNORECASE)
+
+
+def parse_usc_choice(text: str | None, num_responses: int) -> int | None:
+    """0-based index of the response a USC judge picked ("The most consistent response is Response 3" -> 2).
+
+    Responses are numbered from 1 in the prompt. The phrase asked for wins; failing that, the first
+    "Response k" mentioned. None when neither names a response that exists.
+    """
+    if not text:
+        return None
+    match = _USC_CHOICE.search(text) or _RESPONSE_NUMBER.search(text)
+    if not match:
+        return None
+    index = int(match.group(1)) - 1
+    return index if 0 <= index < num_responses else None

@@ -62,11 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "methods":
-        from engine.methods import METHODS
+        from engine.methods import list_methods
 
-        width = max(map(len, METHODS))
-        for name, method in sorted(METHODS.items()):
-            print(f"{name:<{width}}  {method.description}")
+        methods = list_methods()
+        width = max(len(name) for name, _ in methods)
+        for name, description in methods:
+            print(f"{name:<{width}}  {description}")
         return 0
     try:
         spec = load_spec(args.job, args.overrides)

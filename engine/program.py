@@ -2,15 +2,16 @@
 
 The backend is a narrow Protocol (one batched call: prompts in, n completions per prompt out), so the
 vLLM replica, a test double, or another engine all plug in. Each step is one batched call over every
-input's chains, which keeps the engine's batch full for multi-step methods.
+input's chains (and, for a fan-out step, every item of every chain), which keeps the engine's batch full
+for multi-step methods. Computed steps run here, without a call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
-from engine.methods import Method
+from engine.methods import COMPUTED_STEPS, ITEM_PARSERS, Method, Step
 
 
 @dataclass(frozen=True)
@@ -37,20 +38,21 @@ class Generator(Protocol):
 
 @dataclass
 class Chain:
-    """One sample's path through the method's steps."""
+    """One sample's path through the method's steps: each step's text (a list of texts for a fan-out step)."""
 
-    steps: dict[str, str] = field(default_factory=dict)
-    num_tokens: int = 0
+    steps: dict[str, str | list[str]] = field(default_factory=dict)
+    num_tokens: int = 0  # generated tokens of every LLM call of this sample, fan-out calls included
 
     @property
     def final_text(self) -> str:
-        return next(reversed(self.steps.values()), "")
+        last = next(reversed(self.steps.values()), "")
+        return last if isinstance(last, str) else "\n\n".join(last)
 
 
 def run_method(
     generator: Generator,
     method: Method,
-    contexts: Sequence[dict[str, str]],
+    contexts: Sequence[dict[str, Any]],
     request: SamplingRequest,
     adapter: str | None = None,
 ) -> list[list[Chain]]:
@@ -64,15 +66,40 @@ def run_method(
         [Chain({method.steps[0].name: c.text}, c.num_tokens) for c in completions] for completions in first
     ]
     follow_up = SamplingRequest(n=1, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens)
+    flat = [(context, chain) for context, per_input in zip(contexts, chains) for chain in per_input]
     for step_index in range(1, len(method.steps)):
-        flat = [(context, chain) for context, per_input in zip(contexts, chains) for chain in per_input]
-        prompts = [method.render(step_index, {**context, **chain.steps}) for context, chain in flat]
-        outputs = generator.generate(prompts, follow_up, adapter)
+        step = method.steps[step_index]
+        if step.compute is not None:
+            compute = COMPUTED_STEPS[step.compute]
+            for context, chain in flat:
+                chain.steps[step.name] = compute({**context, **chain.steps})
+            continue
+        # One batched call per step: every chain's prompt (every item's, for a fan-out step) at once.
+        calls = [(chain, {**context, **chain.steps, **item}) for context, chain in flat
+                 for item in _items(step, chain)]
+        prompts = [method.render(step_index, variables) for _, variables in calls]
+        outputs = generator.generate(prompts, follow_up, adapter) if prompts else []
         _check_shape(outputs, len(prompts), 1)
-        for (_, chain), (completion,) in zip(flat, outputs):
-            chain.steps[method.steps[step_index].name] = completion.text
+        if step.for_each is not None:
+            for _, chain in flat:
+                chain.steps[step.name] = []
+        for (chain, _), (completion,) in zip(calls, outputs):
+            if step.for_each is not None:
+                chain.steps[step.name].append(completion.text)
+            else:
+                chain.steps[step.name] = completion.text
             chain.num_tokens += completion.num_tokens
     return chains
+
+
+def _items(step: Step, chain: Chain) -> list[dict[str, str]]:
+    """The extra variables of each call a step makes for one chain: one call, or one per parsed item."""
+    if step.for_each is None:
+        return [{}]
+    fan = step.for_each
+    source = chain.steps[fan.step]
+    text = source if isinstance(source, str) else "\n".join(source)
+    return [{fan.item: item} for item in ITEM_PARSERS[fan.parse](text, fan.max_items)]
 
 
 def _check_shape(outputs: list[list[Completion]], prompts: int, n: int) -> None:

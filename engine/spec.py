@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class SpecError(ValueError):
@@ -36,16 +36,47 @@ class TaskSpec(_Section):
         return name
 
 
+class CustomStepSpec(_Section):
+    name: str = Field(description="Step name; later templates read this step's output as `{{ name }}`.")
+    prompt: str = Field(description="Jinja template (sandboxed, strict): input variables (question, system1_prompt, "
+                        "the task's fields) and earlier steps' outputs.")
+
+
+class ExtractorSpec(_Section):
+    kind: Literal["answer_marker", "last_line", "regex"] = Field(
+        "answer_marker", description="answer_marker: the last 'Answer: ...' (the built-in prompts ask for it); "
+        "last_line: the last non-empty line; regex: the last match of `pattern`.",
+    )
+    pattern: str | None = Field(None, description="regex kind: its first group (or the whole match) is the answer.")
+
+
 class MethodSpec(_Section):
-    name: str = Field("rar2", description="System 2 method whose answers are distilled (see `s2d methods`).")
+    name: str = Field("rar2", description="System 2 method whose answers are distilled (see `s2d methods`); "
+                      "`custom` runs the templates in `steps`.")
+    steps: list[CustomStepSpec] | None = Field(
+        None, description="custom only: the steps in order. The first is sampled n times; each later step "
+        "continues each sample's chain once.",
+    )
+    extractor: ExtractorSpec = Field(default_factory=ExtractorSpec,
+                                     description="How a sample's final text becomes its answer, for any method.")
 
     @field_validator("name")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        from engine.methods import get_method
+        from engine.methods import CUSTOM, get_method
 
-        get_method(name)
+        if name != CUSTOM:
+            get_method(name)
         return name
+
+    @model_validator(mode="after")
+    def _custom_has_steps(self) -> "MethodSpec":
+        from engine.methods import CUSTOM, resolve_method
+
+        if (self.name == CUSTOM) != (self.steps is not None):
+            raise ValueError("method.steps is required for the custom method and only for it")
+        resolve_method(self.model_dump())  # template syntax, step names, extractor pattern
+        return self
 
 
 class SamplingSpec(_Section):
@@ -57,10 +88,25 @@ class SamplingSpec(_Section):
 
 
 class CurateSpec(_Section):
-    rule: Literal["majority"] = Field("majority", description="Self-consistency criterion.")
+    rule: Literal["majority", "perturbation", "usc"] = Field(
+        "majority", description="Self-consistency criterion. majority: vote over the n samples. perturbation: also "
+        "sample k-1 rewrites of the input that must not change its answer, keep it only if all variants agree "
+        "(costs k times the generation). usc: one more LLM call picks the most consistent of the n responses "
+        "(for free-form answers that a vote cannot compare).",
+    )
     threshold: float = Field(
         0.5, ge=0.0, lt=1.0,
-        description="Accept when the top answer's share of the n samples is strictly above this; 0.5 = strict majority.",
+        description="Accept when the top answer's share of the n samples is strictly above this; 0.5 = strict majority. "
+        "perturbation: applies to each variant only with per_variant_majority. usc: not used.",
+    )
+    perturbation: str | None = Field(
+        None, description="rule perturbation: swap_responses (pairwise_judge), shuffle_options (multiple_choice), "
+        "rename_entities (last_letter, coin_flip), or a registered name (engine.perturb).",
+    )
+    variants: int = Field(2, ge=2, description="rule perturbation: versions of each input, the input itself included.")
+    per_variant_majority: bool = Field(
+        False, description="rule perturbation: each variant's answer must also pass `threshold` (stricter, fewer "
+        "inputs kept); off: each variant's plurality answer counts (ties rejected).",
     )
 
 
@@ -142,6 +188,13 @@ class JobSpec(_Section):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _method_and_criterion_fit_the_task(self) -> "JobSpec":
+        from engine.consistency import check_compatibility
+
+        check_compatibility(self.task.name, self.method.model_dump(), self.curate.rule, self.curate.perturbation)
+        return self
 
     @property
     def out_path(self) -> Path:

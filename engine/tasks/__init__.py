@@ -6,13 +6,16 @@ Each task is one module; this package is the registry. See `engine.tasks.base` f
 from __future__ import annotations
 
 from engine.tasks.arithmetic import ArithmeticTask
-from engine.tasks.base import FIRST_NAMES, Split, Task, TaskInput, make_input_id
+from engine.tasks.base import FIRST_NAMES, Split, StructuredTask, Task, TaskInput, input_fields_of, make_input_id
 from engine.tasks.coin_flip import CoinFlipTask
 from engine.tasks.last_letter import LastLetterTask
+from engine.tasks.multiple_choice import MultipleChoiceTask
+from engine.tasks.pairwise_judge import PairwiseJudgeTask
 from engine.tasks.sycophancy import SycophancyTask
 
 TASKS: dict[str, Task] = {
-    task.name: task for task in (LastLetterTask(), CoinFlipTask(), SycophancyTask(), ArithmeticTask())
+    task.name: task for task in (LastLetterTask(), CoinFlipTask(), SycophancyTask(), ArithmeticTask(),
+                                 PairwiseJudgeTask(), MultipleChoiceTask())
 }
 
 
@@ -24,6 +27,7 @@ def get_task(name: str) -> Task:
 
 
 __all__ = [
-    "FIRST_NAMES", "TASKS", "ArithmeticTask", "CoinFlipTask", "LastLetterTask", "Split", "SycophancyTask", "Task",
-    "TaskInput", "get_task", "make_input_id",
+    "FIRST_NAMES", "TASKS", "ArithmeticTask", "CoinFlipTask", "LastLetterTask", "MultipleChoiceTask",
+    "PairwiseJudgeTask", "Split", "StructuredTask", "SycophancyTask", "Task", "TaskInput", "get_task", "input_fields_of",
+    "make_input_id",
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import random
 import unicodedata
-from dataclasses import dataclass
-from typing import Callable, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol
 
 Split = Literal["train", "eval"]
 
@@ -21,6 +21,10 @@ class TaskInput:
     input_id: str
     question: str
     label: str | None  # ground truth; never used for curation, only for evaluation
+    # Structured parts of the question for tasks that have them (pairwise_judge: instruction, response_a,
+    # response_b; multiple_choice: stem, options). Methods' templates see them by name, and perturbations
+    # rewrite them and re-compose the question with the task's `compose`. JSON-serialisable values only.
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class Task(Protocol):
@@ -31,6 +35,19 @@ class Task(Protocol):
     def normalize(self, raw_answer: str | None) -> str | None: ...
 
     def system1_prompt(self, question: str) -> str: ...
+
+
+class StructuredTask(Task, Protocol):
+    """A task whose inputs carry `fields`; `question == compose(fields)` for every input it generates."""
+
+    input_fields: tuple[str, ...]
+
+    def compose(self, fields: dict[str, Any]) -> str: ...
+
+
+def input_fields_of(task: Task) -> tuple[str, ...]:
+    """The structured fields a task's inputs carry (none for plain question tasks)."""
+    return tuple(getattr(task, "input_fields", ()))
 
 
 def make_input_id(task: str, question: str) -> str:

@@ -17,11 +17,16 @@ def _referenced(prompt: str) -> set[str]:
 
 @pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
 def test_every_step_renders_from_the_input_and_earlier_steps_only(method):
-    context = {name: f"<{name}>" for name in INPUT_VARIABLES}
+    # A method may also read its task's structured fields (bsm: instruction, response_a, response_b).
+    context = {name: f"<{name}>" for name in (*INPUT_VARIABLES, *method.required_fields)}
     for index, step in enumerate(method.steps):
-        allowed = set(INPUT_VARIABLES) | {earlier.name for earlier in method.steps[:index]}
-        assert _referenced(step.prompt) <= allowed, f"{method.name}.{step.name}"
-        assert method.render(index, context).strip()  # StrictUndefined: a stray variable raises here
+        allowed = set(context) | {earlier.name for earlier in method.steps[:index]}
+        if step.for_each:
+            allowed.add(step.for_each.item)
+            context[step.for_each.item] = "<item>"
+        if step.prompt is not None:
+            assert _referenced(step.prompt) <= allowed, f"{method.name}.{step.name}"
+            assert method.render(index, context).strip()  # StrictUndefined: a stray variable raises here
         context[step.name] = f"<{step.name}>"
 
 
@@ -31,7 +36,7 @@ def test_method_files_are_well_formed(method):
     names = [step.name for step in method.steps]
     assert len(set(names)) == len(names)
     assert not set(names) & set(INPUT_VARIABLES)  # a step must not shadow the input
-    if method.name != "system1":
+    if method.name not in ("system1", "bsm"):  # bsm's last step is computed and writes its own Answer line
         assert '"Answer: <answer>"' in method.steps[-1].prompt  # the final line extract_final_answer looks for
 
 
@@ -74,3 +79,99 @@ def test_s2a_answer_step_does_not_see_the_original_question():
     assert len(step_two) == 2 and all("Sydney" not in prompt for prompt in step_two)
     assert all("What is the capital of Australia?" in prompt for prompt in step_two)
     assert set(chains[0][0].steps) == {"rewrite", "respond"}
+
+
+def test_bsm_has_branch_fanned_out_solve_and_computed_merge():
+    bsm = get_method("bsm")
+    branch, solve, merge = bsm.steps
+    assert (branch.name, solve.name, merge.name) == ("branch", "solve", "merge")
+    assert solve.for_each.step == "branch" and solve.for_each.item == "criterion" and solve.for_each.max_items == 5
+    assert merge.compute == "bsm_merge" and merge.prompt is None
+    assert bsm.required_fields == {"instruction", "response_a", "response_b"}
+
+
+@pytest.mark.parametrize("solve_texts, verdict", [
+    (["Score A: 5, Score B: 2", "Score A: 4, Score B: 4"], "Answer: A"),
+    (["Score A: 1/5, Score B: 3/5"], "Answer: B"),
+    (["Score A: 3, Score B: 3", "A: 2 B: 2"], "Answer: tie"),
+    (["I cannot judge this.", "Score A: 2, Score B: 5"], "Answer: B"),  # the unscored criterion is skipped
+    (["no scores here", ""], "Answer: none"),
+    ([], "Answer: none"),  # the branch produced no criteria
+])
+def test_bsm_merge_sums_the_scores(solve_texts, verdict):
+    from engine.methods import bsm_merge
+
+    assert bsm_merge({"solve": solve_texts}).endswith(verdict)
+
+
+def test_resolve_method_builds_custom_from_the_job_spec_and_keeps_builtins():
+    from engine.methods import resolve_method
+
+    custom = resolve_method({"name": "custom", "steps": [{"name": "think", "prompt": "{{ question }} think"},
+                                                         {"name": "say", "prompt": "{{ think }} say"}],
+                             "extractor": {"kind": "last_line", "pattern": None}})
+    assert [step.name for step in custom.steps] == ["think", "say"] and custom.description
+    assert custom.extract_answer("reasoning\n  final  \n") == "final"
+    assert resolve_method("rar2") is get_method("rar2")
+    assert resolve_method({"name": "rar2", "steps": None, "extractor": {"kind": "answer_marker", "pattern": None}}).steps \
+        == get_method("rar2").steps
+    with pytest.raises(ValueError, match="custom needs its steps"):
+        get_method("custom")
+
+
+@pytest.mark.parametrize("definition, message", [
+    ({"steps": []}, "at least one step"),
+    ({"steps": [{"name": "a b", "prompt": "x"}]}, "not an identifier"),
+    ({"steps": [{"name": "question", "prompt": "x"}]}, "name is taken"),
+    ({"steps": [{"name": "a", "prompt": "x"}, {"name": "a", "prompt": "y"}]}, "name is taken"),
+    ({"steps": [{"name": "a", "prompt": "{% if %}"}]}, "template error"),
+    ({"steps": [{"name": "a", "compute": "bsm_merge"}]}, "first step must be a prompt"),
+    ({"steps": [{"name": "a", "prompt": "x"}, {"name": "b", "compute": "nope"}]}, "unknown computed step"),
+    ({"steps": [{"name": "a", "prompt": "x", "compute": "bsm_merge"}]}, "exactly one of prompt or compute"),
+    ({"steps": [{"name": "a", "prompt": "x"}, {"name": "b", "prompt": "{{ c }}",
+                                               "for_each": {"step": "z", "item": "c"}}]}, "not an earlier step"),
+    ({"steps": [{"name": "a", "prompt": "x"}], "extractor": {"kind": "regex"}}, "needs a pattern"),
+    ({"steps": [{"name": "a", "prompt": "x"}], "extractor": {"kind": "regex", "pattern": "(["}}, "not a valid regex"),
+])
+def test_bad_method_definitions_get_clear_errors(definition, message):
+    from engine.methods import method_from_definition
+
+    with pytest.raises(ValueError, match=message):
+        method_from_definition({"name": "custom", **definition}, "spec")
+
+
+def test_custom_templates_cannot_reach_python_internals():
+    from jinja2.exceptions import SecurityError
+
+    from engine.methods import method_from_definition
+
+    method = method_from_definition(
+        {"name": "custom", "steps": [{"name": "a", "prompt": "{{ question.__class__.__mro__[1].__subclasses__() }}"}]},
+        "spec")
+    with pytest.raises(SecurityError):
+        method.render(0, {"question": "q", "system1_prompt": "s"})
+
+
+@pytest.mark.parametrize("kind, pattern, text, expected", [
+    ("answer_marker", None, "so\nAnswer: abcd", "abcd"),
+    ("answer_marker", None, "Answer:", None),
+    ("last_line", None, "a\nb\n\n", "b"),
+    ("last_line", None, "   ", None),
+    ("regex", r"Final: (\w+)", "Final: no ... Final: yes", "yes"),  # the last match wins
+    ("regex", r"\d+", "3 apples and 12 pears", "12"),  # no group: the whole match
+    ("regex", r"Final: (\w*)", "Final: ", None),  # an empty group is no answer
+    ("regex", r"Final: (\w+)", "no marker at all", None),
+    ("regex", r"Final: (\w+)", None, None),
+])
+def test_extractors_including_malformed_outputs(kind, pattern, text, expected):
+    from engine.methods import Extractor
+
+    assert Extractor(kind, pattern)(text) == expected
+
+
+def test_s2d_methods_lists_custom_and_every_file_method():
+    from engine.methods import list_methods
+
+    names = [name for name, _ in list_methods()]
+    assert names == sorted(names) and set(names) == {*METHODS, "custom"}
+    assert {"system1", "rar1", "rar2", "s2a", "cot", "bsm", "custom"} <= set(names)

@@ -56,3 +56,56 @@ def test_every_method_file_loads_with_steps():
     assert {"system1", "rar2"} <= set(METHODS)
     for method in METHODS.values():
         assert method.steps and method.description
+
+
+class JudgeGenerator(ScriptedGenerator):
+    """Plans three criteria, then scores A above B on every criterion but the one about 'style'."""
+
+    def generate(self, prompts, request, adapter=None):
+        self.calls.append((list(prompts), request))
+        outputs = []
+        for prompt in prompts:
+            if "evaluation plan" in prompt:
+                text = "1. Accuracy\n2. Style\n3. Helpfulness"
+            elif "criterion only: Style" in prompt:
+                text = "Score A: 2, Score B: 4"
+            else:
+                text = "Score A: 5, Score B: 1"
+            outputs.append([Completion(text, 7)] * request.n)
+        return outputs
+
+
+def test_bsm_fans_out_one_solve_call_per_criterion_and_merges_without_a_call():
+    gen = JudgeGenerator()
+    context = {"question": "Q", "system1_prompt": "S", "instruction": "I", "response_a": "ra", "response_b": "rb"}
+    chains = run_method(gen, get_method("bsm"), [context], SamplingRequest(n=2, max_tokens=9))
+    assert len(gen.calls) == 2  # branch, then all solve calls of all chains in one batch; merge is computed
+    (branch_prompts, branch_request), (solve_prompts, solve_request) = gen.calls
+    assert len(branch_prompts) == 1 and branch_request.n == 2
+    assert len(solve_prompts) == 2 * 3 and solve_request.n == 1
+    for chain in chains[0]:
+        assert chain.steps["solve"] == ["Score A: 5, Score B: 1", "Score A: 2, Score B: 4", "Score A: 5, Score B: 1"]
+        assert chain.final_text.endswith("Answer: A") and "A = 12, B = 6" in chain.final_text
+        assert chain.num_tokens == 7 + 3 * 7  # every LLM call of the sample, fan-out included; merge is free
+
+
+def test_fan_out_caps_items_and_survives_an_empty_plan():
+    class Planner(JudgeGenerator):
+        def __init__(self, plan):
+            super().__init__()
+            self.plan = plan
+
+        def generate(self, prompts, request, adapter=None):
+            if "evaluation plan" in prompts[0]:
+                self.calls.append((list(prompts), request))
+                return [[Completion(self.plan, 1)] * request.n for _ in prompts]
+            return super().generate(prompts, request, adapter)
+
+    context = {"question": "Q", "system1_prompt": "S", "instruction": "I", "response_a": "a", "response_b": "b"}
+    many = Planner("\n".join(f"{i}. criterion {i}" for i in range(1, 9)))
+    run_method(many, get_method("bsm"), [context], SamplingRequest(n=1))
+    assert len(many.calls[1][0]) == 5  # up to five criteria
+    empty = Planner("   ")
+    chains = run_method(empty, get_method("bsm"), [context], SamplingRequest(n=1))
+    assert len(empty.calls) == 1  # no criteria: no solve call at all
+    assert chains[0][0].steps["solve"] == [] and chains[0][0].final_text.endswith("Answer: none")

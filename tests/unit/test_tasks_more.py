@@ -14,7 +14,7 @@ GENERATED = ("coin_flip", "arithmetic")  # open-ended spaces; sycophancy draws f
 
 
 def test_registry_has_every_task():
-    assert set(TASKS) == {"last_letter", "coin_flip", "sycophancy", "arithmetic"}
+    assert {"last_letter", "coin_flip", "sycophancy", "arithmetic", "pairwise_judge", "multiple_choice"} <= set(TASKS)
     assert all(get_task(name).name == name for name in TASKS)
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         get_task("nope")

@@ -1,0 +1,240 @@
+"""Consistency criteria beyond a plain vote: perturbation agreement and universal self-consistency (USC).
+
+Two halves, both pure (no Ray, no vLLM):
+- generation (`generate_for_curation`): what the replica runs per batch of input rows for the job's
+  criterion: the n samples, plus k-1 perturbed variants (perturbation) or one judge call (usc);
+- decision (`curate_generated_row`): one generated row -> one curated row, accepted or rejected with the
+  criterion and reason, in the layout of `engine.curate.curate_row` plus a `criterion` column.
+
+Row contract between the two (columns a generated row carries, beyond input_id, shard_id, prompt):
+  all rules      sample_texts [n] (the input's own samples), sample_tokens [n]
+  perturbation   variant_texts [k][n], variant_tokens [k][n], variant_inverse [k] (JSON: variant answer ->
+                 original answer); variant 0 is the input itself, so variant_texts[0] == sample_texts
+  usc            usc_choice (0-based index into sample_texts, -1 when the judge named none), usc_tokens
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from engine.curate import Vote, majority_vote
+from engine.answers import parse_usc_choice
+from engine.methods import Extractor, Method, render_template, resolve_method
+from engine.perturb import Variant, get_perturbation, make_variants
+from engine.program import Generator, SamplingRequest, run_method
+from engine.tasks import Task, TaskInput, get_task, input_fields_of
+
+USC_PROMPT_FILE = Path(__file__).parent / "prompts" / "criteria" / "usc.yaml"
+# The judge is asked to start with its choice; a few tokens more leave room for "Response 12".
+USC_MAX_TOKENS = 32
+RULES = ("majority", "perturbation", "usc")
+
+
+@dataclass(frozen=True)
+class Decision:
+    criterion: str
+    answer: str | None
+    votes: int  # samples whose (mapped-back) answer is the accepted or top answer
+    num_samples: int
+    counts: dict[str, int]  # pooled answer distribution, most frequent first
+    reason: str | None  # None when accepted
+    detail: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+
+def _vote_detail(vote: Vote, threshold: float) -> str:
+    top = next(iter(vote.counts.items()), None)
+    if top is None:
+        return f"no parseable answer in {vote.num_samples} samples"
+    return f"top answer {top[0]!r} has {top[1]}/{vote.num_samples} votes, need > {threshold:g}"
+
+
+def majority_decision(answers: Sequence[str | None], threshold: float) -> Decision:
+    vote = majority_vote(answers, threshold)
+    detail = "" if vote.accepted else _vote_detail(vote, threshold)
+    return Decision("majority", vote.answer, vote.votes, vote.num_samples, vote.counts, vote.reason, detail)
+
+
+def perturbation_decision(
+    variant_answers: Sequence[Sequence[str | None]], threshold: float, per_variant_majority: bool
+) -> Decision:
+    """Accept when every variant's answer (already mapped back to the input's answer space) is the same.
+
+    A variant's answer is its plurality answer (ties rejected) or, with `per_variant_majority`, its
+    majority answer above `threshold`. The pooled counts over all variants are the answer distribution.
+    """
+    pooled = Counter(answer for answers in variant_answers for answer in answers if answer is not None)
+    counts = dict(pooled.most_common())
+    num_samples = sum(map(len, variant_answers))
+    variant_threshold = threshold if per_variant_majority else 0.0
+    votes = [majority_vote(answers, variant_threshold) for answers in variant_answers]
+    top_votes = next(iter(counts.values()), 0)
+    for index, vote in enumerate(votes):
+        if not vote.accepted:
+            detail = f"variant {index} of {len(votes)}: {_vote_detail(vote, variant_threshold)}"
+            return Decision("perturbation", None, top_votes, num_samples, counts, f"variant_{vote.reason}", detail)
+    answers = [vote.answer for vote in votes]
+    if len(set(answers)) > 1:
+        detail = "variant answers (mapped back): " + ", ".join(repr(answer) for answer in answers)
+        return Decision("perturbation", None, top_votes, num_samples, counts, "variants_disagree", detail)
+    return Decision("perturbation", answers[0], counts[answers[0]], num_samples, counts, None)
+
+
+def usc_decision(answers: Sequence[str | None], choice: int | None) -> Decision:
+    """Keep the final answer of the response the USC judge chose; reject when it chose none or that has none."""
+    counts = dict(Counter(answer for answer in answers if answer is not None).most_common())
+    if choice is None or not 0 <= choice < len(answers):
+        return Decision("usc", None, 0, len(answers), counts, "usc_no_choice",
+                        f"the judge named none of the {len(answers)} responses")
+    answer = answers[choice]
+    if answer is None:
+        return Decision("usc", None, 0, len(answers), counts, "no_answer",
+                        f"the chosen response {choice + 1} has no parseable answer")
+    return Decision("usc", answer, counts[answer], len(answers), counts, None)
+
+
+def sample_answers(task: Task, extractor: Extractor, texts: Sequence[str]) -> list[str | None]:
+    return [task.normalize(extractor(text)) for text in texts]
+
+
+def curate_generated_row(
+    row: dict[str, Any], *, task: str, method: str, model: str, rule: str = "majority", threshold: float = 0.5,
+    per_variant_majority: bool = False, extractor: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One generated row (see the module's row contract) -> one curated row, accepted or rejected."""
+    task_obj, extract = get_task(task), Extractor(**(extractor or {}))
+    if rule == "majority":
+        decision = majority_decision(sample_answers(task_obj, extract, row["sample_texts"]), threshold)
+        tokens = list(row["sample_tokens"])
+    elif rule == "perturbation":
+        variant_answers = [
+            [Variant("", inverse=json.loads(inverse)).invert(answer) for answer in sample_answers(task_obj, extract, texts)]
+            for texts, inverse in zip(row["variant_texts"], row["variant_inverse"])
+        ]
+        decision = perturbation_decision(variant_answers, threshold, per_variant_majority)
+        tokens = [count for per_variant in row["variant_tokens"] for count in per_variant]
+    elif rule == "usc":
+        choice = int(row["usc_choice"])
+        decision = usc_decision(sample_answers(task_obj, extract, row["sample_texts"]), None if choice < 0 else choice)
+        # The judge call is part of what each kept answer cost: spread it over the n samples.
+        tokens = [count + row["usc_tokens"] / len(row["sample_tokens"]) for count in row["sample_tokens"]]
+    else:
+        raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
+    return {
+        "input_id": row["input_id"],
+        "shard_id": int(row["shard_id"]),
+        "prompt": row["prompt"],
+        "status": "accepted" if decision.accepted else "rejected",
+        "answer": decision.answer,
+        "votes": decision.votes,
+        "num_samples": decision.num_samples,
+        "agreement": decision.votes / decision.num_samples if decision.num_samples else 0.0,
+        "reason": decision.reason,
+        "detail": decision.detail,
+        "answer_counts": json.dumps(decision.counts, ensure_ascii=False),
+        "method": method,
+        "model": model,
+        "system2_tokens": float(sum(tokens)) / len(tokens) if tokens else 0.0,
+        "criterion": decision.criterion,
+    }
+
+
+def curate_kwargs(spec: Any) -> dict[str, Any]:
+    """The keyword arguments of `curate_generated_row` for a JobSpec (plain data, so Ray can ship them)."""
+    return dict(task=spec.task.name, method=spec.method.name, model=spec.model, rule=spec.curate.rule,
+                threshold=spec.curate.threshold, per_variant_majority=spec.curate.per_variant_majority,
+                extractor=spec.method.extractor.model_dump())
+
+
+def check_compatibility(task_name: str, method: str | dict[str, Any], rule: str, perturbation: str | None) -> None:
+    """Raise ValueError when the method reads fields the task lacks, or the perturbation cannot rewrite it."""
+    task, resolved = get_task(task_name), resolve_method(method)
+    missing = resolved.required_fields - set(input_fields_of(task))
+    if missing:
+        raise ValueError(f"method {resolved.name!r} reads input fields {sorted(missing)}, which task "
+                         f"{task.name!r} does not have (its fields: {sorted(input_fields_of(task)) or 'none'})")
+    if rule == "perturbation":
+        if not perturbation:
+            raise ValueError("curate.rule perturbation needs curate.perturbation (a perturbation name)")
+        get_perturbation(perturbation).check_task(task)
+    elif perturbation:
+        raise ValueError(f"curate.perturbation is only used by rule perturbation, not {rule!r}")
+
+
+# --- generation side: what a replica runs for a batch of input rows ---
+
+@lru_cache(maxsize=1)
+def _usc_prompt_file() -> dict[str, Any]:
+    return yaml.safe_load(USC_PROMPT_FILE.read_text())
+
+
+def usc_prompt(question: str, responses: Sequence[str]) -> str:
+    data = _usc_prompt_file()
+    tails = [response[-data["response_chars"]:] for response in responses]
+    return render_template(data["prompt"], {"question": question, "responses": tails})
+
+
+def _input_of(row: dict[str, Any]) -> TaskInput:
+    fields = row.get("fields") or {}
+    if isinstance(fields, str):
+        fields = json.loads(fields) if fields else {}
+    return TaskInput(str(row["input_id"]), str(row["question"]), None, fields)
+
+
+def _context(task: Task, question: str, fields: dict[str, Any], system1_prompt: str | None = None) -> dict[str, Any]:
+    return {**fields, "question": question,
+            "system1_prompt": system1_prompt if system1_prompt is not None else task.system1_prompt(question)}
+
+
+def generate_for_curation(
+    generator: Generator, method: Method, task: Task, rows: Sequence[dict[str, Any]], request: SamplingRequest, *,
+    rule: str = "majority", perturbation: str | None = None, variants: int = 2, seed: int = 0,
+) -> dict[str, list]:
+    """Columns of the generated rows for a batch of input rows (module docstring: the row contract).
+
+    Input rows carry input_id, shard_id, question, prompt (the System 1 prompt) and, for tasks with
+    structured inputs, fields (a dict or its JSON). All calls of a batch are batched across its inputs.
+    """
+    items = [_input_of(row) for row in rows]
+    columns: dict[str, list] = {
+        "input_id": [item.input_id for item in items],
+        "shard_id": [int(row["shard_id"]) for row in rows],
+        "prompt": [str(row["prompt"]) for row in rows],
+    }
+    if rule == "perturbation":
+        perturber = get_perturbation(perturbation or "")
+        per_input = [make_variants(item, task, perturber, variants, seed) for item in items]
+        contexts = [_context(task, variant.question, variant.fields, row["prompt"] if index == 0 else None)
+                    for row, input_variants in zip(rows, per_input) for index, variant in enumerate(input_variants)]
+        chains = run_method(generator, method, contexts, request)
+        grouped = [chains[start:start + variants] for start in range(0, len(chains), variants)]
+        columns["variant_texts"] = [[[c.final_text for c in per_variant] for per_variant in g] for g in grouped]
+        columns["variant_tokens"] = [[[c.num_tokens for c in per_variant] for per_variant in g] for g in grouped]
+        columns["variant_inverse"] = [[json.dumps(v.inverse, sort_keys=True) for v in vs] for vs in per_input]
+        columns["sample_texts"] = [texts[0] for texts in columns["variant_texts"]]
+        columns["sample_tokens"] = [tokens[0] for tokens in columns["variant_tokens"]]
+        return columns
+    contexts = [_context(task, item.question, item.fields, row["prompt"]) for row, item in zip(rows, items)]
+    chains = run_method(generator, method, contexts, request)
+    columns["sample_texts"] = [[chain.final_text for chain in per_input] for per_input in chains]
+    columns["sample_tokens"] = [[chain.num_tokens for chain in per_input] for per_input in chains]
+    if rule == "usc":
+        prompts = [usc_prompt(item.question, texts) for item, texts in zip(items, columns["sample_texts"])]
+        judge = SamplingRequest(n=1, temperature=0.0, max_tokens=USC_MAX_TOKENS)
+        outputs = generator.generate(prompts, judge) if prompts else []
+        choices = [parse_usc_choice(completion.text, request.n) for (completion,) in outputs]
+        columns["usc_choice"] = [-1 if choice is None else choice for choice in choices]
+        columns["usc_tokens"] = [completion.num_tokens for (completion,) in outputs]
+    elif rule != "majority":
+        raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
+    return columns
