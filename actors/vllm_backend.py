@@ -42,6 +42,7 @@ class VLLMGenerator:
             gpu_memory_utilization=engine.gpu_memory_utilization,
             enforce_eager=engine.enforce_eager,
             tensor_parallel_size=engine.tensor_parallel_size,
+            pipeline_parallel_size=engine.pipeline_parallel_size,
             enable_prefix_caching=engine.enable_prefix_caching,
             # The engine is seeded, not each request: per-request seeds crash the CPU build at batch size.
             seed=seed,

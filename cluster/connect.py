@@ -7,6 +7,8 @@ from typing import Any
 
 # vLLM's Ray metrics import `ray.serve`; s2d reports its own metrics, so keep vLLM's off (FACTS.md).
 WORKER_ENV_VARS = {"VLLM_USE_RAY_METRICS": "0", "TOKENIZERS_PARALLELISM": "false"}
+# Set by Ray in the driver of a job submitted through the job API (holds that job's config).
+SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def embedded_init_kwargs(num_cpus: int | None = None) -> dict[str, Any]:
@@ -33,7 +35,11 @@ def connect(address: str | None = None) -> Any:
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if os.environ.get(SUBMITTED_JOB_ENV):
+        # A job submitted with `s2d submit`: its runtime_env already carries WORKER_ENV_VARS, and Ray refuses
+        # a driver runtime_env that repeats keys of the job's.
+        ray.init(address=address or "auto", log_to_driver=True)
+    elif address:
         ray.init(address=address, runtime_env={"env_vars": dict(WORKER_ENV_VARS)}, log_to_driver=True)
     else:
         ray.init(**embedded_init_kwargs())

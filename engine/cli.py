@@ -44,7 +44,71 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--force", action="store_true",
                                help="discard shards of a different job spec in `out` instead of refusing")
     commands.add_parser("methods", help="list the System 2 methods", description="List the System 2 methods.")
+    _add_cluster_commands(commands)
     return parser
+
+CLUSTER_ADDRESS_HELP = ("Ray job API of the cluster, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, else "
+                        "RAY_ADDRESS, else http://127.0.0.1:8265). A token-authenticated cluster needs "
+                        "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH set")
+
+
+def _add_cluster_commands(commands) -> None:
+    submit = commands.add_parser(
+        "submit", help="submit a job to a Ray cluster and follow its logs",
+        description="Submit a job to an existing Ray cluster (Ray job submission API). s2d's code and the resolved "
+        "job file travel in the job's runtime_env; `out` must be an absolute path the cluster's nodes share.")
+    submit.add_argument("job", help="YAML job file")
+    submit.add_argument("overrides", nargs="*", metavar="key=value", help="override a job-file key")
+    submit.add_argument("--stage", choices=list(STAGE_HELP), default="run", help="what the job runs (default: run)")
+    submit.add_argument("--address", default=None, help=CLUSTER_ADDRESS_HELP)
+    submit.add_argument("--no-wait", action="store_true", help="print the submission id and return")
+    submit.add_argument("--python", default=None,
+                        help="Python on the cluster that has s2d's dependencies (default: this one for a local "
+                        "cluster, else `python`)")
+    for name, help_text in (("logs", "print a submitted job's logs"), ("stop", "stop a submitted job")):
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("submission_id", help="the id `s2d submit` printed")
+        command.add_argument("--address", default=None, help=CLUSTER_ADDRESS_HELP)
+        if name == "logs":
+            command.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+
+
+def _cluster_command(args: argparse.Namespace) -> int:
+    from cluster import submit as jobs
+
+    try:
+        if args.command == "logs":
+            if args.follow:
+                status = jobs.follow(args.submission_id, args.address)
+                print(f"s2d: job {args.submission_id} {status}", file=sys.stderr)
+            else:
+                sys.stdout.write(jobs.logs(args.submission_id, args.address))
+            return 0
+        if args.command == "stop":
+            stopped = jobs.stop(args.submission_id, args.address)
+            print(f"s2d: job {args.submission_id} " + ("stopping" if stopped else "had already ended"))
+            return 0
+        spec = load_spec(args.job, args.overrides)
+        job_id = jobs.submit(spec, args.stage, args.address, args.python)
+        print(f"s2d: submitted {job_id} ({args.stage} {args.job}); logs: s2d logs {job_id}, stop: s2d stop {job_id}",
+              file=sys.stderr, flush=True)
+        if args.no_wait:
+            print(job_id)
+            return 0
+        try:
+            status = jobs.follow(job_id, args.address)
+        except KeyboardInterrupt:
+            print(f"\ns2d: stopped following; job {job_id} keeps running (s2d stop {job_id})", file=sys.stderr)
+            return 130
+        print(f"s2d: job {job_id} {status}", file=sys.stderr)
+        return 0 if status == "SUCCEEDED" else 1
+    except SpecError as error:
+        print(f"s2d: error: {error}", file=sys.stderr)
+        return 2
+    except jobs.SubmitError as error:
+        print(f"s2d: error: {error}", file=sys.stderr)
+        return 1
+
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, description in methods:
             print(f"{name:<{width}}  {description}")
         return 0
+    if args.command in ("submit", "logs", "stop"):
+        return _cluster_command(args)
     try:
         spec = load_spec(args.job, args.overrides)
         check_model_reference(spec.model)

@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.curate import curate_row
 from engine.models import check_model_reference
+from engine.progress import JobProgress, ProgressDisplay, write_metrics
 from engine.shards import ShardWriter, num_shards_for, shard_of, spec_fingerprint
 from engine.spec import JobSpec
 from engine.tasks import TaskInput, get_task
@@ -60,7 +61,8 @@ def _curate_batch(batch, *, task: str, threshold: float, method: str, model: str
 
 def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> GenerateSummary:
     from cluster.connect import connect
-    from cluster.resources import replica_resources
+    from cluster.metrics import RayMetricsExporter
+    from cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
     from actors.replica import GenerationReplica
 
     check_model_reference(spec.model)
@@ -74,8 +76,7 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
                               {shard: expected.get(shard, 0) for shard in range(num_shards)}, force=force)
     pending = [row for row in rows if row["shard_id"] not in writer.committed_shards]
     skipped = len(rows) - len(pending)
-    reasons: Counter[str] = Counter()
-    accepted = rejected = 0
+    tally = JobProgress(total_inputs=len(pending), skipped_inputs=skipped)
 
     if pending:
         ray = connect()
@@ -83,42 +84,37 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
         # One progress display, ours, with the totals users care about; Ray Data's per-operator one is noise here.
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        resources = replica_resources(spec, ray.cluster_resources().get("GPU", 0))
+        placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
         dataset = ray.data.from_items(pending, override_num_blocks=max(1, len(pending) // spec.generation.batch_size))
         generated = dataset.map_batches(
             GenerationReplica,
             fn_constructor_kwargs=GenerationReplica.for_job(spec),
             batch_size=spec.generation.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=spec.generation.replicas),
-            **resources,
+            # Two batches in flight per replica: one computing, one queued, so a replica never idles between
+            # batches, while a slow or restarting replica holds back at most two and idle ones take the rest.
+            compute=ray.data.ActorPoolStrategy(min_size=spec.generation.min_replicas,
+                                               max_size=spec.generation.max_replicas,
+                                               max_tasks_in_flight_per_actor=2),
+            **map_batches_placement_args(placement),
         )
         curated = generated.map_batches(
             _curate_batch, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"task": spec.task.name, "threshold": spec.curate.threshold,
                        "method": spec.method.name, "model": spec.model},
         )
-        bar = _progress_bar(len(pending), progress)
+        display = ProgressDisplay(tally, enabled=progress)
+        exporter = RayMetricsExporter(job=str(out))
         for batch in curated.iter_batches(batch_format="pyarrow", batch_size=None):
             batch_rows = batch.to_pylist()
             writer.add(batch_rows)
-            for row in batch_rows:
-                if row["status"] == "accepted":
-                    accepted += 1
-                else:
-                    rejected += 1
-                    reasons[row["reason"]] += 1
-            bar.update(len(batch_rows))
-            bar.set_postfix(accepted=accepted, rejected=rejected)
-        bar.close()
+            tally.add(batch_rows)
+            display.refresh()
+            exporter.update(tally.snapshot())
+        display.close()
     manifest = writer.finish()
     counts = manifest["counts"]
     if counts["accepted"] + counts["rejected"] != len(rows):
         raise RuntimeError(f"accounting: {counts['accepted']} accepted + {counts['rejected']} rejected != {len(rows)} inputs")
-    return GenerateSummary(len(rows), skipped, counts["accepted"], counts["rejected"], dict(reasons),
+    write_metrics(out, tally, {"committed_accepted": counts["accepted"], "committed_rejected": counts["rejected"]})
+    return GenerateSummary(len(rows), skipped, counts["accepted"], counts["rejected"], dict(tally.reasons),
                            time.monotonic() - started, out)
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="generate+curate", unit="input", disable=not enabled, dynamic_ncols=True)

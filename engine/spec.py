@@ -159,17 +159,77 @@ class EngineSpec(_Section):
         "fraction of host RAM reserved for KV cache, so keep it small there (0.15 on a 24 GiB machine).",
     )
     enforce_eager: bool = Field(True, description="Skip CUDA graph capture: faster start, slower decode on GPU.")
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(
+        1, ge=1,
+        description="GPUs that split each layer of one replica. Use the smallest that fits the weights plus KV cache "
+        "(7B in bf16: 1 on a 24+ GiB GPU; 70B: 4 on 80 GiB GPUs, 8 for long contexts); it must divide the "
+        "model's attention heads and stay within one node, where GPUs talk over NVLink.",
+    )
+    pipeline_parallel_size: int = Field(
+        1, ge=1,
+        description="Stages of layers of one replica, each on its own tensor_parallel_size GPUs. Only for models "
+        "that do not fit one node; stages may sit on different nodes, at the cost of a pipeline bubble.",
+    )
     enable_prefix_caching: bool = True
 
 
 class GenerationSpec(_Section):
-    replicas: int = Field(1, ge=1, description="Data-parallel vLLM replica actors.")
-    cpus_per_replica: float = Field(1.0, gt=0.0)
-    gpus_per_replica: float | None = Field(None, description="None: tensor_parallel_size GPUs when the cluster has GPUs, else 0.")
+    """The pool of data-parallel vLLM replicas and what each one asks Ray for."""
+
+    replicas: int | str = Field(
+        1,
+        description="Replica actors: a number (fixed pool) or 'min..max' (Ray Data grows the pool up to max while "
+        "inputs queue and the cluster has room, and never below min). A fixed pool starts every engine up front; "
+        "an autoscaling one starts faster and shares the cluster, but pays an engine start per added replica.",
+    )
+    cpus_per_replica: float = Field(1.0, gt=0.0, description="CPUs of one replica (of each GPU worker with TP/PP).")
+    gpus_per_replica: float | None = Field(
+        None,
+        description="None: tensor_parallel_size x pipeline_parallel_size GPUs when the cluster has GPUs, else 0. "
+        "A fraction (0.5) packs small models two to a GPU.",
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each replica also asks for, e.g. {vllm_node: 1} to keep replicas on the "
+        "nodes that advertise it, one per node.",
+    )
     batch_size: int = Field(
         64, ge=1, description="Inputs per replica call. Larger batches keep vLLM busier; smaller ones stream sooner."
     )
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replica_bounds(cls, value: int | str) -> int | str:
+        low, high = replica_bounds(value)
+        return low if low == high else f"{low}..{high}"
+
+    @property
+    def min_replicas(self) -> int:
+        return replica_bounds(self.replicas)[0]
+
+    @property
+    def max_replicas(self) -> int:
+        return replica_bounds(self.replicas)[1]
+
+
+def replica_bounds(replicas: int | str) -> tuple[int, int]:
+    """(min, max) of a replica pool written as `4` or `'2..8'`."""
+    if isinstance(replicas, bool):
+        raise ValueError("replicas is a number or 'min..max'")
+    if isinstance(replicas, int):
+        low = high = replicas
+    else:
+        text = str(replicas).strip()
+        low_text, sep, high_text = text.partition("..")
+        try:
+            low, high = (int(low_text), int(high_text)) if sep else (int(text),) * 2
+        except ValueError:
+            raise ValueError(f"replicas is a number or 'min..max' like '2..8', got {replicas!r}") from None
+    if low < 1:
+        raise ValueError(f"replicas must be at least 1, got {replicas!r}")
+    if high < low:
+        raise ValueError(f"replicas 'min..max' needs min <= max, got {replicas!r}")
+    return low, high
 
 
 class OutputSpec(_Section):

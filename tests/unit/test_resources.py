@@ -21,3 +21,14 @@ def test_embedded_ray_dashboard_is_bound_to_loopback():
     kwargs = embedded_init_kwargs(num_cpus=2)
     assert kwargs["num_cpus"] == 2
     assert kwargs["dashboard_host"] == "127.0.0.1"
+
+
+def test_standalone_replica_holds_tp_x_pp_gpus_and_its_custom_resources():
+    spec = parse_spec({"model": "m", "engine": {"tensor_parallel_size": 2, "pipeline_parallel_size": 2},
+                       "generation": {"resources": {"vllm_node": 1}}})
+    assert replica_resources(spec, cluster_gpus=8) == {"num_cpus": 1.0, "num_gpus": 4.0, "resources": {"vllm_node": 1}}
+
+
+def test_a_pool_that_may_grow_keeps_vllms_own_thread_binding():
+    assert cpu_thread_env(replicas="1..3", node_cpus=2) == {}
+    assert cpu_thread_env(replicas="1..1", node_cpus=2)["OMP_NUM_THREADS"] == "2"

@@ -1,0 +1,80 @@
+import pytest
+
+from cluster.placement import (ReplicaPlacement, largest_node_gpus, map_batches_placement_args, parallel_bundles,
+                               replica_placement)
+from engine.spec import SpecError, parse_spec, replica_bounds
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+@pytest.mark.parametrize("pp", [1, 2])
+def test_one_bundle_per_gpu_worker_packed_on_one_node_when_it_fits(tp, pp):
+    bundles, strategy = parallel_bundles(tp, pp, gpus_per_node=8)
+    assert bundles == [{"GPU": 1.0, "CPU": 1.0}] * (tp * pp)
+    assert strategy == ("STRICT_PACK" if tp * pp <= 8 else "PACK")
+
+
+def test_pipeline_stages_cross_nodes_with_pack_so_tp_groups_stay_whole():
+    bundles, strategy = parallel_bundles(8, 2, gpus_per_node=8)
+    assert len(bundles) == 16 and strategy == "PACK"
+    assert parallel_bundles(4, 2, gpus_per_node=4)[1] == "PACK"
+    assert parallel_bundles(2, 2, gpus_per_node=4)[1] == "STRICT_PACK"
+
+
+def test_tensor_parallel_group_larger_than_a_node_or_no_gpus_is_refused():
+    with pytest.raises(ValueError, match="within a node"):
+        parallel_bundles(8, 1, gpus_per_node=4)
+    with pytest.raises(ValueError, match="GPU nodes"):
+        parallel_bundles(2, 1, gpus_per_node=0)
+
+
+def test_custom_resources_and_cpus_go_into_the_bundles():
+    bundles, _ = parallel_bundles(2, 1, gpus_per_node=8, cpus_per_worker=2, resources={"vllm_node": 1})
+    assert bundles == [{"GPU": 1.0, "CPU": 2.0, "vllm_node": 1}, {"GPU": 1.0, "CPU": 2.0}]
+
+
+def _spec(**generation_and_engine):
+    engine = {k: v for k, v in generation_and_engine.items() if k.endswith("parallel_size")}
+    generation = {k: v for k, v in generation_and_engine.items() if k not in engine}
+    return parse_spec({"model": "m", "engine": engine, "generation": generation})
+
+
+def test_tp_replica_on_gpus_gets_a_placement_group_and_holds_no_gpu_itself():
+    placement = replica_placement(_spec(tensor_parallel_size=4, pipeline_parallel_size=2), gpus_per_node=8)
+    assert placement.uses_placement_group and len(placement.bundles) == 8 and placement.strategy == "STRICT_PACK"
+    assert placement.actor_options == {"num_cpus": 1.0, "num_gpus": 0}
+    args = map_batches_placement_args(placement)
+    assert args["num_gpus"] == 0 and args["ray_remote_args_fn"].args == (placement.bundles, "STRICT_PACK")
+
+
+def test_single_gpu_and_cpu_replicas_need_no_placement_group():
+    assert replica_placement(_spec(), gpus_per_node=8) == ReplicaPlacement(actor_options={"num_cpus": 1.0, "num_gpus": 1.0})
+    cpu = replica_placement(_spec(tensor_parallel_size=2, resources={"node_slot": 1}), gpus_per_node=0)
+    assert cpu == ReplicaPlacement(actor_options={"num_cpus": 1.0, "num_gpus": 0.0, "resources": {"node_slot": 1}})
+    assert "ray_remote_args_fn" not in map_batches_placement_args(cpu)
+    # an explicit GPU share wins: half a GPU per replica, no placement group
+    assert replica_placement(_spec(gpus_per_replica=0.5), gpus_per_node=8).actor_options["num_gpus"] == 0.5
+
+
+def test_largest_node_counts_alive_nodes_only():
+    nodes = [{"Alive": True, "Resources": {"GPU": 4.0}}, {"Alive": False, "Resources": {"GPU": 8.0}},
+             {"Alive": True, "Resources": {"CPU": 16.0}}]
+    assert largest_node_gpus(nodes) == 4
+    assert largest_node_gpus([]) == 0
+
+
+@pytest.mark.parametrize("value, bounds", [(1, (1, 1)), (4, (4, 4)), ("2..8", (2, 8)), (" 3 .. 3 ", (3, 3)), ("5", (5, 5))])
+def test_autoscaling_bounds(value, bounds):
+    assert replica_bounds(value) == bounds
+    generation = parse_spec({"model": "m", "generation": {"replicas": value}}).generation
+    assert (generation.min_replicas, generation.max_replicas) == bounds
+
+
+@pytest.mark.parametrize("value, message", [(0, "at least 1"), ("0..4", "at least 1"), ("8..2", "min <= max"),
+                                            ("two", "min..max"), ("1..", "min..max"), (True, "number")])
+def test_bad_autoscaling_bounds_are_refused_clearly(value, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec({"model": "m", "generation": {"replicas": value}})
+
+
+def test_fixed_range_normalises_to_a_number():
+    assert parse_spec({"model": "m", "generation": {"replicas": "2..2"}}).generation.replicas == 2
