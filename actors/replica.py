@@ -57,10 +57,17 @@ class GenerationReplica:
         """Ray Data stage: one row per input in; out, the row's n sample texts and token counts, plus what the
         job's consistency criterion needs (perturbed variants' samples, or the USC judge's choice): the row
         contract of `engine.consistency`."""
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        return self.generate_rows([dict(zip(batch, values)) for values in zip(*batch.values())])
+
+    def generate_rows(self, rows: list[dict[str, Any]], method: str | dict[str, Any] | None = None,
+                      task: str | None = None, curate: dict[str, Any] | None = None,
+                      request: SamplingRequest | None = None) -> dict[str, list]:
+        """`__call__` on plain rows; each argument left out is the job's (tests pass others to one engine)."""
+        curate = curate or self.curate
         return generate_for_curation(
-            self.generator, self.method, self.task, rows, self.request, rule=self.curate["rule"],
-            perturbation=self.curate.get("perturbation"), variants=self.curate.get("variants", 2), seed=self.seed,
+            self.generator, resolve_method(method) if method else self.method, get_task(task) if task else self.task,
+            rows, request or self.request, rule=curate["rule"], perturbation=curate.get("perturbation"),
+            variants=curate.get("variants", 2), seed=self.seed,
         )
 
     def run(self, method: str | dict[str, Any], contexts: Sequence[dict[str, Any]], request: SamplingRequest,

@@ -46,19 +46,88 @@ def test_greedy_system1_is_deterministic(replica, ray_session):
     assert first[0][0].final_text == second[0][0].final_text
 
 
+def _contexts(task_name, count):
+    task = get_task(task_name)
+    return [{**item.fields, "question": item.question, "system1_prompt": task.system1_prompt(item.question)}
+            for item in task.generate(count, 0, "train")]
+
+
 @pytest.mark.parametrize("method, task", [("rar1", "last_letter"), ("rar2", "coin_flip"), ("s2a", "sycophancy"),
-                                          ("cot", "arithmetic")])
+                                          ("cot", "arithmetic"), ("cot", "multiple_choice")])
 def test_every_method_runs_through_the_real_replica(replica, ray_session, method, task):
     from engine.curate import sample_answers
     from engine.methods import get_method
 
-    items = get_task(task).generate(2, 0, "train")
-    contexts = [{"question": item.question, "system1_prompt": get_task(task).system1_prompt(item.question)}
-                for item in items]
-    chains = ray_session.get(replica.run.remote(method, contexts, SamplingRequest(n=2, temperature=0.7, max_tokens=24)))
+    chains = ray_session.get(replica.run.remote(method, _contexts(task, 2),
+                                                SamplingRequest(n=2, temperature=0.7, max_tokens=24)))
     step_names = [step.name for step in get_method(method).steps]
     assert [len(per_input) for per_input in chains] == [2, 2]
     for per_input in chains:
         assert all(list(chain.steps) == step_names and chain.num_tokens > 0 for chain in per_input)
         answers = sample_answers(task, [chain.final_text for chain in per_input])
         assert len(answers) == 2  # parsed (or None for an unparseable sample), never an exception
+
+
+def test_bsm_branches_solves_per_criterion_and_merges(replica, ray_session):
+    before = ray_session.get(replica.stats.remote())
+    chains = ray_session.get(replica.run.remote("bsm", _contexts("pairwise_judge", 2),
+                                                SamplingRequest(n=2, temperature=0.7, max_tokens=32)))
+    after = ray_session.get(replica.stats.remote())
+    solve_calls = sum(len(chain.steps["solve"]) for per_input in chains for chain in per_input)
+    assert all(len(chain.steps["solve"]) <= 5 for per_input in chains for chain in per_input)
+    # branch: 2 prompts (n=2); solve: one prompt per criterion of each of the 4 chains, in one batch; merge: none
+    assert after["prompts"] - before["prompts"] == 2 + solve_calls
+    assert after["calls"] - before["calls"] == (2 if solve_calls else 1)
+    for per_input in chains:
+        for chain in per_input:
+            assert list(chain.steps) == ["branch", "solve", "merge"]
+            assert 0 < chain.num_tokens <= 32 * (1 + len(chain.steps["solve"]))
+            assert get_task("pairwise_judge").normalize(chain.final_text.rsplit("Answer:", 1)[1]) in {"A", "B", "tie", None}
+
+
+def test_custom_method_from_the_job_spec(replica, ray_session):
+    spec = parse_spec({"model": "smollm2-135m", "task": {"name": "coin_flip"}, "method": {
+        "name": "custom", "steps": [{"name": "track", "prompt": "{{ question }}\nWho flips the coin?"},
+                                    {"name": "respond", "prompt": "{{ question }}\nNotes: {{ track }}\nEnd with 'Final: yes' or 'Final: no'."}],
+        "extractor": {"kind": "regex", "pattern": "(?i)final\\s*:\\s*(yes|no)"}}})
+    chains = ray_session.get(replica.run.remote(spec.method.model_dump(), _contexts("coin_flip", 2),
+                                                SamplingRequest(n=2, temperature=0.7, max_tokens=24)))
+    assert all(list(chain.steps) == ["track", "respond"] and chain.num_tokens > 0
+               for per_input in chains for chain in per_input)
+
+
+def _rows(task_name, count):
+    import json
+
+    task = get_task(task_name)
+    return [{"input_id": item.input_id, "shard_id": 0, "question": item.question,
+             "prompt": task.system1_prompt(item.question), "fields": json.dumps(item.fields)}
+            for item in task.generate(count, 0, "train")]
+
+
+@pytest.mark.parametrize("method, task, curate", [
+    ("bsm", "pairwise_judge", {"rule": "perturbation", "perturbation": "swap_responses", "variants": 2}),
+    ("system1", "multiple_choice", {"rule": "perturbation", "perturbation": "shuffle_options", "variants": 3}),
+    ("rar1", "last_letter", {"rule": "perturbation", "perturbation": "rename_entities", "variants": 2}),
+    ("cot", "arithmetic", {"rule": "usc"}),
+])
+def test_consistency_criteria_through_the_replica_stage(replica, ray_session, method, task, curate):
+    """The Ray Data stage's contract on the real engine: generated rows -> curated rows with their criterion."""
+    from engine.consistency import curate_generated_row
+
+    n = 1 if method == "bsm" else 2
+    columns = ray_session.get(replica.generate_rows.remote(
+        _rows(task, 2), method=method, task=task, curate=curate,
+        request=SamplingRequest(n=n, temperature=0.7, max_tokens=24)))
+    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    assert len(rows) == 2
+    for row in rows:
+        curated = curate_generated_row(row, task=task, method=method, model="smollm2-135m", rule=curate["rule"],
+                                       threshold=0.0)
+        assert curated["criterion"] == curate["rule"] and curated["status"] in {"accepted", "rejected"}
+        assert curated["system2_tokens"] > 0 and (curated["status"] == "accepted") == (curated["reason"] is None)
+        if curate["rule"] == "perturbation":
+            assert [len(texts) for texts in row["variant_texts"]] == [n] * curate["variants"]
+            assert curated["num_samples"] == n * curate["variants"]
+        else:
+            assert -1 <= row["usc_choice"] < n and row["usc_tokens"] > 0
