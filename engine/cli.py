@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--force", action="store_true",
                                help="discard shards of a different job spec in `out` instead of refusing")
     commands.add_parser("methods", help="list the System 2 methods", description="List the System 2 methods.")
+    report = commands.add_parser(
+        "report", help="table + chart (accuracy vs tokens per answer) of one or more evaluated runs",
+        description="Render the evaluation report of finished runs (each <out> needs eval/metrics.json from "
+        "`s2d eval`). One run: <out>/eval/report.md and report.png. Several: one table and one chart in --to.")
+    report.add_argument("outs", nargs="+", metavar="OUT", help="a job's output directory")
+    report.add_argument("--to", default=None, help="folder for report.md and report.png (needed for several runs)")
     _add_cluster_commands(commands)
     return parser
 
@@ -135,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("submit", "logs", "stop"):
         return _cluster_command(args)
+    if args.command == "report":
+        return _report(args)
     try:
         spec = load_spec(args.job, args.overrides)
         check_model_reference(spec.model)
@@ -169,11 +177,13 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
                   f"{summary.accepted} accepted, {summary.rejected} rejected {summary.reasons or ''} "
                   f"-> {out / 'shards'}")
         elif stage == "train":
-            from training.trainer import train_adapter
+            from training.trainer import train_model
 
-            metrics = train_adapter(spec, out / "shards", out / "model")
+            metrics = train_model(spec)
             losses = metrics.get("losses") or [float("nan")]
-            print(f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples, "
+            resumed = metrics.get("resumed_from_step")
+            print(f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples"
+                  f"{f' (resumed at step {resumed})' if resumed is not None else ''}, "
                   f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {out / 'model'}")
         else:
             from engine.evaluate import run_eval
@@ -182,6 +192,19 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
             print((out / "eval" / "report.md").read_text())
             print(f"eval: report at {out / 'eval' / 'report.md'}")
         print(f"{stage}: {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from engine.report import write_report
+
+    try:
+        report, chart = write_report([Path(out) for out in args.outs], Path(args.to) if args.to else None)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"s2d: error: {error}", file=sys.stderr)
+        return 2
+    print(report.read_text())
+    print(f"report: {report}, chart: {chart}")
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Evaluation on held-out inputs: System 1 (base, direct), System 2 (the method), distilled System 1 (base + adapter).
+"""Evaluation on held-out inputs: System 1 (base, direct), System 2 (the method), distilled System 1.
 
-One replica actor with LoRA enabled serves all three, so the engine starts once. System 2 is
-reported two ways from the same samples: majority vote over n (what curation trusts) and the mean
-single-sample accuracy (what one System 2 call costs).
+One replica actor serves System 1, System 2 and, for a LoRA result, the distilled System 1 (the adapter on
+the same engine, vLLM with LoRA enabled). A merged model (eval.distilled=merged) or a full fine-tune is a
+different model, so it gets a second replica. System 2 is reported from the same samples two ways when
+eval.system2_samples > 1: majority vote over n (what curation trusts) and mean single-sample accuracy.
+The report (table + chart) is engine/report.py.
 """
 
 from __future__ import annotations
@@ -11,24 +13,38 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from engine.curate import majority_vote, sample_answers
 from engine.program import Chain, SamplingRequest
+from engine.report import wilson_interval, write_report
 from engine.spec import JobSpec
 from engine.tasks import TaskInput, get_task
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
 
 @dataclass(frozen=True)
 class SystemScore:
     system: str
+    kind: str  # system1 | system2 | distilled
     accuracy: float
     correct: float
-    total: int
+    total: int  # held-out inputs
+    samples: int  # scored answers (inputs x samples for a mean over samples); the CI's sample size
     tokens_per_answer: float  # generated tokens per answer, all steps of all samples that made it
+    ci_low: float  # 95% Wilson interval of the accuracy
+    ci_high: float
+    latency_s: float | None = None  # batched: the system's wall time over the held-out set / inputs
 
 
-def score_single(name: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]]) -> SystemScore:
+def _score(name: str, kind: str, correct: float, total: int, samples: int, tokens: float) -> SystemScore:
+    accuracy = correct / samples
+    low, high = wilson_interval(correct, samples)
+    return SystemScore(name, kind, accuracy, accuracy * total, total, samples, tokens, low, high)
+
+
+def score_single(name: str, kind: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]]) -> SystemScore:
     """Mean accuracy over every sample (for n=1, plain accuracy)."""
     correct, samples, tokens = 0, 0, 0
     for item, per_input in zip(inputs, chains):
@@ -36,8 +52,7 @@ def score_single(name: str, task: str, inputs: Sequence[TaskInput], chains: list
         correct += sum(answer == item.label for answer in answers)
         samples += len(per_input)
         tokens += sum(chain.num_tokens for chain in per_input)
-    accuracy = correct / samples
-    return SystemScore(name, accuracy, accuracy * len(inputs), len(inputs), tokens / samples)
+    return _score(name, kind, correct, len(inputs), samples, tokens / samples)
 
 
 def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]]) -> SystemScore:
@@ -47,7 +62,7 @@ def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: li
         vote = majority_vote(sample_answers(task, [chain.final_text for chain in per_input]), threshold=0.0)
         correct += vote.answer == item.label
         tokens += sum(chain.num_tokens for chain in per_input)
-    return SystemScore(name, correct / len(inputs), correct, len(inputs), tokens / len(inputs))
+    return _score(name, "system2", correct, len(inputs), len(inputs), tokens / len(inputs))
 
 
 def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
@@ -57,77 +72,94 @@ def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
     return [item for item in task.generate(spec.eval.num_inputs, spec.task.seed, "eval") if item.input_id not in distilled]
 
 
-def run_eval(spec: JobSpec, adapter_dir: Path | None = None) -> dict:
+def distilled_model(spec: JobSpec, model_dir: Path) -> tuple[str | None, str | None, str]:
+    """(adapter, model, label) of the distilled System 1 in `model_dir`: a LoRA adapter on the base model, the
+    merged copy of it, or a full fine-tune; a clear error when what the spec asks for is not there."""
+    adapter = model_dir / "adapter_config.json"
+    if adapter.is_file():
+        if spec.eval.distilled == "adapter":
+            return str(model_dir.resolve()), None, "Distilled System 1 (base + LoRA, direct)"
+        merged = model_dir / "merged"
+        if not (merged / "config.json").is_file():
+            raise FileNotFoundError(f"eval.distilled=merged but {merged} holds no model: train with train.merge=true")
+        return None, str(merged.resolve()), "Distilled System 1 (merged LoRA, direct)"
+    if (model_dir / "config.json").is_file():
+        return None, str(model_dir.resolve()), "Distilled System 1 (full fine-tune, direct)"
+    raise FileNotFoundError(f"no trained model in {model_dir}: run `s2d train` on this job first")
+
+
+def adapter_rank(adapter_dir: str) -> int:
+    """The smallest max_lora_rank vLLM accepts that fits the adapter's rank."""
+    rank = int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("r", 8))
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
+
+
+def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
+    from actors.replica import GenerationReplica, sampling_request
     from cluster.connect import connect
     from cluster.resources import replica_resources
-    from actors.replica import GenerationReplica, sampling_request
 
     out = spec.out_path
-    adapter_dir = adapter_dir or out / "model"
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"no trained adapter in {adapter_dir}: run `s2d train` on this job first")
+    model_dir = Path(model_dir or out / "model")
+    adapter, other_model, distilled_name = distilled_model(spec, model_dir)
     task = get_task(spec.task.name)
     inputs = held_out_inputs(spec)
     contexts = [{"question": item.question, "system1_prompt": task.system1_prompt(item.question)} for item in inputs]
 
     ray = connect()
     resources = replica_resources(spec, ray.cluster_resources().get("GPU", 0))
-    replica = ray.remote(GenerationReplica).options(**resources).remote(
-        **GenerationReplica.for_job(spec, max_lora_rank=spec.train.lora.r)
-    )
     direct = SamplingRequest(n=1, temperature=0.0, max_tokens=spec.eval.max_tokens)
     timings: dict[str, float] = {}
 
-    def timed(label: str, *args) -> list[list[Chain]]:
+    def start(model: str, lora_rank: int | None) -> Any:
+        kwargs = GenerationReplica.for_job(spec, max_lora_rank=lora_rank) | {"model": model}
+        replica = ray.remote(GenerationReplica).options(**resources).remote(**kwargs)
+        ray.get(replica.ready.remote())  # engine start-up stays out of the timings
+        return replica
+
+    def timed(replica: Any, label: str, *args) -> list[list[Chain]]:
         started = time.monotonic()
         result = ray.get(replica.run.remote(*args))
         timings[label] = (time.monotonic() - started) / len(inputs)
         return result
 
+    replica = start(spec.model, adapter_rank(adapter) if adapter else None)
     try:
-        ray.get(replica.ready.remote())
-        system1 = timed("system1", "system1", contexts, direct)
+        system1 = timed(replica, "system1", "system1", contexts, direct)
         system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples)
-        system2 = timed("system2", spec.method.name, contexts, system2_request)
-        distilled = timed("distilled", "system1", contexts, direct, str(adapter_dir.resolve()))
+        system2 = timed(replica, "system2", spec.method.name, contexts, system2_request)
+        if adapter:
+            distilled = timed(replica, "distilled", "system1", contexts, direct, adapter)
     finally:
         ray.kill(replica)
+    if other_model:
+        replica = start(other_model, None)
+        try:
+            distilled = timed(replica, "distilled", "system1", contexts, direct)
+        finally:
+            ray.kill(replica)
 
     n = spec.eval.system2_samples
     scores = [
-        score_single("System 1 (base model, direct)", task.name, inputs, system1),
+        score_single("System 1 (base model, direct)", "system1", task.name, inputs, system1),
         score_single(f"System 2 ({spec.method.name}, single sample" + (f", mean of {n})" if n > 1 else ")"),
-                     task.name, inputs, system2),
-        score_single("Distilled System 1 (base + LoRA, direct)", task.name, inputs, distilled),
+                     "system2", task.name, inputs, system2),
+        score_single(distilled_name, "distilled", task.name, inputs, distilled),
     ]
     if n > 1:
         scores.insert(2, score_majority(f"System 2 ({spec.method.name}, majority of {n})", task.name, inputs, system2))
+    scores = [replace(score, latency_s=timings[score.kind]) for score in scores]
     metrics = {
         "task": task.name, "method": spec.method.name, "model": spec.model, "eval_inputs": len(inputs),
-        "samples_for_system2": n, "adapter": str(adapter_dir),
+        "samples_for_system2": n, "distilled_model": adapter or other_model, "run": str(out),
         "seconds_per_input": timings,
         "systems": [asdict(score) for score in scores],
     }
     eval_dir = out / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
     (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (eval_dir / "report.md").write_text(render_report(metrics))
+    write_report([out])  # report.md + report.png
     return metrics
-
-
-def render_report(metrics: dict) -> str:
-    lines = [
-        f"# s2d evaluation: {metrics['task']} / {metrics['method']} / {metrics['model']}",
-        "",
-        f"{metrics['eval_inputs']} held-out inputs (disjoint from the distillation inputs). "
-        "Tokens per answer count every generated token, reasoning and all samples included.",
-        "",
-        "| system | accuracy | correct / total | tokens per answer |",
-        "|---|---:|---:|---:|",
-    ]
-    for score in metrics["systems"]:
-        lines.append(
-            f"| {score['system']} | {score['accuracy']:.1%} | {score['correct']:g} / {score['total']} "
-            f"| {score['tokens_per_answer']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -111,27 +111,83 @@ class CurateSpec(_Section):
 
 
 class LoraSpec(_Section):
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    """The LoRA adapter (train.mode=lora). Rank and targets trade adapter capacity against memory and step time."""
+
+    r: int = Field(8, ge=1, description="Rank of the update matrices. 8-16 is enough to learn an answer format; "
+                   "raise it (64+) when the distilled behaviour is far from the base model's.")
+    alpha: int = Field(16, ge=1, description="Scale of the update is alpha / r; 2 x r is the usual choice.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter's input; 0 for exact reproducibility.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="Module names that get an adapter. q_proj/v_proj is the LoRA paper's choice and the cheapest; "
+        "adding k_proj, o_proj and the MLP (gate_proj, up_proj, down_proj) learns more per step at more memory.",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, modules: list[str]) -> list[str]:
+        if not modules:
+            raise ValueError("LoRA needs at least one target module, e.g. [q_proj, v_proj]")
+        return modules
 
 
 class TrainSpec(_Section):
-    deepspeed: str = Field("zero2", description="A config name under training/configs/ (zero2) or a path to a JSON file.")
+    """The distillation fine-tune: DeepSpeed ZeRO on Ray Train workers (training/)."""
+
+    mode: Literal["lora", "full"] = Field(
+        "lora", description="lora: train a PEFT adapter (small, fast, the base model stays shared); full: train every "
+        "weight (more capacity, needs ZeRO-3 and many GPUs for large models; <out>/model/ is then a whole model).",
+    )
+    deepspeed: str = Field(
+        "zero2", description="A config name under training/configs/ (zero2, zero3, zero3_offload) or a path to a JSON "
+        "file. zero2 shards optimizer state and gradients (enough for LoRA); zero3 also shards the weights (full "
+        "fine-tunes of models that do not fit one GPU); zero3_offload moves optimizer state and weights to host RAM "
+        "(fits the largest models on the fewest GPUs, at the slowest steps).",
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec)
     epochs: int = Field(2, ge=1)
-    learning_rate: float = Field(
-        1e-3, gt=0.0, description="LoRA learning rate. Distillation sets are small (tens to thousands of pairs), so a "
-        "high rate learns the answer format within a few steps; use 1e-4..2e-4 for full fine-tunes or large sets.",
+    learning_rate: float | None = Field(
+        None, gt=0.0, description="Peak learning rate; None: 1e-3 for LoRA, 1e-5 for full. Distillation sets are small "
+        "(tens to thousands of pairs), so LoRA at 1e-3 learns the answer format within a few steps; use 1e-4..2e-4 "
+        "for LoRA on large sets.",
     )
-    micro_batch_size: int = Field(4, ge=1, description="Examples per worker per step.")
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Decay after warmup: cosine (the usual choice for SFT), linear, or constant."
+    )
+    warmup_ratio: float = Field(
+        0.03, ge=0.0, lt=1.0, description="Share of the optimizer steps spent warming the rate up linearly from "
+        "1/(warmup+1) of the peak (never 0, so no step is wasted). Runs under ~30 steps get no warmup at 0.03.",
+    )
+    batching: Literal["length_grouped", "shuffled"] = Field(
+        "length_grouped", description="length_grouped: micro batches of similar length (little padding, faster) in a "
+        "shuffled order; shuffled: plain random micro batches.",
+    )
+    micro_batch_size: int = Field(4, ge=1, description="Examples per worker per forward pass.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Micro batches per worker per optimizer step. The global batch is "
+        "micro_batch_size x gradient_accumulation_steps x num_workers; for a fixed global batch the loss curve does "
+        "not depend on how it is split between workers and accumulation.",
+    )
     num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on a GPU cluster).")
     cpus_per_worker: float = Field(1.0, gt=0.0)
     use_gpu: bool | None = Field(None, description="None: use GPUs when the Ray cluster has them.")
     max_seq_len: int = Field(256, ge=8, description="Longer prompt+answer examples are truncated from the left of the prompt.")
+    checkpoint_every_steps: int = Field(
+        50, ge=0, description="Optimizer steps between Ray Train checkpoints (model, optimizer and schedule state); "
+        "a killed run resumes from the last one. 0: only the final result. Each checkpoint costs a save of the "
+        "trainable state (the adapter, or the whole model in full mode).",
+    )
+    merge: bool = Field(
+        False, description="LoRA only: also save the base model with the adapter merged in under <out>/model/merged/ "
+        "(a plain Hugging Face model for servers without LoRA support; as large as the base model).",
+    )
     seed: int = 0
+
+    @property
+    def peak_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-3 if self.mode == "lora" else 1e-5
 
 
 class EvalSpec(_Section):
@@ -141,6 +197,11 @@ class EvalSpec(_Section):
         1, ge=1,
         description="Samples of the System 2 method per held-out input. 1 measures what one System 2 answer costs "
         "and scores; n > 1 also reports majority-vote accuracy, at n times the generation.",
+    )
+    distilled: Literal["adapter", "merged"] = Field(
+        "adapter", description="Which form of a LoRA result to serve as distilled System 1: the adapter on the base "
+        "model (vLLM with LoRA enabled) or <out>/model/merged/ (needs train.merge=true; one more engine start). "
+        "A full fine-tune is always served as the model it is.",
     )
 
 

@@ -1,6 +1,7 @@
-"""Distillation training: LoRA fine-tuning of the base model on curated System 2 answers.
+"""Distillation training: LoRA (PEFT) or full fine-tuning of the base model on curated System 2 answers.
 
-`training.trainer.train_adapter` runs Ray Train workers that train a PEFT LoRA adapter under DeepSpeed ZeRO
-(`training/configs/*.json`); `training.sft` turns (prompt, answer) rows into masked causal-LM examples.
-Heavy dependencies (ray, torch, deepspeed, transformers, peft) are imported only where they are used.
+`training.trainer.train_model` runs Ray Train workers under DeepSpeed ZeRO (`training/configs/*.json`),
+checkpoints through Ray Train and resumes from the last checkpoint; `training.plan` is the pure arithmetic
+(micro-batch plan, lr schedule, run fingerprint); `training.sft` turns (prompt, answer) rows into masked
+causal-LM examples. Heavy dependencies (ray, torch, deepspeed, transformers, peft) are imported only where used.
 """

@@ -20,37 +20,43 @@ def available_configs() -> list[str]:
     return sorted(path.stem for path in CONFIG_DIR.glob("*.json"))
 
 
-def load_deepspeed_config(
-    name_or_path: str, train: TrainSpec, use_gpu: bool, total_steps: int | None = None
-) -> dict[str, Any]:
+def load_deepspeed_config(name_or_path: str, train: TrainSpec, use_gpu: bool) -> dict[str, Any]:
     """Read a named (training/configs/<name>.json) or path config and fill it in from `train`.
 
-    `total_steps` (optimizer steps of the whole run) sizes the LR warmup; it is only known inside the
-    workers, which call this again once they have sharded the data.
+    The learning-rate schedule is not DeepSpeed's: training.plan.lr_factor implements train.lr_schedule
+    (DeepSpeed's warmup schedulers run their first step at lr 0), so a config that brings its own
+    `scheduler` is refused rather than silently overridden.
     """
     config = _read(name_or_path)
+    if "scheduler" in config:
+        raise ValueError(
+            f"deepspeed config {name_or_path!r} has a 'scheduler'; the schedule comes from train.lr_schedule "
+            "and train.warmup_ratio, remove it from the file"
+        )
     config["train_micro_batch_size_per_gpu"] = train.micro_batch_size
     config["gradient_accumulation_steps"] = train.gradient_accumulation_steps
     config.pop("train_batch_size", None)  # DeepSpeed derives it from the two above and the world size
     optimizer = config.setdefault("optimizer", {"type": "AdamW", "params": {}})
-    optimizer.setdefault("params", {})["lr"] = train.learning_rate
-    scheduler = config.get("scheduler")
-    if scheduler and scheduler.get("type") == "WarmupLR":
-        params = scheduler.setdefault("params", {})
-        params["warmup_max_lr"] = train.learning_rate
-        if params.get("warmup_num_steps", "auto") == "auto":
-            # Warm up over ~10% of the run. WarmupLR's first step runs at warmup_min_lr (0) and it warms up over
-            # at least 2 steps, which would waste a large share of a run under 20 steps: those run at a constant lr.
-            warmup_steps = (total_steps or 0) // 10
-            params["warmup_num_steps"] = max(2, warmup_steps)
-            if warmup_steps < 2:
-                params["warmup_min_lr"] = train.learning_rate
+    optimizer.setdefault("params", {})["lr"] = train.peak_learning_rate
+    zero = config.get("zero_optimization", {})
+    if not use_gpu and zero.get("offload_optimizer", {}).get("device") == "cpu":
+        # On CPU workers the "offload" moves nothing; torch's AdamW spares building DeepSpeed's CPU Adam op there.
+        optimizer["params"]["torch_adam"] = True
+        config["zero_force_ds_cpu_optimizer"] = False
+    if not use_gpu:
+        for offload in ("offload_optimizer", "offload_param"):
+            if offload in zero:
+                zero[offload]["pin_memory"] = False  # page-locked memory only helps host-to-GPU copies
     # bf16 only where the hardware has it: CPU matmuls in bf16 are slow here and LoRA is small anyway.
     config.setdefault("bf16", {})["enabled"] = bool(use_gpu and _gpu_supports_bf16())
     leftover = _auto_fields(config)
     if leftover:
         raise ValueError(f"deepspeed config {name_or_path!r}: no value for 'auto' fields {leftover}")
     return config
+
+
+def zero_stage(config: dict[str, Any]) -> int:
+    return int(config.get("zero_optimization", {}).get("stage", 0))
 
 
 def _read(name_or_path: str) -> dict[str, Any]:

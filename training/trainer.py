@@ -1,16 +1,17 @@
-"""Distillation fine-tune: a PEFT LoRA adapter trained under DeepSpeed ZeRO on Ray Train workers.
+"""Distillation fine-tune: LoRA (PEFT) or full, under DeepSpeed ZeRO, on Ray Train workers.
 
-The driver reads the accepted (prompt, answer) rows, starts one Ray Train worker per data-parallel rank, and
-copies the adapter that rank 0 reports as a checkpoint into `model_out`. Each worker resolves the model
-itself (packaged models are converted per node), so a multi-node cluster only shares the Ray storage path.
+The driver reads the committed (prompt, answer) rows, starts one Ray Train worker per data-parallel rank and
+copies the result rank 0 reports into `<out>/model/`. Every `train.checkpoint_every_steps` optimizer steps all
+ranks save their DeepSpeed state (weights or adapter, sharded optimizer state, lr schedule) into one Ray Train
+checkpoint; rerunning the same job on the same `out` resumes from the latest one (Ray Train restores it), while
+a changed spec or data set starts afresh. Each worker resolves the model itself (packaged models are converted
+per node), so a multi-node cluster only shares the Ray storage path.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -22,48 +23,56 @@ from engine.spec import JobSpec
 
 RUN_NAME = "distill"
 METRICS_FILE = "train_metrics.json"
+PROGRESS_FILE = "progress.json"  # inside every checkpoint: the step it holds and the loss log so far
+FINGERPRINT_FILE = "s2d_fingerprint.json"  # next to Ray Train's run folder: what its checkpoints belong to
+DS_TAG = "deepspeed"  # DeepSpeed's sub-folder inside a checkpoint
+MERGED_DIR = "merged"
 _INSTALL_HINT = "pip install 'ray[data,train]' deepspeed peft transformers torch (or run `make venv`)"
 
 
-def read_accepted_rows(shards_dir: Path) -> list[dict[str, str]]:
-    """The (prompt, answer) pairs of every Parquet shard under `shards_dir`, in a stable file order."""
-    import pyarrow.parquet as pq
+def read_accepted_rows(out: Path) -> list[dict[str, str]]:
+    """The (prompt, answer) pairs of the shards `<out>/manifest.json` lists as committed, in manifest order."""
+    from engine.shards import read_committed
 
-    rows: list[dict[str, str]] = []
-    # Dot-files are half-written shards (engine.shards writes under a temporary name, then renames).
-    files = sorted(path for path in Path(shards_dir).rglob("*.parquet") if not path.name.startswith("."))
-    for path in files:
-        table = pq.read_table(path, columns=["prompt", "answer"])
-        rows.extend(row for row in table.to_pylist() if row["prompt"] and row["answer"])
-    return rows
+    table = read_committed(Path(out), "shards").select(["prompt", "answer"])
+    return [row for row in table.to_pylist() if row["prompt"] and row["answer"]]
 
 
-def train_adapter(spec: JobSpec, shards_dir: Path, model_out: Path) -> dict[str, Any]:
-    """Train a LoRA adapter on the accepted rows under `shards_dir`; save it (and its tokenizer) to `model_out`."""
-    shards_dir, model_out = Path(shards_dir), Path(model_out)
-    rows = read_accepted_rows(shards_dir)
+def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
+    """Fine-tune on the committed shards of `spec.out`; save the adapter (or full model) to `<out>/model/`."""
+    out = Path(spec.out).expanduser().resolve()
+    model_out = Path(model_out) if model_out else out / "model"
+    rows = read_accepted_rows(out)
     if not rows:
-        raise ValueError(f"no accepted examples in {shards_dir}: lower curate.threshold or raise task.num_inputs")
+        raise ValueError(
+            f"no accepted examples in the committed shards of {out} (manifest.json): run `s2d generate` first, "
+            "or lower curate.threshold / raise task.num_inputs"
+        )
+    if spec.train.merge and spec.train.mode != "lora":
+        raise ValueError("train.merge applies to LoRA only: a full fine-tune already saves a whole model")
     try:
-        from ray.train import RunConfig, ScalingConfig
+        from ray.train import CheckpointConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
         from cluster.connect import connect
     except ImportError as error:  # pragma: no cover - depends on the install
         raise ImportError(f"training needs Ray Train ({error}); {_INSTALL_HINT}") from error
+    from training.configs import load_deepspeed_config
+    from training.plan import run_fingerprint
 
     ray = connect()
     use_gpu = spec.train.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    from training.configs import load_deepspeed_config
-
     load_deepspeed_config(spec.train.deepspeed, spec.train, use_gpu)  # fail in the driver, not in every worker
 
     # Absolute, so workers on other nodes write to the same (shared) place and nothing lands in ~/ray_results.
-    storage_path = Path(spec.out).expanduser().resolve() / "train_ray"
-    # This driver does not resume training; a stale run of the same name would make Ray Train restore its state.
-    shutil.rmtree(storage_path / RUN_NAME, ignore_errors=True)
+    storage_path = out / "train_ray"
+    fingerprint = run_fingerprint(
+        spec.train.model_dump(mode="json", exclude={"checkpoint_every_steps", "merge"}) | {"use_gpu": use_gpu},
+        spec.model, rows,
+    )
+    _claim_run_dir(storage_path, fingerprint)
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"spec": spec, "rows": rows, "use_gpu": use_gpu},
@@ -72,48 +81,60 @@ def train_adapter(spec: JobSpec, shards_dir: Path, model_out: Path) -> dict[str,
             use_gpu=use_gpu,
             resources_per_worker={"CPU": spec.train.cpus_per_worker},
         ),
-        run_config=RunConfig(storage_path=str(storage_path), name=RUN_NAME),
+        run_config=RunConfig(
+            storage_path=str(storage_path), name=RUN_NAME, checkpoint_config=CheckpointConfig(num_to_keep=2)
+        ),
     )
     started = time.monotonic()
     result = trainer.fit()
     seconds = time.monotonic() - started
     if result.checkpoint is None:
-        raise RuntimeError(f"training finished without an adapter checkpoint (Ray Train run under {storage_path})")
+        raise RuntimeError(f"training finished without a model checkpoint (Ray Train run under {storage_path})")
 
-    model_out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(model_out, ignore_errors=True)  # a previous result (and its merged copy) must not linger
+    model_out.mkdir(parents=True)
     result.checkpoint.to_directory(str(model_out))
+    (model_out / PROGRESS_FILE).unlink(missing_ok=True)
     metrics = json.loads((model_out / METRICS_FILE).read_text())
     metrics.update(
-        rows=len(rows),
-        seconds=round(seconds, 2),
-        num_workers=spec.train.num_workers,
-        use_gpu=use_gpu,
-        deepspeed_config=spec.train.deepspeed,
-        adapter_dir=str(model_out),
+        rows=len(rows), seconds=round(seconds, 2), num_workers=spec.train.num_workers, use_gpu=use_gpu,
+        deepspeed_config=spec.train.deepspeed, mode=spec.train.mode, model_dir=str(model_out),
+        # True when the same run had already finished: its result was reported again, nothing retrained.
+        reused_finished_run=bool(result.metrics and result.metrics.get("reused")),
     )
+    if spec.train.merge:
+        metrics["merged_dir"] = str(merge_adapter(spec.model, model_out, model_out / MERGED_DIR))
     (model_out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def epoch_indices(num_examples: int, rank: int, world_size: int, per_rank: int, seed: int) -> list[int]:
-    """This rank's example indices for one epoch: a seeded shuffle, strided by rank, wrapped to `per_rank` items.
+def _claim_run_dir(storage_path: Path, fingerprint: str) -> None:
+    """Keep Ray Train's run folder when it belongs to this run (so fit() resumes from it); else clear it."""
+    run_dir, marker = storage_path / RUN_NAME, storage_path / FINGERPRINT_FILE
+    recorded = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+    if recorded != fingerprint:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    storage_path.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": fingerprint}))
 
-    Every rank gets exactly `per_rank` indices (the shorter shards wrap around), so all ranks run the same
-    number of steps and DeepSpeed's collectives never wait on a rank that has finished.
-    """
-    order = list(range(num_examples))
-    random.Random(seed).shuffle(order)
-    return [order[(rank + world_size * i) % num_examples] for i in range(per_rank)]
 
+def merge_adapter(model: str, adapter_dir: Path, merged_dir: Path) -> Path:
+    """Base model + adapter merged into plain weights, saved as a Hugging Face model (vLLM/transformers load it)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-def examples_per_rank(num_examples: int, world_size: int, micro_batch_size: int, accumulation: int) -> int:
-    """Examples each rank sees per epoch: its share, rounded up to whole optimizer steps."""
-    per_optimizer_step = micro_batch_size * accumulation
-    return math.ceil(math.ceil(num_examples / world_size) / per_optimizer_step) * per_optimizer_step
+    from engine.models import resolve_model
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(model), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(merged_dir))
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(merged_dir))
+    return merged_dir
 
 
 def _train_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: LoRA under DeepSpeed on this rank's share of the examples."""
+    """One Ray Train worker: this rank's share of every optimizer step, checkpoints, and the final export."""
     use_gpu: bool = config["use_gpu"]
     if not use_gpu:
         # DeepSpeed picks its accelerator once, at import; without this it looks for CUDA and fails on CPU nodes.
@@ -123,14 +144,14 @@ def _train_worker(config: dict[str, Any]) -> None:
         import ray.train
         import torch
         import torch.distributed as dist
-        from peft import LoraConfig, get_peft_model
         from tqdm import tqdm
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
     except ImportError as error:  # pragma: no cover - depends on the worker's install
         raise ImportError(f"a training worker is missing a package ({error}); {_INSTALL_HINT}") from error
 
     from engine.models import resolve_model
     from training.configs import load_deepspeed_config
+    from training.plan import lr_factor, micro_batches, padded_to_steps, rank_micro_batches, warmup_steps
     from training.sft import build_examples, collate
 
     _quiet_worker_logs()
@@ -138,7 +159,6 @@ def _train_worker(config: dict[str, Any]) -> None:
     train = spec.train
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(train.seed)
     if use_gpu:
         import ray.train.torch
 
@@ -150,85 +170,152 @@ def _train_worker(config: dict[str, Any]) -> None:
     if not examples:
         raise ValueError(f"every answer is longer than train.max_seq_len={train.max_seq_len} tokens; raise it")
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    lengths = [len(example["input_ids"]) for example in examples]
+    accumulation = train.gradient_accumulation_steps
+    per_step = accumulation * world_size
 
-    per_rank = examples_per_rank(len(examples), world_size, train.micro_batch_size, train.gradient_accumulation_steps)
-    steps_per_epoch = per_rank // (train.micro_batch_size * train.gradient_accumulation_steps)
+    def epoch_plan(epoch: int) -> list[list[int]]:
+        return padded_to_steps(micro_batches(lengths, train.micro_batch_size, train.batching, train.seed + epoch), per_step)
+
+    steps_per_epoch = len(epoch_plan(0)) // per_step
     total_steps = steps_per_epoch * train.epochs
-    ds_config = load_deepspeed_config(train.deepspeed, train, use_gpu, total_steps=total_steps)
+    warmup = warmup_steps(total_steps, train.warmup_ratio)
+    ds_config = load_deepspeed_config(train.deepspeed, train, use_gpu)
     dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    lora = train.lora
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            task_type="CAUSAL_LM",
-        ),
-    )
+    checkpoint = ray.train.get_checkpoint()  # set when Ray Train resumes this run
+    progress = _read_progress(checkpoint)
+    if progress.get("final"):  # killed after training ended but before the driver copied the result
+        ray.train.report({"step": progress["step"], "reused": True}, checkpoint=checkpoint if rank == 0 else None)
+        return
+
+    torch.manual_seed(train.seed)  # the same adapter initialisation on every rank
+    model = _build_model(model_path, train, dtype)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[param for param in model.parameters() if param.requires_grad],
         config=ds_config,
+        lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total_steps, warmup, train.lr_schedule)
+        ),
         dist_init_required=False,  # Ray Train already created the gloo/NCCL process group
     )
 
-    losses: list[float] = []
-    progress = tqdm(
-        total=total_steps, desc="distill", unit="step", file=sys.stdout, mininterval=2.0, disable=rank != 0
-    )
-    for epoch in range(train.epochs):
+    start_step, step_log = progress.get("step", 0), progress.get("step_log", [])
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            engine.load_checkpoint(directory, tag=DS_TAG, load_module_strict=False)
+    resumed_from = start_step if checkpoint else None
+
+    progress_bar = tqdm(total=total_steps, initial=start_step, desc="distill", unit="step", file=sys.stdout,
+                        mininterval=2.0, disable=rank != 0)
+    plans: dict[int, list[list[int]]] = {}
+    for step in range(start_step, total_steps):
+        epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        plan = plans.setdefault(epoch, epoch_plan(epoch))
+        # Dropout masks depend on (seed, step, rank) only, so a resumed run repeats the interrupted one exactly.
+        torch.manual_seed(train.seed * 1_000_003 + (step + 1) * 1_009 + rank)
         engine.train()
-        indices = epoch_indices(len(examples), rank, world_size, per_rank, seed=train.seed + epoch)
-        window: list[torch.Tensor] = []
-        epoch_losses: list[float] = []
-        for start in range(0, per_rank, train.micro_batch_size):
-            batch = collate([examples[i] for i in indices[start : start + train.micro_batch_size]], pad_token_id)
+        losses = []
+        for batch_indices in rank_micro_batches(plan, step_in_epoch, rank, world_size, accumulation):
+            batch = collate([examples[i] for i in batch_indices], pad_token_id)
             loss = engine(**{key: value.to(engine.device) for key, value in batch.items()}).loss
             engine.backward(loss)
-            at_boundary = engine.is_gradient_accumulation_boundary()  # must be asked before step() advances it
             engine.step()
-            window.append(loss.detach().float())
-            if at_boundary:
-                # The logged loss is the mean over all ranks, so it is the same number whichever rank prints it.
-                step_loss = torch.stack(window).mean()
-                dist.all_reduce(step_loss, op=dist.ReduceOp.SUM)
-                epoch_losses.append(step_loss.item() / world_size)
-                window = []
-                progress.set_postfix(loss=f"{epoch_losses[-1]:.4f}", refresh=False)
-                progress.update(1)
-        losses.extend(epoch_losses)
-        epoch_metrics = {"epoch": epoch + 1, "loss": sum(epoch_losses) / len(epoch_losses), "steps": len(losses)}
-        if epoch + 1 < train.epochs:
-            ray.train.report(epoch_metrics)
-    progress.close()
+            losses.append(loss.detach().float())
+        # Mean over every micro batch of the global step: the same number on every rank and for any split.
+        step_loss = torch.stack(losses).sum()
+        dist.all_reduce(step_loss, op=dist.ReduceOp.SUM)
+        lr = train.peak_learning_rate * lr_factor(step, total_steps, warmup, train.lr_schedule)
+        step_log.append({"step": step + 1, "epoch": epoch + 1, "loss": step_loss.item() / per_step, "lr": lr})
+        progress_bar.set_postfix(loss=f"{step_log[-1]['loss']:.4f}", refresh=False)
+        progress_bar.update(1)
+        done = step + 1
+        if done < total_steps and train.checkpoint_every_steps and done % train.checkpoint_every_steps == 0:
+            _save_state(engine, rank, {"step": done, "step_log": step_log}, freeze=train.mode == "lora")
+    progress_bar.close()
 
-    # Evidence that every rank trained in lockstep: each says how many optimizer steps it took.
+    # Evidence that every rank trained in lockstep: each says how many optimizer steps it took in this session.
     rank_steps: list[Any] = [None] * world_size
-    dist.all_gather_object(rank_steps, {"rank": rank, "steps": len(losses)})
-
-    # Every rank reports the last epoch (Ray Train needs equal report counts); only rank 0 attaches the adapter.
-    if rank != 0:
-        ray.train.report(epoch_metrics)
-        return
-    worker_metrics = {
-        "losses": losses,
+    dist.all_gather_object(rank_steps, {"rank": rank, "steps": total_steps - start_step})
+    metrics = {
+        "losses": [entry["loss"] for entry in step_log],
+        "step_log": step_log,
         "steps": total_steps,
+        "resumed_from_step": resumed_from,
         "epochs": train.epochs,
         "examples": len(examples),
-        "examples_per_rank_per_epoch": per_rank,
+        "micro_batches_per_epoch": len(plans.get(0) or epoch_plan(0)),
+        "global_batch": train.micro_batch_size * per_step,
+        "warmup_steps": warmup,
         "ranks": rank_steps,
         "world_size": world_size,
     }
-    with tempfile.TemporaryDirectory() as checkpoint_dir:
-        # ZeRO-2 shards only optimizer state and gradients, so rank 0 holds the full adapter weights.
-        engine.module.save_pretrained(checkpoint_dir)
-        tokenizer.save_pretrained(checkpoint_dir)
-        Path(checkpoint_dir, METRICS_FILE).write_text(json.dumps(worker_metrics, indent=2))
-        ray.train.report(epoch_metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir))
+    _export(engine, tokenizer, rank, train.mode, metrics)
+
+
+def _read_progress(checkpoint: Any) -> dict[str, Any]:
+    if checkpoint is None:
+        return {}
+    with checkpoint.as_directory() as directory:
+        return json.loads(Path(directory, PROGRESS_FILE).read_text())
+
+
+def _build_model(model_path: str, train: Any, dtype: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    if train.mode == "full":
+        return model
+    lora = train.lora
+    return get_peft_model(
+        model,
+        LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                   target_modules=list(lora.target_modules), task_type="CAUSAL_LM"),
+    )
+
+
+def _save_state(engine: Any, rank: int, progress: dict[str, Any], freeze: bool) -> None:
+    """All ranks: DeepSpeed state into one Ray Train checkpoint (each rank adds its optimizer shard)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        # LoRA: the frozen base weights come from the model itself on resume; saving them would cost the model's size.
+        engine.save_checkpoint(directory, tag=DS_TAG, exclude_frozen_parameters=freeze)
+        if rank == 0:
+            Path(directory, PROGRESS_FILE).write_text(json.dumps(progress))
+        last = progress["step_log"][-1]
+        ray.train.report({"step": progress["step"], "loss": last["loss"]},
+                         checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _export(engine: Any, tokenizer: Any, rank: int, mode: str, metrics: dict[str, Any]) -> None:
+    """All ranks: gather what ZeRO-3 sharded; rank 0 writes the Hugging Face result as the final checkpoint."""
+    import deepspeed
+    import ray.train
+
+    from training.configs import zero_stage
+
+    stage3 = zero_stage(engine.config) == 3
+    with tempfile.TemporaryDirectory() as directory:
+        if mode == "lora":
+            trainable = [param for param in engine.module.parameters() if param.requires_grad]
+            with deepspeed.zero.GatheredParameters(trainable, enabled=stage3):
+                if rank == 0:
+                    engine.module.save_pretrained(directory)  # PEFT writes the adapter only
+        else:
+            state = engine._zero3_consolidated_16bit_state_dict() if stage3 else None  # collective; rank 0 gets it
+            if rank == 0:
+                engine.module.save_pretrained(directory, state_dict=state)
+        last = {"step": metrics["steps"], "loss": metrics["losses"][-1]}
+        if rank != 0:
+            ray.train.report(last)
+            return
+        tokenizer.save_pretrained(directory)
+        Path(directory, METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        Path(directory, PROGRESS_FILE).write_text(json.dumps({"final": True, "step": metrics["steps"]}))
+        ray.train.report(last, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def _quiet_worker_logs() -> None:

@@ -88,4 +88,7 @@ def test_train_then_eval(job):
     assert len(systems) == 3 and all(score["total"] == 4 for score in systems.values())
     assert all(0.0 <= score["accuracy"] <= 1.0 and score["tokens_per_answer"] > 0 for score in systems.values())
     report = (spec.out_path / "eval" / "report.md").read_text()
-    assert "Distilled System 1" in report and "| accuracy |" in report
+    assert "Distilled System 1" in report and "| accuracy [95% CI] |" in report
+    assert all(score["latency_s"] > 0 and score["ci_low"] <= score["accuracy"] <= score["ci_high"]
+               for score in systems.values())
+    assert (spec.out_path / "eval" / "report.png").read_bytes()[:4] == b"\x89PNG"

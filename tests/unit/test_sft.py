@@ -73,33 +73,52 @@ def test_tokenizer_without_eos_is_refused():
         build_examples([{"prompt": "q", "answer": "a"}], tokenizer, max_seq_len=16)
 
 
-# --- DeepSpeed config and per-rank sharding: the other pure pieces of training/ -------------------------------------
+# --- DeepSpeed configs: the JSON files under training/configs/, completed from the spec -----------------------------
+
+import json  # noqa: E402
 
 from engine.spec import TrainSpec  # noqa: E402
-from training.configs import available_configs, load_deepspeed_config  # noqa: E402
-from training.trainer import epoch_indices, examples_per_rank  # noqa: E402
+from training.configs import CONFIG_DIR, available_configs, load_deepspeed_config, zero_stage  # noqa: E402
 
 
 def test_named_config_is_filled_from_the_spec():
-    train = TrainSpec(micro_batch_size=3, gradient_accumulation_steps=2, learning_rate=1e-3)
-    config = load_deepspeed_config("zero2", train, use_gpu=False, total_steps=100)
-    assert config["zero_optimization"]["stage"] == 2
+    train = TrainSpec(micro_batch_size=3, gradient_accumulation_steps=2, learning_rate=2e-4)
+    config = load_deepspeed_config("zero2", train, use_gpu=False)
+    assert zero_stage(config) == 2
     assert config["train_micro_batch_size_per_gpu"] == 3 and config["gradient_accumulation_steps"] == 2
-    assert config["optimizer"]["params"]["lr"] == 1e-3
-    assert config["scheduler"]["params"] == {
-        "warmup_min_lr": 0.0, "warmup_max_lr": 1e-3, "warmup_num_steps": 10, "warmup_type": "linear",
-    }
+    assert config["optimizer"]["params"]["lr"] == 2e-4
+    assert "scheduler" not in config  # the schedule is training.plan.lr_factor's
     assert config["bf16"]["enabled"] is False  # CPU trains in fp32
     assert not any(key.startswith("_") for key in config)
 
 
-def test_short_run_gets_a_constant_learning_rate():
-    params = load_deepspeed_config("zero2", TrainSpec(), use_gpu=False, total_steps=4)["scheduler"]["params"]
-    assert params["warmup_min_lr"] == params["warmup_max_lr"]
+def test_default_learning_rate_depends_on_the_mode():
+    assert TrainSpec().peak_learning_rate == 1e-3
+    assert TrainSpec(mode="full").peak_learning_rate == 1e-5
+    assert TrainSpec(mode="full", learning_rate=3e-5).peak_learning_rate == 3e-5
+
+
+def test_every_shipped_config_is_valid_and_has_its_stage():
+    assert {"zero2", "zero3", "zero3_offload"} <= set(available_configs())
+    stages = {name: zero_stage(load_deepspeed_config(name, TrainSpec(), use_gpu=False)) for name in available_configs()}
+    assert stages["zero2"] == 2 and stages["zero3"] == 3 and stages["zero3_offload"] == 3
+
+
+def test_offload_config_uses_cpu_adam_on_gpus_and_torch_adamw_on_cpu_workers(monkeypatch):
+    raw = json.loads((CONFIG_DIR / "zero3_offload.json").read_text())
+    assert raw["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert raw["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert "torch_adam" not in raw["optimizer"]["params"]  # DeepSpeed's CPU Adam on GPU clusters
+    cpu = load_deepspeed_config("zero3_offload", TrainSpec(), use_gpu=False)
+    assert cpu["optimizer"]["params"]["torch_adam"] is True and cpu["zero_force_ds_cpu_optimizer"] is False
+    assert cpu["zero_optimization"]["offload_param"]["pin_memory"] is False
+    monkeypatch.setattr("training.configs._gpu_supports_bf16", lambda: True)
+    gpu = load_deepspeed_config("zero3_offload", TrainSpec(), use_gpu=True)
+    assert "torch_adam" not in gpu["optimizer"]["params"] and gpu["bf16"]["enabled"] is True
+    assert gpu["zero_optimization"]["offload_optimizer"]["pin_memory"] is True
 
 
 def test_unknown_config_name_lists_the_available_ones():
-    assert "zero2" in available_configs()
     with pytest.raises(ValueError, match=r"unknown deepspeed config 'zero9'.*zero2"):
         load_deepspeed_config("zero9", TrainSpec(), use_gpu=False)
 
@@ -108,19 +127,19 @@ def test_config_path_is_read(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text('{"zero_optimization": {"stage": 3}, "optimizer": {"type": "AdamW", "params": {}}}')
     config = load_deepspeed_config(str(path), TrainSpec(micro_batch_size=1), use_gpu=False)
-    assert config["zero_optimization"]["stage"] == 3 and config["train_micro_batch_size_per_gpu"] == 1
+    assert zero_stage(config) == 3 and config["train_micro_batch_size_per_gpu"] == 1
 
 
-def test_ranks_get_equal_disjoint_shards_padded_by_wrapping():
-    per_rank = examples_per_rank(num_examples=7, world_size=2, micro_batch_size=2, accumulation=1)
-    assert per_rank == 4  # ceil(7 / 2) = 4 examples, already whole micro batches
-    shards = [epoch_indices(7, rank, 2, per_rank, seed=0) for rank in (0, 1)]
-    assert all(len(shard) == per_rank for shard in shards)
-    assert set(shards[0][:4]) | set(shards[1][:3]) == set(range(7))  # every example once before wrapping
-    assert not set(shards[0][:4]) & set(shards[1][:3])
-    assert shards == [epoch_indices(7, rank, 2, per_rank, seed=0) for rank in (0, 1)]  # deterministic
-    assert shards != [epoch_indices(7, rank, 2, per_rank, seed=1) for rank in (0, 1)]  # reshuffled per epoch
+def test_config_with_its_own_scheduler_is_refused(tmp_path):
+    path = tmp_path / "sched.json"
+    path.write_text('{"scheduler": {"type": "WarmupLR", "params": {}}}')
+    with pytest.raises(ValueError, match="train.lr_schedule"):
+        load_deepspeed_config(str(path), TrainSpec(), use_gpu=False)
 
 
-def test_more_ranks_than_examples_still_fill_every_rank():
-    assert [epoch_indices(1, rank, 3, 2, seed=0) for rank in range(3)] == [[0, 0]] * 3
+@pytest.mark.parametrize("text, message", [("{not json", "not valid JSON"), ("[1, 2]", "must be a JSON object")])
+def test_broken_config_file_is_a_clear_error(tmp_path, text, message):
+    path = tmp_path / "broken.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_deepspeed_config(str(path), TrainSpec(), use_gpu=False)

@@ -1,0 +1,177 @@
+"""The evaluation report: a Markdown table and a PNG chart (accuracy vs tokens per answer), for one run or several.
+
+`s2d eval` writes `<out>/eval/report.md` and `report.png` from `<out>/eval/metrics.json`; `s2d report OUT [OUT ...]`
+renders the same from one or more finished runs (one table, one chart). matplotlib is imported only to draw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+KIND_STYLE = {  # marker, legend label and point label offset (points; apart, as System 1 and distilled sit close)
+    "system1": ("o", "System 1 (base, direct)", (8, 8)),
+    "system2": ("s", "System 2 (the method)", (8, 8)),
+    "distilled": ("*", "Distilled System 1", (8, -14)),
+}
+SHORT_NAMES = {"system1": "System 1", "system2": "System 2", "distilled": "distilled"}
+
+
+def wilson_interval(correct: float, total: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% for z=1.96); sane at 0%, 100% and small totals."""
+    if total <= 0:
+        return 0.0, 1.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def system_kind(score: dict[str, Any]) -> str:
+    """system1 / system2 / distilled; metrics written before `kind` existed are read from the system's name."""
+    if score.get("kind") in KIND_STYLE:
+        return score["kind"]
+    name = score["system"].lower()
+    return "distilled" if name.startswith("distilled") else "system2" if name.startswith("system 2") else "system1"
+
+
+def normalised_systems(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every system with kind, CI and batched latency filled in (older metrics.json files lack some)."""
+    systems = []
+    for score in metrics["systems"]:
+        kind = system_kind(score)
+        samples = int(score.get("samples") or score["total"])
+        low, high = wilson_interval(score["accuracy"] * samples, samples)
+        latency = score.get("latency_s", (metrics.get("seconds_per_input") or {}).get(kind))
+        systems.append({**score, "kind": kind, "ci_low": score.get("ci_low", low), "ci_high": score.get("ci_high", high),
+                        "latency_s": latency})
+    return systems
+
+
+def load_metrics(out: Path) -> dict[str, Any]:
+    path = Path(out) / "eval" / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluation in {out} ({path} is missing): run `s2d eval` on that job first")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(metrics, dict) or not metrics.get("systems"):
+        raise ValueError(f"{path} has no 'systems' to report")
+    metrics.setdefault("run", str(out))
+    return metrics
+
+
+def _row(score: dict[str, Any]) -> str:
+    latency = "n/a" if score["latency_s"] is None else f"{score['latency_s'] * 1000:.0f} ms"
+    return (f"{score['accuracy']:.1%} [{score['ci_low']:.1%}, {score['ci_high']:.1%}] "
+            f"| {score['correct']:g} / {score['total']} | {score['tokens_per_answer']:.1f} | {latency}")
+
+
+NOTES = (
+    "Accuracy with its 95% Wilson confidence interval. Tokens per answer count every generated token, reasoning "
+    "and all samples included. Latency per answer is batched: the wall time of generating the whole held-out set "
+    "for that system on one replica, divided by the number of inputs (not the latency of a lone request)."
+)
+
+
+def render_report(metrics: dict[str, Any], chart: str | None = "report.png") -> str:
+    """One run's report.md."""
+    lines = [
+        f"# s2d evaluation: {metrics['task']} / {metrics['method']} / {metrics['model']}",
+        "",
+        f"{metrics['eval_inputs']} held-out inputs (disjoint from the distillation inputs). {NOTES}",
+        "",
+        "| system | accuracy [95% CI] | correct / total | tokens per answer | latency per answer |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {score['system']} | {_row(score)} |" for score in normalised_systems(metrics)]
+    if chart:
+        lines += ["", f"![accuracy vs tokens per answer]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def render_comparison(runs: list[dict[str, Any]], chart: str | None = "report.png") -> str:
+    """Several runs in one table: one row per run and system."""
+    lines = [
+        f"# s2d evaluation: {len(runs)} runs",
+        "",
+        NOTES,
+        "",
+        "| run | task | method | model | system | accuracy [95% CI] | correct / total | tokens per answer "
+        "| latency per answer |",
+        "|---|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for metrics in runs:
+        for score in normalised_systems(metrics):
+            lines.append(f"| {metrics['run']} | {metrics['task']} | {metrics['method']} | {metrics['model']} "
+                         f"| {score['system']} | {_row(score)} |")
+    if chart:
+        lines += ["", f"![accuracy vs tokens per answer]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
+    """Accuracy (with its CI) against tokens per answer: one point per system, one colour per run."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; no display on a cluster node
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - a declared dependency
+        raise ImportError("the report chart needs matplotlib: pip install matplotlib") from error
+
+    figure, axes = plt.subplots(figsize=(7.5, 5), dpi=120)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    tokens = []
+    for index, metrics in enumerate(runs):
+        colour = colours[index % len(colours)]
+        label = f"{metrics['run']}: {metrics['task']} / {metrics['method']}"
+        for score in normalised_systems(metrics):
+            marker, _, offset = KIND_STYLE[score["kind"]]
+            accuracy = 100 * score["accuracy"]
+            error = [[accuracy - 100 * score["ci_low"]], [100 * score["ci_high"] - accuracy]]
+            axes.errorbar(score["tokens_per_answer"], accuracy, yerr=error, fmt=marker, color=colour, capsize=4,
+                          markersize=12 if marker == "*" else 8, label=label)
+            label = None  # one legend entry per run
+            name = SHORT_NAMES[score["kind"]] + (" (majority)" if "majority" in score["system"] else "")
+            axes.annotate(name, (score["tokens_per_answer"], accuracy), textcoords="offset points",
+                          xytext=offset, fontsize=8, color=colour)
+            tokens.append(score["tokens_per_answer"])
+    for marker, text, _ in KIND_STYLE.values():
+        axes.plot([], [], marker, color="grey", label=text)
+    if tokens and min(tokens) > 0 and max(tokens) / min(tokens) > 8:
+        axes.set_xscale("log")  # System 2 with many samples costs orders of magnitude more tokens
+    else:
+        axes.set_xlim(left=0)
+    axes.set_xlabel("generated tokens per answer (reasoning and all samples included)")
+    axes.set_ylabel("accuracy, % (bars: 95% Wilson interval)")
+    axes.set_ylim(-10, 105)
+    axes.set_title("Accuracy vs tokens per answer")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png)
+    plt.close(figure)
+    return png
+
+
+def write_report(outs: list[Path], to: Path | None = None) -> tuple[Path, Path]:
+    """report.md + report.png for one run (in `<out>/eval/` unless `to`) or a comparison of several (in `to`)."""
+    if not outs:
+        raise ValueError("name at least one run directory")
+    runs = [load_metrics(Path(out)) for out in outs]
+    if to is None:
+        if len(runs) > 1:
+            raise ValueError("comparing several runs needs --to DIR for the table and chart")
+        to = Path(outs[0]) / "eval"
+    to = Path(to)
+    png = plot_runs(runs, to / "report.png")
+    markdown = render_report(runs[0]) if len(runs) == 1 else render_comparison(runs)
+    report = to / "report.md"
+    report.write_text(markdown)
+    return report, png

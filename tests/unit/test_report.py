@@ -1,0 +1,105 @@
+"""The evaluation report: Wilson intervals, the table, the PNG chart, `s2d report`, and what eval serves as distilled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.cli import main
+from engine.evaluate import adapter_rank, distilled_model
+from engine.report import normalised_systems, render_report, wilson_interval, write_report
+from engine.spec import parse_spec
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def metrics(accuracies=(0.25, 0.5, 0.4375), tokens=(10.0, 43.0, 9.5), with_new_fields=True):
+    kinds = ("system1", "system2", "distilled")
+    names = ("System 1 (base model, direct)", "System 2 (rar2, single sample)", "Distilled System 1 (base + LoRA, direct)")
+    systems = []
+    for kind, name, accuracy, tokens_per_answer in zip(kinds, names, accuracies, tokens):
+        score = {"system": name, "accuracy": accuracy, "correct": accuracy * 32, "total": 32,
+                 "tokens_per_answer": tokens_per_answer}
+        if with_new_fields:
+            low, high = wilson_interval(accuracy * 32, 32)
+            score |= {"kind": kind, "samples": 32, "ci_low": low, "ci_high": high, "latency_s": 0.1}
+        systems.append(score)
+    return {"task": "last_letter", "method": "rar2", "model": "smollm2-135m", "eval_inputs": 32,
+            "seconds_per_input": {"system1": 0.29, "system2": 0.92, "distilled": 0.78}, "systems": systems}
+
+
+def write_run(out, data):
+    (out / "eval").mkdir(parents=True)
+    (out / "eval" / "metrics.json").write_text(json.dumps(data))
+    return out
+
+
+def test_wilson_interval_matches_the_formula_and_stays_in_0_1():
+    low, high = wilson_interval(16, 32)
+    assert (round(low, 3), round(high, 3)) == (0.336, 0.664)
+    assert wilson_interval(0, 32)[0] == 0.0 and round(wilson_interval(0, 32)[1], 3) == 0.107
+    assert wilson_interval(32, 32)[1] == 1.0 and wilson_interval(32, 32)[0] > 0.89
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_old_metrics_files_get_kind_interval_and_latency():
+    systems = normalised_systems(metrics(with_new_fields=False))
+    assert [s["kind"] for s in systems] == ["system1", "system2", "distilled"]
+    assert [s["latency_s"] for s in systems] == [0.29, 0.92, 0.78]
+    assert systems[1]["ci_low"] == pytest.approx(wilson_interval(16, 32)[0])
+
+
+def test_report_table_has_interval_tokens_latency_and_the_chart():
+    text = render_report(metrics())
+    assert "| System 2 (rar2, single sample) | 50.0% [33.6%, 66.4%] | 16 / 32 | 43.0 | 100 ms |" in text
+    assert "batched" in text and "![accuracy vs tokens per answer](report.png)" in text
+
+
+def test_one_run_renders_into_its_eval_folder(tmp_path):
+    out = write_run(tmp_path / "run", metrics())
+    report, chart = write_report([out])
+    assert report == out / "eval" / "report.md" and chart == out / "eval" / "report.png"
+    assert chart.read_bytes()[:8] == PNG_MAGIC and chart.stat().st_size > 10_000
+
+
+def test_several_runs_share_one_table_and_chart(tmp_path):
+    first = write_run(tmp_path / "a", metrics())
+    second = write_run(tmp_path / "b", metrics(accuracies=(0.1, 0.9, 0.8), tokens=(10.0, 400.0, 9.0)))
+    with pytest.raises(ValueError, match="--to"):
+        write_report([first, second])
+    report, chart = write_report([first, second], tmp_path / "compare")
+    text = report.read_text()
+    assert text.count("| last_letter | rar2 |") == 6 and str(first) in text and str(second) in text
+    assert chart.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cli_report(tmp_path, capsys):
+    out = write_run(tmp_path / "run", metrics())
+    assert main(["report", str(out)]) == 0
+    assert "accuracy [95% CI]" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "run `s2d eval` on that job first" in capsys.readouterr().err
+    (out / "eval" / "metrics.json").write_text("{broken")
+    assert main(["report", str(out)]) == 2
+
+
+def test_distilled_model_is_the_adapter_the_merged_copy_or_the_full_model(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    spec = parse_spec({"model": "m", "out": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="run `s2d train`"):
+        distilled_model(spec, model)
+    (model / "adapter_config.json").write_text(json.dumps({"r": 12}))
+    adapter, other, name = distilled_model(spec, model)
+    assert adapter == str(model.resolve()) and other is None and "LoRA" in name
+    assert adapter_rank(adapter) == 16  # vLLM accepts only some max_lora_rank values
+    merged_spec = parse_spec({"model": "m", "out": str(tmp_path), "eval": {"distilled": "merged"}})
+    with pytest.raises(FileNotFoundError, match="train.merge=true"):
+        distilled_model(merged_spec, model)
+    (model / "merged").mkdir()
+    (model / "merged" / "config.json").write_text("{}")
+    assert distilled_model(merged_spec, model)[:2] == (None, str((model / "merged").resolve()))
+    (model / "adapter_config.json").unlink()
+    (model / "config.json").write_text("{}")
+    assert distilled_model(spec, model)[:2] == (None, str(model.resolve()))
