@@ -22,8 +22,9 @@ Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, tr
 STAGE_HELP = {
     "run": "generate -> train -> eval in one go",
     "generate": "sample the System 2 method on Ray replicas, curate by self-consistency, write Parquet shards",
-    "train": "fine-tune LoRA on the curated shards with DeepSpeed ZeRO on Ray Train",
-    "eval": "compare System 1, System 2 and the distilled System 1 on held-out inputs",
+    "train": "fine-tune (LoRA or full) on the committed shards with DeepSpeed ZeRO on Ray Train; "
+             "a rerun resumes from the last checkpoint",
+    "eval": "compare System 1, System 2 and the distilled System 1 on held-out inputs: report.md + report.png",
 }
 
 
