@@ -180,7 +180,8 @@ def _usc_prompt_file() -> dict[str, Any]:
 
 def usc_prompt(question: str, responses: Sequence[str]) -> str:
     data = _usc_prompt_file()
-    tails = [response[-data["response_chars"]:] for response in responses]
+    per_response = min(data["response_chars"], data["total_chars"] // max(1, len(responses)))
+    tails = [response[-per_response:] for response in responses]
     return render_template(data["prompt"], {"question": question, "responses": tails})
 
 

@@ -194,3 +194,8 @@ def test_incompatible_jobs_are_refused(task, method, rule, perturbation, message
     with pytest.raises(ValueError, match=message):
         check_compatibility(task, method, rule, perturbation)
     check_compatibility("pairwise_judge", "bsm", "perturbation", "swap_responses")
+
+
+def test_usc_prompt_shares_a_total_budget_between_many_responses():
+    prompt = usc_prompt("Q?", ["y" * 1000] * 12)
+    assert prompt.count("Response 12: " + "y" * 200 + "\n") == 1 and "y" * 201 not in prompt
