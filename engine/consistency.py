@@ -27,7 +27,7 @@ import yaml
 from engine.curate import Vote, majority_vote
 from engine.answers import parse_usc_choice
 from engine.methods import Extractor, Method, render_template, resolve_method
-from engine.perturb import Variant, get_perturbation, make_variants
+from engine.perturb import get_perturbation, invert_answer, make_variants
 from engine.program import Generator, SamplingRequest, run_method
 from engine.tasks import Task, TaskInput, get_task, input_fields_of
 
@@ -118,7 +118,7 @@ def curate_generated_row(
         tokens = list(row["sample_tokens"])
     elif rule == "perturbation":
         variant_answers = [
-            [Variant("", inverse=json.loads(inverse)).invert(answer) for answer in sample_answers(task_obj, extract, texts)]
+            [invert_answer(json.loads(inverse), answer) for answer in sample_answers(task_obj, extract, texts)]
             for texts, inverse in zip(row["variant_texts"], row["variant_inverse"])
         ]
         decision = perturbation_decision(variant_answers, threshold, per_variant_majority)
@@ -195,6 +195,11 @@ def _input_of(row: dict[str, Any]) -> TaskInput:
 def _context(task: Task, question: str, fields: dict[str, Any], system1_prompt: str | None = None) -> dict[str, Any]:
     return {**fields, "question": question,
             "system1_prompt": system1_prompt if system1_prompt is not None else task.system1_prompt(question)}
+
+
+def input_context(task: Task, item: TaskInput) -> dict[str, Any]:
+    """The variables a method's templates see for one input: question, system1_prompt and the task's fields."""
+    return _context(task, item.question, dict(item.fields))
 
 
 def generate_for_curation(

@@ -27,7 +27,12 @@ class Variant:
     inverse: dict[str, str] = field(default_factory=dict)
 
     def invert(self, answer: str | None) -> str | None:
-        return None if answer is None else self.inverse.get(answer, answer)
+        return invert_answer(self.inverse, answer)
+
+
+def invert_answer(inverse: dict[str, str], answer: str | None) -> str | None:
+    """A variant's answer in the original input's answer space (curation holds only the mapping, as JSON)."""
+    return None if answer is None else inverse.get(answer, answer)
 
 
 def identity(item: TaskInput) -> Variant:

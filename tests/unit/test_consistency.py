@@ -199,3 +199,43 @@ def test_incompatible_jobs_are_refused(task, method, rule, perturbation, message
 def test_usc_prompt_shares_a_total_budget_between_many_responses():
     prompt = usc_prompt("Q?", ["y" * 1000] * 12)
     assert prompt.count("Response 12: " + "y" * 200 + "\n") == 1 and "y" * 201 not in prompt
+
+
+def test_input_context_carries_the_fields_bsm_reads():
+    from engine.consistency import input_context
+
+    task = get_task("pairwise_judge")
+    item = task.generate(1, 0, "train")[0]
+    context = input_context(task, item)
+    assert get_method("bsm").required_fields <= set(context)
+    assert context["system1_prompt"] == task.system1_prompt(item.question) and context["question"] == item.question
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["method.name=bsm"], "reads input fields"),
+    (["task.name=pairwise_judge", "method.name=bsm", "curate.rule=perturbation"], "needs curate.perturbation"),
+    (["curate.rule=perturbation", "curate.perturbation=swap_responses"], "needs a task with fields"),
+    (["curate.rule=perturbation", "curate.perturbation=rename_entities", "curate.variants=1"], "curate.variants"),
+    (["curate.rule=vote"], "curate.rule"),
+    (["method.name=custom"], "method.steps is required"),
+    (["method.steps=[{name: a, prompt: x}]"], "only for it"),
+    (["method.name=custom", "method.steps=[{name: a, prompt: '{{ question'}]"], "template error"),
+    (["method.name=custom", "method.steps=[{name: a, prompt: '{{ question }}'}]", "method.extractor.kind=regex"],
+     "needs a pattern"),
+])
+def test_job_specs_with_bad_methods_or_criteria_are_refused_with_a_clear_message(overrides, message):
+    from engine.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError, match=message):
+        parse_spec({"model": "m"}, overrides)
+
+
+def test_custom_method_spec_round_trips_to_the_replica_kwargs():
+    from engine.methods import resolve_method
+    from engine.spec import parse_spec
+
+    spec = parse_spec({"model": "m"}, ["method.name=custom", "method.steps=[{name: a, prompt: '{{ question }} go'}]",
+                                       "method.extractor.kind=last_line"])
+    method = resolve_method(spec.method.model_dump())
+    assert method.render(0, {"question": "Q", "system1_prompt": "S"}) == "Q go"
+    assert method.extract_answer("x\ny") == "y"
