@@ -211,6 +211,8 @@ def generate_for_curation(
     Input rows carry input_id, shard_id, question, prompt (the System 1 prompt) and, for tasks with
     structured inputs, fields (a dict or its JSON). All calls of a batch are batched across its inputs.
     """
+    if rule not in RULES:
+        raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
     items = [_input_of(row) for row in rows]
     columns: dict[str, list] = {
         "input_id": [item.input_id for item in items],
@@ -241,6 +243,4 @@ def generate_for_curation(
         choices = [parse_usc_choice(completion.text, request.n) for (completion,) in outputs]
         columns["usc_choice"] = [-1 if choice is None else choice for choice in choices]
         columns["usc_tokens"] = [completion.num_tokens for (completion,) in outputs]
-    elif rule != "majority":
-        raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
     return columns

@@ -69,7 +69,7 @@ class Extractor:
             return None
         last = matches[-1]
         span = last.group(1) if last.re.groups else last.group(0)
-        return span.strip() or None if span is not None else None
+        return (span or "").strip() or None  # an optional group that did not take part is None
 
 
 @lru_cache(maxsize=64)

@@ -239,3 +239,18 @@ def test_custom_method_spec_round_trips_to_the_replica_kwargs():
     method = resolve_method(spec.method.model_dump())
     assert method.render(0, {"question": "Q", "system1_prompt": "S"}) == "Q go"
     assert method.extract_answer("x\ny") == "y"
+
+
+def test_generation_refuses_an_unknown_rule_before_any_call():
+    gen = Scripted()
+    with pytest.raises(ValueError, match="unknown consistency rule"):
+        generate_for_curation(gen, get_method("rar1"), get_task("last_letter"), _rows("last_letter", 1),
+                              SamplingRequest(), rule="vibes")
+    assert gen.calls == []
+
+
+def test_a_batch_with_no_rows_gives_empty_columns_for_every_rule():
+    for rule, extra in (("majority", {}), ("usc", {}), ("perturbation", {"perturbation": "rename_entities"})):
+        columns = generate_for_curation(Scripted(), get_method("rar1"), get_task("last_letter"), [],
+                                        SamplingRequest(), rule=rule, **extra)
+        assert columns and all(values == [] for values in columns.values())
