@@ -19,6 +19,29 @@ from engine.spec import EngineSpec, JobSpec, SamplingSpec
 from engine.tasks import get_task
 
 
+# Columns a quarantined row keeps from its input row; every other generated column is null for it.
+_PASSTHROUGH = ("input_id", "shard_id", "prompt")
+
+
+class ReplicaFailed(RuntimeError):
+    """The engine failed as often as the job allows: a fault that restarts do not cure (bad model, bad GPU)."""
+
+
+class EngineFailures:
+    """A job-wide count of replica engine failures (one small named actor), so that a fault that repeats on
+    every restart stops the job instead of restarting forever."""
+
+    def __init__(self):
+        self.causes: list[str] = []
+
+    def record(self, cause: str) -> int:
+        self.causes.append(cause)
+        return len(self.causes)
+
+    def all(self) -> list[str]:
+        return list(self.causes)
+
+
 def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
     return SamplingRequest(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                            max_tokens=sampling.max_tokens)
@@ -27,7 +50,8 @@ def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
 class GenerationReplica:
     def __init__(self, model: str, engine: dict[str, Any], seed: int, method: str | dict[str, Any] | None = None,
                  request: SamplingRequest | None = None, max_lora_rank: int | None = None, replicas: int = 1,
-                 task: str | None = None, curate: dict[str, Any] | None = None):
+                 task: str | None = None, curate: dict[str, Any] | None = None, failure_ledger: str | None = None,
+                 max_engine_failures: int = 3):
         import torch
 
         from actors.vllm_backend import VLLMGenerator
@@ -44,6 +68,8 @@ class GenerationReplica:
         self.task = get_task(task) if task else None
         self.curate = curate or {"rule": "majority"}
         self.seed = seed
+        self.failure_ledger = failure_ledger
+        self.max_engine_failures = max_engine_failures
 
     @classmethod
     def for_job(cls, spec: JobSpec, max_lora_rank: int | None = None) -> dict[str, Any]:
@@ -57,7 +83,50 @@ class GenerationReplica:
         """Ray Data stage: one row per input in; out, the row's n sample texts and token counts, plus what the
         job's consistency criterion needs (perturbed variants' samples, or the USC judge's choice): the row
         contract of `engine.consistency`."""
-        return self.generate_rows([dict(zip(batch, values)) for values in zip(*batch.values())])
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        try:
+            return self.generate_checked(rows)
+        except Exception as error:  # noqa: BLE001 - any engine failure: restart with a fresh engine, or stop the job
+            self._engine_failed(error)
+            raise
+
+    def generate_checked(self, rows: list[dict[str, Any]]) -> dict[str, list]:
+        """`generate_rows` for the rows that fit the engine's context; the others come back with `input_error`
+        (and no samples) so that curation quarantines them instead of the engine failing the whole batch."""
+        budget = self.generator.max_model_len - self.request.max_tokens
+        lengths = self.generator.prompt_tokens([str(row["prompt"]) for row in rows])
+        fits = [length <= budget for length in lengths]
+        generated = self.generate_rows([row for row, ok in zip(rows, fits) if ok])
+        if all(fits):
+            return {**generated, "input_error": [None] * len(rows)}
+        merged: dict[str, list] = {name: [] for name in generated}
+        merged["input_error"] = []
+        produced = iter(range(len(generated["input_id"])))
+        for row, ok, length in zip(rows, fits, lengths):
+            index = next(produced) if ok else None
+            for name, values in generated.items():
+                merged[name].append(values[index] if ok else row.get(name) if name in _PASSTHROUGH else None)
+            merged["input_error"].append(None if ok else (
+                f"too_long: the direct prompt has {length} tokens; with sampling.max_tokens="
+                f"{self.request.max_tokens} it does not fit engine.max_model_len={self.generator.max_model_len}"))
+        return merged
+
+    def _engine_failed(self, error: Exception) -> None:
+        """Count the failure job-wide. Below the limit, exit the process: Ray restarts this actor (a fresh engine)
+        and retries the batch. At the limit, raise ReplicaFailed with the cause, which fails the job at once.
+        Without a ledger (eval's plain actor) return, and the caller re-raises the error itself."""
+        if self.failure_ledger is None:
+            return
+        import ray
+
+        cause = f"{type(error).__name__}: {error}"
+        failures = ray.get(ray.get_actor(self.failure_ledger).record.remote(cause))
+        if failures >= self.max_engine_failures:
+            raise ReplicaFailed(f"vLLM replicas failed {failures} times (generation.max_engine_failures); "
+                                f"last error: {cause}") from error
+        print(f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})",
+              flush=True)
+        os._exit(1)
 
     def generate_rows(self, rows: list[dict[str, Any]], method: str | dict[str, Any] | None = None,
                       task: str | None = None, curate: dict[str, Any] | None = None,

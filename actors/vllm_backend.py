@@ -27,10 +27,11 @@ def _import_vllm() -> Any:
 class VLLMGenerator:
     """One vLLM engine. Samples come from vLLM's `n`, so the n samples of a prompt share its KV cache."""
 
-    def __init__(self, llm: Any):
+    def __init__(self, llm: Any, max_model_len: int):
         self._llm = llm
+        self.max_model_len = max_model_len
         # What reached the engine: with vLLM's `n`, prompts stay at one per input, completions are n per prompt.
-        self.stats = {"calls": 0, "prompts": 0, "completions": 0, "output_tokens": 0}
+        self.stats = {"calls": 0, "prompts": 0, "completions": 0, "output_tokens": 0, "prompts_too_long": 0}
 
     @classmethod
     def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> "VLLMGenerator":
@@ -50,7 +51,7 @@ class VLLMGenerator:
         )
         if max_lora_rank is not None:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
-        return cls(vllm.LLM(**kwargs))
+        return cls(vllm.LLM(**kwargs), engine.max_model_len)
 
     def generate(
         self, prompts: Sequence[str], request: SamplingRequest, adapter: str | None = None
@@ -60,13 +61,28 @@ class VLLMGenerator:
             n=request.n, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens
         )
         conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-        outputs = self._llm.chat(conversations, params, use_tqdm=False, lora_request=_lora_request(adapter))
-        completions = [[Completion(o.text, len(o.token_ids)) for o in output.outputs] for output in outputs]
+        # vLLM refuses a whole call when one prompt exceeds the context, after queueing the ones before it;
+        # such a prompt (a chain that grew too long) gets n empty completions instead, and its chain no answer.
+        fits = [length < self.max_model_len for length in self.prompt_tokens(prompts)]
+        kept = [conversation for conversation, ok in zip(conversations, fits) if ok]
+        outputs = iter(self._llm.chat(kept, params, use_tqdm=False, lora_request=_lora_request(adapter)) if kept else [])
+        empty = [Completion("", 0)] * request.n
+        completions = [
+            [Completion(o.text, len(o.token_ids)) for o in next(outputs).outputs] if ok else list(empty) for ok in fits
+        ]
+        self.stats["prompts_too_long"] += fits.count(False)
         self.stats["calls"] += 1
         self.stats["prompts"] += len(conversations)
         self.stats["completions"] += sum(map(len, completions))
         self.stats["output_tokens"] += sum(c.num_tokens for per_prompt in completions for c in per_prompt)
         return completions
+
+    def prompt_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """Tokens of each prompt as the engine sees it: one chat-formatted user turn, generation prompt added."""
+        tokenizer = self._llm.get_tokenizer()
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               add_generation_prompt=True) for prompt in prompts]
+        return [len(tokenizer.encode(text, add_special_tokens=False)) for text in texts]
 
     def unload(self) -> None:
         self._llm = None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from engine.models import ModelNotFound, check_model_reference
 from engine.shards import OutputConflict
+from engine.storage import OutputError
 from engine.spec import JobSpec, SpecError, dump_spec, load_spec
 
 EPILOG = """examples:
@@ -45,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--force", action="store_true",
                                help="discard shards of a different job spec in `out` instead of refusing")
     commands.add_parser("methods", help="list the System 2 methods", description="List the System 2 methods.")
+    status = commands.add_parser(
+        "status", help="committed / total shards of an output, its counts, and the exactly-once check",
+        description="Show how far `s2d generate` got in OUT (a path or a pyarrow filesystem URI): committed / total "
+        "shards, accepted / rejected / quarantined counts, and whether every input is in exactly one place. "
+        "Exit 0 when complete and consistent, 3 when shards are still uncommitted (rerun to resume), 1 on a "
+        "broken invariant.")
+    status.add_argument("out", help="a job's output directory")
     report = commands.add_parser(
         "report", help="table + chart (accuracy vs tokens per answer) of one or more evaluated runs",
         description="Render the evaluation report of finished runs (each <out> needs eval/metrics.json from "
@@ -53,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--to", default=None, help="folder for report.md and report.png (needed for several runs)")
     _add_cluster_commands(commands)
     return parser
+
 
 CLUSTER_ADDRESS_HELP = ("Ray job API of the cluster, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, else "
                         "RAY_ADDRESS, else http://127.0.0.1:8265). A token-authenticated cluster needs "
@@ -117,7 +126,6 @@ def _cluster_command(args: argparse.Namespace) -> int:
         return 1
 
 
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Overrides may also follow options (`s2d run job.yaml --force a=b`), which plain argparse refuses."""
     parser = build_parser()
@@ -144,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cluster_command(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "status":
+        return _status(args.out)
     try:
         spec = load_spec(args.job, args.overrides)
         check_model_reference(spec.model)
@@ -157,17 +167,23 @@ def main(argv: list[str] | None = None) -> int:
     except OutputConflict as error:
         print(f"s2d: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, OutputError) as error:
         print(f"s2d: error: {error}", file=sys.stderr)
         return 1
 
 
 def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
+    from engine.storage import OutputLocation
+
     out = spec.out_path
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "job.yaml").write_text(dump_spec(spec))
-    progress = not args.no_progress
+    location = OutputLocation.of(spec.out)
     stages = ["generate", "train", "eval"] if args.command == "run" else [args.command]
+    if not location.is_local and stages != ["generate"]:
+        raise ValueError(f"out={spec.out}: train and eval need a local or mounted path; only generate writes to a "
+                         "filesystem URI (copy the shards to a mounted path, or mount the bucket)")
+    location.makedirs()
+    location.write_bytes_atomic(dump_spec(spec).encode(), "job.yaml")
+    progress = not args.no_progress
     for stage in stages:
         started = time.monotonic()
         if stage == "generate":
@@ -175,8 +191,8 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
 
             summary = run_generate(spec, force=args.force, progress=progress)
             print(f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
-                  f"{summary.accepted} accepted, {summary.rejected} rejected {summary.reasons or ''} "
-                  f"-> {out / 'shards'}")
+                  f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.quarantined} quarantined "
+                  f"{summary.reasons or ''} -> {location.path('shards')}")
         elif stage == "train":
             from training.trainer import train_model
 
@@ -194,6 +210,31 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
             print(f"eval: report at {out / 'eval' / 'report.md'}")
         print(f"{stage}: {time.monotonic() - started:.0f} s", flush=True)
     return 0
+
+
+def _status(out: str) -> int:
+    from engine.shards import check_accounting, read_manifest
+
+    try:
+        manifest = read_manifest(out)
+        if manifest is None:
+            print(f"s2d: error: {out} has no manifest.json: `s2d generate` has not started there", file=sys.stderr)
+            return 1
+        report = check_accounting(out)
+    except OSError as error:
+        print(f"s2d: error: cannot read {out}: {error}", file=sys.stderr)
+        return 1
+    counts = report.counts
+    print(f"{out}: {report.committed_shards} / {report.total_shards} shards committed; "
+          f"{sum(counts.values())} / {report.num_inputs} inputs: {counts['accepted']} accepted, "
+          f"{counts['rejected']} rejected, {counts['quarantined']} quarantined")
+    problems = report.problems()
+    if not problems:
+        print("exactly once: every input is in exactly one of shards/, rejected/, quarantine/")
+        return 0
+    for problem in problems:
+        print(f"  {problem}")
+    return 3 if report.complete is False and not report.duplicated_ids else 1
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -67,6 +67,10 @@ def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: li
 
 def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
     """The eval split, minus anything this job distilled from: disjoint by construction, whatever the task."""
+    if spec.data.path:
+        from engine.sources import labeled_eval_inputs
+
+        return labeled_eval_inputs(spec)
     task = get_task(spec.task.name)
     distilled = {item.input_id for item in task.generate(spec.task.num_inputs, spec.task.seed, "train")}
     return [item for item in task.generate(spec.eval.num_inputs, spec.task.seed, "eval") if item.input_id not in distilled]

@@ -1,22 +1,32 @@
 """The generate stage: inputs -> vLLM replicas (sampling) -> curation -> Parquet shards, as one Ray Data pipeline.
 
-Ray Data streams input blocks through a pool of replica actors and a curation stage; the driver
-consumes curated rows and commits each shard when its last input arrives. Every input comes out
-exactly once, either accepted (shards/) or rejected with its reason (rejected/).
+Two passes over the source. The first validates every row and counts the inputs of each shard (so a
+shard knows when it is complete); the second feeds the inputs of uncommitted shards into Ray Data as
+blocks in the object store (which spills to disk, so the driver's memory does not grow with the job).
+Ray Data streams the blocks through a pool of replica actors and a curation stage; the driver commits
+each shard when its last input arrives. Every input comes out exactly once: accepted (shards/),
+rejected with the criterion's reason (rejected/), or quarantined as bad input (quarantine/).
+
+Fault tolerance: a replica whose process dies (kill -9, OOM) is restarted by Ray and its in-flight batch
+retried (the shard writer drops any row it has already seen); an engine error restarts the replica the
+same way until `generation.max_engine_failures` is reached job-wide, which fails the job with the cause.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
+import warnings
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from engine.curate import curate_row
+from engine.consistency import curate_generated_row, curate_kwargs
 from engine.models import check_model_reference
 from engine.progress import JobProgress, ProgressDisplay, write_metrics
-from engine.shards import ShardWriter, num_shards_for, shard_of, spec_fingerprint
+from engine.shards import ShardWriter, check_accounting, num_shards_for, shard_of, spec_fingerprint
+from engine.sources import Quarantined, iter_inputs, source_fingerprint
 from engine.spec import JobSpec
 from engine.tasks import TaskInput, get_task
 
@@ -27,9 +37,10 @@ class GenerateSummary:
     skipped_committed: int
     accepted: int
     rejected: int
+    quarantined: int
     reasons: dict[str, int]
     seconds: float
-    out: Path
+    out: str
 
 
 def generation_fingerprint(spec: JobSpec) -> str:
@@ -38,83 +49,177 @@ def generation_fingerprint(spec: JobSpec) -> str:
         "model": spec.model, "task": spec.task.model_dump(), "method": spec.method.model_dump(),
         "sampling": spec.sampling.model_dump(), "curate": spec.curate.model_dump(),
         "inputs_per_shard": spec.output.inputs_per_shard,
+        "data": spec.data.model_dump(exclude={"eval_path"}), "data_content": source_fingerprint(spec),
     })
 
 
-def input_rows(spec: JobSpec, inputs: list[TaskInput], num_shards: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class InputPlan:
+    num_inputs: int
+    num_shards: int
+    per_shard: dict[int, int]
+
+
+def plan_inputs(spec: JobSpec) -> InputPlan:
+    """First pass: how many inputs, and how many in each shard. Shards are fixed per job by the input count."""
+    ids = [item.input_id for batch in iter_inputs(spec) for item in batch]
+    num_shards = num_shards_for(len(ids), spec.output.inputs_per_shard)
+    counts = Counter(shard_of(input_id, num_shards) for input_id in ids)
+    return InputPlan(len(ids), num_shards, {shard: counts.get(shard, 0) for shard in range(num_shards)})
+
+
+def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:
+    """Second pass: one row per input, ready for the replicas (or, for a bad input, for the quarantine)."""
     task = get_task(spec.task.name)
-    rows = [
-        {"input_id": item.input_id, "shard_id": shard_of(item.input_id, num_shards),
-         "question": item.question, "prompt": task.system1_prompt(item.question)}
-        for item in inputs
-    ]
-    # Feed shard by shard so shards complete early and the driver holds few partial shards.
-    return sorted(rows, key=lambda row: (row["shard_id"], row["input_id"]))
+    for batch in iter_inputs(spec):
+        for item in batch:
+            shard = shard_of(item.input_id, num_shards)
+            if isinstance(item, Quarantined):
+                yield quarantined_row(item.input_id, shard, item.reason, item.detail, spec, item.raw, item.source_row)
+            else:
+                yield _generation_row(item, shard, task)
 
 
-def _curate_batch(batch, *, task: str, threshold: float, method: str, model: str):
+def _generation_row(item: TaskInput, shard: int, task) -> dict[str, Any]:
+    return {"input_id": item.input_id, "shard_id": shard, "question": item.question,
+            "prompt": task.system1_prompt(item.question),
+            # Structured inputs (pairwise_judge's responses, multiple_choice's options) for method templates and
+            # perturbations; JSON so that every task's rows share one Arrow type.
+            "fields": json.dumps(item.fields, ensure_ascii=False)}
+
+
+def quarantined_row(input_id: str, shard: int, reason: str, detail: str, spec_or_kwargs: Any, raw: str = "",
+                    source_row: int | None = None) -> dict[str, Any]:
+    method, model = _method_and_model(spec_or_kwargs)
+    return {"input_id": input_id, "shard_id": shard, "status": "quarantined", "reason": reason, "detail": detail,
+            "raw": raw, "source_row": source_row, "method": method, "model": model, "num_samples": 0}
+
+
+def _method_and_model(spec_or_kwargs: Any) -> tuple[str, str]:
+    if isinstance(spec_or_kwargs, dict):
+        return spec_or_kwargs["method"], spec_or_kwargs["model"]
+    return spec_or_kwargs.method.name, spec_or_kwargs.model
+
+
+def _curate_batch(batch, **criterion: Any):
+    """Each generated row -> one curated row, by the job's consistency criterion (engine.consistency).
+    A row the replica could not run (`input_error`, e.g. too long for the context) is quarantined."""
     import pyarrow as pa
 
-    rows = [curate_row(row, task=task, threshold=threshold, method=method, model=model) for row in batch.to_pylist()]
-    return pa.Table.from_pylist(rows)
+    curated = []
+    for row in batch.to_pylist():
+        if row.get("input_error"):
+            reason, _, detail = row["input_error"].partition(": ")
+            curated.append(quarantined_row(row["input_id"], row["shard_id"], reason, detail, criterion,
+                                           row.get("prompt") or ""))
+        else:
+            curated.append(curate_generated_row(row, **criterion))
+    return pa.Table.from_pylist(curated)
 
 
 def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> GenerateSummary:
-    from cluster.connect import connect
-    from cluster.metrics import RayMetricsExporter
-    from cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
-    from actors.replica import GenerationReplica
-
     check_model_reference(spec.model)
     started = time.monotonic()
-    out = spec.out_path
-    inputs = get_task(spec.task.name).generate(spec.task.num_inputs, spec.task.seed, "train")
-    num_shards = num_shards_for(len(inputs), spec.output.inputs_per_shard)
-    rows = input_rows(spec, inputs, num_shards)
-    expected = Counter(row["shard_id"] for row in rows)
-    writer = ShardWriter.open(out, num_shards, generation_fingerprint(spec),
-                              {shard: expected.get(shard, 0) for shard in range(num_shards)}, force=force)
-    pending = [row for row in rows if row["shard_id"] not in writer.committed_shards]
-    skipped = len(rows) - len(pending)
-    tally = JobProgress(total_inputs=len(pending), skipped_inputs=skipped)
+    plan = plan_inputs(spec)
+    writer = ShardWriter.open(spec.out, plan.num_shards, generation_fingerprint(spec), plan.per_shard, force=force)
+    committed = writer.committed_shards
+    skipped = sum(count for shard, count in plan.per_shard.items() if shard in committed)
+    tally = JobProgress(total_inputs=plan.num_inputs - skipped, skipped_inputs=skipped)
+    display = ProgressDisplay(tally, enabled=progress)
+    ray = _connect_quietly() if tally.total_inputs else None
+    rows = input_rows(spec, plan.num_shards)
+    if not spec.data.path:
+        # Built-in inputs are generated in memory anyway: feed them shard by shard, so shards commit early.
+        rows = iter(sorted(rows, key=lambda row: (row["shard_id"], row["input_id"])))
+    blocks, block = [], []
+    for row in rows:
+        if row["shard_id"] in committed:
+            continue
+        if row.get("status") == "quarantined":
+            writer.add([row])
+            tally.add([row])
+            continue
+        block.append(row)
+        if len(block) == spec.generation.batch_size:
+            blocks.append(_put_block(ray, block))  # the object store spills to disk: driver memory stays flat
+            block = []
+    if block:
+        blocks.append(_put_block(ray, block))
+    display.refresh()
+    if blocks:
+        _generate_and_commit(ray, spec, blocks, writer, tally, display)
+    display.close()
+    manifest = writer.finish()
+    accounting = check_accounting(spec.out)
+    if not accounting.ok:
+        raise RuntimeError(f"accounting check failed for {spec.out}: {'; '.join(accounting.problems())}")
+    counts = manifest["counts"]
+    if writer.location.is_local:
+        write_metrics(writer.location.root, tally, {f"committed_{k}": v for k, v in counts.items()}
+                      | {"duplicates_dropped": writer.duplicates_dropped})
+    return GenerateSummary(plan.num_inputs, skipped, counts["accepted"], counts["rejected"], counts["quarantined"],
+                           dict(tally.reasons), time.monotonic() - started, spec.out)
 
-    if pending:
-        ray = connect()
-        context = ray.data.DataContext.get_current()
-        # One progress display, ours, with the totals users care about; Ray Data's per-operator one is noise here.
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-        placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
-        dataset = ray.data.from_items(pending, override_num_blocks=max(1, len(pending) // spec.generation.batch_size))
-        generated = dataset.map_batches(
-            GenerationReplica,
-            fn_constructor_kwargs=GenerationReplica.for_job(spec),
-            batch_size=spec.generation.batch_size,
-            # Two batches in flight per replica: one computing, one queued, so a replica never idles between
-            # batches, while a slow or restarting replica holds back at most two and idle ones take the rest.
-            compute=ray.data.ActorPoolStrategy(min_size=spec.generation.min_replicas,
-                                               max_size=spec.generation.max_replicas,
-                                               max_tasks_in_flight_per_actor=2),
-            **map_batches_placement_args(placement),
-        )
-        curated = generated.map_batches(
-            _curate_batch, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"task": spec.task.name, "threshold": spec.curate.threshold,
-                       "method": spec.method.name, "model": spec.model},
-        )
-        display = ProgressDisplay(tally, enabled=progress)
-        exporter = RayMetricsExporter(job=str(out))
+
+def _connect_quietly():
+    from cluster.connect import connect
+
+    ray = connect()
+    context = ray.data.DataContext.get_current()
+    # One progress display, ours, with the totals users care about; Ray Data's per-operator one is noise here.
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    return ray
+
+
+def _put_block(ray, rows: list[dict[str, Any]]):
+    import pyarrow as pa
+
+    return ray.put(pa.Table.from_pylist(rows))
+
+
+def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, tally: JobProgress,
+                         display: ProgressDisplay) -> None:
+    from actors.replica import EngineFailures
+    from cluster.metrics import RayMetricsExporter
+
+    ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
+    ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates ray_remote_args but names no parameter for actor restarts; it is the only way to
+        # bound them (Ray Data's default restarts a crashing replica forever).
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        generated = _replica_stage(ray, spec, blocks, ledger_name)
+    curated = generated.map_batches(_curate_batch, batch_format="pyarrow", batch_size=None,
+                                    fn_kwargs=curate_kwargs(spec))
+    exporter = RayMetricsExporter(job=str(spec.out))
+    try:
         for batch in curated.iter_batches(batch_format="pyarrow", batch_size=None):
             batch_rows = batch.to_pylist()
             writer.add(batch_rows)
             tally.add(batch_rows)
             display.refresh()
             exporter.update(tally.snapshot())
-        display.close()
-    manifest = writer.finish()
-    counts = manifest["counts"]
-    if counts["accepted"] + counts["rejected"] != len(rows):
-        raise RuntimeError(f"accounting: {counts['accepted']} accepted + {counts['rejected']} rejected != {len(rows)} inputs")
-    write_metrics(out, tally, {"committed_accepted": counts["accepted"], "committed_rejected": counts["rejected"]})
-    return GenerateSummary(len(rows), skipped, counts["accepted"], counts["rejected"], dict(tally.reasons),
-                           time.monotonic() - started, out)
+    finally:
+        ray.kill(ledger)
+
+
+def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):
+    from actors.replica import GenerationReplica
+    from cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
+
+    placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
+    return ray.data.from_arrow_refs(blocks).map_batches(
+        GenerationReplica,
+        fn_constructor_kwargs=GenerationReplica.for_job(spec) | {
+            "failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures},
+        batch_size=spec.generation.batch_size,
+        # Two batches in flight per replica: one computing, one queued, so a replica never idles between
+        # batches, while a slow or restarting replica holds back at most two and idle ones take the rest.
+        compute=ray.data.ActorPoolStrategy(min_size=spec.generation.min_replicas,
+                                           max_size=spec.generation.max_replicas,
+                                           max_tasks_in_flight_per_actor=2),
+        # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.
+        max_restarts=spec.generation.max_restarts, max_task_retries=-1,
+        **map_batches_placement_args(placement),
+    )

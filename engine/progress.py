@@ -31,6 +31,7 @@ class JobProgress:
     samples: int = 0
     accepted: int = 0
     rejected: int = 0
+    quarantined: int = 0  # bad inputs: not counted in the accept rate, which is about self-consistency
     tokens: float = 0.0
     reasons: Counter = field(default_factory=Counter)
     started: float = field(init=False)
@@ -49,6 +50,9 @@ class JobProgress:
             self.tokens += float(row.get("system2_tokens") or 0.0) * samples
             if row["status"] == "accepted":
                 self.accepted += 1
+            elif row["status"] == "quarantined":
+                self.quarantined += 1
+                self.reasons[row.get("reason") or "unknown"] += 1
             else:
                 self.rejected += 1
                 self.reasons[row.get("reason") or "unknown"] += 1
@@ -70,6 +74,7 @@ class JobProgress:
             "samples": self.samples,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "quarantined": self.quarantined,
             "rejected_by_reason": dict(sorted(self.reasons.items())),
             "tokens": round(self.tokens),
             "elapsed_s": round(elapsed, 3),
@@ -83,6 +88,8 @@ class JobProgress:
         """The short fields of the progress bar."""
         snap = self.snapshot()
         fields = {"accepted": str(snap["accepted"]), "rejected": str(snap["rejected"])}
+        if snap["quarantined"]:
+            fields["quarantined"] = str(snap["quarantined"])
         if snap["accept_rate"] is not None:
             fields["accept"] = f"{snap['accept_rate']:.0%}"
         if snap["tokens_per_s"] is not None:

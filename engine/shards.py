@@ -1,13 +1,18 @@
-"""Parquet shards: deterministic partitioning, per-shard commit, and the manifest that records what is done.
+"""Parquet shards: deterministic partitioning, exactly-once shard commit, resume, and the accounting check.
 
-Layout under <out>/:
-  shards/shard-00003.parquet     accepted inputs of shard 3 (ACCEPTED_SCHEMA)
-  rejected/shard-00003.parquet   inputs of shard 3 that failed self-consistency (REJECTED_SCHEMA)
-  manifest.json                  committed shards with counts, the spec fingerprint; written last
+Layout under <out>/ (a local path or a pyarrow filesystem URI, see engine.storage):
+  shards/shard-00003.parquet       accepted inputs of shard 3 (ACCEPTED_SCHEMA)
+  rejected/shard-00003.parquet     inputs of shard 3 that failed self-consistency (REJECTED_SCHEMA)
+  quarantine/shard-00003.parquet   bad inputs of shard 3, with the reason (QUARANTINE_SCHEMA)
+  manifest.json                    the commit record: committed shards with counts, the spec fingerprint
+  .staging/                        rows of uncommitted shards spilled to disk (discarded on resume)
 
-A shard is committed once all its inputs are curated: both files are written under temporary names,
-renamed into place, then the manifest is rewritten atomically. The manifest is the commit record:
-readers and resume trust only shards it lists.
+Every input belongs to one shard, by a hash of its input_id. A shard is committed once all its inputs
+have come out of the pipeline: its three files are published (temporary name, then rename), then the
+manifest is rewritten; the manifest rewrite is the single atomic commit step. Readers and resume trust
+only shards the manifest lists, and reopening an output deletes files no manifest entry owns, so an
+interrupted commit is simply redone. Rows of a shard are deduplicated by input_id before commit, so a
+retried replica batch cannot produce a row twice.
 """
 
 from __future__ import annotations
@@ -15,14 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from engine.storage import OutputLocation
 
 ACCEPTED_SCHEMA = pa.schema([
     ("input_id", pa.string()),
@@ -41,16 +45,36 @@ REJECTED_SCHEMA = pa.schema([
     ("input_id", pa.string()),
     ("shard_id", pa.int32()),
     ("prompt", pa.string()),
+    ("criterion", pa.string()),  # the consistency criterion that rejected the input
     ("reason", pa.string()),
     ("detail", pa.string()),
-    ("answer_counts", pa.string()),
+    ("answer_counts", pa.string()),  # JSON: answer -> votes, the distribution the criterion saw
     ("num_samples", pa.int64()),
     ("method", pa.string()),
     ("model", pa.string()),
     ("system2_tokens", pa.float64()),
 ])
 
+QUARANTINE_SCHEMA = pa.schema([
+    ("input_id", pa.string()),
+    ("shard_id", pa.int32()),
+    ("source_row", pa.int64()),  # row number in the user's file; null for built-in tasks
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("raw", pa.string()),  # a bounded repr of the offending value, for the user to find and fix it
+    ("method", pa.string()),
+    ("model", pa.string()),
+])
+
+KINDS = {"shards": ("accepted", ACCEPTED_SCHEMA), "rejected": ("rejected", REJECTED_SCHEMA),
+         "quarantine": ("quarantined", QUARANTINE_SCHEMA)}
+STATUS_TO_KIND = {status: kind for kind, (status, _) in KINDS.items()}
+_STAGED_SCHEMA = pa.schema(
+    [("status", pa.string())]
+    + list({f.name: f for schema in (ACCEPTED_SCHEMA, REJECTED_SCHEMA, QUARANTINE_SCHEMA) for f in schema}.values())
+)
 MANIFEST = "manifest.json"
+STAGING = ".staging"
 
 
 class OutputConflict(RuntimeError):
@@ -62,7 +86,7 @@ def num_shards_for(num_inputs: int, inputs_per_shard: int) -> int:
 
 
 def shard_of(input_id: str, num_shards: int) -> int:
-    """Stable across runs, machines and cluster sizes: input_id is a hex digest (engine.tasks.make_input_id)."""
+    """Stable across runs, machines and cluster sizes: a function of the input_id and the shard count only."""
     return int(hashlib.sha256(input_id.encode()).hexdigest()[:12], 16) % num_shards
 
 
@@ -74,51 +98,46 @@ def spec_fingerprint(generation_relevant: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(generation_relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _write_atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _write_table_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 @dataclass
 class ShardWriter:
-    """Collects curated rows, commits each shard when its last expected input arrives."""
+    """Collects curated rows (status accepted / rejected / quarantined), commits each shard when it is complete.
 
-    out: Path
+    Memory stays bounded: when more than `max_buffered_rows` rows wait for their shards to complete, the
+    largest pending shards are spilled to part files under .staging/ and read back at commit.
+    """
+
+    location: OutputLocation
     num_shards: int
     fingerprint: str
-    expected: dict[int, int]  # inputs still to commit, per shard
+    expected: dict[int, int]  # inputs per shard, for shards not yet committed
     manifest: dict[str, Any]
-    _pending: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    max_buffered_rows: int = 50_000
+    duplicates_dropped: int = 0
+    _buffered: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    _staged_parts: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    _seen: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     @classmethod
-    def open(cls, out: Path, num_shards: int, fingerprint: str, expected: dict[int, int], force: bool = False) -> "ShardWriter":
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = read_manifest(out)
+    def open(cls, out: Any, num_shards: int, fingerprint: str, expected: dict[int, int], force: bool = False,
+             max_buffered_rows: int = 50_000) -> "ShardWriter":
+        location = OutputLocation.of(out)
+        location.makedirs()
+        manifest = read_manifest(location)
         if manifest and not force and (manifest["fingerprint"] != fingerprint or manifest["num_shards"] != num_shards):
             raise OutputConflict(
                 f"{out} holds output of a different job spec (fingerprint {manifest['fingerprint']}, "
                 f"this job {fingerprint}); choose another `out` or pass --force to discard it"
             )
         if not manifest or force:
-            for sub in ("shards", "rejected"):
-                for stale in (out / sub).glob("*.parquet") if (out / sub).exists() else ():
-                    stale.unlink()
             manifest = {"fingerprint": fingerprint, "num_shards": num_shards, "shards": {}}
-        (out / "shards").mkdir(exist_ok=True)
-        (out / "rejected").mkdir(exist_ok=True)
+        manifest["num_inputs"] = sum(expected.values())
+        _discard_uncommitted(location, manifest)
+        for kind in KINDS:
+            location.makedirs(kind)
         committed = {int(shard) for shard in manifest["shards"]}
         remaining = {shard: count for shard, count in expected.items() if shard not in committed}
-        writer = cls(out, num_shards, fingerprint, remaining, manifest)
+        writer = cls(location, num_shards, fingerprint, remaining, manifest, max_buffered_rows)
+        writer._write_manifest()
         for shard, count in list(remaining.items()):
             if count == 0:  # a shard no input hashes to: commit it empty so the manifest is complete
                 writer._commit(shard)
@@ -134,59 +153,136 @@ class ShardWriter:
             shard = int(row["shard_id"])
             if shard not in self.expected:
                 raise RuntimeError(f"row {row['input_id']} belongs to shard {shard}, which is not being produced")
-            self._pending[shard].append(row)
+            if row["status"] not in STATUS_TO_KIND:
+                raise RuntimeError(f"row {row['input_id']} has unknown status {row['status']!r}")
+            if row["input_id"] in self._seen[shard]:
+                self.duplicates_dropped += 1  # a retried batch: the first copy was kept
+                continue
+            self._seen[shard].add(row["input_id"])
+            self._buffered[shard].append(row)
             touched.add(shard)
         for shard in touched:
-            if len(self._pending[shard]) > self.expected[shard]:
-                raise RuntimeError(f"shard {shard}: more rows than inputs ({len(self._pending[shard])} > {self.expected[shard]})")
-            if len(self._pending[shard]) == self.expected[shard]:
+            if len(self._seen[shard]) > self.expected[shard]:
+                raise RuntimeError(f"shard {shard}: more inputs than expected ({len(self._seen[shard])} > "
+                                   f"{self.expected[shard]}); the input set changed during the job")
+            if len(self._seen[shard]) == self.expected[shard]:
                 self._commit(shard)
-
-    def _commit(self, shard: int) -> None:
-        rows = self._pending.pop(shard, [])
-        ids = [row["input_id"] for row in rows]
-        if len(set(ids)) != len(ids):
-            raise RuntimeError(f"shard {shard}: duplicate input_id in curated rows")
-        accepted = [row for row in rows if row["status"] == "accepted"]
-        rejected = [row for row in rows if row["status"] != "accepted"]
-        name = shard_name(shard)
-        _write_table_atomic(_table(accepted, ACCEPTED_SCHEMA), self.out / "shards" / name)
-        _write_table_atomic(_table(rejected, REJECTED_SCHEMA), self.out / "rejected" / name)
-        self.manifest["shards"][str(shard)] = {"file": name, "accepted": len(accepted), "rejected": len(rejected)}
-        del self.expected[shard]
-        self._write_manifest()
-
-    def _write_manifest(self) -> None:
-        shards = self.manifest["shards"]
-        self.manifest["counts"] = {
-            "accepted": sum(entry["accepted"] for entry in shards.values()),
-            "rejected": sum(entry["rejected"] for entry in shards.values()),
-            "committed_shards": len(shards),
-        }
-        self.manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
-        _write_atomic_bytes(self.out / MANIFEST, json.dumps(self.manifest, indent=2).encode())
+        if sum(map(len, self._buffered.values())) > self.max_buffered_rows:
+            self._spill()
 
     def finish(self) -> dict[str, Any]:
         if self.expected:
             missing = sorted(self.expected)
             raise RuntimeError(f"{len(missing)} shards never completed (first: {missing[:5]}); rerun to resume")
+        self.location.delete(STAGING)
         return self.manifest
+
+    def _spill(self) -> None:
+        for shard in sorted(self._buffered, key=lambda s: len(self._buffered[s]), reverse=True):
+            rows = self._buffered.pop(shard)
+            part = f"part-{len(self._staged_parts[shard]):05d}.parquet"
+            self.location.makedirs(STAGING, f"shard-{shard:05d}")
+            self.location.write_table_atomic(_table(rows, _STAGED_SCHEMA), STAGING, f"shard-{shard:05d}", part)
+            self._staged_parts[shard].append(part)
+            if sum(map(len, self._buffered.values())) <= self.max_buffered_rows // 2:
+                break
+
+    def _commit(self, shard: int) -> None:
+        rows = []
+        for part in self._staged_parts.pop(shard, []):
+            rows.extend(self.location.read_table(STAGING, f"shard-{shard:05d}", part).to_pylist())
+        rows.extend(self._buffered.pop(shard, []))
+        name = shard_name(shard)
+        entry: dict[str, Any] = {"file": name}
+        for kind, (status, schema) in KINDS.items():
+            selected = [row for row in rows if row["status"] == status]
+            self.location.write_table_atomic(_table(selected, schema), kind, name)
+            entry[status] = len(selected)
+        self.manifest["shards"][str(shard)] = entry
+        del self.expected[shard]
+        self._seen.pop(shard, None)
+        self._write_manifest()  # the commit point
+        self.location.delete(STAGING, f"shard-{shard:05d}")
+
+    def _write_manifest(self) -> None:
+        shards = self.manifest["shards"]
+        self.manifest["counts"] = {
+            status: sum(entry.get(status, 0) for entry in shards.values()) for status, _ in KINDS.values()
+        } | {"committed_shards": len(shards)}
+        self.manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
+        self.location.write_bytes_atomic(json.dumps(self.manifest, indent=2).encode(), MANIFEST)
+
+
+def _discard_uncommitted(location: OutputLocation, manifest: dict[str, Any]) -> None:
+    """Delete what an interrupted run left behind: staged parts, temporary files, shard files of no commit."""
+    location.delete(STAGING)
+    owned = {entry["file"] for entry in manifest["shards"].values()}
+    for kind in KINDS:
+        for name in location.list_files(kind):
+            if name not in owned:
+                location.delete(kind, name)
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
 
 
-def read_manifest(out: Path) -> dict[str, Any] | None:
-    path = Path(out) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_manifest(out: Any) -> dict[str, Any] | None:
+    location = out if isinstance(out, OutputLocation) else OutputLocation.of(out)
+    data = location.read_bytes(MANIFEST)
+    return json.loads(data) if data is not None else None
 
 
-def read_committed(out: Path, kind: str = "shards") -> pa.Table:
-    """All committed rows of `kind` (shards or rejected), reading only files the manifest lists."""
-    manifest = read_manifest(out)
-    schema = ACCEPTED_SCHEMA if kind == "shards" else REJECTED_SCHEMA
-    if not manifest:
-        return schema.empty_table()
-    tables = [pq.read_table(Path(out) / kind / entry["file"], schema=schema) for entry in manifest["shards"].values()]
+def read_committed(out: Any, kind: str = "shards", columns: list[str] | None = None) -> pa.Table:
+    """All committed rows of `kind` (shards, rejected or quarantine), reading only files the manifest lists."""
+    location = out if isinstance(out, OutputLocation) else OutputLocation.of(out)
+    schema = KINDS[kind][1]
+    if columns:
+        schema = pa.schema([schema.field(name) for name in columns])
+    manifest = read_manifest(location)
+    entries = list(manifest["shards"].values()) if manifest else []
+    tables = [location.read_table(kind, entry["file"], schema=schema) for entry in entries]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Where every input went. `ok` is the exactly-once invariant of a finished job."""
+
+    num_inputs: int
+    total_shards: int
+    committed_shards: int
+    counts: dict[str, int]
+    duplicated_ids: list[str]
+
+    @property
+    def complete(self) -> bool:
+        return self.committed_shards == self.total_shards
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and not self.duplicated_ids and sum(self.counts.values()) == self.num_inputs
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.complete:
+            found.append(f"{self.total_shards - self.committed_shards} of {self.total_shards} shards not committed")
+        if self.duplicated_ids:
+            found.append(f"{len(self.duplicated_ids)} input_ids appear more than once (first: {self.duplicated_ids[0]})")
+        if self.complete and sum(self.counts.values()) != self.num_inputs:
+            found.append(f"{sum(self.counts.values())} rows committed for {self.num_inputs} inputs")
+        return found
+
+
+def check_accounting(out: Any) -> Accounting:
+    """Read the input_id column of every committed file and check that each input is in exactly one place."""
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise FileNotFoundError(f"{out} has no {MANIFEST}: not the output of `s2d generate`")
+    counts, seen = {}, []
+    for kind, (status, _) in KINDS.items():
+        ids = read_committed(out, kind, columns=["input_id"]).column("input_id").to_pylist()
+        counts[status] = len(ids)
+        seen.extend(ids)
+    duplicated = sorted(input_id for input_id, times in Counter(seen).items() if times > 1)
+    return Accounting(manifest.get("num_inputs", 0), manifest["num_shards"], len(manifest["shards"]), counts, duplicated)

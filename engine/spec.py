@@ -24,7 +24,8 @@ class _Section(BaseModel):
 
 class TaskSpec(_Section):
     name: str = Field("last_letter", description="Built-in synthetic task (see `engine.tasks.TASKS`).")
-    num_inputs: int = Field(64, ge=1, description="Unlabeled inputs to distill from.")
+    num_inputs: int = Field(64, ge=1, description="Unlabeled inputs to generate (ignored when data.path is set: "
+                            "every row of the file is an input).")
     seed: int = Field(0, description="Seed of the task generator; the eval split uses a derived stream.")
 
     @field_validator("name")
@@ -158,9 +159,11 @@ class TrainSpec(_Section):
         0.03, ge=0.0, lt=1.0, description="Share of the optimizer steps spent warming the rate up linearly from "
         "1/(warmup+1) of the peak (never 0, so no step is wasted). Runs under ~30 steps get no warmup at 0.03.",
     )
-    batching: Literal["length_grouped", "shuffled"] = Field(
+    batching: Literal["length_grouped", "shuffled", "packed"] = Field(
         "length_grouped", description="length_grouped: micro batches of similar length (little padding, faster) in a "
-        "shuffled order; shuffled: plain random micro batches.",
+        "shuffled order; shuffled: plain random micro batches; packed: consecutive examples concatenated up to "
+        "max_seq_len tokens per sequence (no padding at all; attention stays within each example), so "
+        "micro_batch_size counts packed sequences. Short distillation pairs pack many to a sequence: fewer steps.",
     )
     micro_batch_size: int = Field(4, ge=1, description="Examples per worker per forward pass.")
     gradient_accumulation_steps: int = Field(
@@ -257,6 +260,15 @@ class GenerationSpec(_Section):
     batch_size: int = Field(
         64, ge=1, description="Inputs per replica call. Larger batches keep vLLM busier; smaller ones stream sooner."
     )
+    max_restarts: int = Field(
+        4, ge=0, description="Times Ray restarts one replica whose process died (kill -9, out of memory, an engine "
+        "error); its in-flight batches are retried, and rows are never duplicated. Each restart costs an engine start.",
+    )
+    max_engine_failures: int = Field(
+        3, ge=1, description="Engine errors (not process deaths) tolerated job-wide. A replica restarts after each; "
+        "the one that reaches this count fails the job with the error, so a fault that every restart repeats "
+        "(a bad model, a broken GPU) stops the job fast instead of looping.",
+    )
 
     @field_validator("replicas", mode="before")
     @classmethod
@@ -293,6 +305,34 @@ def replica_bounds(replicas: int | str) -> tuple[int, int]:
     return low, high
 
 
+class ColumnMap(_Section):
+    """Which column of the user's file plays which part. Only `input` is required."""
+
+    input: str = Field("input", description="The unlabeled input text (for pairwise_judge: the instruction; for "
+                       "multiple_choice: the question stem).")
+    label: str | None = Field(None, description="Ground truth, read by `s2d eval` only; curation never sees it.")
+    id: str | None = Field(None, description="A stable id per row. None: the id is a hash of the input, so a "
+                           "rerun over a reordered or appended file resumes the same inputs.")
+    options: str | None = Field(None, description="multiple_choice: a list of option texts (a JSON list in CSV).")
+    response_a: str | None = Field(None, description="pairwise_judge: the first response to judge.")
+    response_b: str | None = Field(None, description="pairwise_judge: the second response to judge.")
+
+
+class DataSpec(_Section):
+    """The user's own inputs instead of a built-in task's generator. `task.name` still picks the answer format
+    (normalisation and the direct prompt); use `freeform` for free-text answers."""
+
+    path: str | None = Field(None, description="A Parquet file or folder of them, a JSON Lines file, a CSV file "
+                             "with a header, or a Hugging Face datasets folder written by save_to_disk.")
+    format: Literal["auto", "parquet", "jsonl", "csv", "hf_disk"] = Field(
+        "auto", description="auto: from the file extension, or the folder's layout.")
+    split: str = Field("train", description="The split of a DatasetDict folder to read.")
+    columns: ColumnMap = Field(default_factory=ColumnMap)
+    limit: int | None = Field(None, ge=1, description="Read only the first rows (a quick trial of a large file).")
+    eval_path: str | None = Field(None, description="Labeled held-out rows for `s2d eval`, in the same format and "
+                                  "columns (data.columns.label required); rows also in `path` are skipped.")
+
+
 class OutputSpec(_Section):
     inputs_per_shard: int = Field(1000, ge=1, description="Target inputs per Parquet shard; the shard count is fixed per job.")
 
@@ -301,6 +341,7 @@ class JobSpec(_Section):
     model: str = Field(description="Packaged model name (smollm2-135m), a local Hugging Face folder, or a hub id.")
     out: str = Field("runs/default", description="Output directory of the job.")
     task: TaskSpec = Field(default_factory=TaskSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     curate: CurateSpec = Field(default_factory=CurateSpec)
@@ -315,6 +356,12 @@ class JobSpec(_Section):
         from engine.consistency import check_compatibility
 
         check_compatibility(self.task.name, self.method.model_dump(), self.curate.rule, self.curate.perturbation)
+        return self
+
+    @model_validator(mode="after")
+    def _freeform_needs_data(self) -> "JobSpec":
+        if self.task.name == "freeform" and not self.data.path:
+            raise ValueError("task freeform has no built-in inputs: set data.path (and data.columns)")
         return self
 
     @property
@@ -348,6 +395,8 @@ def _describe(error: ValidationError) -> str:
     if first["type"] == "missing":
         return f"missing required key {where!r}"
     message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a rule across sections: the input is the whole job, too long to echo
+        return message
     return f"{where}: {message} (got {first.get('input')!r})"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from engine.tasks.arithmetic import ArithmeticTask
 from engine.tasks.base import FIRST_NAMES, Split, StructuredTask, Task, TaskInput, input_fields_of, make_input_id
 from engine.tasks.coin_flip import CoinFlipTask
+from engine.tasks.freeform import FreeformTask
 from engine.tasks.last_letter import LastLetterTask
 from engine.tasks.multiple_choice import MultipleChoiceTask
 from engine.tasks.pairwise_judge import PairwiseJudgeTask
@@ -15,7 +16,7 @@ from engine.tasks.sycophancy import SycophancyTask
 
 TASKS: dict[str, Task] = {
     task.name: task for task in (LastLetterTask(), CoinFlipTask(), SycophancyTask(), ArithmeticTask(),
-                                 PairwiseJudgeTask(), MultipleChoiceTask())
+                                 PairwiseJudgeTask(), MultipleChoiceTask(), FreeformTask())
 }
 
 
@@ -27,7 +28,7 @@ def get_task(name: str) -> Task:
 
 
 __all__ = [
-    "FIRST_NAMES", "TASKS", "ArithmeticTask", "CoinFlipTask", "LastLetterTask", "MultipleChoiceTask",
+    "FIRST_NAMES", "TASKS", "ArithmeticTask", "CoinFlipTask", "FreeformTask", "LastLetterTask", "MultipleChoiceTask",
     "PairwiseJudgeTask", "Split", "StructuredTask", "SycophancyTask", "Task", "TaskInput", "get_task", "input_fields_of",
     "make_input_id",
 ]

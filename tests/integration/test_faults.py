@@ -1,0 +1,151 @@
+"""Exactly-once under faults, on real Ray + vLLM: bad input rows, a replica killed with -9, a driver killed with -9.
+
+The default tier runs each kill once on a small job; the slow tier (`test_chaos_rounds`) repeats both kills
+on a bigger job with fresh random moments, and prints one line per round for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bad_rows import GOOD, catalogue_file
+from engine.cli import main
+from engine.shards import check_accounting, read_committed, read_manifest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+DEMO = ROOT / "configs" / "demo.yaml"
+
+
+def chaos_job(num_inputs: int, out: Path) -> list[str]:
+    """One input per replica call and a few inputs per shard: many moments at which a kill lands mid-job."""
+    return ["generate", str(DEMO), f"task.num_inputs={num_inputs}", "output.inputs_per_shard=3",
+            "generation.batch_size=1", "method.name=system1", "sampling.n=2", "sampling.max_tokens=16",
+            "curate.threshold=0.0", f"out={out}", "--no-progress"]
+
+
+def assert_exactly_once(out: Path, num_inputs: int) -> None:
+    ids = [i for kind in ("shards", "rejected", "quarantine")
+           for i in read_committed(out, kind, columns=["input_id"]).column("input_id").to_pylist()]
+    assert len(ids) == len(set(ids)) == num_inputs, f"{len(ids)} rows, {len(set(ids))} distinct, {num_inputs} inputs"
+    assert check_accounting(out).ok and not (out / ".staging").exists()
+
+
+def _replica_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    return [actor.pid for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+            if "GenerationReplica" in (actor.class_name or "") and actor.pid]
+
+
+def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
+    """Run a job in this process; kill -9 its replica at a random moment; the job must finish exactly once."""
+    delay = random.Random(seed).uniform(0.5, 6.0)
+    killed: list[int] = []
+
+    def kill_when_replica_runs():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if pids := _replica_pids():
+                time.sleep(delay)
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(len((read_manifest(out) or {"shards": {}})["shards"]))
+                return
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=kill_when_replica_runs, daemon=True)
+    killer.start()
+    started = time.monotonic()
+    assert main(chaos_job(num_inputs, out)) == 0, f"seed {seed}"
+    killer.join(timeout=5)
+    total_shards = read_manifest(out)["num_shards"]
+    assert killed and killed[0] < total_shards, f"the kill ({delay:.1f}s, seed {seed}) did not land mid-job"
+    assert_exactly_once(out, num_inputs)
+    return {"seed": seed, "kill_after_s": round(delay, 1), "shards_committed_at_kill": killed[0],
+            "total_shards": total_shards, "job_s": round(time.monotonic() - started)}
+
+
+def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
+    """Run a job as a user would (its own process and embedded Ray); kill -9 the process group at a random moment
+    after its first commit; rerun the same command here: it resumes, and every input lands exactly once."""
+    args = chaos_job(num_inputs, out)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (read_manifest(out) or {}).get("shards") and driver.poll() is None:
+            assert time.monotonic() < deadline, "the driver never committed a shard"
+            time.sleep(0.2)
+        time.sleep(random.Random(seed).uniform(0.0, 3.0))
+        assert driver.poll() is None, f"the job finished before the kill (seed {seed})"
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the embedded Ray it started, as in a crash
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    manifest = read_manifest(out)
+    entries = manifest["shards"].values()
+    assert 1 <= len(entries) < manifest["num_shards"]
+    committed = sum(entry["accepted"] + entry["rejected"] + entry["quarantined"] for entry in entries)
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"({committed} already committed)" in printed, printed
+    assert_exactly_once(out, num_inputs)
+    return {"seed": seed, "shards_committed_at_kill": len(entries), "total_shards": manifest["num_shards"],
+            "inputs_resumed": num_inputs - committed}
+
+
+def test_bad_rows_are_quarantined_and_good_rows_still_make_shards(tmp_path, ray_session, capsys):
+    path, reasons = catalogue_file(tmp_path / "rows.jsonl", with_token_check=True)
+    out = tmp_path / "run"
+    args = ["generate", str(DEMO), f"data.path={path}", "task.name=freeform", "data.columns.input=q",
+            "data.columns.label=a", "method.name=system1", "sampling.n=2", "sampling.max_tokens=8",
+            "curate.threshold=0.0", f"out={out}", "--no-progress"]
+    assert main(args) == 0
+    quarantine = read_committed(out, "quarantine").to_pylist()
+    assert sorted(row["reason"] for row in quarantine) == sorted(reasons)
+    assert all(row["detail"] for row in quarantine)
+    token_check = [row for row in quarantine if row["source_row"] is None]
+    assert len(token_check) == 1 and "tokens" in token_check[0]["detail"], "the replica's tokenizer caught it"
+    assert_exactly_once(out, len(GOOD) + len(reasons))
+    generated = len(read_committed(out)) + len(read_committed(out, "rejected"))
+    assert generated == len(GOOD), "every good row went through the model"
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    assert "exactly once" in capsys.readouterr().out
+
+
+def test_replica_killed_mid_job_is_restarted_and_nothing_is_lost_or_doubled(tmp_path, ray_session):
+    result = replica_kill_round(tmp_path / "run", 12, random.randrange(10**6))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["inputs"] == 12, result
+
+
+def test_driver_killed_mid_job_then_rerun_resumes_exactly_once(tmp_path, ray_session, capsys):
+    driver_kill_round(tmp_path / "run", 12, random.randrange(10**6), capsys)
+
+
+@pytest.mark.slow
+def test_chaos_rounds(tmp_path, ray_session, capsys):
+    rounds = int(os.environ.get("S2D_CHAOS_ROUNDS", "10"))
+    results = []
+    for round_index in range(rounds):
+        seed = random.randrange(10**6)
+        replica = replica_kill_round(tmp_path / f"replica-{round_index}", 30, seed)
+        driver = driver_kill_round(tmp_path / f"driver-{round_index}", 30, seed, capsys)
+        results.append({"round": round_index, "replica_kill": replica, "driver_kill": driver})
+    with capsys.disabled():
+        for result in results:
+            print(json.dumps(result))
