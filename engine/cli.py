@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from engine.models import ModelNotFound, check_model_reference
+from engine.pipeline import GenerationFailed
 from engine.shards import OutputConflict
 from engine.storage import OutputError
 from engine.spec import JobSpec, SpecError, dump_spec, load_spec
@@ -18,6 +19,8 @@ EPILOG = """examples:
   s2d generate configs/demo.yaml task.num_inputs=8 sampling.n=4 out=runs/try
   s2d train configs/demo.yaml out=runs/try
   s2d eval configs/demo.yaml out=runs/try
+  s2d status runs/try
+  s2d generate configs/demo.yaml data.path=my.jsonl data.columns.input=question task.name=freeform out=runs/mine
 Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, true, [q_proj, v_proj])."""
 
 STAGE_HELP = {
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputConflict as error:
         print(f"s2d: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, OutputError) as error:
+    except (ValueError, FileNotFoundError, OutputError, GenerationFailed) as error:
         print(f"s2d: error: {error}", file=sys.stderr)
         return 1
 

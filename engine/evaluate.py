@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine.consistency import input_context
 from engine.curate import majority_vote, sample_answers
 from engine.program import Chain, SamplingRequest
 from engine.report import wilson_interval, write_report
@@ -111,7 +112,8 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
     adapter, other_model, distilled_name = distilled_model(spec, model_dir)
     task = get_task(spec.task.name)
     inputs = held_out_inputs(spec)
-    contexts = [{"question": item.question, "system1_prompt": task.system1_prompt(item.question)} for item in inputs]
+    # bsm's templates read the task's fields (instruction, response_a, response_b), not just the question
+    contexts = [input_context(task, item) for item in inputs]
 
     ray = connect()
     resources = replica_resources(spec, ray.cluster_resources().get("GPU", 0))
@@ -134,7 +136,8 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
     try:
         system1 = timed(replica, "system1", "system1", contexts, direct)
         system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples)
-        system2 = timed(replica, "system2", spec.method.name, contexts, system2_request)
+        # the method section, not its name: a custom method is defined by its steps there
+        system2 = timed(replica, "system2", spec.method.model_dump(), contexts, system2_request)
         if adapter:
             distilled = timed(replica, "distilled", "system1", contexts, direct, adapter)
     finally:

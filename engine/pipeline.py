@@ -15,6 +15,7 @@ same way until `generation.max_engine_failures` is reached job-wide, which fails
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 import warnings
@@ -200,8 +201,31 @@ def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, 
             tally.add(batch_rows)
             display.refresh()
             exporter.update(tally.snapshot())
+    except ray.exceptions.RayError as error:
+        raise GenerationFailed(f"generation failed: {root_cause(error)}; committed shards are kept, "
+                               "rerun the same command to resume") from error
     finally:
         ray.kill(ledger)
+
+
+class GenerationFailed(RuntimeError):
+    """The replicas could not produce the job's samples (a fault restarts did not cure)."""
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Failed|Dead\w*)): (.+)$")
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost `SomeError: message` line of a Ray error's text (which embeds the remote traceback)."""
+    text = str(error).splitlines()
+    found = [(index, match) for index, line in enumerate(text) if (match := _EXCEPTION_LINE.match(line))]
+    if not found:
+        return text[0].strip() if text else type(error).__name__
+    index, match = found[-1]
+    name, message = match.groups()
+    # pydantic and others put the substance on the indented line after "1 validation error for X".
+    detail = text[index + 1].strip() if index + 1 < len(text) and text[index + 1][:1].isspace() else ""
+    return f"{name}: {message.strip()}" + (f" ({detail[:300]})" if detail else "")
 
 
 def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):

@@ -149,3 +149,48 @@ def test_chaos_rounds(tmp_path, ray_session, capsys):
     with capsys.disabled():
         for result in results:
             print(json.dumps(result))
+
+
+def test_an_engine_that_cannot_start_fails_the_job_fast_with_the_cause(tmp_path, ray_session, capsys):
+    started = time.monotonic()
+    code = main([*chaos_job(4, tmp_path / "run"), "engine.max_model_len=100000"])
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # earlier lines: the replica's own log
+    assert code == 1 and last_line.startswith("s2d: error: generation failed"), last_line
+    assert "max_model_len" in last_line and time.monotonic() - started < 180
+
+
+def _engine_core_pids(replica_pid: int) -> list[int]:
+    import psutil
+
+    return [child.pid for child in psutil.Process(replica_pid).children(recursive=True)
+            if "EngineCore" in " ".join(child.cmdline()) or "EngineCore" in child.name()]
+
+
+@pytest.mark.slow
+def test_engine_errors_restart_the_replica_until_the_job_limit(tmp_path, ray_session, capsys):
+    """Killing vLLM's engine process (not the actor) is a real engine error: the replica restarts and the job
+    completes; with max_engine_failures=1 the same fault fails the job with the error instead."""
+    for limit, expect_success in ((2, True), (1, False)):
+        out = tmp_path / f"limit-{limit}"
+        killed = []
+
+        def kill_engine_core():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not killed:
+                for pid in _replica_pids():
+                    if cores := _engine_core_pids(pid):
+                        time.sleep(2)
+                        os.kill(cores[0], signal.SIGKILL)
+                        killed.append(cores[0])
+                        return
+                time.sleep(0.5)
+
+        threading.Thread(target=kill_engine_core, daemon=True).start()
+        code = main([*chaos_job(30, out), f"generation.max_engine_failures={limit}"])
+        last_line = (capsys.readouterr().err.strip().splitlines() or [""])[-1]
+        assert killed, "vLLM's engine process was not found"
+        if expect_success:
+            assert code == 0, last_line
+            assert_exactly_once(out, 30)
+        else:
+            assert code == 1 and "generation failed" in last_line and "failed 1 times" in last_line, last_line
