@@ -20,13 +20,25 @@ from typing import Any, Literal, Sequence
 LENGTH_GROUP_WINDOW = 50
 
 
+Batching = Literal["length_grouped", "shuffled", "packed"]
+
+
 def micro_batches(
-    lengths: Sequence[int], micro_batch_size: int, batching: Literal["length_grouped", "shuffled"], seed: int
-) -> list[list[int]]:
-    """One epoch's micro batches (lists of example indices), seeded, identical on every rank."""
+    lengths: Sequence[int], micro_batch_size: int, batching: Batching, seed: int, max_seq_len: int | None = None
+) -> list[list[list[int]]]:
+    """One epoch's micro batches, seeded, identical on every rank.
+
+    A micro batch is a list of sequences and a sequence a list of example indices: one example each, or, when
+    packed, as many consecutive examples of the shuffled order as fit in `max_seq_len` tokens.
+    """
     rng = random.Random(seed)
     order = list(range(len(lengths)))
     rng.shuffle(order)
+    if batching == "packed":
+        if max_seq_len is None:
+            raise ValueError("packing needs max_seq_len")
+        rows = packed_rows(lengths, order, max_seq_len)
+        return [rows[start : start + micro_batch_size] for start in range(0, len(rows), micro_batch_size)]
     if batching == "length_grouped":
         window = micro_batch_size * LENGTH_GROUP_WINDOW
         order = [
@@ -34,21 +46,36 @@ def micro_batches(
             for start in range(0, len(order), window)
             for index in sorted(order[start : start + window], key=lambda i: -lengths[i])
         ]
-    batches = [order[start : start + micro_batch_size] for start in range(0, len(order), micro_batch_size)]
+    batches = [[[index] for index in order[start : start + micro_batch_size]]
+               for start in range(0, len(order), micro_batch_size)]
     if batching == "length_grouped":
         rng.shuffle(batches)  # similar lengths inside a batch, not a long-to-short curriculum across batches
     return batches
 
 
-def padded_to_steps(batches: list[list[int]], micro_batches_per_step: int) -> list[list[int]]:
+def packed_rows(lengths: Sequence[int], order: Sequence[int], max_seq_len: int) -> list[list[int]]:
+    """Consecutive examples of `order` packed into sequences of at most `max_seq_len` tokens (no example is split)."""
+    rows: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for index in order:
+        if current and used + lengths[index] > max_seq_len:
+            rows.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += lengths[index]
+    if current:
+        rows.append(current)
+    return rows
+
+
+def padded_to_steps(batches: list[Any], micro_batches_per_step: int) -> list[Any]:
     """Wrap around to whole optimizer steps, so every rank runs the same number of steps and no collective waits."""
     steps = max(1, math.ceil(len(batches) / micro_batches_per_step))
     return [batches[i % len(batches)] for i in range(steps * micro_batches_per_step)]
 
 
-def rank_micro_batches(
-    plan: list[list[int]], step_in_epoch: int, rank: int, world_size: int, accumulation: int
-) -> list[list[int]]:
+def rank_micro_batches(plan: list[Any], step_in_epoch: int, rank: int, world_size: int, accumulation: int) -> list[Any]:
     """The `accumulation` micro batches this rank runs in one optimizer step (strided by rank)."""
     per_step = accumulation * world_size
     step = plan[step_in_epoch * per_step : (step_in_epoch + 1) * per_step]

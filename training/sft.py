@@ -46,19 +46,37 @@ def build_examples(rows: list[dict], tokenizer: Any, max_seq_len: int) -> list[d
     return examples
 
 
+def pack(examples: list[dict]) -> dict:
+    """Several examples as one sequence. position_ids restart at 0 for each one: transformers reads that (with no
+    attention_mask and use_cache=False) as packed sequences and keeps attention inside each example. The first
+    token of an example is a prompt token (label -100), so no loss crosses from one example into the next."""
+    return {
+        "input_ids": [token for example in examples for token in example["input_ids"]],
+        "labels": [label for example in examples for label in example["labels"]],
+        "position_ids": [position for example in examples for position in range(len(example["input_ids"]))],
+    }
+
+
 def collate(batch: list[dict], pad_token_id: int) -> dict:
-    """Right-pad a list of examples into input_ids, labels (padding = -100) and attention_mask tensors."""
+    """Right-pad examples into input_ids and labels (padding = -100) tensors, plus attention_mask, or, for
+    packed sequences, position_ids (the padding is one more sequence that nothing attends to or learns from)."""
     import torch
 
     width = max(len(example["input_ids"]) for example in batch)
-    input_ids, labels, attention_mask = [], [], []
+    packed = any("position_ids" in example for example in batch)
+    input_ids, labels, extra = [], [], []
     for example in batch:
         padding = width - len(example["input_ids"])
         input_ids.append(example["input_ids"] + [pad_token_id] * padding)
         labels.append(example["labels"] + [IGNORE_INDEX] * padding)
-        attention_mask.append([1] * len(example["input_ids"]) + [0] * padding)
-    return {
+        if packed:
+            positions = example.get("position_ids") or list(range(len(example["input_ids"])))
+            extra.append(positions + list(range(padding)))
+        else:
+            extra.append([1] * len(example["input_ids"]) + [0] * padding)
+    tensors = {
         "input_ids": torch.tensor(input_ids, dtype=torch.long),
         "labels": torch.tensor(labels, dtype=torch.long),
-        "attention_mask": torch.tensor(attention_mask, dtype=torch.long),
     }
+    tensors["position_ids" if packed else "attention_mask"] = torch.tensor(extra, dtype=torch.long)
+    return tensors

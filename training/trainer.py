@@ -152,7 +152,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     from engine.models import resolve_model
     from training.configs import load_deepspeed_config
     from training.plan import lr_factor, micro_batches, padded_to_steps, rank_micro_batches, warmup_steps
-    from training.sft import build_examples, collate
+    from training.sft import build_examples, collate, pack
 
     _quiet_worker_logs()
     spec: JobSpec = config["spec"]
@@ -175,7 +175,8 @@ def _train_worker(config: dict[str, Any]) -> None:
     per_step = accumulation * world_size
 
     def epoch_plan(epoch: int) -> list[list[int]]:
-        return padded_to_steps(micro_batches(lengths, train.micro_batch_size, train.batching, train.seed + epoch), per_step)
+        batches = micro_batches(lengths, train.micro_batch_size, train.batching, train.seed + epoch, train.max_seq_len)
+        return padded_to_steps(batches, per_step)
 
     steps_per_epoch = len(epoch_plan(0)) // per_step
     total_steps = steps_per_epoch * train.epochs
@@ -213,13 +214,15 @@ def _train_worker(config: dict[str, Any]) -> None:
     for step in range(start_step, total_steps):
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
         plan = plans.setdefault(epoch, epoch_plan(epoch))
-        # Dropout masks depend on (seed, step, rank) only, so a resumed run repeats the interrupted one exactly.
+        # Dropout masks depend on (seed, step, rank) only, so a resumed run draws the masks the killed one would have.
         torch.manual_seed(train.seed * 1_000_003 + (step + 1) * 1_009 + rank)
         engine.train()
         losses = []
-        for batch_indices in rank_micro_batches(plan, step_in_epoch, rank, world_size, accumulation):
-            batch = collate([examples[i] for i in batch_indices], pad_token_id)
-            loss = engine(**{key: value.to(engine.device) for key, value in batch.items()}).loss
+        for sequences in rank_micro_batches(plan, step_in_epoch, rank, world_size, accumulation):
+            rows = [pack([examples[i] for i in row]) if len(row) > 1 else examples[row[0]] for row in sequences]
+            batch = collate(rows, pad_token_id)
+            # No KV cache in training; with one, transformers would also ignore the packed sequences' boundaries.
+            loss = engine(**{key: value.to(engine.device) for key, value in batch.items()}, use_cache=False).loss
             engine.backward(loss)
             engine.step()
             losses.append(loss.detach().float())

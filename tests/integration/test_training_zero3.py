@@ -1,4 +1,7 @@
-"""ZeRO-3 (weights sharded) with optimizer and parameter offload, LoRA and full fine-tune, 2 Ray Train workers on CPU."""
+"""ZeRO-3 (weights sharded) with optimizer and parameter offload, LoRA and full fine-tune, 2 Ray Train workers on CPU.
+
+The LoRA run also trains on packed sequences (train.batching=packed), which no other Ray Train test covers.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,11 @@ def test_zero3_offload_lora_trains_resumable_state_and_saves_the_gathered_adapte
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    metrics = _train(tmp_path, deepspeed="zero3_offload")
-    assert metrics["ranks"] == [{"rank": 0, "steps": 4}, {"rank": 1, "steps": 4}]
+    # ~50-token examples, at most 128 tokens per packed sequence: 2 examples each, 4 sequences, 1 per micro batch.
+    metrics = _train(tmp_path, deepspeed="zero3_offload", batching="packed", max_seq_len=128, micro_batch_size=1)
+    assert metrics["micro_batches_per_epoch"] < 8  # packed: fewer sequences than the 8 examples
+    steps = metrics["steps"]
+    assert steps >= 2 and metrics["ranks"] == [{"rank": 0, "steps": steps}, {"rank": 1, "steps": steps}]
     assert metrics["losses"][-1] < metrics["losses"][0], metrics["losses"]
     # The adapter was gathered from both ranks' shards: full-size, trained tensors, not ZeRO-3 placeholders.
     base = AutoModelForCausalLM.from_pretrained(packaged_model_dir, dtype=torch.float32)

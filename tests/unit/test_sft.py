@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.sft import IGNORE_INDEX, build_examples, collate
+from training.sft import IGNORE_INDEX, build_examples, collate, pack
 
 
 class FakeTokenizer:
@@ -64,6 +64,18 @@ def test_collate_right_pads_with_masked_labels():
     assert tensors["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
     assert tensors["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert tensors["input_ids"].dtype == tensors["labels"].dtype == tensors["attention_mask"].dtype
+
+
+def test_packed_sequences_restart_positions_and_pad_as_a_sequence_of_their_own():
+    first = {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}
+    second = {"input_ids": [8, 9], "labels": [IGNORE_INDEX, 9]}
+    packed = pack([first, second])
+    assert packed == {"input_ids": [5, 6, 7, 8, 9], "labels": [IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9],
+                      "position_ids": [0, 1, 2, 0, 1]}
+    tensors = collate([packed, first], pad_token_id=0)
+    assert "attention_mask" not in tensors  # transformers derives the per-example mask from position_ids
+    assert tensors["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 0, 1]]
+    assert tensors["labels"].tolist()[1] == [IGNORE_INDEX, 6, 7, IGNORE_INDEX, IGNORE_INDEX]
 
 
 def test_tokenizer_without_eos_is_refused():

@@ -10,6 +10,7 @@ from engine.spec import SpecError, TrainSpec, parse_spec
 from training.plan import (
     lr_factor,
     micro_batches,
+    packed_rows,
     padded_to_steps,
     rank_micro_batches,
     run_fingerprint,
@@ -21,8 +22,9 @@ from training.plan import (
 def test_an_epoch_covers_every_example_once_and_is_seeded(batching):
     lengths = [5, 40, 7, 33, 12, 9, 28, 3, 17]
     batches = micro_batches(lengths, 2, batching, seed=0)
-    assert sorted(i for batch in batches for i in batch) == list(range(9))
-    assert all(len(batch) == 2 for batch in batches[:-1] if len(batch) != 1)
+    assert sorted(i for batch in batches for row in batch for i in row) == list(range(9))
+    assert all(len(row) == 1 for batch in batches for row in batch)  # one example per sequence unless packed
+    assert sorted(map(len, batches)) == [1, 2, 2, 2, 2]
     assert batches == micro_batches(lengths, 2, batching, seed=0)
     assert batches != micro_batches(lengths, 2, batching, seed=1)
 
@@ -30,10 +32,22 @@ def test_an_epoch_covers_every_example_once_and_is_seeded(batching):
 def test_length_grouping_cuts_padding():
     lengths = [10, 200] * 50
     def padding(batches):
-        return sum(max(lengths[i] for i in batch) * len(batch) - sum(lengths[i] for i in batch) for batch in batches)
+        sizes = [[lengths[row[0]] for row in batch] for batch in batches]
+        return sum(max(batch) * len(batch) - sum(batch) for batch in sizes)
     grouped = micro_batches(lengths, 4, "length_grouped", seed=0)
     shuffled = micro_batches(lengths, 4, "shuffled", seed=0)
     assert padding(grouped) < padding(shuffled) / 5
+
+
+def test_packing_fills_sequences_up_to_max_seq_len_without_splitting_examples():
+    lengths = [30, 50, 20, 70, 10, 40, 60]
+    batches = micro_batches(lengths, 2, "packed", seed=0, max_seq_len=100)
+    rows = [row for batch in batches for row in batch]
+    assert sorted(i for row in rows for i in row) == list(range(7))
+    assert all(sum(lengths[i] for i in row) <= 100 for row in rows)
+    assert len(rows) < len(lengths)  # several examples share a sequence
+    assert packed_rows([120, 10], [0, 1], 100) == [[0], [1]]  # an example longer than the limit stays whole
+    assert batches == micro_batches(lengths, 2, "packed", seed=0, max_seq_len=100)
 
 
 def test_plan_wraps_to_whole_steps():
@@ -85,7 +99,22 @@ def test_train_spec_fields_and_their_errors():
     spec = parse_spec({"model": "m", "train": {"mode": "full", "deepspeed": "zero3_offload", "lr_schedule": "linear",
                                                "batching": "shuffled", "checkpoint_every_steps": 0}})
     assert spec.train.mode == "full" and spec.train.lr_schedule == "linear"
-    for bad in ("train.mode=qlora", "train.lr_schedule=step", "train.batching=packed", "train.lora.target_modules=[]",
+    for bad in ("train.mode=qlora", "train.lr_schedule=step", "train.batching=bucketed", "train.lora.target_modules=[]",
                 "train.warmup_ratio=1.5", "eval.distilled=both"):
         with pytest.raises(SpecError):
             parse_spec({"model": "m"}, [bad])
+
+
+def test_run_folder_is_kept_for_the_same_fingerprint_and_cleared_for_another(tmp_path):
+    from training.trainer import RUN_NAME, _claim_run_dir
+
+    run_dir = tmp_path / RUN_NAME
+    run_dir.mkdir()
+    (run_dir / "checkpoint_1").mkdir()  # a run of unknown origin (no fingerprint recorded): not resumed
+    _claim_run_dir(tmp_path, "aaaa")
+    assert not run_dir.exists()
+    (run_dir / "checkpoint_1").mkdir(parents=True)
+    _claim_run_dir(tmp_path, "aaaa")
+    assert (run_dir / "checkpoint_1").is_dir()  # same run: Ray Train will resume it
+    _claim_run_dir(tmp_path, "bbbb")
+    assert not run_dir.exists()  # changed spec or data: start afresh
