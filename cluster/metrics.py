@@ -16,6 +16,7 @@ EXPORTED = {
     "samples": "samples generated so far (n per input)",
     "accepted": "inputs accepted by self-consistency",
     "rejected": "inputs rejected (tie, below threshold, no answer)",
+    "quarantined": "inputs set aside unprocessed (bad row, too long for the context)",
     "tokens": "generated tokens, reasoning included",
     "tokens_per_s": "generated tokens per second since the run started",
     "accept_rate": "accepted / curated inputs",

@@ -31,6 +31,15 @@ def test_totals_rates_and_eta():
     assert snap["skipped_inputs"] == 2 and snap["total_inputs"] == 10
 
 
+def test_quarantined_inputs_count_apart_from_the_curation_verdicts():
+    progress = JobProgress(total_inputs=3, clock=Clock())
+    progress.add([{"status": "quarantined", "reason": "too_long"}, _row("accepted"), _row("rejected", reason="tie")])
+    snap = progress.snapshot()
+    assert (snap["inputs"], snap["accepted"], snap["rejected"], snap["quarantined"]) == (3, 1, 1, 1)
+    assert snap["accept_rate"] == 0.5 and snap["rejected_by_reason"] == {"tie": 1, "too_long": 1}
+    assert progress.postfix()["quarantined"] == "1"
+
+
 def test_nothing_left_means_eta_zero():
     progress = JobProgress(total_inputs=0, clock=Clock())
     assert progress.snapshot()["eta_s"] == 0.0
