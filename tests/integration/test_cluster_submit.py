@@ -22,7 +22,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.integration
+# ~2.5 min (a second Ray cluster, a job driver and a vLLM replica): slow tier, next to the multi-node test in the default one.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
