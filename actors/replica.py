@@ -7,6 +7,7 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,14 +33,45 @@ class EngineFailures:
     every restart stops the job instead of restarting forever."""
 
     def __init__(self):
-        self.causes: list[str] = []
+        self._causes: list[str] = []
 
     def record(self, cause: str) -> int:
-        self.causes.append(cause)
-        return len(self.causes)
+        self._causes.append(cause)
+        return len(self._causes)
 
-    def all(self) -> list[str]:
-        return list(self.causes)
+    def causes(self) -> list[str]:
+        return list(self._causes)
+
+
+class EngineProcessDied(RuntimeError):
+    """vLLM's engine core (a child process of the replica) exited."""
+
+
+def _watch_engine_processes(on_failure, interval_s: float = 2.0) -> None:
+    """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies.
+
+    vLLM's CPU build does not always notice: with its engine core killed, the replica's `LLM.chat` was seen
+    waiting forever for output. Watching the processes turns that hang into a restart.
+    """
+    import threading
+
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+
+    def watch():
+        while True:
+            time.sleep(interval_s)
+            for child in children:
+                try:
+                    alive = child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    alive = False
+                if not alive:
+                    on_failure(EngineProcessDied(f"vLLM engine process {child.pid} exited"))
+                    return
+
+    threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
 
 
 def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
@@ -57,19 +89,22 @@ class GenerationReplica:
         from actors.vllm_backend import VLLMGenerator
         from cluster.resources import cpu_thread_env
 
+        self.failure_ledger = failure_ledger
+        self.max_engine_failures = max_engine_failures
+        self._refuse_after_too_many_failures()
         if not torch.cuda.is_available():
             # Before the engine starts: its core process inherits this environment.
             os.environ.update(cpu_thread_env(replicas, os.cpu_count() or 1))
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         self.model_path = resolve_model(model)
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
+        if failure_ledger is not None:
+            _watch_engine_processes(self._engine_failed)
         self.method = resolve_method(method) if method else None
         self.request = request
         self.task = get_task(task) if task else None
         self.curate = curate or {"rule": "majority"}
         self.seed = seed
-        self.failure_ledger = failure_ledger
-        self.max_engine_failures = max_engine_failures
 
     @classmethod
     def for_job(cls, spec: JobSpec, max_lora_rank: int | None = None) -> dict[str, Any]:
@@ -112,21 +147,28 @@ class GenerationReplica:
         return merged
 
     def _engine_failed(self, error: Exception) -> None:
-        """Count the failure job-wide. Below the limit, exit the process: Ray restarts this actor (a fresh engine)
-        and retries the batch. At the limit, raise ReplicaFailed with the cause, which fails the job at once.
-        Without a ledger (eval's plain actor) return, and the caller re-raises the error itself."""
+        """Count the failure job-wide and exit the process: Ray restarts this actor and retries its batches.
+        The restarted replica refuses to start once the job's limit is reached, which fails the job with the
+        cause. Without a ledger (eval's plain actor) return, and the caller re-raises the error itself."""
         if self.failure_ledger is None:
             return
         import ray
 
         cause = f"{type(error).__name__}: {error}"
         failures = ray.get(ray.get_actor(self.failure_ledger).record.remote(cause))
-        if failures >= self.max_engine_failures:
-            raise ReplicaFailed(f"vLLM replicas failed {failures} times (generation.max_engine_failures); "
-                                f"last error: {cause}") from error
         print(f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})",
               flush=True)
         os._exit(1)
+
+    def _refuse_after_too_many_failures(self) -> None:
+        if self.failure_ledger is None:
+            return
+        import ray
+
+        causes = ray.get(ray.get_actor(self.failure_ledger).causes.remote())
+        if len(causes) >= self.max_engine_failures:
+            raise ReplicaFailed(f"the vLLM engine failed {len(causes)} time(s), the job's limit "
+                                f"(generation.max_engine_failures); last error: {causes[-1]}")
 
     def generate_rows(self, rows: list[dict[str, Any]], method: str | dict[str, Any] | None = None,
                       task: str | None = None, curate: dict[str, Any] | None = None,
