@@ -137,11 +137,12 @@ def test_driver_killed_mid_job_then_rerun_resumes_exactly_once(tmp_path, ray_ses
     driver_kill_round(tmp_path / "run", 12, random.randrange(10**6), capsys)
 
 
-def _replica_processes() -> list:
+def _replica_processes(driver_pid: int) -> list:
+    """Replica actors of the Ray that this driver started (its descendants), not of any other Ray on the machine."""
     import psutil
 
-    return [proc for proc in psutil.process_iter(["cmdline"])
-            if "GenerationReplica" in " ".join(proc.info["cmdline"] or []) and "MapWorker" in " ".join(proc.info["cmdline"] or [])]
+    return [proc for proc in psutil.Process(driver_pid).children(recursive=True)
+            if "GenerationReplica" in " ".join(proc.cmdline())]
 
 
 def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
@@ -156,7 +157,7 @@ def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     result = {"seed": seed}
     try:
         deadline = time.monotonic() + 600
-        while not (replicas := _replica_processes()):
+        while not (replicas := _replica_processes(driver.pid)):
             assert time.monotonic() < deadline and driver.poll() is None, "no replica came up"
             time.sleep(0.2)
         time.sleep(rng.uniform(0.5, 5.0))
