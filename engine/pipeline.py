@@ -27,7 +27,7 @@ from engine.consistency import curate_generated_row, curate_kwargs
 from engine.models import check_model_reference
 from engine.progress import JobProgress, ProgressDisplay, write_metrics
 from engine.shards import ShardWriter, check_accounting, num_shards_for, shard_of, spec_fingerprint
-from engine.sources import Quarantined, iter_inputs, source_fingerprint
+from engine.sources import Quarantined, iter_inputs, preview, source_fingerprint
 from engine.spec import JobSpec
 from engine.tasks import TaskInput, get_task
 
@@ -76,7 +76,8 @@ def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:
         for item in batch:
             shard = shard_of(item.input_id, num_shards)
             if isinstance(item, Quarantined):
-                yield quarantined_row(item.input_id, shard, item.reason, item.detail, spec, item.raw, item.source_row)
+                yield quarantined_row(item.input_id, shard, item.reason, item.detail, spec.method.name, spec.model,
+                                      item.raw, item.source_row)
             else:
                 yield _generation_row(item, shard, task)
 
@@ -89,17 +90,10 @@ def _generation_row(item: TaskInput, shard: int, task) -> dict[str, Any]:
             "fields": json.dumps(item.fields, ensure_ascii=False)}
 
 
-def quarantined_row(input_id: str, shard: int, reason: str, detail: str, spec_or_kwargs: Any, raw: str = "",
+def quarantined_row(input_id: str, shard: int, reason: str, detail: str, method: str, model: str, raw: str = "",
                     source_row: int | None = None) -> dict[str, Any]:
-    method, model = _method_and_model(spec_or_kwargs)
     return {"input_id": input_id, "shard_id": shard, "status": "quarantined", "reason": reason, "detail": detail,
             "raw": raw, "source_row": source_row, "method": method, "model": model, "num_samples": 0}
-
-
-def _method_and_model(spec_or_kwargs: Any) -> tuple[str, str]:
-    if isinstance(spec_or_kwargs, dict):
-        return spec_or_kwargs["method"], spec_or_kwargs["model"]
-    return spec_or_kwargs.method.name, spec_or_kwargs.model
 
 
 def _curate_batch(batch, **criterion: Any):
@@ -111,8 +105,8 @@ def _curate_batch(batch, **criterion: Any):
     for row in batch.to_pylist():
         if row.get("input_error"):
             reason, _, detail = row["input_error"].partition(": ")
-            curated.append(quarantined_row(row["input_id"], row["shard_id"], reason, detail, criterion,
-                                           row.get("prompt") or ""))
+            curated.append(quarantined_row(row["input_id"], row["shard_id"], reason, detail, criterion["method"],
+                                           criterion["model"], preview(row.get("prompt"))))
         else:
             curated.append(curate_generated_row(row, **criterion))
     return pa.Table.from_pylist(curated)

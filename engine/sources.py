@@ -49,10 +49,6 @@ class _BadRecord(Exception):
         self.reason, self.detail, self.raw = reason, detail, raw
 
 
-def describe_source(spec) -> str:
-    return f"file {spec.data.path}" if spec.data.path else f"built-in task {spec.task.name}"
-
-
 def iter_inputs(spec, batch_rows: int = 4096) -> Iterator[list[TaskInput | Quarantined]]:
     """The job's inputs in batches, in source order; each source row yields exactly one item."""
     if not spec.data.path:
@@ -124,11 +120,11 @@ class _Validator:
             label = self._label(record)
             input_id = self._input_id(record, question)
         except _BadRecord as bad:
-            return Quarantined(make_input_id("row", str(index)), index, bad.reason, bad.detail, _preview(bad.raw))
+            return Quarantined(make_input_id("row", str(index)), index, bad.reason, bad.detail, preview(bad.raw))
         first = self.first_row_of.setdefault(input_id, index)
         if first != index:
             return Quarantined(make_input_id("row", str(index)), index, "duplicate",
-                               f"same input as row {first}", _preview(question))
+                               f"same input as row {first}", preview(question))
         return TaskInput(input_id, question, label, fields)
 
     def _text(self, record: dict, column: str, role: str) -> str:
@@ -210,7 +206,7 @@ class _Validator:
         return str(value)
 
 
-def _preview(value: Any) -> str:
+def preview(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return text if len(text) <= RAW_PREVIEW_CHARS else f"{text[:RAW_PREVIEW_CHARS]}... ({len(text)} chars)"
