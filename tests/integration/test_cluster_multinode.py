@@ -27,7 +27,9 @@ TINY = ["task.num_inputs=4", "sampling.n=2", "sampling.max_tokens=16", "method.n
 
 
 @pytest.fixture(scope="module")
-def three_nodes():
+def three_nodes(packaged_model_dir):
+    # The model is converted before the nodes start: two replicas converting it at once would take turns
+    # (a file lock), and the first could finish this tiny job before the second is up.
     import ray
     from ray.cluster_utils import Cluster
 

@@ -141,8 +141,14 @@ def _replica_processes(driver_pid: int) -> list:
     """Replica actors of the Ray that this driver started (its descendants), not of any other Ray on the machine."""
     import psutil
 
-    return [proc for proc in psutil.Process(driver_pid).children(recursive=True)
-            if "GenerationReplica" in " ".join(proc.cmdline())]
+    found = []
+    for proc in psutil.Process(driver_pid).children(recursive=True):
+        try:
+            if "GenerationReplica" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # exited (or a zombie) since it was listed
+            continue
+    return found
 
 
 def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
