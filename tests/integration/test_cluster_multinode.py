@@ -40,7 +40,8 @@ def three_nodes(packaged_model_dir):
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"head": 1}, "include_dashboard": True, "dashboard_host": "127.0.0.1",
         "object_store_memory": 200 * 2**20})
-    workers = [cluster.add_node(num_cpus=1, resources={SLOT: 1}, object_store_memory=200 * 2**20) for _ in range(2)]
+    # 2 CPUs per worker node: a curation task (1 CPU) scheduled there must not keep the node's replica waiting.
+    workers = [cluster.add_node(num_cpus=2, resources={SLOT: 1}, object_store_memory=200 * 2**20) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, runtime_env={"env_vars": dict(WORKER_ENV_VARS)})
     try:
