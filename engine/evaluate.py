@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.consistency import input_context
-from engine.curate import majority_vote, sample_answers
+from engine.consistency import input_context, sample_answers
+from engine.curate import majority_vote
+from engine.methods import Extractor, resolve_method
 from engine.program import Chain, SamplingRequest
 from engine.report import wilson_interval, write_report
 from engine.spec import JobSpec
@@ -45,22 +46,29 @@ def _score(name: str, kind: str, correct: float, total: int, samples: int, token
     return SystemScore(name, kind, accuracy, accuracy * total, total, samples, tokens, low, high)
 
 
-def score_single(name: str, kind: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]]) -> SystemScore:
+def _answers(task: str, chains: list[Chain], extractor: Extractor | None) -> list[str | None]:
+    # The method's extractor (a custom method may define one); direct answers use the default.
+    return sample_answers(get_task(task), extractor or Extractor(), [chain.final_text for chain in chains])
+
+
+def score_single(name: str, kind: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]],
+                 extractor: Extractor | None = None) -> SystemScore:
     """Mean accuracy over every sample (for n=1, plain accuracy)."""
     correct, samples, tokens = 0, 0, 0
     for item, per_input in zip(inputs, chains):
-        answers = sample_answers(task, [chain.final_text for chain in per_input])
+        answers = _answers(task, per_input, extractor)
         correct += sum(answer == item.label for answer in answers)
         samples += len(per_input)
         tokens += sum(chain.num_tokens for chain in per_input)
     return _score(name, kind, correct, len(inputs), samples, tokens / samples)
 
 
-def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]]) -> SystemScore:
+def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]],
+                   extractor: Extractor | None = None) -> SystemScore:
     """Accuracy of the majority answer (threshold 0: plurality, ties count as wrong); tokens of all n samples."""
     correct, tokens = 0, 0
     for item, per_input in zip(inputs, chains):
-        vote = majority_vote(sample_answers(task, [chain.final_text for chain in per_input]), threshold=0.0)
+        vote = majority_vote(_answers(task, per_input, extractor), threshold=0.0)
         correct += vote.answer == item.label
         tokens += sum(chain.num_tokens for chain in per_input)
     return _score(name, "system2", correct, len(inputs), len(inputs), tokens / len(inputs))
@@ -150,14 +158,16 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
             ray.kill(replica)
 
     n = spec.eval.system2_samples
+    extractor = resolve_method(spec.method.model_dump()).extractor
     scores = [
         score_single("System 1 (base model, direct)", "system1", task.name, inputs, system1),
         score_single(f"System 2 ({spec.method.name}, single sample" + (f", mean of {n})" if n > 1 else ")"),
-                     "system2", task.name, inputs, system2),
+                     "system2", task.name, inputs, system2, extractor),
         score_single(distilled_name, "distilled", task.name, inputs, distilled),
     ]
     if n > 1:
-        scores.insert(2, score_majority(f"System 2 ({spec.method.name}, majority of {n})", task.name, inputs, system2))
+        scores.insert(2, score_majority(f"System 2 ({spec.method.name}, majority of {n})", task.name, inputs,
+                                        system2, extractor))
     scores = [replace(score, latency_s=timings[score.kind]) for score in scores]
     metrics = {
         "task": task.name, "method": spec.method.name, "model": spec.model, "eval_inputs": len(inputs),
