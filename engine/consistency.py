@@ -3,8 +3,8 @@
 Two halves, both pure (no Ray, no vLLM):
 - generation (`generate_for_curation`): what the replica runs per batch of input rows for the job's
   criterion: the n samples, plus k-1 perturbed variants (perturbation) or one judge call (usc);
-- decision (`curate_generated_row`): one generated row -> one curated row, accepted or rejected with the
-  criterion and reason, in the layout of `engine.curate.curate_row` plus a `criterion` column.
+- decision (`curate_generated_row`): one generated row -> one curated row, accepted or rejected, with the
+  criterion that decided and its reason.
 
 Row contract between the two (columns a generated row carries, beyond input_id, shard_id, prompt):
   all rules      sample_texts [n] (the input's own samples), sample_tokens [n]

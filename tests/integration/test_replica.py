@@ -55,8 +55,9 @@ def _contexts(task_name, count):
 @pytest.mark.parametrize("method, task", [("rar1", "last_letter"), ("rar2", "coin_flip"), ("s2a", "sycophancy"),
                                           ("cot", "arithmetic"), ("cot", "multiple_choice")])
 def test_every_method_runs_through_the_real_replica(replica, ray_session, method, task):
-    from engine.curate import sample_answers
-    from engine.methods import get_method
+    from engine.consistency import sample_answers
+    from engine.methods import Extractor, get_method
+    from engine.tasks import get_task
 
     chains = ray_session.get(replica.run.remote(method, _contexts(task, 2),
                                                 SamplingRequest(n=2, temperature=0.7, max_tokens=24)))
@@ -64,7 +65,7 @@ def test_every_method_runs_through_the_real_replica(replica, ray_session, method
     assert [len(per_input) for per_input in chains] == [2, 2]
     for per_input in chains:
         assert all(list(chain.steps) == step_names and chain.num_tokens > 0 for chain in per_input)
-        answers = sample_answers(task, [chain.final_text for chain in per_input])
+        answers = sample_answers(get_task(task), Extractor(), [chain.final_text for chain in per_input])
         assert len(answers) == 2  # parsed (or None for an unparseable sample), never an exception
 
 

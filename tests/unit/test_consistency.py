@@ -1,5 +1,5 @@
 """Consistency criteria: the decision rules as pure functions, the row contract end to end against a
-scripted backend, and the curated row layout (curate_row's columns plus `criterion`)."""
+scripted backend, and the curated row layout."""
 
 import json
 
@@ -9,7 +9,6 @@ from engine.consistency import (
     check_compatibility, curate_generated_row, generate_for_curation, majority_decision, perturbation_decision,
     usc_decision, usc_prompt,
 )
-from engine.curate import curate_row
 from engine.methods import get_method
 from engine.program import Completion, SamplingRequest
 from engine.tasks import get_task
@@ -60,15 +59,16 @@ def test_majority_rule_matches_the_vote():
 BASE = {"input_id": "i1", "shard_id": 0, "prompt": "P"}
 
 
-def test_majority_row_has_curate_rows_columns_and_values_plus_criterion():
+def test_majority_row_layout_and_values():
     row = {**BASE, "sample_texts": ["Answer: abcd", "Answer: abcd", "Answer: x"], "sample_tokens": [3, 4, 5]}
     ours = curate_generated_row(row, task="last_letter", method="rar2", model="m", threshold=0.5)
-    theirs = curate_row(row, task="last_letter", threshold=0.5, method="rar2", model="m")
-    assert ours == {**theirs, "criterion": "majority"}
-    rejected = {**row, "sample_texts": ["Answer: ab", "Answer: cd"]}
-    ours = curate_generated_row(rejected, task="last_letter", method="rar2", model="m", threshold=0.5)
-    assert ours == {**curate_row(rejected, task="last_letter", threshold=0.5, method="rar2", model="m"),
+    assert ours == {"input_id": "i1", "shard_id": 0, "prompt": "P", "status": "accepted", "answer": "abcd",
+                    "votes": 2, "num_samples": 3, "agreement": 2 / 3, "reason": None, "detail": ours["detail"],
+                    "answer_counts": '{"abcd": 2, "x": 1}', "method": "rar2", "model": "m", "system2_tokens": 4.0,
                     "criterion": "majority"}
+    rejected = curate_generated_row({**row, "sample_texts": ["Answer: ab", "Answer: cd"]}, task="last_letter",
+                                    method="rar2", model="m", threshold=0.5)
+    assert (rejected["status"], rejected["reason"], rejected["criterion"]) == ("rejected", "tie", "majority")
 
 
 def test_custom_extractor_is_used_for_answers():

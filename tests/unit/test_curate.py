@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from engine.curate import curate_row, majority_vote
+from engine.consistency import curate_generated_row
+from engine.curate import majority_vote
 
 
 @pytest.mark.parametrize("answers, threshold, accepted, answer, reason", [
@@ -25,15 +26,15 @@ def _row(texts):
     return {"input_id": "id1", "shard_id": 3, "prompt": "p", "sample_texts": texts, "sample_tokens": [10] * len(texts)}
 
 
-def test_curate_row_accepts_with_votes_and_tokens():
-    row = curate_row(_row(["Answer: abcd"] * 3 + ["Answer: xyz"]), task="last_letter", threshold=0.5, method="rar2", model="m")
+def test_curated_row_accepts_with_votes_and_tokens():
+    row = curate_generated_row(_row(["Answer: abcd"] * 3 + ["Answer: xyz"]), task="last_letter", threshold=0.5, method="rar2", model="m")
     assert row["status"] == "accepted" and row["answer"] == "abcd" and row["votes"] == 3 and row["num_samples"] == 4
     assert row["system2_tokens"] == 10.0 and row["shard_id"] == 3
     assert json.loads(row["answer_counts"]) == {"abcd": 3, "xyz": 1}
 
 
-def test_curate_row_rejects_with_reason_and_detail():
-    row = curate_row(_row(["Answer: abcd", "Answer: xyz"]), task="last_letter", threshold=0.5, method="rar2", model="m")
+def test_curated_row_rejects_with_reason_and_detail():
+    row = curate_generated_row(_row(["Answer: abcd", "Answer: xyz"]), task="last_letter", threshold=0.5, method="rar2", model="m")
     assert row["status"] == "rejected" and row["reason"] == "tie" and row["answer"] is None
-    garbage = curate_row(_row(["", "12345"]), task="last_letter", threshold=0.5, method="rar2", model="m")
+    garbage = curate_generated_row(_row(["", "12345"]), task="last_letter", threshold=0.5, method="rar2", model="m")
     assert garbage["reason"] == "no_answer" and "no parseable answer" in garbage["detail"]
