@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.tasks.base import Split, TaskInput, fold_to_ascii, make_input_id
-from engine.tasks.sycophancy import FACTS, Fact
+from engine.tasks.sycophancy import Fact, facts_of_split
 
 LETTERS = "ABCD"
-EVAL_EVERY = 4  # as sycophancy: one fact in four is held out, by position
 
 # "B", "(B)", "B)", "B. Canberra", "Option B", "answer is C": a capital letter A-D standing alone.
 _LEADING = re.compile(r"^\W*(?i:option|choice|answer)?\s*\(?([A-D])\)?(?![A-Za-z])")
@@ -35,8 +34,7 @@ class MultipleChoiceTask:
     input_fields: tuple[str, ...] = ("stem", "options")
 
     def facts(self, split: Split) -> list[Fact]:
-        held_out = split == "eval"
-        return [fact for index, fact in enumerate(FACTS) if (index % EVAL_EVERY == EVAL_EVERY - 1) == held_out]
+        return facts_of_split(split)
 
     def generate(self, num_inputs: int, seed: int, split: Split) -> list[TaskInput]:
         """Every fact of the split once, then again in new option orders, until `num_inputs` distinct inputs."""

@@ -104,13 +104,18 @@ def normalize_answer(text: str) -> str:
 _CANONICAL = {normalize_answer(alias): normalize_answer(fact.answer) for fact in FACTS for alias in fact.aliases}
 
 
+def facts_of_split(split: Split) -> list[Fact]:
+    """The facts of one split: every EVAL_EVERY-th fact is held out (shared by the tasks built on these facts)."""
+    held_out = split == "eval"
+    return [fact for index, fact in enumerate(FACTS) if (index % EVAL_EVERY == EVAL_EVERY - 1) == held_out]
+
+
 @dataclass(frozen=True)
 class SycophancyTask:
     name: str = "sycophancy"
 
     def facts(self, split: Split) -> list[Fact]:
-        held_out = split == "eval"
-        return [fact for index, fact in enumerate(FACTS) if (index % EVAL_EVERY == EVAL_EVERY - 1) == held_out]
+        return facts_of_split(split)
 
     def generate(self, num_inputs: int, seed: int, split: Split) -> list[TaskInput]:
         """Every fact once, with a seeded distractor, before any fact appears again with another distractor."""
