@@ -157,14 +157,16 @@ def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     rng = random.Random(seed)
     args = chaos_job(num_inputs, out)
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
+    log = open(out.parent / f"{out.name}-driver.log", "wb")  # the killed driver's own account, for a failed round
     driver = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     committed = lambda: len((read_manifest(out) or {"shards": {}})["shards"])  # noqa: E731
     result = {"seed": seed}
     try:
         deadline = time.monotonic() + 600
         while not (replicas := _replica_processes(driver.pid)):
-            assert time.monotonic() < deadline and driver.poll() is None, "no replica came up"
+            assert time.monotonic() < deadline and driver.poll() is None, \
+                f"no replica came up: {(out.parent / f'{out.name}-driver.log').read_text()[-2000:]}"
             time.sleep(0.2)
         time.sleep(rng.uniform(0.5, 5.0))
         replicas[0].kill()
@@ -180,6 +182,7 @@ def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+        log.close()
     result["total_shards"] = read_manifest(out)["num_shards"]
     capsys.readouterr()
     assert main(args) == 0
