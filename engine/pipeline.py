@@ -149,9 +149,8 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     if not accounting.ok:
         raise RuntimeError(f"accounting check failed for {spec.out}: {'; '.join(accounting.problems())}")
     counts = manifest["counts"]
-    if writer.location.is_local:
-        write_metrics(writer.location.root, tally, {f"committed_{k}": v for k, v in counts.items()}
-                      | {"duplicates_dropped": writer.duplicates_dropped})
+    write_metrics(writer.location, tally, {f"committed_{k}": v for k, v in counts.items()}
+                  | {"duplicates_dropped": writer.duplicates_dropped})
     return GenerateSummary(plan.num_inputs, skipped, counts["accepted"], counts["rejected"], counts["quarantined"],
                            dict(tally.reasons), time.monotonic() - started, spec.out)
 

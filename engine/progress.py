@@ -10,7 +10,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 METRICS_FILE = "metrics.json"
@@ -97,14 +96,14 @@ class JobProgress:
         return fields
 
 
-def write_metrics(out: Path, progress: JobProgress, extra: dict[str, Any] | None = None) -> Path:
-    """Write `<out>/metrics.json` (atomically: a reader never sees half a file)."""
-    path = Path(out) / METRICS_FILE
+def write_metrics(out: Any, progress: JobProgress, extra: dict[str, Any] | None = None) -> str:
+    """Write `<out>/metrics.json` (a path or a filesystem URI; atomically: a reader never sees half a file)."""
+    from engine.storage import OutputLocation
+
+    location = OutputLocation.of(out)
     content = {"stage": "generate", **progress.snapshot(), **(extra or {})}
-    partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    partial.replace(path)
-    return path
+    location.write_bytes_atomic((json.dumps(content, indent=2, sort_keys=True) + "\n").encode(), METRICS_FILE)
+    return location.path(METRICS_FILE)
 
 
 class ProgressDisplay:

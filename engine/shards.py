@@ -228,14 +228,14 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 def read_manifest(out: Any) -> dict[str, Any] | None:
-    location = out if isinstance(out, OutputLocation) else OutputLocation.of(out)
+    location = OutputLocation.of(out)
     data = location.read_bytes(MANIFEST)
     return json.loads(data) if data is not None else None
 
 
 def read_committed(out: Any, kind: str = "shards", columns: list[str] | None = None) -> pa.Table:
     """All committed rows of `kind` (shards, rejected or quarantine), reading only files the manifest lists."""
-    location = out if isinstance(out, OutputLocation) else OutputLocation.of(out)
+    location = OutputLocation.of(out)
     schema = KINDS[kind][1]
     if columns:
         schema = pa.schema([schema.field(name) for name in columns])

@@ -47,7 +47,10 @@ class OutputLocation:
 
     @classmethod
     def of(cls, out: Any) -> "OutputLocation":
-        """`out` is a local path (relative paths resolve against the cwd) or a URI such as file:///x or s3://b/x."""
+        """`out` is a local path (relative paths resolve against the cwd), a URI such as file:///x or s3://b/x,
+        or already a location."""
+        if isinstance(out, OutputLocation):
+            return out
         text = str(out)
         if "://" in text:
             fs, root = pafs.FileSystem.from_uri(text)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,10 +65,10 @@ def test_metrics_json_holds_the_snapshot_and_extras(tmp_path):
     clock.now += 1
     progress.add([_row("accepted"), _row("rejected", reason="below_threshold")])
     path = write_metrics(tmp_path, progress, {"committed_accepted": 1})
-    content = json.loads(path.read_text())
+    content = json.loads(Path(path).read_text())
     assert content["stage"] == "generate" and content["inputs"] == 2 and content["committed_accepted"] == 1
     assert content["accept_rate"] == 0.5 and content["eta_s"] == 0.0
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob("*.tmp"))
 
 
 def test_display_follows_the_counts():
