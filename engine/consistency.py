@@ -3,8 +3,10 @@
 Two halves, both pure (no Ray, no vLLM):
 - generation (`generate_for_curation`): what the replica runs per batch of input rows for the job's
   criterion: the n samples, plus k-1 perturbed variants (perturbation) or one judge call (usc);
-- decision (`curate_generated_row`): one generated row -> one curated row, accepted or rejected, with the
-  criterion that decided and its reason.
+- decision (`curate_generated`): a batch of generated rows -> the curated table (engine.shards.CURATED_SCHEMA),
+  one row per input, accepted or rejected, with the criterion that decided and its reason. The majority
+  rule decides the whole batch with array operations (`curate_majority`); only the per-sample answer
+  extraction is Python. Perturbation and USC decide row by row, into the same table.
 
 Row contract between the two (columns a generated row carries, beyond input_id, shard_id, prompt):
   all rules      sample_texts [n] (the input's own samples), sample_tokens [n]
@@ -20,15 +22,20 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import yaml
 
-from engine.curate import Vote, majority_vote
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.curate import Vote, majority_vote, majority_votes
 from engine.answers import parse_usc_choice
 from engine.methods import Extractor, Method, render_template, resolve_method
 from engine.perturb import get_perturbation, invert_answer, make_variants
 from engine.program import Generator, SamplingRequest, run_method
+from engine.shards import CURATED_SCHEMA, curated_table
 from engine.tasks import Task, TaskInput, get_task, input_fields_of
 
 USC_PROMPT_FILE = Path(__file__).parent / "prompts" / "criteria" / "usc.yaml"
@@ -43,7 +50,7 @@ class Decision:
     answer: str | None
     votes: int  # samples whose (mapped-back) answer is the accepted or top answer
     num_samples: int
-    counts: dict[str, int]  # pooled answer distribution, most frequent first
+    counts: dict[str, int]  # pooled answer distribution, most votes first, ties by answer
     reason: str | None  # None when accepted
     detail: str = ""
 
@@ -56,13 +63,7 @@ def _vote_detail(vote: Vote, threshold: float) -> str:
     top = next(iter(vote.counts.items()), None)
     if top is None:
         return f"no parseable answer in {vote.num_samples} samples"
-    return f"top answer {top[0]!r} has {top[1]}/{vote.num_samples} votes, need > {threshold:g}"
-
-
-def majority_decision(answers: Sequence[str | None], threshold: float) -> Decision:
-    vote = majority_vote(answers, threshold)
-    detail = "" if vote.accepted else _vote_detail(vote, threshold)
-    return Decision("majority", vote.answer, vote.votes, vote.num_samples, vote.counts, vote.reason, detail)
+    return f"top answer '{top[0]}' has {top[1]}/{vote.num_samples} votes, need > {threshold:g}"
 
 
 def perturbation_decision(
@@ -73,8 +74,7 @@ def perturbation_decision(
     A variant's answer is its plurality answer (ties rejected) or, with `per_variant_majority`, its
     majority answer above `threshold`. The pooled counts over all variants are the answer distribution.
     """
-    pooled = Counter(answer for answers in variant_answers for answer in answers if answer is not None)
-    counts = dict(pooled.most_common())
+    counts = _ranked_counts(answer for answers in variant_answers for answer in answers)
     num_samples = sum(map(len, variant_answers))
     variant_threshold = threshold if per_variant_majority else 0.0
     votes = [majority_vote(answers, variant_threshold) for answers in variant_answers]
@@ -92,7 +92,7 @@ def perturbation_decision(
 
 def usc_decision(answers: Sequence[str | None], choice: int | None) -> Decision:
     """Keep the final answer of the response the USC judge chose; reject when it chose none or that has none."""
-    counts = dict(Counter(answer for answer in answers if answer is not None).most_common())
+    counts = _ranked_counts(answers)
     if choice is None or not 0 <= choice < len(answers):
         return Decision("usc", None, 0, len(answers), counts, "usc_no_choice",
                         f"the judge named none of the {len(answers)} responses")
@@ -103,33 +103,49 @@ def usc_decision(answers: Sequence[str | None], choice: int | None) -> Decision:
     return Decision("usc", answer, counts[answer], len(answers), counts, None)
 
 
+def _ranked_counts(answers: Iterable[str | None]) -> dict[str, int]:
+    counts = Counter(answer for answer in answers if answer is not None)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def sample_answers(task: Task, extractor: Extractor, texts: Sequence[str]) -> list[str | None]:
     return [task.normalize(extractor(text)) for text in texts]
 
 
-def curate_generated_row(
-    row: dict[str, Any], *, task: str, method: str, model: str, rule: str = "majority", threshold: float = 0.5,
+def curate_generated(
+    generated: pa.Table, *, task: str, method: str, model: str, rule: str = "majority", threshold: float = 0.5,
     per_variant_majority: bool = False, extractor: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One generated row (see the module's row contract) -> one curated row, accepted or rejected."""
+) -> pa.Table:
+    """Generated rows (see the module's row contract) -> the curated table, one row per input."""
     task_obj, extract = get_task(task), Extractor(**(extractor or {}))
     if rule == "majority":
-        decision = majority_decision(sample_answers(task_obj, extract, row["sample_texts"]), threshold)
-        tokens = list(row["sample_tokens"])
-    elif rule == "perturbation":
-        variant_answers = [
-            [invert_answer(json.loads(inverse), answer) for answer in sample_answers(task_obj, extract, texts)]
-            for texts, inverse in zip(row["variant_texts"], row["variant_inverse"])
-        ]
-        decision = perturbation_decision(variant_answers, threshold, per_variant_majority)
-        tokens = [count for per_variant in row["variant_tokens"] for count in per_variant]
-    elif rule == "usc":
-        choice = int(row["usc_choice"])
-        decision = usc_decision(sample_answers(task_obj, extract, row["sample_texts"]), None if choice < 0 else choice)
-        # The judge call is part of what each kept answer cost: spread it over the n samples.
-        tokens = [count + row["usc_tokens"] / len(row["sample_tokens"]) for count in row["sample_tokens"]]
-    else:
+        texts = _combined(generated.column("sample_texts"))
+        answers = pa.array(sample_answers(task_obj, extract, texts.flatten().to_pylist()), pa.string())
+        return curate_majority(generated, _same_lists(texts, answers), method=method, model=model,
+                               threshold=threshold)
+    if rule not in RULES:
         raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
+    rows = []
+    for row in generated.to_pylist():
+        if rule == "perturbation":
+            variant_answers = [
+                [invert_answer(json.loads(inverse), answer) for answer in sample_answers(task_obj, extract, texts)]
+                for texts, inverse in zip(row["variant_texts"], row["variant_inverse"])
+            ]
+            decision = perturbation_decision(variant_answers, threshold, per_variant_majority)
+            tokens = [count for per_variant in row["variant_tokens"] for count in per_variant]
+        else:
+            choice = int(row["usc_choice"])
+            decision = usc_decision(sample_answers(task_obj, extract, row["sample_texts"]),
+                                    None if choice < 0 else choice)
+            # The judge call is part of what each kept answer cost: spread it over the n samples.
+            tokens = [count + row["usc_tokens"] / len(row["sample_tokens"]) for count in row["sample_tokens"]]
+        rows.append(_curated_row(row, decision, tokens, method, model))
+    return curated_table(rows)
+
+
+def _curated_row(row: dict[str, Any], decision: Decision, tokens: list[float], method: str, model: str
+                 ) -> dict[str, Any]:
     return {
         "input_id": row["input_id"],
         "shard_id": int(row["shard_id"]),
@@ -141,7 +157,7 @@ def curate_generated_row(
         "agreement": decision.votes / decision.num_samples if decision.num_samples else 0.0,
         "reason": decision.reason,
         "detail": decision.detail,
-        "answer_counts": json.dumps(decision.counts, ensure_ascii=False),
+        "answer_counts": [{"answer": answer, "votes": votes} for answer, votes in decision.counts.items()],
         "method": method,
         "model": model,
         "system2_tokens": float(sum(tokens)) / len(tokens) if tokens else 0.0,
@@ -149,8 +165,64 @@ def curate_generated_row(
     }
 
 
+def curate_majority(generated: pa.Table, answers: pa.ListArray, *, method: str, model: str, threshold: float
+                    ) -> pa.Table:
+    """The majority rule over a batch, column by column: `answers` holds each input's normalised sample
+    answers (None when unparseable); `generated` gives input_id, shard_id, prompt and sample_tokens."""
+    votes = majority_votes(answers, threshold)
+    size = generated.num_rows
+    accepted = pc.is_null(votes.column("reason"))
+    num_samples, top_votes = votes.column("num_samples"), votes.column("votes")
+    tokens = _combined(generated.column("sample_tokens"))
+    token_counts = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy()
+    token_sums = np.bincount(np.repeat(np.arange(size), token_counts), minlength=size,
+                             weights=tokens.flatten().to_numpy(zero_copy_only=False).astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_tokens = np.where(token_counts > 0, token_sums / token_counts, 0.0)
+        agreement = np.where(num_samples.to_numpy() > 0, top_votes.to_numpy() / num_samples.to_numpy(), 0.0)
+    columns = {
+        "status": pc.if_else(accepted, "accepted", "rejected"),
+        "input_id": generated.column("input_id"),
+        "shard_id": generated.column("shard_id"),
+        "prompt": generated.column("prompt"),
+        "answer": votes.column("answer"),
+        "votes": top_votes,
+        "num_samples": num_samples,
+        "agreement": pa.array(agreement),
+        "method": pa.repeat(method, size),
+        "model": pa.repeat(model, size),
+        "system2_tokens": pa.array(mean_tokens),
+        "criterion": pa.repeat("majority", size),
+        "reason": votes.column("reason"),
+        "detail": pc.if_else(accepted, "", _majority_detail(votes, threshold)),
+        "answer_counts": votes.column("answer_counts"),
+    }
+    return pa.table({name: columns.get(name, pa.nulls(size, field.type)) for name, field in
+                     zip(CURATED_SCHEMA.names, CURATED_SCHEMA)}).cast(CURATED_SCHEMA)
+
+
+def _majority_detail(votes: pa.Table, threshold: float) -> pa.Array:
+    """`_vote_detail` for every row of `majority_votes`."""
+    samples = pc.cast(votes.column("num_samples"), pa.string())
+    top = pc.binary_join_element_wise("top answer '", votes.column("top_answer"), "' has ",
+                                      pc.cast(votes.column("votes"), pa.string()), "/", samples,
+                                      f" votes, need > {threshold:g}", "")
+    none = pc.binary_join_element_wise("no parseable answer in ", samples, " samples", "")
+    return pc.if_else(pc.is_null(votes.column("top_answer")), none, top)
+
+
+def _combined(column: pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+
+
+def _same_lists(lists: pa.ListArray, values: pa.Array) -> pa.ListArray:
+    """`values` (one per element of `lists`, in order) cut into lists of the same lengths."""
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
+    return pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32)), values)
+
+
 def curate_kwargs(spec: Any) -> dict[str, Any]:
-    """The keyword arguments of `curate_generated_row` for a JobSpec (plain data, so Ray can ship them)."""
+    """The keyword arguments of `curate_generated` for a JobSpec (plain data, so Ray can ship them)."""
     return dict(task=spec.task.name, method=spec.method.name, model=spec.model, rule=spec.curate.rule,
                 threshold=spec.curate.threshold, per_variant_majority=spec.curate.per_variant_majority,
                 extractor=spec.method.extractor.model_dump())

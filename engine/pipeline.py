@@ -23,10 +23,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from engine.consistency import curate_generated_row, curate_kwargs
+from engine.consistency import curate_generated, curate_kwargs
 from engine.models import check_model_reference
 from engine.progress import JobProgress, ProgressDisplay, write_metrics
-from engine.shards import ShardWriter, check_accounting, num_shards_for, shard_of, spec_fingerprint
+from engine.shards import ShardWriter, check_accounting, curated_table, num_shards_for, shard_of, spec_fingerprint
 from engine.sources import Quarantined, iter_inputs, preview, source_fingerprint
 from engine.spec import JobSpec
 from engine.tasks import TaskInput, get_task
@@ -97,19 +97,21 @@ def quarantined_row(input_id: str, shard: int, reason: str, detail: str, method:
 
 
 def _curate_batch(batch, **criterion: Any):
-    """Each generated row -> one curated row, by the job's consistency criterion (engine.consistency).
+    """Generated rows -> the curated table, by the job's consistency criterion (engine.consistency).
     A row the replica could not run (`input_error`, e.g. too long for the context) is quarantined."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    curated = []
-    for row in batch.to_pylist():
-        if row.get("input_error"):
-            reason, _, detail = row["input_error"].partition(": ")
-            curated.append(quarantined_row(row["input_id"], row["shard_id"], reason, detail, criterion["method"],
-                                           criterion["model"], preview(row.get("prompt"))))
-        else:
-            curated.append(curate_generated_row(row, **criterion))
-    return pa.Table.from_pylist(curated)
+    if "input_error" not in batch.column_names or batch.column("input_error").null_count == batch.num_rows:
+        return curate_generated(batch, **criterion)
+    failed = pc.is_valid(batch.column("input_error"))
+    quarantined = []
+    for row in batch.filter(failed).select(["input_id", "shard_id", "prompt", "input_error"]).to_pylist():
+        reason, _, detail = row["input_error"].partition(": ")
+        quarantined.append(quarantined_row(row["input_id"], row["shard_id"], reason, detail, criterion["method"],
+                                           criterion["model"], preview(row["prompt"])))
+    return pa.concat_tables([curate_generated(batch.filter(pc.invert(failed)), **criterion),
+                             curated_table(quarantined)])
 
 
 def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> GenerateSummary:
@@ -126,13 +128,15 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     if not spec.data.path:
         # Built-in inputs are generated in memory anyway: feed them shard by shard, so shards commit early.
         rows = iter(sorted(rows, key=lambda row: (row["shard_id"], row["input_id"])))
-    blocks, block = [], []
+    blocks, block, quarantined = [], [], []
     for row in rows:
         if row["shard_id"] in committed:
             continue
         if row.get("status") == "quarantined":
-            writer.add([row])
-            tally.add([row])
+            quarantined.append(row)
+            if len(quarantined) == spec.generation.batch_size:
+                _quarantine(writer, tally, quarantined)
+                quarantined = []
             continue
         block.append(row)
         if len(block) == spec.generation.batch_size:
@@ -140,6 +144,7 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
             block = []
     if block:
         blocks.append(_put_block(ray, block))
+    _quarantine(writer, tally, quarantined)
     display.refresh()
     if blocks:
         _generate_and_commit(ray, spec, blocks, writer, tally, display)
@@ -153,6 +158,11 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
                   | {"duplicates_dropped": writer.duplicates_dropped})
     return GenerateSummary(plan.num_inputs, skipped, counts["accepted"], counts["rejected"], counts["quarantined"],
                            dict(tally.reasons), time.monotonic() - started, spec.out)
+
+
+def _quarantine(writer: ShardWriter, tally: JobProgress, rows: list[dict[str, Any]]) -> None:
+    writer.add(curated_table(rows))
+    tally.add(rows)
 
 
 def _connect_quietly():
@@ -189,9 +199,8 @@ def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, 
     exporter = RayMetricsExporter(job=str(spec.out))
     try:
         for batch in curated.iter_batches(batch_format="pyarrow", batch_size=None):
-            batch_rows = batch.to_pylist()
-            writer.add(batch_rows)
-            tally.add(batch_rows)
+            writer.add(batch)
+            tally.add(batch.select(["status", "reason", "num_samples", "system2_tokens"]).to_pylist())
             display.refresh()
             exporter.update(tally.snapshot())
     except ray.exceptions.RayError as error:

@@ -13,6 +13,10 @@ manifest is rewritten; the manifest rewrite is the single atomic commit step. Re
 only shards the manifest lists, and reopening an output deletes files no manifest entry owns, so an
 interrupted commit is simply redone. Rows of a shard are deduplicated by input_id before commit, so a
 retried replica batch cannot produce a row twice.
+
+The writer takes curated rows as Arrow tables (CURATED_SCHEMA) and works on whole columns: splitting a
+batch by shard, counting, deduplicating and selecting by status are array operations, so a job of
+millions of inputs spends no Python per row here.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from engine.curate import ANSWER_COUNTS_TYPE
 from engine.storage import OutputLocation
 
 ACCEPTED_SCHEMA = pa.schema([
@@ -48,7 +55,7 @@ REJECTED_SCHEMA = pa.schema([
     ("criterion", pa.string()),  # the consistency criterion that rejected the input
     ("reason", pa.string()),
     ("detail", pa.string()),
-    ("answer_counts", pa.string()),  # JSON: answer -> votes, the distribution the criterion saw
+    ("answer_counts", ANSWER_COUNTS_TYPE),  # the answer distribution the criterion saw, most votes first
     ("num_samples", pa.int64()),
     ("method", pa.string()),
     ("model", pa.string()),
@@ -68,8 +75,9 @@ QUARANTINE_SCHEMA = pa.schema([
 
 KINDS = {"shards": ("accepted", ACCEPTED_SCHEMA), "rejected": ("rejected", REJECTED_SCHEMA),
          "quarantine": ("quarantined", QUARANTINE_SCHEMA)}
-STATUS_TO_KIND = {status: kind for kind, (status, _) in KINDS.items()}
-_STAGED_SCHEMA = pa.schema(
+STATUSES = pa.array([status for status, _ in KINDS.values()])
+# What curation hands the writer: every input's row, whatever its fate, with the columns of all three kinds.
+CURATED_SCHEMA = pa.schema(
     [("status", pa.string())]
     + list({f.name: f for schema in (ACCEPTED_SCHEMA, REJECTED_SCHEMA, QUARANTINE_SCHEMA) for f in schema}.values())
 )
@@ -98,10 +106,18 @@ def spec_fingerprint(generation_relevant: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(generation_relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def curated_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Curated rows given one by one (a quarantined input, a per-row criterion) as a table for the writer;
+    columns a row lacks are null."""
+    return pa.Table.from_pylist(list(rows), schema=CURATED_SCHEMA)
+
+
 @dataclass
 class ShardWriter:
     """Collects curated rows (status accepted / rejected / quarantined), commits each shard when it is complete.
 
+    A shard is complete when it has received as many distinct input_ids as it has inputs; rows of a
+    shard already complete are copies from a retried batch and are dropped, as are repeats within a shard.
     Memory stays bounded: when more than `max_buffered_rows` rows wait for their shards to complete, the
     largest pending shards are spilled to part files under .staging/ and read back at commit.
     """
@@ -113,9 +129,11 @@ class ShardWriter:
     manifest: dict[str, Any]
     max_buffered_rows: int = 50_000
     duplicates_dropped: int = 0
-    _buffered: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    _buffered: dict[int, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
+    _buffered_rows: int = 0
     _staged_parts: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
-    _seen: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    _received_ids: dict[int, list[pa.ChunkedArray]] = field(default_factory=lambda: defaultdict(list))
+    _received: dict[int, int] = field(default_factory=Counter)  # rows per pending shard, repeats included
 
     @classmethod
     def open(cls, out: Any, num_shards: int, fingerprint: str, expected: dict[int, int], force: bool = False,
@@ -147,27 +165,29 @@ class ShardWriter:
     def committed_shards(self) -> set[int]:
         return {int(shard) for shard in self.manifest["shards"]}
 
-    def add(self, rows: Iterable[dict[str, Any]]) -> None:
-        touched = set()
-        for row in rows:
-            shard = int(row["shard_id"])
-            if shard not in self.expected:
-                raise RuntimeError(f"row {row['input_id']} belongs to shard {shard}, which is not being produced")
-            if row["status"] not in STATUS_TO_KIND:
-                raise RuntimeError(f"row {row['input_id']} has unknown status {row['status']!r}")
-            if row["input_id"] in self._seen[shard]:
-                self.duplicates_dropped += 1  # a retried batch: the first copy was kept
-                continue
-            self._seen[shard].add(row["input_id"])
-            self._buffered[shard].append(row)
-            touched.add(shard)
-        for shard in touched:
-            if len(self._seen[shard]) > self.expected[shard]:
-                raise RuntimeError(f"shard {shard}: more inputs than expected ({len(self._seen[shard])} > "
-                                   f"{self.expected[shard]}); the input set changed during the job")
-            if len(self._seen[shard]) == self.expected[shard]:
-                self._commit(shard)
-        if sum(map(len, self._buffered.values())) > self.max_buffered_rows:
+    def add(self, curated: pa.Table) -> None:
+        """Take a batch of curated rows (CURATED_SCHEMA) and commit every shard it completes."""
+        if not curated.num_rows:
+            return
+        curated = curated.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
+        self._check(curated)
+        shard_ids = curated.column("shard_id").to_numpy()
+        pending = np.isin(shard_ids, np.fromiter(self.expected, dtype=np.int64, count=len(self.expected)))
+        if not pending.all():  # rows of a committed shard: copies from a retried batch
+            self.duplicates_dropped += int((~pending).sum())
+            curated, shard_ids = curated.filter(pa.array(pending)), shard_ids[pending]
+        order = np.argsort(shard_ids, kind="stable")
+        by_shard = curated.take(order)
+        shards, starts, counts = np.unique(shard_ids[order], return_index=True, return_counts=True)
+        for shard, start, count in zip(shards.tolist(), starts.tolist(), counts.tolist()):
+            rows = by_shard.slice(start, count)
+            self._buffered[shard].append(rows)
+            self._received_ids[shard].append(rows.column("input_id"))
+            self._received[shard] += count
+            self._buffered_rows += count
+            if self._received[shard] >= self.expected[shard]:
+                self._commit_if_complete(shard)
+        if self._buffered_rows > self.max_buffered_rows:
             self._spill()
 
     def finish(self) -> dict[str, Any]:
@@ -177,30 +197,54 @@ class ShardWriter:
         self.location.delete(STAGING)
         return self.manifest
 
+    def _check(self, curated: pa.Table) -> None:
+        shard_ids = curated.column("shard_id")
+        stray = pc.or_(pc.less(shard_ids, 0), pc.greater_equal(shard_ids, self.num_shards))
+        if pc.any(stray).as_py():
+            row = curated.filter(stray).slice(0, 1).to_pylist()[0]
+            raise RuntimeError(f"row {row['input_id']} belongs to shard {row['shard_id']}, which is not being produced")
+        unknown = pc.invert(pc.is_in(curated.column("status"), value_set=STATUSES))
+        if pc.any(unknown).as_py():
+            row = curated.filter(unknown).slice(0, 1).to_pylist()[0]
+            raise RuntimeError(f"row {row['input_id']} has unknown status {row['status']!r}")
+
+    def _commit_if_complete(self, shard: int) -> None:
+        distinct = pc.count_distinct(pa.chunked_array(
+            [chunk for ids in self._received_ids[shard] for chunk in ids.chunks], pa.string())).as_py()
+        if distinct > self.expected[shard]:
+            raise RuntimeError(f"shard {shard}: more inputs than expected ({distinct} > {self.expected[shard]}); "
+                               "the input set changed during the job")
+        if distinct == self.expected[shard]:
+            self._commit(shard)
+
     def _spill(self) -> None:
-        for shard in sorted(self._buffered, key=lambda s: len(self._buffered[s]), reverse=True):
-            rows = self._buffered.pop(shard)
+        for shard in sorted(self._buffered, key=lambda s: sum(map(len, self._buffered[s])), reverse=True):
+            rows = pa.concat_tables(self._buffered.pop(shard))
+            self._buffered_rows -= rows.num_rows
             part = f"part-{len(self._staged_parts[shard]):05d}.parquet"
             self.location.makedirs(STAGING, f"shard-{shard:05d}")
-            self.location.write_table_atomic(_table(rows, _STAGED_SCHEMA), STAGING, f"shard-{shard:05d}", part)
+            self.location.write_table_atomic(rows, STAGING, f"shard-{shard:05d}", part)
             self._staged_parts[shard].append(part)
-            if sum(map(len, self._buffered.values())) <= self.max_buffered_rows // 2:
+            if self._buffered_rows <= self.max_buffered_rows // 2:
                 break
 
     def _commit(self, shard: int) -> None:
-        rows = []
-        for part in self._staged_parts.pop(shard, []):
-            rows.extend(self.location.read_table(STAGING, f"shard-{shard:05d}", part).to_pylist())
-        rows.extend(self._buffered.pop(shard, []))
+        parts = [self.location.read_table(STAGING, f"shard-{shard:05d}", part, schema=CURATED_SCHEMA)
+                 for part in self._staged_parts.pop(shard, [])]
+        buffered = self._buffered.pop(shard, [])
+        self._buffered_rows -= sum(map(len, buffered))
+        rows = _first_of_each_input(pa.concat_tables(parts + buffered) if parts or buffered
+                                    else CURATED_SCHEMA.empty_table())
+        self.duplicates_dropped += self._received.pop(shard, 0) - rows.num_rows
         name = shard_name(shard)
         entry: dict[str, Any] = {"file": name}
         for kind, (status, schema) in KINDS.items():
-            selected = [row for row in rows if row["status"] == status]
-            self.location.write_table_atomic(_table(selected, schema), kind, name)
-            entry[status] = len(selected)
+            selected = rows.filter(pc.equal(rows.column("status"), status)).select(schema.names).cast(schema)
+            self.location.write_table_atomic(selected, kind, name)
+            entry[status] = selected.num_rows
         self.manifest["shards"][str(shard)] = entry
         del self.expected[shard]
-        self._seen.pop(shard, None)
+        self._received_ids.pop(shard, None)
         self._write_manifest()  # the commit point
         self.location.delete(STAGING, f"shard-{shard:05d}")
 
@@ -213,6 +257,13 @@ class ShardWriter:
         self.location.write_bytes_atomic(json.dumps(self.manifest, indent=2).encode(), MANIFEST)
 
 
+def _first_of_each_input(rows: pa.Table) -> pa.Table:
+    """The rows in order, keeping only the first row of each input_id (a retried batch repeats rows)."""
+    codes = pc.dictionary_encode(rows.column("input_id").combine_chunks()).indices.to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    return rows if len(first) == rows.num_rows else rows.take(np.sort(first))
+
+
 def _discard_uncommitted(location: OutputLocation, manifest: dict[str, Any]) -> None:
     """Delete what an interrupted run left behind: staged parts, temporary files, shard files of no commit."""
     location.delete(STAGING)
@@ -221,10 +272,6 @@ def _discard_uncommitted(location: OutputLocation, manifest: dict[str, Any]) -> 
         for name in location.list_files(kind):
             if name not in owned:
                 location.delete(kind, name)
-
-
-def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
 
 
 def read_manifest(out: Any) -> dict[str, Any] | None:

@@ -114,7 +114,9 @@ def _rows(task_name, count):
 ])
 def test_consistency_criteria_through_the_replica_stage(replica, ray_session, method, task, curate):
     """The Ray Data stage's contract on the real engine: generated rows -> curated rows with their criterion."""
-    from engine.consistency import curate_generated_row
+    import pyarrow as pa
+
+    from engine.consistency import curate_generated
 
     n = 1 if method == "bsm" else 2
     columns = ray_session.get(replica.generate_rows.remote(
@@ -122,9 +124,9 @@ def test_consistency_criteria_through_the_replica_stage(replica, ray_session, me
         request=SamplingRequest(n=n, temperature=0.7, max_tokens=24)))
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     assert len(rows) == 2
-    for row in rows:
-        curated = curate_generated_row(row, task=task, method=method, model="smollm2-135m", rule=curate["rule"],
-                                       threshold=0.0)
+    curated_rows = curate_generated(pa.table(columns), task=task, method=method, model="smollm2-135m",
+                                    rule=curate["rule"], threshold=0.0).to_pylist()
+    for row, curated in zip(rows, curated_rows):
         assert curated["criterion"] == curate["rule"] and curated["status"] in {"accepted", "rejected"}
         assert curated["system2_tokens"] > 0 and (curated["status"] == "accepted") == (curated["reason"] is None)
         if curate["rule"] == "perturbation":

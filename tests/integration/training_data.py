@@ -30,7 +30,7 @@ def last_letter_rows(count: int = len(WORDS)) -> list[dict[str, str]]:
 
 def commit_shards(out: Path, rows: list[dict[str, str]], num_shards: int = 2) -> None:
     """Commit `rows` as accepted inputs of `num_shards` shards, with the manifest training reads."""
-    from engine.shards import ShardWriter
+    from engine.shards import ShardWriter, curated_table
 
     full = [
         {"input_id": f"id{index:04d}", "shard_id": index % num_shards, "status": "accepted", "votes": 3,
@@ -40,5 +40,5 @@ def commit_shards(out: Path, rows: list[dict[str, str]], num_shards: int = 2) ->
     ]
     expected = {shard: sum(row["shard_id"] == shard for row in full) for shard in range(num_shards)}
     writer = ShardWriter.open(Path(out), num_shards, "test-fingerprint", expected)
-    writer.add(full)
+    writer.add(curated_table(full))
     writer.finish()

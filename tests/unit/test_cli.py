@@ -60,14 +60,14 @@ def test_overrides_may_follow_options():
 
 def test_status_reports_progress_and_the_exactly_once_check(tmp_path, capsys):
     from engine.cli import main
-    from engine.shards import ShardWriter
+    from engine.shards import ShardWriter, curated_table
 
     row = {"input_id": "a", "shard_id": 0, "status": "accepted", "prompt": "p", "answer": "x"}
     writer = ShardWriter.open(tmp_path, 2, "fp", {0: 1, 1: 1})
-    writer.add([row])
+    writer.add(curated_table([row]))
     assert main(["status", str(tmp_path)]) == 3
     assert "1 / 2 shards committed" in capsys.readouterr().out
-    writer.add([{**row, "input_id": "b", "shard_id": 1, "status": "quarantined", "reason": "empty"}])
+    writer.add(curated_table([{**row, "input_id": "b", "shard_id": 1, "status": "quarantined", "reason": "empty"}]))
     assert main(["status", str(tmp_path)]) == 0
     assert "1 accepted, 0 rejected, 1 quarantined" in capsys.readouterr().out
     assert main(["status", str(tmp_path / "nothing")]) == 1

@@ -3,13 +3,14 @@ scripted backend, and the curated row layout."""
 
 import json
 
+import pyarrow as pa
 import pytest
 
 from engine.consistency import (
-    check_compatibility, curate_generated_row, generate_for_curation, majority_decision, perturbation_decision,
-    usc_decision, usc_prompt,
+    check_compatibility, curate_generated, generate_for_curation, perturbation_decision, usc_decision, usc_prompt,
 )
 from engine.methods import get_method
+from engine.shards import CURATED_SCHEMA
 from engine.program import Completion, SamplingRequest
 from engine.tasks import get_task
 
@@ -50,30 +51,31 @@ def test_usc_rule(answers, choice, answer, reason, votes):
     assert (decision.answer, decision.reason, decision.votes, decision.criterion) == (answer, reason, votes, "usc")
 
 
-def test_majority_rule_matches_the_vote():
-    assert majority_decision(["a", "a", "b"], 0.5).answer == "a"
-    assert majority_decision(["a", "b"], 0.0).reason == "tie"
-    assert majority_decision([None, None], 0.5).reason == "no_answer"
-
-
 BASE = {"input_id": "i1", "shard_id": 0, "prompt": "P"}
+
+
+def _curate_one(row, **criterion):
+    """One generated row through the batch path."""
+    curated, = curate_generated(pa.Table.from_pylist([row]), **criterion).to_pylist()
+    return curated
 
 
 def test_majority_row_layout_and_values():
     row = {**BASE, "sample_texts": ["Answer: abcd", "Answer: abcd", "Answer: x"], "sample_tokens": [3, 4, 5]}
-    ours = curate_generated_row(row, task="last_letter", method="rar2", model="m", threshold=0.5)
+    ours = _curate_one(row, task="last_letter", method="rar2", model="m", threshold=0.5)
     assert ours == {"input_id": "i1", "shard_id": 0, "prompt": "P", "status": "accepted", "answer": "abcd",
-                    "votes": 2, "num_samples": 3, "agreement": 2 / 3, "reason": None, "detail": ours["detail"],
-                    "answer_counts": '{"abcd": 2, "x": 1}', "method": "rar2", "model": "m", "system2_tokens": 4.0,
-                    "criterion": "majority"}
-    rejected = curate_generated_row({**row, "sample_texts": ["Answer: ab", "Answer: cd"]}, task="last_letter",
+                    "votes": 2, "num_samples": 3, "agreement": 2 / 3, "reason": None, "detail": "",
+                    "answer_counts": [{"answer": "abcd", "votes": 2}, {"answer": "x", "votes": 1}],
+                    "method": "rar2", "model": "m", "system2_tokens": 4.0, "criterion": "majority",
+                    "source_row": None, "raw": None}
+    rejected = _curate_one({**row, "sample_texts": ["Answer: ab", "Answer: cd"]}, task="last_letter",
                                     method="rar2", model="m", threshold=0.5)
     assert (rejected["status"], rejected["reason"], rejected["criterion"]) == ("rejected", "tie", "majority")
 
 
 def test_custom_extractor_is_used_for_answers():
     row = {**BASE, "sample_texts": ["Final: yes", "blah Final: yes"], "sample_tokens": [1, 1]}
-    curated = curate_generated_row(row, task="coin_flip", method="custom", model="m",
+    curated = _curate_one(row, task="coin_flip", method="custom", model="m",
                                    extractor={"kind": "regex", "pattern": r"Final: (\w+)"})
     assert curated["answer"] == "yes" and curated["votes"] == 2
 
@@ -83,27 +85,35 @@ def test_perturbation_row_inverts_each_variant_before_agreeing():
            "variant_texts": [["Answer: A", "Answer: A"], ["Answer: B", "Answer: tie"]],
            "variant_tokens": [[10, 10], [20, 20]],
            "variant_inverse": ["{}", json.dumps({"A": "B", "B": "A"})]}
-    curated = curate_generated_row(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation")
+    curated = _curate_one(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation")
     assert curated["status"] == "rejected" and curated["reason"] == "variant_tie"
     row["variant_texts"][1] = ["Answer: B", "Answer: B"]  # "B" after the swap is "A" before it
-    curated = curate_generated_row(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation")
+    curated = _curate_one(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation")
     assert (curated["status"], curated["answer"], curated["votes"], curated["num_samples"]) == ("accepted", "A", 4, 4)
     assert curated["criterion"] == "perturbation" and curated["system2_tokens"] == 15.0
-    assert json.loads(curated["answer_counts"]) == {"A": 4}
+    assert curated["answer_counts"] == [{"answer": "A", "votes": 4}]
 
 
 def test_usc_row_charges_the_judge_call_to_the_samples():
     row = {**BASE, "sample_texts": ["Answer: 12", "Answer: 7"], "sample_tokens": [10, 20], "usc_choice": 1,
            "usc_tokens": 6}
-    curated = curate_generated_row(row, task="arithmetic", method="cot", model="m", rule="usc")
+    curated = _curate_one(row, task="arithmetic", method="cot", model="m", rule="usc")
     assert (curated["answer"], curated["criterion"], curated["system2_tokens"]) == ("7", "usc", 18.0)
-    curated = curate_generated_row({**row, "usc_choice": -1}, task="arithmetic", method="cot", model="m", rule="usc")
-    assert curated["reason"] == "usc_no_choice" and json.loads(curated["answer_counts"]) == {"12": 1, "7": 1}
+    curated = _curate_one({**row, "usc_choice": -1}, task="arithmetic", method="cot", model="m", rule="usc")
+    assert curated["reason"] == "usc_no_choice"
+    assert curated["answer_counts"] == [{"answer": "12", "votes": 1}, {"answer": "7", "votes": 1}]
+
+
+def test_every_rule_gives_the_one_curated_schema():
+    majority = {**BASE, "sample_texts": ["Answer: 12"], "sample_tokens": [3]}
+    for row, rule in [(majority, "majority"), ({**majority, "usc_choice": 0, "usc_tokens": 2}, "usc")]:
+        table = curate_generated(pa.Table.from_pylist([row]), task="arithmetic", method="cot", model="m", rule=rule)
+        assert table.schema == CURATED_SCHEMA
 
 
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="unknown consistency rule"):
-        curate_generated_row({**BASE, "sample_texts": [], "sample_tokens": []}, task="last_letter", method="m",
+        _curate_one({**BASE, "sample_texts": [], "sample_tokens": []}, task="last_letter", method="m",
                              model="m", rule="vibes")
 
 
@@ -138,7 +148,7 @@ def test_generate_for_perturbation_runs_k_variants_in_one_batch():
     assert [len(texts) for texts in columns["variant_texts"]] == [3, 3]
     assert columns["sample_texts"] == [texts[0] for texts in columns["variant_texts"]]
     assert all(json.loads(inverse[0]) == {} and len(json.loads(inverse[1])) == 4 for inverse in columns["variant_inverse"])
-    curated = curate_generated_row({k: v[0] for k, v in columns.items()}, task="multiple_choice", method="system1",
+    curated = _curate_one({k: v[0] for k, v in columns.items()}, task="multiple_choice", method="system1",
                                    model="m", rule="perturbation")
     # The model always answers "A": mapped back, the variants name different options, so the input is rejected.
     assert curated["status"] == "rejected" and curated["reason"] == "variants_disagree"

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from engine.cli import main
-from engine.shards import ShardWriter, check_accounting, read_committed
+from engine.shards import ShardWriter, check_accounting, curated_table, read_committed
 from engine.storage import OutputError
 
 
@@ -35,7 +35,7 @@ def test_disk_full_mid_job_is_one_error_and_committed_shards_survive(small_disk)
     with pytest.raises(OutputError) as caught:
         for shard in range(40):
             # Incompressible prompts, so the 256 KiB fill up within the 40 shards.
-            writer.add([{**_row(shard, shard), "prompt": __import__("os").urandom(6000).hex()}])
+            writer.add(curated_table([{**_row(shard, shard), "prompt": __import__("os").urandom(6000).hex()}]))
             committed = len(writer.committed_shards)
     message = str(caught.value)
     assert "no space left on device" in message and "\n" not in message and "committed shards are intact" in message
