@@ -156,9 +156,8 @@ class ShardWriter:
         remaining = {shard: count for shard, count in expected.items() if shard not in committed}
         writer = cls(location, num_shards, fingerprint, remaining, manifest, max_buffered_rows)
         writer._write_manifest()
-        for shard, count in list(remaining.items()):
-            if count == 0:  # a shard no input hashes to: commit it empty so the manifest is complete
-                writer._commit(shard)
+        # A shard no input hashes to: commit it empty so the manifest is complete.
+        writer._commit([shard for shard, count in remaining.items() if count == 0])
         return writer
 
     @property
@@ -166,7 +165,7 @@ class ShardWriter:
         return {int(shard) for shard in self.manifest["shards"]}
 
     def add(self, curated: pa.Table) -> None:
-        """Take a batch of curated rows (CURATED_SCHEMA) and commit every shard it completes."""
+        """Take a batch of curated rows (CURATED_SCHEMA) and commit the shards it completes, together."""
         if not curated.num_rows:
             return
         curated = curated.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
@@ -179,14 +178,16 @@ class ShardWriter:
         order = np.argsort(shard_ids, kind="stable")
         by_shard = curated.take(order)
         shards, starts, counts = np.unique(shard_ids[order], return_index=True, return_counts=True)
+        complete = []
         for shard, start, count in zip(shards.tolist(), starts.tolist(), counts.tolist()):
             rows = by_shard.slice(start, count)
             self._buffered[shard].append(rows)
             self._received_ids[shard].append(rows.column("input_id"))
             self._received[shard] += count
             self._buffered_rows += count
-            if self._received[shard] >= self.expected[shard]:
-                self._commit_if_complete(shard)
+            if self._received[shard] >= self.expected[shard] and self._is_complete(shard):
+                complete.append(shard)
+        self._commit(complete)
         if self._buffered_rows > self.max_buffered_rows:
             self._spill()
 
@@ -208,14 +209,13 @@ class ShardWriter:
             row = curated.filter(unknown).slice(0, 1).to_pylist()[0]
             raise RuntimeError(f"row {row['input_id']} has unknown status {row['status']!r}")
 
-    def _commit_if_complete(self, shard: int) -> None:
+    def _is_complete(self, shard: int) -> bool:
         distinct = pc.count_distinct(pa.chunked_array(
             [chunk for ids in self._received_ids[shard] for chunk in ids.chunks], pa.string())).as_py()
         if distinct > self.expected[shard]:
             raise RuntimeError(f"shard {shard}: more inputs than expected ({distinct} > {self.expected[shard]}); "
                                "the input set changed during the job")
-        if distinct == self.expected[shard]:
-            self._commit(shard)
+        return distinct == self.expected[shard]
 
     def _spill(self) -> None:
         for shard in sorted(self._buffered, key=lambda s: sum(map(len, self._buffered[s])), reverse=True):
@@ -228,7 +228,19 @@ class ShardWriter:
             if self._buffered_rows <= self.max_buffered_rows // 2:
                 break
 
-    def _commit(self, shard: int) -> None:
+    def _commit(self, shards: list[int]) -> None:
+        """Publish the files of complete shards, then commit them all with one manifest rewrite."""
+        if not shards:
+            return
+        for shard in shards:
+            self.manifest["shards"][str(shard)] = self._publish(shard)
+            del self.expected[shard]
+        self._write_manifest()  # the commit point
+        for shard in shards:
+            self.location.delete(STAGING, f"shard-{shard:05d}")
+
+    def _publish(self, shard: int) -> dict[str, Any]:
+        """Write a shard's three files (not yet committed); its manifest entry."""
         parts = [self.location.read_table(STAGING, f"shard-{shard:05d}", part, schema=CURATED_SCHEMA)
                  for part in self._staged_parts.pop(shard, [])]
         buffered = self._buffered.pop(shard, [])
@@ -236,17 +248,13 @@ class ShardWriter:
         rows = _first_of_each_input(pa.concat_tables(parts + buffered) if parts or buffered
                                     else CURATED_SCHEMA.empty_table())
         self.duplicates_dropped += self._received.pop(shard, 0) - rows.num_rows
-        name = shard_name(shard)
-        entry: dict[str, Any] = {"file": name}
+        self._received_ids.pop(shard, None)
+        entry: dict[str, Any] = {"file": shard_name(shard)}
         for kind, (status, schema) in KINDS.items():
             selected = rows.filter(pc.equal(rows.column("status"), status)).select(schema.names).cast(schema)
-            self.location.write_table_atomic(selected, kind, name)
+            self.location.write_table_atomic(selected, kind, entry["file"])
             entry[status] = selected.num_rows
-        self.manifest["shards"][str(shard)] = entry
-        del self.expected[shard]
-        self._received_ids.pop(shard, None)
-        self._write_manifest()  # the commit point
-        self.location.delete(STAGING, f"shard-{shard:05d}")
+        return entry
 
     def _write_manifest(self) -> None:
         shards = self.manifest["shards"]
