@@ -7,6 +7,7 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Sequence
 
@@ -50,11 +51,9 @@ class EngineProcessDied(RuntimeError):
 def _watch_engine_processes(on_failure, interval_s: float = 2.0) -> None:
     """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies.
 
-    vLLM's CPU build does not always notice: with its engine core killed, the replica's `LLM.chat` was seen
-    waiting forever for output. Watching the processes turns that hang into a restart.
+    vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
+    for output. Watching the processes turns that hang into a restart.
     """
-    import threading
-
     import psutil
 
     children = psutil.Process().children(recursive=True)
@@ -91,6 +90,8 @@ class GenerationReplica:
 
         self.failure_ledger = failure_ledger
         self.max_engine_failures = max_engine_failures
+        # Batches run in concurrent threads (the engine interleaves them); one engine failure is counted once.
+        self._failure_lock = threading.Lock()
         self._refuse_after_too_many_failures()
         if not torch.cuda.is_available():
             # Before the engine starts: its core process inherits this environment.
@@ -154,6 +155,7 @@ class GenerationReplica:
             return
         import ray
 
+        self._failure_lock.acquire()  # never released: the first failing thread exits the process
         cause = f"{type(error).__name__}: {error}"
         failures = ray.get(ray.get_actor(self.failure_ledger).record.remote(cause))
         print(f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})",

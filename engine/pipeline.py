@@ -32,6 +32,9 @@ from engine.spec import JobSpec
 from engine.tasks import TaskInput, get_task
 
 
+BATCHES_PER_REPLICA = 2  # batches a generation replica runs at once (see _replica_stage)
+
+
 @dataclass(frozen=True)
 class GenerateSummary:
     inputs: int
@@ -240,11 +243,14 @@ def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):
         fn_constructor_kwargs=GenerationReplica.for_job(spec) | {
             "failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures},
         batch_size=spec.generation.batch_size,
-        # Two batches in flight per replica: one computing, one queued, so a replica never idles between
-        # batches, while a slow or restarting replica holds back at most two and idle ones take the rest.
+        # Two batches per replica, running at once in two threads: the replica's async engine interleaves
+        # their requests, so it stays full while one batch finishes its longest samples or moves to its
+        # method's next step; a slow or restarting replica holds back at most two and idle ones take the rest.
         compute=ray.data.ActorPoolStrategy(min_size=spec.generation.min_replicas,
                                            max_size=spec.generation.max_replicas,
-                                           max_tasks_in_flight_per_actor=2),
+                                           max_tasks_in_flight_per_actor=BATCHES_PER_REPLICA,
+                                           max_concurrent_calls_per_actor=BATCHES_PER_REPLICA,
+                                           enable_true_multi_threading=True),
         # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.
         max_restarts=spec.generation.max_restarts, max_task_retries=-1,
         **map_batches_placement_args(placement),
