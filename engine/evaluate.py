@@ -127,11 +127,15 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
     resources = replica_resources(spec, ray.cluster_resources().get("GPU", 0))
     direct = SamplingRequest(n=1, temperature=0.0, max_tokens=spec.eval.max_tokens)
     timings: dict[str, float] = {}
+    engine_start_s = 0.0
 
     def start(model: str, lora_rank: int | None) -> Any:
+        nonlocal engine_start_s
+        started = time.monotonic()
         kwargs = GenerationReplica.for_job(spec, max_lora_rank=lora_rank) | {"model": model}
         replica = ray.remote(GenerationReplica).options(**resources).remote(**kwargs)
-        ray.get(replica.ready.remote())  # engine start-up stays out of the timings
+        ray.get(replica.ready.remote())  # engine start-up stays out of the per-input timings
+        engine_start_s += time.monotonic() - started
         return replica
 
     def timed(replica: Any, label: str, *args) -> list[list[Chain]]:
@@ -172,7 +176,7 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
     metrics = {
         "task": task.name, "method": spec.method.name, "model": spec.model, "eval_inputs": len(inputs),
         "samples_for_system2": n, "distilled_model": adapter or other_model, "run": str(out),
-        "seconds_per_input": timings,
+        "seconds_per_input": timings, "engine_start_s": round(engine_start_s, 2),
         "systems": [asdict(score) for score in scores],
     }
     eval_dir = out / "eval"

@@ -33,6 +33,7 @@ from engine.tasks import TaskInput, get_task
 
 
 BATCHES_PER_REPLICA = 2  # batches a generation replica runs at once (see _replica_stage)
+CURATE_SECONDS_KEY = b"s2d_curate_seconds"
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,13 @@ def quarantined_row(input_id: str, shard: int, reason: str, detail: str, method:
 def _curate_batch(batch, **criterion: Any):
     """Generated rows -> the curated table, by the job's consistency criterion (engine.consistency).
     A row the replica could not run (`input_error`, e.g. too long for the context) is quarantined."""
+    started = time.perf_counter()
+    curated = _curate_generated_or_quarantine(batch, criterion)
+    # The time travels with the batch (schema metadata survives Ray Data) for the job's stage timings.
+    return curated.replace_schema_metadata({CURATE_SECONDS_KEY: str(time.perf_counter() - started).encode()})
+
+
+def _curate_generated_or_quarantine(batch, criterion: dict[str, Any]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -149,16 +157,21 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
         blocks.append(_put_block(ray, block))
     _quarantine(writer, tally, quarantined)
     display.refresh()
+    stage_seconds = {"plan, Ray start, inputs": time.monotonic() - started, "curate (in Ray tasks)": 0.0,
+                     "shard commit (driver)": 0.0}
     if blocks:
-        _generate_and_commit(ray, spec, blocks, writer, tally, display)
+        _generate_and_commit(ray, spec, blocks, writer, tally, display, stage_seconds)
     display.close()
+    finishing = time.monotonic()
     manifest = writer.finish()
     accounting = check_accounting(spec.out)
     if not accounting.ok:
         raise RuntimeError(f"accounting check failed for {spec.out}: {'; '.join(accounting.problems())}")
+    stage_seconds["shard commit (driver)"] += time.monotonic() - finishing
     counts = manifest["counts"]
     write_metrics(writer.location, tally, {f"committed_{k}": v for k, v in counts.items()}
-                  | {"duplicates_dropped": writer.duplicates_dropped})
+                  | {"duplicates_dropped": writer.duplicates_dropped,
+                     "stage_seconds": {name: round(seconds, 3) for name, seconds in stage_seconds.items()}})
     return GenerateSummary(plan.num_inputs, skipped, counts["accepted"], counts["rejected"], counts["quarantined"],
                            dict(tally.reasons), time.monotonic() - started, spec.out)
 
@@ -186,7 +199,9 @@ def _put_block(ray, rows: list[dict[str, Any]]):
 
 
 def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, tally: JobProgress,
-                         display: ProgressDisplay) -> None:
+                         display: ProgressDisplay, stage_seconds: dict[str, float]) -> None:
+    """Run the pipeline over `blocks`, committing curated batches as they come; adds where the time went to
+    `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
     from actors.replica import EngineFailures
     from cluster.metrics import RayMetricsExporter
 
@@ -200,12 +215,19 @@ def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, 
     curated = generated.map_batches(_curate_batch, batch_format="pyarrow", batch_size=None,
                                     fn_kwargs=curate_kwargs(spec))
     exporter = RayMetricsExporter(job=str(spec.out))
+    started = time.monotonic()
     try:
         for batch in curated.iter_batches(batch_format="pyarrow", batch_size=None):
+            stage_seconds.setdefault("replica start + first batch", time.monotonic() - started)
+            stage_seconds["curate (in Ray tasks)"] += float((batch.schema.metadata or {}).get(CURATE_SECONDS_KEY, 0))
+            batch = batch.replace_schema_metadata(None)
+            committing = time.monotonic()
             writer.add(batch)
             tally.add(batch.select(["status", "reason", "num_samples", "system2_tokens"]).to_pylist())
             display.refresh()
             exporter.update(tally.snapshot())
+            stage_seconds["shard commit (driver)"] += time.monotonic() - committing
+        stage_seconds["generate + curate pipeline"] = time.monotonic() - started
     except ray.exceptions.RayError as error:
         raise GenerationFailed(f"generation failed: {root_cause(error)}; committed shards are kept, "
                                "rerun the same command to resume") from error
