@@ -35,7 +35,7 @@ class VLLMGenerator:
     calls from several threads run in the engine at once: while one batch of a replica waits for its last
     long samples, or between the steps of a multi-step method, the other batch's requests keep the engine's
     running batch full (continuous batching across batches). Samples come from vLLM's `n`, so the n samples
-    of a prompt share its KV cache.
+    of a prompt share its KV cache blocks (whole blocks: hence the small CPU block size, resolve_block_size).
     """
 
     def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, max_model_len: int):
@@ -62,6 +62,7 @@ class VLLMGenerator:
             tensor_parallel_size=engine.tensor_parallel_size,
             pipeline_parallel_size=engine.pipeline_parallel_size,
             enable_prefix_caching=engine.enable_prefix_caching,
+            block_size=resolve_block_size(engine.block_size),
             # The engine is seeded, not each request: per-request seeds crash the CPU build at batch size.
             seed=seed,
             disable_log_stats=True,
@@ -157,6 +158,15 @@ def resolve_dtype(requested: str) -> str:
     if torch.cuda.is_available():
         return "auto"
     return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def resolve_block_size(requested: int | None) -> int | None:
+    """None on CPU means 32: the n samples of a prompt then share its KV blocks (see EngineSpec.block_size)."""
+    if requested is not None:
+        return requested
+    import torch
+
+    return None if torch.cuda.is_available() else 32
 
 
 def cpu_has_native_bf16() -> bool:

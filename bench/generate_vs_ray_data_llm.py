@@ -7,9 +7,9 @@ The job: INPUTS last_letter inputs x N samples of Chain-of-Thought (`cot`), the 
 CoT is one LLM call per sample, so both sides do exactly the same engine work (a multi-step method would
 measure s2d's chaining, which Ray Data LLM has no counterpart for), and it asks for reasoning, the kind of
 sample distillation pays for; `system1` would measure answers of a few tokens. This model still answers
-briefly (~15 tokens per sample), so prefilling the ~77-token prompt once per sample is much of the work on
-both sides: vLLM's CPU build caches KV in 128-token blocks, too coarse to share a shorter prompt between
-the samples of `n` or between Ray Data LLM's copies.
+briefly (~15 tokens per sample), so prefilling the ~77-token prompt is much of the work on both sides;
+both use s2d's 32-token KV blocks (vLLM's CPU default of 128 is too coarse to share a shorter prompt
+between the samples of `n` or between Ray Data LLM's copies).
 
 - s2d: `engine.pipeline.run_generate` on a JobSpec (one replica, vLLM's `n` = N, curation and shard commit
   included), its samples and output tokens read from the job's metrics.json.
@@ -17,7 +17,7 @@ the samples of `n` or between Ray Data LLM's copies.
   of a request's n samples, so every input goes in N times with n=1, its copies adjacent and prefix caching
   on so they can share the prompt's KV cache. The same chat-formatted prompts (the method's rendered
   template as one user turn), temperature, top_p, max_tokens and engine seed (per-request seeds crash
-  vLLM's CPU build, FACTS.md), dtype, max_model_len and KV cache size as s2d's replica. Measured twice:
+  vLLM's CPU build, FACTS.md), dtype, max_model_len, KV cache size and block size as s2d's replica. Measured twice:
   with its defaults (vLLM keeps one core for its front end) and with the thread binding s2d gives its only
   replica (cluster.resources.cpu_thread_env, every core computing) passed through the processor's
   runtime_env; the headline compares s2d with the faster of the two.
@@ -154,7 +154,7 @@ def measure_s2d(out: str, profile_to: str | None) -> dict:
 def measure_ray_data_llm(s2d_threads: bool, profile_to: str | None) -> dict:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from actors.vllm_backend import resolve_dtype
+    from actors.vllm_backend import resolve_block_size, resolve_dtype
     from cluster.resources import cpu_thread_env
     from engine.models import resolve_model
     from engine.spec import EngineSpec
@@ -164,7 +164,8 @@ def measure_ray_data_llm(s2d_threads: bool, profile_to: str | None) -> dict:
         model_source=resolve_model(JOB["model"]),
         engine_kwargs=dict(dtype=resolve_dtype(engine.dtype), max_model_len=engine.max_model_len,
                            gpu_memory_utilization=engine.gpu_memory_utilization, enforce_eager=engine.enforce_eager,
-                           enable_prefix_caching=True, seed=SEED, disable_log_stats=True),
+                           enable_prefix_caching=True, block_size=resolve_block_size(engine.block_size),
+                           seed=SEED, disable_log_stats=True),
         concurrency=1,
         placement_group_config={"bundles": [{"CPU": 1}]},  # on CPU it would otherwise ask for a GPU
         log_engine_metrics=False,  # its Ray metrics need ray[serve] (FACTS.md); s2d exports none from vLLM either

@@ -45,14 +45,15 @@ def _input_rows(spec) -> list[dict]:
 def measure_raw() -> dict:
     from vllm import LLM, SamplingParams
 
-    from actors.vllm_backend import resolve_dtype
+    from actors.vllm_backend import resolve_block_size, resolve_dtype
     from engine.models import resolve_model
 
     spec = _spec()
     engine = spec.engine
     llm = LLM(model=resolve_model(spec.model), dtype=resolve_dtype(engine.dtype), max_model_len=engine.max_model_len,
               gpu_memory_utilization=engine.gpu_memory_utilization, enforce_eager=engine.enforce_eager,
-              enable_prefix_caching=engine.enable_prefix_caching, seed=SEED, disable_log_stats=True)
+              enable_prefix_caching=engine.enable_prefix_caching, block_size=resolve_block_size(engine.block_size),
+              seed=SEED, disable_log_stats=True)
     conversations = [[{"role": "user", "content": row["prompt"]}] for row in _input_rows(spec)]
     params = SamplingParams(n=N, temperature=TEMPERATURE, max_tokens=MAX_TOKENS)
     llm.chat(conversations[:2], params, use_tqdm=False)  # warm-up

@@ -235,6 +235,12 @@ class EngineSpec(_Section):
         "that do not fit one node; stages may sit on different nodes, at the cost of a pipeline bubble.",
     )
     enable_prefix_caching: bool = True
+    block_size: int | None = Field(
+        None, ge=1,
+        description="Tokens per KV-cache block. Prefix caching, and the n samples of one prompt, share only whole "
+        "blocks. None: 32 on CPU (vLLM's CPU build defaults to 128, too coarse to share a ~80-token prompt: a "
+        "call ran 1.9x faster at 32 here), vLLM's own default on GPU. On CPU use a multiple of 32.",
+    )
 
 
 class GenerationSpec(_Section):
