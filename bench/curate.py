@@ -1,6 +1,7 @@
 """Curation throughput: s2d's majority vote + shard write vs a bare pyarrow group_by computing the same votes.
 
     .venv/bin/python bench/curate.py            # ~3 minutes on 2 cores; --inputs for a smaller run
+    .venv/bin/python bench/curate.py --inputs-per-shard 1000   # smaller shards: more files per sample
 
 A synthetic generate-stage output of 1.25M inputs x 8 samples (10M samples): content-hash input_ids (as
 `engine.tasks.base.make_input_id` makes them), shards of `output.inputs_per_shard` inputs by `shard_of`,
@@ -43,12 +44,14 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-N, THRESHOLD, INPUTS_PER_SHARD = 8, 0.5, 1000
+from engine.spec import OutputSpec  # noqa: E402 - after the path set-up
+
+N, THRESHOLD = 8, 0.5
 VOCABULARY = np.array(["".join(letters) for letters in np.random.default_rng(1).choice(
     list("abcdefghijklmnopqrstuvwxyz"), size=(5000, 4))])
 
 
-def synthetic(num_inputs: int, seed: int = 0) -> pa.Table:
+def synthetic(num_inputs: int, inputs_per_shard: int, seed: int = 0) -> pa.Table:
     """One row per input: input_id, shard_id, prompt, answers (list of N, null = unparseable), sample_tokens."""
     from engine.shards import num_shards_for, shard_of
     from engine.tasks.base import make_input_id
@@ -57,7 +60,7 @@ def synthetic(num_inputs: int, seed: int = 0) -> pa.Table:
     words = VOCABULARY[rng.integers(0, len(VOCABULARY), size=(num_inputs, 4))]
     questions = [" ".join(row) for row in words.tolist()]
     input_ids = [make_input_id("last_letter", question) for question in questions]
-    num_shards = num_shards_for(num_inputs, INPUTS_PER_SHARD)
+    num_shards = num_shards_for(num_inputs, inputs_per_shard)
     shard_ids = [shard_of(input_id, num_shards) for input_id in input_ids]
     prompts = [f'Take the last letters of the words in "{question}" and concatenate them.' for question in questions]
     # Each input: a true answer, a per-input accuracy, two likely distractors, some unparseable samples.
@@ -81,9 +84,9 @@ def synthetic(num_inputs: int, seed: int = 0) -> pa.Table:
 
 def run_s2d(table: pa.Table, out: Path, batch_inputs: int) -> None:
     from engine.consistency import curate_majority
-    from engine.shards import ShardWriter, num_shards_for
+    from engine.shards import ShardWriter
 
-    num_shards = num_shards_for(table.num_rows, INPUTS_PER_SHARD)
+    num_shards = pc.max(table.column("shard_id")).as_py() + 1
     per_shard = np.bincount(table.column("shard_id").to_numpy(), minlength=num_shards)
     writer = ShardWriter.open(out, num_shards, "bench", dict(enumerate(per_shard.tolist())))
     for start in range(0, table.num_rows, batch_inputs):
@@ -168,6 +171,8 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=1_250_000)
     parser.add_argument("--batch-inputs", type=int, default=8192, help="inputs per curated batch (s2d side)")
     parser.add_argument("--threads", type=int, default=None, help="pyarrow.set_cpu_count on both sides")
+    parser.add_argument("--inputs-per-shard", type=int, default=OutputSpec().inputs_per_shard,
+                        help="output.inputs_per_shard (default: the job spec's); files written = 3 per shard")
     parser.add_argument("--side", choices=["s2d", "pyarrow"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -178,9 +183,9 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="s2d-bench-curate-") as folder:
         data = Path(folder) / "generated.parquet"
-        pq.write_table(synthetic(args.inputs), data)
+        pq.write_table(synthetic(args.inputs, args.inputs_per_shard), data)
         print(f"synthetic table: {args.inputs:,} inputs x {N} = {args.inputs * N:,} samples, "
-              f"{INPUTS_PER_SHARD} inputs per shard, built in {time.perf_counter() - started:.0f}s")
+              f"{args.inputs_per_shard} inputs per shard, built in {time.perf_counter() - started:.0f}s")
         results = {}
         for name in ("pyarrow", "s2d"):
             results[name] = spawn(name, data, Path(folder) / f"{name}.parquet", args.batch_inputs, args.threads)
