@@ -45,8 +45,10 @@ total = sum(wall.values())
 print()
 print(f"generate {wall['generate']:7.1f} s  {generate['inputs']} inputs, {generate['samples']} samples, "
       f"{generate['tokens']} System 2 tokens = {generate['tokens'] / wall['generate']:.0f} tok/s over the stage")
-for name, seconds in stages.items():
-    print(f"  {name:<28} {seconds:7.1f} s")
+order = ["plan, Ray start, inputs", "replica start + first batch", "generate + curate pipeline",
+         "curate (in Ray tasks)", "shard commit + accounting (driver)"]
+for name in sorted(stages, key=lambda name: order.index(name) if name in order else len(order)):
+    print(f"  {name:<36} {stages[name]:7.1f} s")
 print(f"  accepted {generate['committed_accepted']}, rejected {generate['committed_rejected']}, "
       f"quarantined {generate['committed_quarantined']}")
 print(f"train    {wall['train']:7.1f} s  {train['steps']} optimizer steps on {train['rows']} rows "

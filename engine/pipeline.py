@@ -158,7 +158,7 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     _quarantine(writer, tally, quarantined)
     display.refresh()
     stage_seconds = {"plan, Ray start, inputs": time.monotonic() - started, "curate (in Ray tasks)": 0.0,
-                     "shard commit (driver)": 0.0}
+                     "shard commit + accounting (driver)": 0.0}
     if blocks:
         _generate_and_commit(ray, spec, blocks, writer, tally, display, stage_seconds)
     display.close()
@@ -167,7 +167,7 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     accounting = check_accounting(spec.out)
     if not accounting.ok:
         raise RuntimeError(f"accounting check failed for {spec.out}: {'; '.join(accounting.problems())}")
-    stage_seconds["shard commit (driver)"] += time.monotonic() - finishing
+    stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - finishing
     counts = manifest["counts"]
     write_metrics(writer.location, tally, {f"committed_{k}": v for k, v in counts.items()}
                   | {"duplicates_dropped": writer.duplicates_dropped,
@@ -226,7 +226,7 @@ def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, 
             tally.add(batch.select(["status", "reason", "num_samples", "system2_tokens"]).to_pylist())
             display.refresh()
             exporter.update(tally.snapshot())
-            stage_seconds["shard commit (driver)"] += time.monotonic() - committing
+            stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
         stage_seconds["generate + curate pipeline"] = time.monotonic() - started
     except ray.exceptions.RayError as error:
         raise GenerationFailed(f"generation failed: {root_cause(error)}; committed shards are kept, "

@@ -46,6 +46,9 @@ def test_every_input_lands_in_exactly_one_of_shards_or_rejected(job):
     assert manifest["num_shards"] == 3 and len(manifest["shards"]) == 3
     assert manifest["counts"]["accepted"] + manifest["counts"]["rejected"] == 8
     assert len(accepted) >= 1, "plurality vote over 4 samples accepted nothing; the train stage needs rows"
+    stages = json.loads((out / "metrics.json").read_text())["stage_seconds"]  # what bench/e2e_demo.sh reports
+    assert stages["curate (in Ray tasks)"] > 0 and stages["replica start + first batch"] > 0
+    assert stages["generate + curate pipeline"] >= stages["replica start + first batch"]
 
 
 def test_shard_schema(job):
@@ -86,6 +89,7 @@ def test_train_then_eval(job):
     metrics = json.loads((spec.out_path / "eval" / "metrics.json").read_text())
     systems = {score["system"]: score for score in metrics["systems"]}
     assert len(systems) == 3 and all(score["total"] == 4 for score in systems.values())
+    assert metrics["engine_start_s"] > 0
     assert all(0.0 <= score["accuracy"] <= 1.0 and score["tokens_per_answer"] > 0 for score in systems.values())
     report = (spec.out_path / "eval" / "report.md").read_text()
     assert "Distilled System 1" in report and "| accuracy [95% CI] |" in report

@@ -32,3 +32,13 @@ def test_standalone_replica_holds_tp_x_pp_gpus_and_its_custom_resources():
 def test_a_pool_that_may_grow_keeps_vllms_own_thread_binding():
     assert cpu_thread_env(replicas="1..3", node_cpus=2) == {}
     assert cpu_thread_env(replicas="1..1", node_cpus=2)["OMP_NUM_THREADS"] == "2"
+
+
+def test_cpu_engines_use_kv_blocks_small_enough_to_share_a_prompt():
+    import torch
+
+    from actors.vllm_backend import resolve_block_size
+
+    assert parse_spec({"model": "m"}).engine.block_size is None
+    assert resolve_block_size(None) == (None if torch.cuda.is_available() else 32)
+    assert resolve_block_size(64) == 64  # an explicit engine.block_size is passed through
