@@ -18,11 +18,10 @@ Row contract between the two (columns a generated row carries, beyond input_id, 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import yaml
 
@@ -30,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.curate import Vote, majority_vote, majority_votes
+from engine.curate import Vote, majority_vote, majority_votes, ranked_counts
 from engine.answers import parse_usc_choice
 from engine.methods import Extractor, Method, render_template, resolve_method
 from engine.perturb import get_perturbation, invert_answer, make_variants
@@ -74,7 +73,7 @@ def perturbation_decision(
     A variant's answer is its plurality answer (ties rejected) or, with `per_variant_majority`, its
     majority answer above `threshold`. The pooled counts over all variants are the answer distribution.
     """
-    counts = _ranked_counts(answer for answers in variant_answers for answer in answers)
+    counts = ranked_counts(answer for answers in variant_answers for answer in answers)
     num_samples = sum(map(len, variant_answers))
     variant_threshold = threshold if per_variant_majority else 0.0
     votes = [majority_vote(answers, variant_threshold) for answers in variant_answers]
@@ -92,7 +91,7 @@ def perturbation_decision(
 
 def usc_decision(answers: Sequence[str | None], choice: int | None) -> Decision:
     """Keep the final answer of the response the USC judge chose; reject when it chose none or that has none."""
-    counts = _ranked_counts(answers)
+    counts = ranked_counts(answers)
     if choice is None or not 0 <= choice < len(answers):
         return Decision("usc", None, 0, len(answers), counts, "usc_no_choice",
                         f"the judge named none of the {len(answers)} responses")
@@ -101,11 +100,6 @@ def usc_decision(answers: Sequence[str | None], choice: int | None) -> Decision:
         return Decision("usc", None, 0, len(answers), counts, "no_answer",
                         f"the chosen response {choice + 1} has no parseable answer")
     return Decision("usc", answer, counts[answer], len(answers), counts, None)
-
-
-def _ranked_counts(answers: Iterable[str | None]) -> dict[str, int]:
-    counts = Counter(answer for answer in answers if answer is not None)
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def sample_answers(task: Task, extractor: Extractor, texts: Sequence[str]) -> list[str | None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,12 @@ class Vote:
         return self.reason is None
 
 
+def ranked_counts(answers: Iterable[str | None]) -> dict[str, int]:
+    """Votes per parsed answer (None skipped), most votes first, ties by answer: the order of every answer_counts."""
+    counts = Counter(answer for answer in answers if answer is not None)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def majority_vote(answers: Sequence[str | None], threshold: float) -> Vote:
     """Accept the most frequent answer when its share of *all* samples is strictly above `threshold`.
 
@@ -41,12 +47,11 @@ def majority_vote(answers: Sequence[str | None], threshold: float) -> Vote:
     self-consistent. Ties for the top answer are rejected, whatever the threshold.
     """
     num_samples = len(answers)
-    counts = Counter(answer for answer in answers if answer is not None)
-    if not counts:
+    ordered = ranked_counts(answers)
+    if not ordered:
         return Vote(None, 0, num_samples, {}, "no_answer")
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ranked = list(ordered.items())
     top_answer, top_votes = ranked[0]
-    ordered = dict(ranked)
     if len(ranked) > 1 and ranked[1][1] == top_votes:
         return Vote(None, top_votes, num_samples, ordered, "tie")
     if top_votes / num_samples <= threshold:
