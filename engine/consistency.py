@@ -35,7 +35,7 @@ from engine.methods import Extractor, Method, render_template, resolve_method
 from engine.perturb import get_perturbation, invert_answer, make_variants
 from engine.program import Generator, SamplingRequest, run_method
 from engine.shards import CURATED_SCHEMA, curated_table
-from engine.tasks import Task, TaskInput, get_task, input_fields_of
+from engine.tasks import Task, TaskInput, get_task, input_fields_of, task_variables
 
 USC_PROMPT_FILE = Path(__file__).parent / "prompts" / "criteria" / "usc.yaml"
 # The judge is asked to start with its choice; a few tokens more leave room for "Response 12".
@@ -225,10 +225,11 @@ def curate_kwargs(spec: Any) -> dict[str, Any]:
 def check_compatibility(task_name: str, method: str | dict[str, Any], rule: str, perturbation: str | None) -> None:
     """Raise ValueError when the method reads fields the task lacks, or the perturbation cannot rewrite it."""
     task, resolved = get_task(task_name), resolve_method(method)
-    missing = resolved.required_fields - set(input_fields_of(task))
+    offered = set(input_fields_of(task)) | set(task_variables(task))
+    missing = resolved.required_fields - offered
     if missing:
         raise ValueError(f"method {resolved.name!r} reads input fields {sorted(missing)}, which task "
-                         f"{task.name!r} does not have (its fields: {sorted(input_fields_of(task)) or 'none'})")
+                         f"{task.name!r} does not have (its fields: {sorted(offered) or 'none'})")
     if rule == "perturbation":
         if not perturbation:
             raise ValueError("curate.rule perturbation needs curate.perturbation (a perturbation name)")
@@ -259,7 +260,7 @@ def _input_of(row: dict[str, Any]) -> TaskInput:
 
 
 def _context(task: Task, question: str, fields: dict[str, Any], system1_prompt: str | None = None) -> dict[str, Any]:
-    return {**fields, "question": question,
+    return {**task_variables(task), **fields, "question": question,
             "system1_prompt": system1_prompt if system1_prompt is not None else task.system1_prompt(question)}
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
-from engine.tasks.base import FIRST_NAMES, Split, TaskInput, generate_distinct
+from engine.tasks.base import FIRST_NAMES, Exemplar, Split, TaskInput, generate_distinct
 
 ITEMS = ("apples", "marbles", "stickers", "pencils", "cookies", "books", "stamps", "shells", "cards", "coins")
 
@@ -75,6 +75,20 @@ _GROUPED = re.compile(r"-?\d{1,3}(?:,\d{3})+")
 @dataclass(frozen=True)
 class ArithmeticTask:
     name: str = "arithmetic"
+    # Worked solutions in the style of GSM8k's, one equation per operation, on names the task never draws.
+    exemplars: ClassVar[tuple[Exemplar, ...]] = (
+        Exemplar("Tomas has 12 marbles. Tomas buys 7 more and gives 5 to Ines. How many marbles does Tomas have now?",
+                 "Tomas starts with 12 marbles. After buying 7 more, Tomas has 12 + 7 = 19. After giving 5 away, "
+                 "Tomas has 19 - 5 = 14.\nAnswer: 14"),
+        Exemplar("Ines has 3 boxes with 6 shells in each box. Ines gives 5 shells to Tomas. How many shells does "
+                 "Ines have left?",
+                 "3 boxes with 6 shells each is 3 * 6 = 18 shells. After giving 5 away, Ines has 18 - 5 = 13."
+                 "\nAnswer: 13"),
+        Exemplar("Tomas collects 4 stamps every day for 6 days and then shares them equally among 3 friends. How "
+                 "many stamps does each friend get?",
+                 "Tomas collects 4 * 6 = 24 stamps. Shared equally among 3 friends, each friend gets 24 / 3 = 8."
+                 "\nAnswer: 8"),
+    )
 
     def generate(self, num_inputs: int, seed: int, split: Split) -> list[TaskInput]:
         return generate_distinct(self.name, num_inputs, seed, split, self._draw)

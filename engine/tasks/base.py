@@ -27,6 +27,14 @@ class TaskInput:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Exemplar:
+    """A worked example for few-shot prompting: a question and a solution that ends in "Answer: <answer>"."""
+
+    question: str
+    solution: str
+
+
 class Task(Protocol):
     name: str
 
@@ -48,6 +56,14 @@ class StructuredTask(Task, Protocol):
 def input_fields_of(task: Task) -> tuple[str, ...]:
     """The structured fields a task's inputs carry (none for plain question tasks)."""
     return tuple(getattr(task, "input_fields", ()))
+
+
+def task_variables(task: Task) -> dict[str, Any]:
+    """Variables a task offers every method template beyond the input: `exemplars` (few-shot worked examples,
+    a list of {question, solution}) for tasks that define them. A method that reads one of a task without it
+    is refused when the job is loaded."""
+    exemplars = getattr(task, "exemplars", ())
+    return {"exemplars": [{"question": e.question, "solution": e.solution} for e in exemplars]} if exemplars else {}
 
 
 def make_input_id(task: str, question: str) -> str:

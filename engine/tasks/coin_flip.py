@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
-from engine.tasks.base import FIRST_NAMES, Split, TaskInput, fold_to_ascii, generate_distinct
+from engine.tasks.base import FIRST_NAMES, Exemplar, Split, TaskInput, fold_to_ascii, generate_distinct
 
 _YES_OR_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
@@ -20,6 +21,20 @@ class CoinFlipTask:
     name: str = "coin_flip"
     min_people: int = 2
     max_people: int = 4
+    # Wei et al.'s few-shot chain-of-thought format, on names that the task never draws.
+    exemplars: ClassVar[tuple[Exemplar, ...]] = (
+        Exemplar("A coin is heads up. Ka flips the coin. Sherrie flips the coin. Is the coin still heads up?",
+                 "The coin was flipped by Ka and Sherrie. So the coin was flipped 2 times, which is an even number. "
+                 "The coin started heads up, so after an even number of flips, it is still heads up.\nAnswer: yes"),
+        Exemplar("A coin is heads up. Jamey flips the coin. Inga does not flip the coin. Millicent does not flip the "
+                 "coin. Is the coin still heads up?",
+                 "The coin was flipped by Jamey. So the coin was flipped 1 time, which is an odd number. The coin "
+                 "started heads up, so after an odd number of flips, it is tails up.\nAnswer: no"),
+        Exemplar("A coin is heads up. Maybelle does not flip the coin. Elanor does not flip the coin. Is the coin "
+                 "still heads up?",
+                 "Nobody flipped the coin. So the coin was flipped 0 times, which is an even number. The coin started "
+                 "heads up, so it is still heads up.\nAnswer: yes"),
+    )
 
     def generate(self, num_inputs: int, seed: int, split: Split) -> list[TaskInput]:
         return generate_distinct(self.name, num_inputs, seed, split, self._draw)

@@ -19,6 +19,8 @@ def _referenced(prompt: str) -> set[str]:
 def test_every_step_renders_from_the_input_and_earlier_steps_only(method):
     # A method may also read its task's structured fields (bsm: instruction, response_a, response_b).
     context = {name: f"<{name}>" for name in (*INPUT_VARIABLES, *method.required_fields)}
+    if "exemplars" in method.required_fields:  # a task's few-shot examples (engine.tasks.task_variables)
+        context["exemplars"] = [{"question": "<example question>", "solution": "<worked>\nAnswer: <answer>"}]
     for index, step in enumerate(method.steps):
         allowed = set(context) | {earlier.name for earlier in method.steps[:index]}
         if step.for_each:
@@ -36,7 +38,9 @@ def test_method_files_are_well_formed(method):
     names = [step.name for step in method.steps]
     assert len(set(names)) == len(names)
     assert not set(names) & set(INPUT_VARIABLES)  # a step must not shadow the input
-    if method.name not in ("system1", "bsm"):  # bsm's last step is computed and writes its own Answer line
+    if "exemplars" in method.required_fields:  # few-shot: the worked examples show the answer line instead
+        assert "{{ example.solution }}" in method.steps[-1].prompt
+    elif method.name not in ("system1", "bsm"):  # bsm's last step is computed and writes its own Answer line
         assert '"Answer: <answer>"' in method.steps[-1].prompt  # the final line extract_final_answer looks for
 
 
