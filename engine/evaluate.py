@@ -2,8 +2,10 @@
 
 One replica actor serves System 1, System 2 and, for a LoRA result, the distilled System 1 (the adapter on
 the same engine, vLLM with LoRA enabled). A merged model (eval.distilled=merged) or a full fine-tune is a
-different model, so it gets a second replica. System 2 is reported from the same samples two ways when
-eval.system2_samples > 1: majority vote over n (what curation trusts) and mean single-sample accuracy.
+different model, so it gets a second replica. System 2 is sampled n times per input (eval.system2_samples,
+default the job's sampling.n) and reported two ways: majority vote over n (what curation trusts) and mean
+single-sample accuracy. Each system's agreement with System 2 (its answers equal to System 2's vote, on the
+inputs where that vote meets the job's criterion) measures what distillation transfers, labels or not.
 The report (table + chart) is engine/report.py.
 """
 
@@ -38,6 +40,12 @@ class SystemScore:
     ci_low: float  # 95% Wilson interval of the accuracy
     ci_high: float
     latency_s: float | None = None  # batched: the system's wall time over the held-out set / inputs
+    # Agreement with System 2: the share of its answers (over the inputs where System 2's own samples reach the
+    # job's criterion) that equal System 2's majority answer; None for System 2's majority, which is the reference.
+    agreement: float | None = None
+    agreement_low: float | None = None  # 95% Wilson interval of the agreement
+    agreement_high: float | None = None
+    agreement_samples: int | None = None  # answers compared: reference inputs x the system's samples per input
 
 
 def _score(name: str, kind: str, correct: float, total: int, samples: int, tokens: float) -> SystemScore:
@@ -72,6 +80,31 @@ def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: li
         correct += vote.answer == item.label
         tokens += sum(chain.num_tokens for chain in per_input)
     return _score(name, "system2", correct, len(inputs), len(inputs), tokens / len(inputs))
+
+
+def system2_reference(task: str, chains: list[list[Chain]], extractor: Extractor | None,
+                      threshold: float) -> list[str | None]:
+    """System 2's answer per input as the job's vote decides it over its n samples; None where the vote would
+    reject the input (tie, below threshold, no answer). Distillation trains System 1 toward exactly this."""
+    return [majority_vote(_answers(task, per_input, extractor), threshold).answer for per_input in chains]
+
+
+def score_agreement(score: SystemScore, task: str, chains: list[list[Chain]], reference: Sequence[str | None],
+                    extractor: Extractor | None = None) -> SystemScore:
+    """`score` with its agreement with System 2: over the inputs that have a reference answer, the share of this
+    system's answers (every sample's, for a sampled system) equal to it."""
+    agreeing, compared = 0, 0
+    for per_input, expected in zip(chains, reference):
+        if expected is None:
+            continue
+        answers = _answers(task, per_input, extractor)
+        agreeing += sum(answer == expected for answer in answers)
+        compared += len(answers)
+    if not compared:
+        return score
+    low, high = wilson_interval(agreeing, compared)
+    return replace(score, agreement=agreeing / compared, agreement_low=low, agreement_high=high,
+                   agreement_samples=compared)
 
 
 def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
@@ -147,7 +180,7 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
     replica = start(spec.model, adapter_rank(adapter) if adapter else None)
     try:
         system1 = timed(replica, "system1", "system1", contexts, direct)
-        system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples)
+        system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples or spec.sampling.n)
         # the method section, not its name: a custom method is defined by its steps there
         system2 = timed(replica, "system2", spec.method.model_dump(), contexts, system2_request)
         if adapter:
@@ -161,13 +194,20 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
         finally:
             ray.kill(replica)
 
-    n = spec.eval.system2_samples
+    n = system2_request.n
     extractor = resolve_method(spec.method.model_dump()).extractor
+    # The reference answer is the job's own criterion: the vote at curate.threshold (a plurality for the rules
+    # that decide otherwise: perturbation's variants and usc's judge are not rerun on held-out inputs).
+    threshold = spec.curate.threshold if spec.curate.rule == "majority" else 0.0
+    reference = system2_reference(task.name, system2, extractor, threshold)
     scores = [
-        score_single("System 1 (base model, direct)", "system1", task.name, inputs, system1),
-        score_single(f"System 2 ({spec.method.name}, single sample" + (f", mean of {n})" if n > 1 else ")"),
-                     "system2", task.name, inputs, system2, extractor),
-        score_single(distilled_name, "distilled", task.name, inputs, distilled),
+        score_agreement(score_single("System 1 (base model, direct)", "system1", task.name, inputs, system1),
+                        task.name, system1, reference),
+        score_agreement(score_single(f"System 2 ({spec.method.name}, single sample"
+                                     + (f", mean of {n})" if n > 1 else ")"), "system2", task.name, inputs, system2,
+                                     extractor), task.name, system2, reference, extractor),
+        score_agreement(score_single(distilled_name, "distilled", task.name, inputs, distilled),
+                        task.name, distilled, reference),
     ]
     if n > 1:
         scores.insert(2, score_majority(f"System 2 ({spec.method.name}, majority of {n})", task.name, inputs,
@@ -176,6 +216,7 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
     metrics = {
         "task": task.name, "method": spec.method.name, "model": spec.model, "eval_inputs": len(inputs),
         "samples_for_system2": n, "distilled_model": adapter or other_model, "run": str(out),
+        "agreement_reference": {"threshold": threshold, "inputs": sum(answer is not None for answer in reference)},
         "seconds_per_input": timings, "engine_start_s": round(engine_start_s, 2),
         "systems": [asdict(score) for score in scores],
     }

@@ -64,17 +64,27 @@ def load_metrics(out: Path) -> dict[str, Any]:
     return metrics
 
 
+def _agreement(score: dict[str, Any]) -> str:
+    if score.get("agreement") is None:
+        return "reference" if score["kind"] == "system2" and "majority" in score["system"] else "n/a"
+    return f"{score['agreement']:.1%} [{score['agreement_low']:.1%}, {score['agreement_high']:.1%}]"
+
+
 def _row(score: dict[str, Any]) -> str:
     latency = "n/a" if score["latency_s"] is None else f"{score['latency_s'] * 1000:.0f} ms"
     return (f"{score['accuracy']:.1%} [{score['ci_low']:.1%}, {score['ci_high']:.1%}] "
-            f"| {score['correct']:g} / {score['total']} | {score['tokens_per_answer']:.1f} | {latency}")
+            f"| {score['correct']:g} / {score['total']} | {_agreement(score)} | {score['tokens_per_answer']:.1f} "
+            f"| {latency}")
 
 
 NOTES = (
-    "Accuracy with its 95% Wilson confidence interval. Tokens per answer count every generated token, reasoning "
+    "Accuracy with its 95% Wilson confidence interval. Agreement with System 2: the share of a system's answers "
+    "equal to System 2's majority answer, over the held-out inputs where System 2's own samples pass the job's vote "
+    "(what distillation teaches System 1, right or wrong). Tokens per answer count every generated token, reasoning "
     "and all samples included. Latency per answer is batched: the wall time of generating the whole held-out set "
     "for that system on one replica, divided by the number of inputs (not the latency of a lone request)."
 )
+_COLUMNS = "accuracy [95% CI] | correct / total | agrees with System 2 [95% CI] | tokens per answer | latency per answer"
 
 
 def render_report(metrics: dict[str, Any], chart: str | None = "report.png") -> str:
@@ -82,15 +92,24 @@ def render_report(metrics: dict[str, Any], chart: str | None = "report.png") -> 
     lines = [
         f"# s2d evaluation: {metrics['task']} / {metrics['method']} / {metrics['model']}",
         "",
-        f"{metrics['eval_inputs']} held-out inputs (disjoint from the distillation inputs). {NOTES}",
+        f"{metrics['eval_inputs']} held-out inputs (disjoint from the distillation inputs){_reference(metrics)}. "
+        f"{NOTES}",
         "",
-        "| system | accuracy [95% CI] | correct / total | tokens per answer | latency per answer |",
-        "|---|---:|---:|---:|---:|",
+        f"| system | {_COLUMNS} |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     lines += [f"| {score['system']} | {_row(score)} |" for score in normalised_systems(metrics)]
     if chart:
         lines += ["", f"![accuracy vs tokens per answer]({chart})"]
     return "\n".join(lines) + "\n"
+
+
+def _reference(metrics: dict[str, Any]) -> str:
+    reference = metrics.get("agreement_reference")
+    if not reference:
+        return ""
+    return (f"; System 2's vote (n={metrics['samples_for_system2']}, threshold {reference['threshold']:g}) "
+            f"gives a reference answer on {reference['inputs']} of them")
 
 
 def render_comparison(runs: list[dict[str, Any]], chart: str | None = "report.png") -> str:
@@ -100,9 +119,8 @@ def render_comparison(runs: list[dict[str, Any]], chart: str | None = "report.pn
         "",
         NOTES,
         "",
-        "| run | task | method | model | system | accuracy [95% CI] | correct / total | tokens per answer "
-        "| latency per answer |",
-        "|---|---|---|---|---|---:|---:|---:|---:|",
+        f"| run | task | method | model | system | {_COLUMNS} |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for metrics in runs:
         for score in normalised_systems(metrics):
@@ -123,7 +141,11 @@ def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
     except ImportError as error:  # pragma: no cover - a declared dependency
         raise ImportError("the report chart needs matplotlib: pip install matplotlib") from error
 
-    figure, axes = plt.subplots(figsize=(7.5, 5), dpi=120)
+    with_agreement = any(score.get("agreement") is not None for metrics in runs for score in metrics["systems"])
+    if with_agreement:
+        figure, (axes, agreement_axes) = plt.subplots(1, 2, figsize=(13, 5), dpi=120, width_ratios=(3, 2))
+    else:
+        figure, axes = plt.subplots(figsize=(7.5, 5), dpi=120)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     tokens = []
     for index, metrics in enumerate(runs):
@@ -152,12 +174,36 @@ def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
     axes.set_title("Accuracy vs tokens per answer")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="best")
+    if with_agreement:
+        _plot_agreement(agreement_axes, runs, colours)
     figure.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png)
     plt.close(figure)
     return png
+
+
+def _plot_agreement(axes: Any, runs: list[dict[str, Any]], colours: list[str]) -> None:
+    """Agreement with System 2's majority answer: one bar per system that has it, grouped by run."""
+    labels, position = [], 0
+    for index, metrics in enumerate(runs):
+        for score in normalised_systems(metrics):
+            if score.get("agreement") is None:
+                continue
+            value = 100 * score["agreement"]
+            error = [[value - 100 * score["agreement_low"]], [100 * score["agreement_high"] - value]]
+            axes.bar(position, value, yerr=error, capsize=4, color=colours[index % len(colours)],
+                     hatch="//" if score["kind"] == "distilled" else None, edgecolor="black", linewidth=0.5)
+            axes.annotate(f"{value:.0f}%", (position, value), textcoords="offset points", xytext=(-18, 4), fontsize=8)
+            labels.append((position, SHORT_NAMES[score["kind"]] + (f"\n{metrics['run']}" if len(runs) > 1 else "")))
+            position += 1
+        position += 0.5  # a gap between runs
+    axes.set_xticks([p for p, _ in labels], [label for _, label in labels], fontsize=7)
+    axes.set_ylabel("agrees with System 2's majority answer, % (95% CI)")
+    axes.set_ylim(0, 105)
+    axes.set_title("What distillation transfers")
+    axes.grid(alpha=0.3, axis="y")
 
 
 def write_report(outs: list[Path], to: Path | None = None) -> tuple[Path, Path]:

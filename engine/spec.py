@@ -196,10 +196,12 @@ class TrainSpec(_Section):
 class EvalSpec(_Section):
     num_inputs: int = Field(32, ge=1, description="Held-out inputs, disjoint from the training inputs.")
     max_tokens: int = Field(32, ge=1, description="Token budget of a direct (System 1) answer.")
-    system2_samples: int = Field(
-        1, ge=1,
-        description="Samples of the System 2 method per held-out input. 1 measures what one System 2 answer costs "
-        "and scores; n > 1 also reports majority-vote accuracy, at n times the generation.",
+    system2_samples: int | None = Field(
+        None, ge=1,
+        description="Samples of the System 2 method per held-out input; default sampling.n, the job's own vote. "
+        "Their vote (at curate.threshold) is the reference answer that agreement with System 2 is measured "
+        "against, and gives System 2's majority accuracy; the same samples give its single-sample accuracy and cost. "
+        "1 is cheapest but makes each single sample its own reference.",
     )
     distilled: Literal["adapter", "merged"] = Field(
         "adapter", description="Which form of a LoRA result to serve as distilled System 1: the adapter on the base "
