@@ -3,7 +3,7 @@ VENV ?= .venv
 S2D := $(VENV)/bin/s2d
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: venv demo test test-all unit clean
+.PHONY: venv demo test test-all unit paper clean
 
 venv:
 	bash scripts/setup.sh
@@ -16,6 +16,9 @@ test: venv
 
 test-all: venv
 	$(PYTEST)
+
+paper: venv  # every paper pairing of configs/ plus the demo, then the System 2 probe -> docs/results.md (<= 60 min)
+	$(VENV)/bin/python scripts/paper.py
 
 unit: venv
 	$(PYTEST) -m "not integration and not slow"

@@ -1,0 +1,167 @@
+"""Regenerate docs/results.md: the paper's table, measured with s2d on this machine (`make paper`).
+
+    .venv/bin/python scripts/paper.py               # every pairing below, then the probe; <= 60 min on 2 cores
+    .venv/bin/python scripts/paper.py --only demo   # one pairing (the table keeps the others' last numbers)
+
+Each pairing is one job file of configs/, run as a user runs it (`s2d run FILE out=runs/paper/NAME`), at the
+sizes the file holds. The System 2 probe (bench/system2_probe.py) adds System 1 vs System 2 for every task x
+method, zero-shot and few-shot, without training. The generated part of docs/results.md sits between two
+markers; the text around it (what was tried, what the numbers mean) is kept as written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "paper"
+RESULTS = ROOT / "docs" / "results.md"
+BEGIN, END = "<!-- paper:begin (written by scripts/paper.py) -->", "<!-- paper:end -->"
+
+# (name, job file, the paper's experiment, the paper's numbers for Llama-2-70B-chat: System 1 / System 2 / distilled).
+PAIRINGS = (
+    ("rar1_last_letter", "configs/rar1_last_letter.yaml", "RaR, last letter (k=4)", None),
+    ("rar2_last_letter", "configs/rar2_last_letter.yaml", "RaR, last letter (k=4)", None),
+    ("rar1_coin_flip", "configs/rar1_coin_flip.yaml", "RaR, coin flip", None),
+    ("rar2_coin_flip", "configs/rar2_coin_flip.yaml", "RaR, coin flip", None),
+    ("s2a_sycophancy", "configs/s2a_sycophancy.yaml", "S2A, TriviaQA with the user's opinion", None),
+    ("bsm_pairwise_judge", "configs/bsm_pairwise_judge.yaml", "BSM, pairwise judge (OASST2 / MT-bench)", None),
+    ("cot_arithmetic", "configs/cot_arithmetic.yaml", "CoT, GSM8k (arithmetic)", None),
+    ("demo", "configs/demo.yaml", "the demo: few-shot CoT, last letter of one word", None),
+)
+PROBE_ARGS = ("--inputs", "64", "--n", "8")
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    flags = Path("/proc/cpuinfo").read_text()
+    bf16 = "AVX-512 with bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else \
+        "AVX-512, no bf16" if "avx512f" in flags else "AVX2"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu} ({bf16}), {os.cpu_count()} cores, {memory:.0f} GiB, no GPU"
+
+
+def run_pairing(name: str, job: str) -> dict:
+    """`s2d run` of one job file; its log in runs/paper/NAME.log. A failure is recorded, not raised."""
+    out = RUNS / name
+    RUNS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(RUNS / f"{name}.log", "w") as log:
+        code = subprocess.call([str(ROOT / ".venv" / "bin" / "s2d"), "run", job, f"out={out}", "--force"],
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - started
+    print(f"paper: {name}: {'ok' if code == 0 else f'failed (exit {code}), see {RUNS / name}.log'} in {seconds:.0f} s",
+          flush=True)
+    return {"name": name, "exit": code, "seconds": round(seconds)}
+
+
+def collect(name: str, job: str, experiment: str, paper: dict | None, run: dict | None) -> dict:
+    out = RUNS / name
+    row = {"name": name, "job": job, "experiment": experiment, "paper": paper, "run": run}
+    for key, path in (("eval", out / "eval" / "metrics.json"), ("generate", out / "metrics.json"),
+                      ("train", out / "model" / "train_metrics.json")):
+        row[key] = json.loads(path.read_text()) if path.is_file() else None
+    return row
+
+
+def _cell(score: dict | None, field: str = "accuracy") -> str:
+    if not score or score.get(field) is None:
+        return "n/a"
+    low, high = (score["ci_low"], score["ci_high"]) if field == "accuracy" else \
+        (score["agreement_low"], score["agreement_high"])
+    return f"{score[field]:.0%} [{low:.0%}, {high:.0%}]"
+
+
+def _systems(metrics: dict) -> dict[str, dict]:
+    found = {}
+    for score in metrics["systems"]:
+        key = score["kind"] + ("_majority" if "majority" in score["system"] else "")
+        found[key] = score
+    return found
+
+
+def render(rows: list[dict], probe: str | None, total_seconds: float | None) -> str:
+    lines = [
+        f"Measured {date.today().isoformat()} on {machine()}; `make paper` "
+        + (f"took {total_seconds / 60:.0f} min." if total_seconds else "(partial rerun)."),
+        "Model: SmolLM2-135M-Instruct (the packaged model) for every row. Accuracy and agreement with System 2 "
+        "carry their 95% Wilson intervals; tokens are generated tokens per answer (all steps, one sample).",
+        "",
+        "| pairing | held-out | accepted / inputs | System 1 | System 2, one sample | System 2, majority | "
+        "distilled System 1 | agreement with System 2: System 1 → distilled | tokens: System 1 / System 2 / distilled "
+        "| job time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if not row["eval"]:
+            reason = f"failed, see runs/paper/{row['name']}.log" if row["run"] else "not run"
+            lines.append(f"| {row['name']} | {reason} |||||||||")
+            continue
+        systems = _systems(row["eval"])
+        s1, s2, s2m, distilled = (systems.get(k) for k in ("system1", "system2", "system2_majority", "distilled"))
+        generate = row["generate"] or {}
+        accepted = f"{generate.get('committed_accepted', 'n/a')} / {generate.get('total_inputs', 'n/a')}"
+        tokens = " / ".join(f"{s['tokens_per_answer']:.0f}" if s else "n/a" for s in (s1, s2, distilled))
+        seconds = f"{row['run']['seconds'] / 60:.1f} min" if row["run"] else "n/a"
+        lines.append(f"| {row['name']} | {row['eval']['eval_inputs']} | {accepted} | {_cell(s1)} | {_cell(s2)} | "
+                     f"{_cell(s2m)} | {_cell(distilled)} | {_cell(s1, 'agreement')} → {_cell(distilled, 'agreement')} "
+                     f"| {tokens} | {seconds} |")
+    lines += ["", "![accuracy vs tokens per answer, and agreement with System 2](results.png)"]
+    if probe:
+        lines += ["", "### System 1 vs System 2 without training (bench/system2_probe.py)", "", probe.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(body: str) -> None:
+    text = RESULTS.read_text() if RESULTS.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    RESULTS.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="comma-separated pairing names to rerun (the others keep their last runs)")
+    parser.add_argument("--skip-probe", action="store_true", help="keep the last probe table")
+    args = parser.parse_args()
+    chosen = set(args.only.split(",")) if args.only else {name for name, *_ in PAIRINGS}
+    unknown = chosen - {name for name, *_ in PAIRINGS}
+    if unknown:
+        parser.error(f"unknown pairings {sorted(unknown)}; known: {[name for name, *_ in PAIRINGS]}")
+    started = time.monotonic()
+    runs_file = RUNS / "runs.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
+    for name, job, *_ in PAIRINGS:
+        if name in chosen:
+            runs[name] = run_pairing(name, job)
+            runs_file.write_text(json.dumps(runs, indent=2))
+    probe_file = RUNS / "probe.md"
+    if not args.skip_probe and not args.only:
+        code = subprocess.call([sys.executable, str(ROOT / "bench" / "system2_probe.py"), *PROBE_ARGS,
+                                "--md", str(probe_file)], cwd=ROOT, stdout=open(RUNS / "probe.log", "w"),
+                               stderr=subprocess.STDOUT)
+        print(f"paper: probe {'ok' if code == 0 else f'failed, see {RUNS}/probe.log'}", flush=True)
+    rows = [collect(name, job, experiment, paper, runs.get(name)) for name, job, experiment, paper in PAIRINGS]
+    from engine.report import write_report
+
+    finished = [RUNS / row["name"] for row in rows if row["eval"]]
+    if finished:
+        write_report(finished, to=RUNS / "chart")
+        (ROOT / "docs" / "results.png").write_bytes((RUNS / "chart" / "report.png").read_bytes())
+    probe = probe_file.read_text() if probe_file.is_file() else None
+    write_results(render(rows, probe, None if args.only else time.monotonic() - started))
+    print(f"paper: wrote {RESULTS.relative_to(ROOT)} and docs/results.png in {(time.monotonic() - started) / 60:.0f} min")
+    return 0 if all(runs.get(name, {}).get("exit") == 0 for name in chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
