@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from engine.tasks.base import (FIRST_NAMES, Exemplar, Split, TaskInput, fold_to_ascii, generate_distinct,
                                make_input_id)
-from engine.tasks.words import COMMON_WORDS
+from engine.tasks.words import COMMON_WORDS, MORE_NAMES
 
 _QUOTED = re.compile(r"[\"'“”‘’`]([^\"'“”‘’`]+)[\"'“”‘’`]")
 
@@ -71,7 +71,7 @@ _SINGLE_WORD_EXEMPLARS = ("pebble", "orchid", "Nelson", "walrus")
 
 @dataclass(frozen=True)
 class LastLetterOneTask:
-    """The last letter of one word: a name or a common English word (~1,750, so a few hundred are held out).
+    """The last letter of one word: a name or a common English word (~2,350, so a few hundred are held out).
 
     The four-word task is beyond a 135M model with any prompt; one word is the size at which worked examples
     (few-shot chain of thought: spell the word, then read its last letter) beat a direct answer there.
@@ -110,5 +110,5 @@ class LastLetterOneTask:
 
 
 _VOCABULARY = tuple(dict.fromkeys(
-    word for word in (*FIRST_NAMES, *COMMON_WORDS) if word.lower() not in {w.lower() for w in _SINGLE_WORD_EXEMPLARS}
+    word for word in (*FIRST_NAMES, *MORE_NAMES, *COMMON_WORDS) if word.lower() not in {w.lower() for w in _SINGLE_WORD_EXEMPLARS}
 ))

@@ -1,8 +1,56 @@
-"""A fixed list of common English words, so that word tasks do not depend on any installed data.
+"""Fixed word lists (more first names and surnames, common English words), so that word tasks depend on no
+installed data.
 
-Used with the first names of `engine.tasks.base` by `last_letter_one`: a larger vocabulary than the
+Used with the first names of `engine.tasks.base` by `last_letter_one`: a larger vocabulary than those
 names alone gives more distinct questions, enough for a few hundred held-out words that training never sees.
 """
+
+MORE_NAMES = """
+Abel Abram Ada Adela Adele Adeline Adolfo Agatha Agnes Agustin Ahmed Aida Aileen Ainsley Aisha Alana Alaric Alba
+Alberta Alberto Alden Aldo Aleksandr Alessandra Alessandro Alfonso Alfred Alfredo Ali Alina Alisha Alistair Allegra
+Alonso Alonzo Alvaro Alvin Amalia Amanda Amara Ambrose Amelie Amos Anastasia Anders Andrea Andreas Andrei Andres
+Angelo Angus Anika Annabel Annalise Annette Anselm Antoine Antonio Antonia Anya Apollo Araceli Archer Archibald Ariana
+Arianna Armand Armando Arnav Arnold Arturo Astrid Athena Atticus Augustin Augustus Aurelia Aurora Avery Axel Barnaby
+Barrett Bartholomew Basil Beatriz Beckett Belinda Bella Benedict Benita Bennett Bernadette Bertram Bethany Bettina
+Blaine Blanca Bodhi Boris Bradley Brady Brendan Brianna Bridget Brigitte Brody Bronwen Bruno Byron Caitlin Calista
+Callum Calvin Cameron Camille Candace Carina Carla Carlos Carlton Carmela Carolina Casimir Cassandra Cassius Catalina
+Cathleen Cecil Celeste Cesar Chandler Charlene Charlotte Chester Christina Christopher Cicely Cillian Clarence
+Clarissa Claudia Claudio Clement Clementine Clifford Clinton Colette Conrad Constance Constantine Cordelia Corinne
+Cornelius Cosimo Courtney Cristina Cristobal Cyrus Dahlia Dakota Damon Danica Dante Darius Darnell Davina Declan
+Deirdre Delphine Demetrius Desmond Dexter Dimitri Dominique Donovan Dorian Douglas Drusilla Duncan Dustin Eamon Edmund
+Edwin Efrain Elaine Eleanor Eliana Elias Elinor Elisa Elisabeth Eloise Elvira Emeline Emerson Emilia Emiliano Emmett
+Enrique Enzo Ephraim Erasmus Ernesto Esme Esteban Estelle Eugene Eugenia Eulalia Eustace Evangeline Everett Fabian
+Fabiola Farah Fatima Federico Felicity Felipe Ferdinand Fernanda Fernando Fidel Filippo Finnegan Fitzgerald Flavia
+Fletcher Florence Florian Francesca Francesco Franklin Frederick Gabriela Gaston Genevieve Geoffrey Georgina Geraldine
+Gertrude Giacomo Gianna Gilbert Giovanni Giselle Giuseppe Godfrey Gonzalo Gordon Graciela Graham Gregory Griffin
+Guadalupe Gustavo Gwendolyn Hadrian Hamish Hannah Harriet Harrison Hector Heidi Henrietta Herbert Herman Hermione
+Hilary Horace Horatio Howard Hubert Humberto Ignatius Ileana Imogen Ingrid Irina Isadora Isidore Isolde Ivanka Jacinta
+Jacqueline Jasper Javier Jeremiah Jessamine Jethro Joaquin Jocelyn Johanna Jolene Josefina Josephine Josiah Juanita
+Julius Justine Katarina Katherine Kendrick Kennedy Kimberly Kingston Konstantin Lachlan Lancelot Larissa Laurel
+Lavinia Leandro Leonard Leonardo Leonora Leopold Leticia Lillian Lincoln Lorenzo Loretta Lorraine Lucian Luciana
+Lucinda Ludwig Luisa Lysander Macy Madeleine Magdalena Magnus Malachi Manuel Marcella Marcello Marguerite Mariana
+Marianne Marigold Marilyn Marisol Marjorie Marlon Marvin Matilda Matteo Maximilian Maxine Melanie Melinda Melissa
+Mercedes Meredith Micah Millicent Mirabel Mitchell Montgomery Mortimer Muriel Nadine Natalia Natasha Nathaniel Nicolas
+Nicolette Nigel Nikolai Noemi Norbert Octavia Odette Olivier Ophelia Orlando Osvaldo Ottilie Pablo Patricia Penelope
+Percival Perpetua Petra Philippa Phineas Priscilla Prudence Rafael Raphael Reginald Renata Reuben Ricardo Rodrigo
+Roland Rolando Romeo Rosalind Rosalie Rosemary Rowena Rupert Salvador Samantha Santiago Saoirse Savannah Sebastian
+Seraphina Sergio Severin Sheldon Sheridan Sigmund Silas Solomon Sophronia Stanislav Stanley Svetlana Tabitha Tamsin
+Tatiana Thaddeus Theodora Theodore Thelma Tiberius Timothy Tobiah Tristan Ulrich Ulysses Valentina Valentine Veronica
+Vincenzo Virginia Wallace Wilhelmina Winifred Winston Xander Yolanda Yvette Yvonne Zachariah Zebedee Zelda Zenobia
+Abbott Ackerman Adair Alcott Aldridge Ambler Anderson Appleton Archambault Armstrong Ashworth Atkinson Bainbridge
+Baldwin Ballantyne Bancroft Barclay Barnett Bartlett Beaumont Beckham Bellamy Benson Bertrand Blackwood Blanchard
+Bradshaw Brennan Bristow Brockway Buchanan Burgess Caldwell Callahan Calloway Campbell Carmichael Carrington
+Castellano Chamberlain Chandra Chatterjee Cheshire Clayton Coleridge Collins Cortez Crawford Cromwell Cunningham
+Dalton Davenport Delacroix Dempsey Donnelly Dunham Eastwood Edgerton Ellsworth Fairbanks Fairfax Farnsworth Fitzroy
+Fontaine Forsythe Galloway Garrison Gallagher Gillespie Goldberg Granger Grayson Gutierrez Halloran Hamilton
+Harrington Hathaway Hawthorne Henderson Hendricks Holloway Huxley Ingram Jefferson Kavanagh Kensington Kingsley
+Kowalski Lancaster Langford Lindqvist Livingston Lockhart Macintosh Mackenzie Madison Mancini Marchetti Markham
+Matsumoto McAllister Mendoza Merriweather Montague Morrison Nakamura Newcombe Northcott Oakley Okafor Oliveira Osborne
+Pemberton Pendleton Petrov Pickering Prescott Quigley Radcliffe Ramirez Ravenscroft Redford Rockwell Rosenberg
+Rutherford Saltonstall Sanderson Santoro Schneider Sinclair Sommerville Stanhope Stirling Sutherland Tanaka Templeton
+Thackeray Thornton Townsend Trevelyan Underwood Valdez Vanderbilt Waverly Whitaker Whitmore Wilkinson Winchester
+Woodward Worthington Yamamoto Yardley Zimmerman
+""".split()
 
 COMMON_WORDS = """
 able about above accept accident account acid across act action active actor add address admit adult advice afraid

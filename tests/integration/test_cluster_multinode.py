@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
 SLOT = "s2d_replica"
-TINY = ["task.num_inputs=4", "sampling.n=2", "sampling.max_tokens=16", "method.name=system1",
+TINY = ["task.name=last_letter", "task.num_inputs=4", "sampling.n=2", "sampling.max_tokens=16", "method.name=system1",
         "output.inputs_per_shard=2", "generation.replicas=2", "generation.batch_size=2",
         "generation.cpus_per_replica=0.5", f"generation.resources={{{SLOT}: 1}}",
         "engine.gpu_memory_utilization=0.1"]

@@ -19,8 +19,8 @@ from engine.tasks import get_task
 pytestmark = pytest.mark.integration
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
-# Small but real: 8 inputs x 4 samples through both rar2 steps. Threshold 0 (plurality, ties rejected)
-# so that the weak 135M model yields some accepted inputs to train on.
+# The demo's pairing (few-shot CoT x last_letter_one), small but real: 8 inputs x 4 samples. Threshold 0
+# (plurality, ties rejected) so that the weak 135M model yields some accepted inputs to train on.
 OVERRIDES = ["task.num_inputs=8", "sampling.n=4", "sampling.max_tokens=48", "curate.threshold=0.0",
              "output.inputs_per_shard=3", "train.epochs=1", "train.micro_batch_size=2",
              "eval.num_inputs=4", "eval.max_tokens=16"]
@@ -37,7 +37,7 @@ def job(tmp_path_factory, ray_session):
 def test_every_input_lands_in_exactly_one_of_shards_or_rejected(job):
     spec, _ = job
     out = spec.out_path
-    inputs = {item.input_id for item in get_task("last_letter").generate(8, 0, "train")}
+    inputs = {item.input_id for item in get_task("last_letter_one").generate(8, 0, "train")}
     accepted = pq.read_table(out / "shards").to_pandas()  # the whole folder reads as one table
     rejected = pd.read_parquet(out / "rejected")
     assert set(accepted.input_id).isdisjoint(rejected.input_id)
@@ -58,9 +58,9 @@ def test_shard_schema(job):
     assert {"input_id": "string", "prompt": "string", "answer": "string", "votes": "int64", "num_samples": "int64",
             "method": "string", "model": "string", "system2_tokens": "double"}.items() <= types.items()
     row = table.to_pylist()[0]
-    assert row["num_samples"] == 4 and 1 <= row["votes"] <= 4 and row["method"] == "rar2"
+    assert row["num_samples"] == 4 and 1 <= row["votes"] <= 4 and row["method"] == "cot_fewshot"
     assert row["model"] == "smollm2-135m" and row["system2_tokens"] > 0
-    assert row["prompt"].startswith("Take the last letters") and row["answer"]
+    assert row["prompt"].startswith("What is the last letter of the word") and row["answer"]
     rejected = pq.read_table(spec.out_path / "rejected")
     assert {"input_id", "reason"} <= set(rejected.schema.names)
     assert set(rejected.column("reason").to_pylist()) <= {"tie", "below_threshold", "no_answer"}
@@ -88,11 +88,17 @@ def test_train_then_eval(job):
     assert main(["eval", *args]) == 0
     metrics = json.loads((spec.out_path / "eval" / "metrics.json").read_text())
     systems = {score["system"]: score for score in metrics["systems"]}
-    assert len(systems) == 3 and all(score["total"] == 4 for score in systems.values())
+    # System 1, System 2 (one sample and the majority of sampling.n), distilled
+    assert len(systems) == 4 and all(score["total"] == 4 for score in systems.values())
+    reference = metrics["agreement_reference"]
+    assert reference["threshold"] == 0.0 and 0 <= reference["inputs"] <= 4
+    for score in systems.values():  # agreement with System 2's vote wherever it has a reference answer
+        if reference["inputs"] and "majority" not in score["system"]:
+            assert score["agreement_low"] <= score["agreement"] <= score["agreement_high"]
     assert metrics["engine_start_s"] > 0
     assert all(0.0 <= score["accuracy"] <= 1.0 and score["tokens_per_answer"] > 0 for score in systems.values())
     report = (spec.out_path / "eval" / "report.md").read_text()
-    assert "Distilled System 1" in report and "| accuracy [95% CI] |" in report
+    assert "Distilled System 1" in report and "| accuracy [95% CI] |" in report and "agrees with System 2" in report
     assert all(score["latency_s"] > 0 and score["ci_low"] <= score["accuracy"] <= score["ci_high"]
                for score in systems.values())
     assert (spec.out_path / "eval" / "report.png").read_bytes()[:4] == b"\x89PNG"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors.replica import GenerationReplica
+from engine.consistency import input_context
 from engine.program import SamplingRequest
 from engine.spec import parse_spec
 from engine.tasks import get_task
@@ -48,12 +49,12 @@ def test_greedy_system1_is_deterministic(replica, ray_session):
 
 def _contexts(task_name, count):
     task = get_task(task_name)
-    return [{**item.fields, "question": item.question, "system1_prompt": task.system1_prompt(item.question)}
-            for item in task.generate(count, 0, "train")]
+    return [input_context(task, item) for item in task.generate(count, 0, "train")]
 
 
 @pytest.mark.parametrize("method, task", [("rar1", "last_letter"), ("rar2", "coin_flip"), ("s2a", "sycophancy"),
-                                          ("cot", "arithmetic"), ("cot", "multiple_choice")])
+                                          ("cot", "arithmetic"), ("cot", "multiple_choice"),
+                                          ("cot_fewshot", "last_letter_one")])
 def test_every_method_runs_through_the_real_replica(replica, ray_session, method, task):
     from engine.consistency import sample_answers
     from engine.methods import Extractor, get_method
