@@ -200,14 +200,16 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
     # that decide otherwise: perturbation's variants and usc's judge are not rerun on held-out inputs).
     threshold = spec.curate.threshold if spec.curate.rule == "majority" else 0.0
     reference = system2_reference(task.name, system2, extractor, threshold)
+
+    def scored(name: str, kind: str, chains: list[list[Chain]], method_extractor: Extractor | None = None):
+        single = score_single(name, kind, task.name, inputs, chains, method_extractor)
+        return score_agreement(single, task.name, chains, reference, method_extractor)
+
     scores = [
-        score_agreement(score_single("System 1 (base model, direct)", "system1", task.name, inputs, system1),
-                        task.name, system1, reference),
-        score_agreement(score_single(f"System 2 ({spec.method.name}, single sample"
-                                     + (f", mean of {n})" if n > 1 else ")"), "system2", task.name, inputs, system2,
-                                     extractor), task.name, system2, reference, extractor),
-        score_agreement(score_single(distilled_name, "distilled", task.name, inputs, distilled),
-                        task.name, distilled, reference),
+        scored("System 1 (base model, direct)", "system1", system1),
+        scored(f"System 2 ({spec.method.name}, single sample" + (f", mean of {n})" if n > 1 else ")"), "system2",
+               system2, extractor),
+        scored(distilled_name, "distilled", distilled),
     ]
     if n > 1:
         scores.insert(2, score_majority(f"System 2 ({spec.method.name}, majority of {n})", task.name, inputs,
