@@ -82,7 +82,7 @@ class GenerationReplica:
     def __init__(self, model: str, engine: dict[str, Any], seed: int, method: str | dict[str, Any] | None = None,
                  request: SamplingRequest | None = None, max_lora_rank: int | None = None, replicas: int = 1,
                  task: str | None = None, curate: dict[str, Any] | None = None, failure_ledger: str | None = None,
-                 max_engine_failures: int = 3):
+                 max_engine_failures: int = 3, keep_samples: bool = False):
         import torch
 
         from actors.vllm_backend import VLLMGenerator
@@ -106,6 +106,7 @@ class GenerationReplica:
         self.task = get_task(task) if task else None
         self.curate = curate or {"rule": "majority"}
         self.seed = seed
+        self.keep_samples = keep_samples  # also return each sample's chain (engine.samples)
 
     @classmethod
     def for_job(cls, spec: JobSpec, max_lora_rank: int | None = None) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class GenerationReplica:
         return dict(model=spec.model, engine=spec.engine.model_dump(), seed=spec.sampling.seed,
                     method=spec.method.model_dump(), request=sampling_request(spec.sampling),
                     max_lora_rank=max_lora_rank, replicas=spec.generation.replicas, task=spec.task.name,
-                    curate=spec.curate.model_dump())
+                    curate=spec.curate.model_dump(), keep_samples=spec.output.keep_samples)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Ray Data stage: one row per input in; out, the row's n sample texts and token counts, plus what the
@@ -180,7 +181,7 @@ class GenerationReplica:
         return generate_for_curation(
             self.generator, resolve_method(method) if method else self.method, get_task(task) if task else self.task,
             rows, request or self.request, rule=curate["rule"], perturbation=curate.get("perturbation"),
-            variants=curate.get("variants", 2), seed=self.seed,
+            variants=curate.get("variants", 2), seed=self.seed, keep_samples=self.keep_samples,
         )
 
     def run(self, method: str | dict[str, Any], contexts: Sequence[dict[str, Any]], request: SamplingRequest,

@@ -53,7 +53,7 @@ def generation_fingerprint(spec: JobSpec) -> str:
     return spec_fingerprint({
         "model": spec.model, "task": spec.task.model_dump(), "method": spec.method.model_dump(),
         "sampling": spec.sampling.model_dump(), "curate": spec.curate.model_dump(),
-        "inputs_per_shard": spec.output.inputs_per_shard,
+        "inputs_per_shard": spec.output.inputs_per_shard, "keep_samples": spec.output.keep_samples,
         "data": spec.data.model_dump(exclude={"eval_path"}), "data_content": source_fingerprint(spec),
     })
 
@@ -129,7 +129,8 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     check_model_reference(spec.model)
     started = time.monotonic()
     plan = plan_inputs(spec)
-    writer = ShardWriter.open(spec.out, plan.num_shards, generation_fingerprint(spec), plan.per_shard, force=force)
+    writer = ShardWriter.open(spec.out, plan.num_shards, generation_fingerprint(spec), plan.per_shard, force=force,
+                              keep_samples=spec.output.keep_samples)
     committed = writer.committed_shards
     skipped = sum(count for shard, count in plan.per_shard.items() if shard in committed)
     tally = JobProgress(total_inputs=plan.num_inputs - skipped, skipped_inputs=skipped)
