@@ -6,9 +6,11 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,7 +50,7 @@ class EngineProcessDied(RuntimeError):
     """vLLM's engine core (a child process of the replica) exited."""
 
 
-def _watch_engine_processes(on_failure, interval_s: float = 2.0) -> None:
+def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: float = 2.0) -> None:
     """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies.
 
     vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
@@ -59,8 +61,7 @@ def _watch_engine_processes(on_failure, interval_s: float = 2.0) -> None:
     children = psutil.Process().children(recursive=True)
 
     def watch():
-        while True:
-            time.sleep(interval_s)
+        while not stopped.wait(interval_s):  # stopped: the replica shuts its engine down on purpose
             for child in children:
                 try:
                     alive = child.is_running() and child.status() != psutil.STATUS_ZOMBIE
@@ -99,8 +100,11 @@ class GenerationReplica:
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         self.model_path = resolve_model(model)
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
+        self._closed = threading.Event()
         if failure_ledger is not None:
-            _watch_engine_processes(self._engine_failed)
+            # A weak reference: the watchdog must not keep the replica alive, or its __del__ never closes the engine.
+            engine_failed = weakref.WeakMethod(self._engine_failed)
+            _watch_engine_processes(lambda error: (method := engine_failed()) and method(error), self._closed)
         self.method = resolve_method(method) if method else None
         self.request = request
         self.task = get_task(task) if task else None
@@ -192,6 +196,19 @@ class GenerationReplica:
 
     def ready(self) -> str:
         return self.model_path
+
+    def close(self) -> None:
+        """Shut the engine down while this process still runs. Left to the process's exit, vLLM's output handler
+        sees its engine process die and logs an EngineDeadError traceback at the end of every successful job."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self.generator.unload()
+
+    def __del__(self):
+        # Ray Data drops its replica objects when the actor pool shuts down gracefully (and eval's actor may call
+        # close() itself first); a replica whose __init__ failed has nothing to close.
+        with contextlib.suppress(Exception):
+            self.close()
 
     def stats(self) -> dict[str, int]:
         return dict(self.generator.stats)

@@ -6,8 +6,10 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from engine.console import error, log_path_for, quiet, say
 from engine.models import ModelNotFound, check_model_reference
 from engine.pipeline import GenerationFailed
 from engine.shards import OutputConflict
@@ -22,6 +24,9 @@ EPILOG = """examples:
   s2d status runs/try
   s2d generate configs/demo.yaml data.path=my.jsonl data.columns.input=question task.name=freeform out=runs/mine
 Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, true, [q_proj, v_proj])."""
+
+# Failures whose message says it all (no traceback needed to act on them).
+EXPECTED_ERRORS = (OutputConflict, ValueError, FileNotFoundError, OutputError, GenerationFailed)
 
 STAGE_HELP = {
     "run": "generate -> train -> eval in one go",
@@ -45,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--address", default=None,
                            help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
         stage.add_argument("--no-progress", action="store_true", help="no progress bars")
+        stage.add_argument("-v", "--verbose", action="store_true",
+                           help="show Ray, vLLM and DeepSpeed logs here (default: only in <out>/logs/)")
         if name in ("run", "generate"):
             stage.add_argument("--force", action="store_true",
                                help="discard shards of a different job spec in `out` instead of refusing")
@@ -160,18 +167,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.job, args.overrides)
         check_model_reference(spec.model)
-    except (SpecError, ModelNotFound) as error:
-        print(f"s2d: error: {error}", file=sys.stderr)
+    except (SpecError, ModelNotFound) as problem:
+        error(f"s2d: error: {problem}")
         return 2
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
+    if args.verbose:
+        return _run_reporting_errors(args, spec, log=None)
+    from engine.storage import OutputLocation
+
+    location = OutputLocation.of(spec.out)
+    log = log_path_for(spec.out_path if location.is_local else None, args.command)
+    say(f"s2d: {args.command} {args.job}; Ray, vLLM and DeepSpeed logs -> {log} (-v shows them here)")
+    with quiet(log):
+        return _run_reporting_errors(args, spec, log)
+
+
+def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | None) -> int:
+    """Run the stages; a failure ends with one line, its cause (and, in a quiet run, the log holding the rest)."""
     try:
         return _run_stages(args, spec)
-    except OutputConflict as error:
-        print(f"s2d: error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, OutputError, GenerationFailed) as error:
-        print(f"s2d: error: {error}", file=sys.stderr)
+    except (KeyboardInterrupt, Exception) as problem:  # noqa: BLE001 - every failure gets its one line
+        if log is None and not isinstance(problem, EXPECTED_ERRORS + (KeyboardInterrupt,)):
+            raise  # -v: an unexpected error shows its traceback, as Python prints it
+        if log is not None:
+            traceback.print_exc()  # into the log (sys.stderr is the log in a quiet run)
+        where = f" (log: {log})" if log else ""
+        if isinstance(problem, KeyboardInterrupt):
+            error(f"s2d: interrupted; committed shards are kept, rerun the same command to resume{where}")
+            return 130
+        if isinstance(problem, OutputConflict):
+            error(f"s2d: error: {problem}")
+            return 2
+        if isinstance(problem, EXPECTED_ERRORS):
+            error(f"s2d: error: {problem}{where}")
+            return 1
+        from engine.pipeline import root_cause
+
+        error(f"s2d: error: {root_cause(problem)} (traceback in {log})")
         return 1
 
 
@@ -193,7 +226,7 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
             from engine.pipeline import run_generate
 
             summary = run_generate(spec, force=args.force, progress=progress)
-            print(f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
+            say(f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
                   f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.quarantined} quarantined "
                   f"{summary.reasons or ''} -> {location.path('shards')}")
         elif stage == "train":
@@ -202,16 +235,16 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
             metrics = train_model(spec)
             losses = metrics.get("losses") or [float("nan")]
             resumed = metrics.get("resumed_from_step")
-            print(f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples"
+            say(f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples"
                   f"{f' (resumed at step {resumed})' if resumed is not None else ''}, "
                   f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {out / 'model'}")
         else:
             from engine.evaluate import run_eval
 
             metrics = run_eval(spec)
-            print((out / "eval" / "report.md").read_text())
-            print(f"eval: report at {out / 'eval' / 'report.md'}")
-        print(f"{stage}: {time.monotonic() - started:.0f} s", flush=True)
+            say((out / "eval" / "report.md").read_text())
+            say(f"eval: report at {out / 'eval' / 'report.md'}")
+        say(f"{stage}: {time.monotonic() - started:.0f} s")
     return 0
 
 

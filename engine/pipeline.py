@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from engine.card import write_card
 from engine.consistency import curate_generated, curate_kwargs
 from engine.models import check_model_reference
 from engine.progress import JobProgress, ProgressDisplay, write_metrics
@@ -168,6 +169,7 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     accounting = check_accounting(spec.out)
     if not accounting.ok:
         raise RuntimeError(f"accounting check failed for {spec.out}: {'; '.join(accounting.problems())}")
+    write_card(spec)  # the dataset card, once the output is complete and checked
     stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - finishing
     counts = manifest["counts"]
     write_metrics(writer.location, tally, {f"committed_{k}": v for k, v in counts.items()}
