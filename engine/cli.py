@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from engine.console import error, log_path_for, quiet, say
+from engine.export import FORMATS as EXPORT_FORMATS
 from engine.models import ModelNotFound, check_model_reference
 from engine.pipeline import GenerationFailed
 from engine.shards import OutputConflict
@@ -22,6 +23,8 @@ EPILOG = """examples:
   s2d train configs/demo.yaml out=runs/try
   s2d eval configs/demo.yaml out=runs/try
   s2d status runs/try
+  s2d inspect runs/try --rejected --reason no_answer -n 2
+  s2d export runs/try --format messages --to pairs.jsonl
   s2d generate configs/demo.yaml data.path=my.jsonl data.columns.input=question task.name=freeform out=runs/mine
 Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, true, [q_proj, v_proj])."""
 
@@ -63,6 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 when complete and consistent, 3 when shards are still uncommitted (rerun to resume), 1 on a "
         "broken invariant.")
     status.add_argument("out", help="a job's output directory")
+    inspect = commands.add_parser(
+        "inspect", help="a few accepted and rejected inputs with their samples, votes and why each was kept or dropped",
+        description="Show committed inputs of OUT with every System 2 sample (each step's text, the extracted "
+        "answer), the votes and the criterion's decision. Default: the first N accepted and N rejected inputs.")
+    inspect.add_argument("out", help="a job's output directory")
+    inspect.add_argument("-n", type=int, default=2, help="inputs to show of each kind (default 2)")
+    shown = inspect.add_mutually_exclusive_group()
+    shown.add_argument("--accepted", action="store_true", help="only accepted inputs")
+    shown.add_argument("--rejected", action="store_true", help="only rejected inputs")
+    shown.add_argument("--quarantined", action="store_true", help="only quarantined (bad) input rows")
+    inspect.add_argument("--reason", default=None,
+                         help="only inputs rejected (or quarantined) for this reason, e.g. no_answer, tie")
+    inspect.add_argument("--id", dest="input_id", default=None, help="the input with this input_id")
+    inspect.add_argument("--full", action="store_true", help="whole step texts instead of one line each")
+    export = commands.add_parser(
+        "export", help="write the pairs `s2d train` trains on as chat JSON Lines for other fine-tuning tools",
+        description="Write the accepted prompt -> answer pairs of OUT (exactly those `s2d train` trains on) to a JSON "
+        "Lines file: --format messages ({\"messages\": [user, assistant]}: TRL's SFTTrainer, axolotl, "
+        "LLaMA-Factory, torchtune) or prompt_completion (TRL's prompt/completion, loss on the answer only).")
+    export.add_argument("out", help="a job's output directory")
+    export.add_argument("--format", dest="fmt", choices=list(EXPORT_FORMATS), default="messages",
+                        help="; ".join(f"{name}: {description}" for name, description in EXPORT_FORMATS.items()))
+    export.add_argument("--to", required=True, help="the JSON Lines file to write")
     report = commands.add_parser(
         "report", help="table + chart (accuracy vs tokens per answer) of one or more evaluated runs",
         description="Render the evaluation report of finished runs (each <out> needs eval/metrics.json from "
@@ -164,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     if args.command == "status":
         return _status(args.out)
+    if args.command in ("inspect", "export"):
+        return _read_output(args)
     try:
         spec = load_spec(args.job, args.overrides)
         check_model_reference(spec.model)
@@ -263,14 +291,39 @@ def _status(out: str) -> int:
     counts = report.counts
     print(f"{out}: {report.committed_shards} / {report.total_shards} shards committed; "
           f"{sum(counts.values())} / {report.num_inputs} inputs: {counts['accepted']} accepted, "
-          f"{counts['rejected']} rejected, {counts['quarantined']} quarantined")
+          f"{counts['rejected']} rejected, {counts['quarantined']} quarantined"
+          + (f"; {report.samples} samples" if report.samples is not None else ""))
     problems = report.problems()
     if not problems:
-        print("exactly once: every input is in exactly one of shards/, rejected/, quarantine/")
+        print("exactly once: every input is in exactly one of shards/, rejected/, quarantine/"
+              + (", and each generated input has its samples once in samples/" if report.samples is not None else ""))
         return 0
     for problem in problems:
         print(f"  {problem}")
     return 3 if report.complete is False and not report.duplicated_ids else 1
+
+
+def _read_output(args: argparse.Namespace) -> int:
+    """`s2d inspect` and `s2d export`: read a finished (or partial) output."""
+    try:
+        if args.command == "export":
+            from engine.export import export_pairs
+
+            count = export_pairs(args.out, args.to, args.fmt)
+            say(f"export: {count} pairs ({args.fmt}) -> {args.to}")
+            return 0
+        from engine.inspection import Selection, inspect_output
+
+        if args.n < 1:
+            raise ValueError("-n must be at least 1")
+        kinds = ("shards",) if args.accepted else ("quarantine",) if args.quarantined else \
+            ("rejected",) if args.rejected else ("rejected", "quarantine") if args.reason else \
+            ("shards", "rejected", "quarantine") if args.input_id else ("shards", "rejected")
+        say(inspect_output(args.out, Selection(kinds, args.reason, args.input_id, args.n, args.full)))
+        return 0
+    except (ValueError, OSError) as problem:
+        error(f"s2d: error: {problem}")
+        return 1
 
 
 def _report(args: argparse.Namespace) -> int:

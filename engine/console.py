@@ -41,9 +41,14 @@ def terminal() -> TextIO:
 
 def log_path_for(out_dir: Path | None, command: str) -> Path:
     """Where a run's log goes: `<out>/logs/` for a local output, else a temporary folder."""
-    folder = out_dir / "logs" if out_dir is not None else Path(tempfile.mkdtemp(prefix="s2d-logs-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    name = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    if out_dir is not None:
+        try:
+            (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+            return out_dir / "logs" / name
+        except OSError:
+            pass  # an unwritable out: the run itself reports that, in one line; its log goes elsewhere
+    return Path(tempfile.mkdtemp(prefix="s2d-logs-")) / name
 
 
 def _terminal_copy(stream: TextIO, fd: int) -> TextIO:
