@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | None) -> int:
     """Run the stages; a failure ends with one line, its cause (and, in a quiet run, the log holding the rest)."""
     try:
-        return _run_stages(args, spec)
+        return _run_stages(args, spec, log)
     except (KeyboardInterrupt, Exception) as problem:  # noqa: BLE001 - every failure gets its one line
         if log is None and not isinstance(problem, EXPECTED_ERRORS + (KeyboardInterrupt,)):
             raise  # -v: an unexpected error shows its traceback, as Python prints it
@@ -236,7 +236,7 @@ def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | N
         return 1
 
 
-def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
+def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None) -> int:
     from engine.storage import OutputLocation
 
     out = spec.out_path
@@ -270,10 +270,31 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
             from engine.evaluate import run_eval
 
             metrics = run_eval(spec)
-            say((out / "eval" / "report.md").read_text())
-            say(f"eval: report at {out / 'eval' / 'report.md'}")
+            say((out / "eval" / "report.md").read_text().rstrip())
         say(f"{stage}: {time.monotonic() - started:.0f} s")
+    for line in _where(spec, stages, log):
+        say(line)
     return 0
+
+
+def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
+    """The closing lines of a run: where its results are, and the command that uses each."""
+    from engine.storage import OutputLocation
+
+    location = OutputLocation.of(spec.out)
+    entries = [("logs", str(log) if log else None, "Ray, vLLM and DeepSpeed")]
+    if "generate" in stages:
+        entries += [("pairs", location.path("shards"), f"s2d export {spec.out} --format messages --to pairs.jsonl"),
+                    ("samples", location.path("samples") if spec.output.keep_samples else None,
+                     f"s2d inspect {spec.out}"),
+                    ("card", location.path("README.md"), f'datasets.load_dataset("{spec.out}")')]
+    if "train" in stages:
+        entries.append(("model", location.path("model"), "PEFT adapter, or a whole model with train.mode=full"))
+    if "eval" in stages:
+        entries.append(("report", location.path("eval", "report.md"), "with eval/report.png"))
+    kept = [(name, path, use) for name, path, use in entries if path]
+    width = max(len(path) for _, path, _ in kept)
+    return ["results:"] + [f"  {name:<8}{path:<{width}}  {use}" for name, path, use in kept]
 
 
 def _status(out: str) -> int:
