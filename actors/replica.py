@@ -6,6 +6,7 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -74,6 +75,11 @@ def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: fl
     threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
 
 
+def _close_at_exit(replica: "weakref.ref[GenerationReplica]") -> None:
+    if (alive := replica()) is not None:
+        alive.close()
+
+
 def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
     return SamplingRequest(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                            max_tokens=sampling.max_tokens)
@@ -93,6 +99,7 @@ class GenerationReplica:
         self.max_engine_failures = max_engine_failures
         # Batches run in concurrent threads (the engine interleaves them); one engine failure is counted once.
         self._failure_lock = threading.Lock()
+        self._closed = threading.Event()  # set by close(): the engine is shut down on purpose
         self._refuse_after_too_many_failures()
         if not torch.cuda.is_available():
             # Before the engine starts: its core process inherits this environment.
@@ -100,7 +107,9 @@ class GenerationReplica:
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         self.model_path = resolve_model(model)
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
-        self._closed = threading.Event()
+        # At exit, vLLM's own finalizers stop its engine process while the output handler still listens, which
+        # logs an EngineDeadError traceback; atexit runs the last registered first, so this closes it before.
+        atexit.register(_close_at_exit, weakref.ref(self))
         if failure_ledger is not None:
             # A weak reference: the watchdog must not keep the replica alive, or its __del__ never closes the engine.
             engine_failed = weakref.WeakMethod(self._engine_failed)

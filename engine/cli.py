@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -201,14 +202,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
     if args.verbose:
-        return _run_reporting_errors(args, spec, log=None)
+        with _own_ray():
+            return _run_reporting_errors(args, spec, log=None)
     from engine.storage import OutputLocation
 
     location = OutputLocation.of(spec.out)
     log = log_path_for(spec.out_path if location.is_local else None, args.command)
     say(f"s2d: {args.command} {args.job}; Ray, vLLM and DeepSpeed logs -> {log} (-v shows them here)")
-    with quiet(log):
+    with quiet(log), _own_ray():
         return _run_reporting_errors(args, spec, log)
+
+
+@contextlib.contextmanager
+def _own_ray():
+    """Shut down the Ray this run started before the run ends, while its output still goes to the run's log:
+    left to the interpreter's exit, its actors' last words would reach the terminal after s2d's last line."""
+    ray = sys.modules.get("ray")
+    already_running = ray is not None and ray.is_initialized()
+    try:
+        yield
+    finally:
+        ray = sys.modules.get("ray")
+        if not already_running and ray is not None and ray.is_initialized():
+            ray.shutdown()
 
 
 def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | None) -> int:
