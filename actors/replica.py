@@ -7,7 +7,6 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import threading
 import time
@@ -209,15 +208,15 @@ class GenerationReplica:
     def close(self) -> None:
         """Shut the engine down while this process still runs. Left to the process's exit, vLLM's output handler
         sees its engine process die and logs an EngineDeadError traceback at the end of every successful job."""
-        if not self._closed.is_set():
+        generator = getattr(self, "generator", None)  # None: __init__ failed before the engine started
+        if generator is not None and not self._closed.is_set():
             self._closed.set()
-            self.generator.unload()
+            generator.unload()
 
     def __del__(self):
-        # Ray Data drops its replica objects when the actor pool shuts down gracefully (and eval's actor may call
-        # close() itself first); a replica whose __init__ failed has nothing to close.
-        with contextlib.suppress(Exception):
-            self.close()
+        # Ray Data drops its replica objects when the actor pool shuts down gracefully; eval's actor may call
+        # close() itself first, and at the process's exit _close_at_exit does.
+        self.close()
 
     def stats(self) -> dict[str, int]:
         return dict(self.generator.stats)
