@@ -23,6 +23,13 @@ from engine.spec import EngineSpec, JobSpec, SamplingSpec
 from engine.tasks import get_task
 
 
+# For the replica actors of a job. Ray kills an actor's child processes as soon as its graceful exit begins,
+# before any Python code of the exiting actor runs; vLLM's engine process is such a child, and vLLM's output
+# handler then logs its death as an EngineDeadError traceback at the end of every successful job. Left alive,
+# the engine is closed by the replica's __del__ (Ray Data drops the replica when it releases the pool), and
+# vLLM's own exit handlers stop its processes if anything is left. A killed actor is unaffected.
+RUNTIME_ENV = {"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}}
+
 # Columns a quarantined row keeps from its input row; every other generated column is null for it.
 _PASSTHROUGH = ("input_id", "shard_id", "prompt")
 

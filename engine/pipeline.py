@@ -259,7 +259,7 @@ def root_cause(error: BaseException) -> str:
 
 
 def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):
-    from actors.replica import GenerationReplica
+    from actors.replica import RUNTIME_ENV, GenerationReplica
     from cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
 
     placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
@@ -277,6 +277,6 @@ def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):
                                            max_concurrent_calls_per_actor=BATCHES_PER_REPLICA,
                                            enable_true_multi_threading=True),
         # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.
-        max_restarts=spec.generation.max_restarts, max_task_retries=-1,
+        max_restarts=spec.generation.max_restarts, max_task_retries=-1, runtime_env=RUNTIME_ENV,
         **map_batches_placement_args(placement),
     )
