@@ -6,10 +6,8 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
-import time
 import weakref
 from typing import Any, Sequence
 
@@ -81,11 +79,6 @@ def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: fl
     threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
 
 
-def _close_at_exit(replica: "weakref.ref[GenerationReplica]") -> None:
-    if (alive := replica()) is not None:
-        alive.close()
-
-
 def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
     return SamplingRequest(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                            max_tokens=sampling.max_tokens)
@@ -113,9 +106,6 @@ class GenerationReplica:
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         self.model_path = resolve_model(model)
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
-        # At exit, vLLM's own finalizers stop its engine process while the output handler still listens, which
-        # logs an EngineDeadError traceback; atexit runs the last registered first, so this closes it before.
-        atexit.register(_close_at_exit, weakref.ref(self))
         if failure_ledger is not None:
             # A weak reference: the watchdog must not keep the replica alive, or its __del__ never closes the engine.
             engine_failed = weakref.WeakMethod(self._engine_failed)
@@ -213,16 +203,16 @@ class GenerationReplica:
         return self.model_path
 
     def close(self) -> None:
-        """Shut the engine down while this process still runs. Left to the process's exit, vLLM's output handler
-        sees its engine process die and logs an EngineDeadError traceback at the end of every successful job."""
+        """Shut the engine down before this actor exits (see RUNTIME_ENV): stopped any other way, its process
+        dies under vLLM's output handler, which logs an EngineDeadError traceback."""
         generator = getattr(self, "generator", None)  # None: __init__ failed before the engine started
         if generator is not None and not self._closed.is_set():
             self._closed.set()
             generator.unload()
 
     def __del__(self):
-        # Ray Data drops its replica objects when the actor pool shuts down gracefully; eval's actor may call
-        # close() itself first, and at the process's exit _close_at_exit does.
+        # Ray Data drops its replica when it releases the actor pool (gracefully); a plain actor (eval) can call
+        # close() itself before it is released.
         self.close()
 
     def stats(self) -> dict[str, int]:
