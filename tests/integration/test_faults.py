@@ -51,9 +51,12 @@ def assert_exactly_once(out: Path, num_inputs: int) -> None:
 
 
 def _replica_pids() -> list[int]:
+    import ray
     from ray.util.state import list_actors
 
-    return [actor.pid for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+    # This session's Ray by its address: other Ray instances may run on the same machine.
+    address = ray.get_runtime_context().gcs_address
+    return [actor.pid for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
             if "GenerationReplica" in (actor.class_name or "") and actor.pid]
 
 
