@@ -1,6 +1,7 @@
 """What keeping every System 2 sample costs: the demo job's generate stage with output.keep_samples off, then on.
 
-    .venv/bin/python bench/keep_samples.py            # ~8 minutes on the 2-core CPU machine
+    .venv/bin/python bench/keep_samples.py                      # ~8 minutes on the 2-core CPU machine
+    .venv/bin/python bench/keep_samples.py task.num_inputs=32   # job overrides: a smaller run
 
 Each run is `s2d generate configs/demo.yaml` in its own process (its own embedded Ray, as a user runs it). Reports
 the stage's wall time, the curate time summed over its Ray tasks and the driver's commit time (where the
