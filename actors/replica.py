@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,6 +20,13 @@ from engine.program import Chain, SamplingRequest, run_method
 from engine.spec import EngineSpec, JobSpec, SamplingSpec
 from engine.tasks import get_task
 
+
+# For the replica actors of a job. Ray kills an actor's child processes as soon as its graceful exit begins,
+# before any Python code of the exiting actor runs; vLLM's engine process is such a child, and vLLM's output
+# handler then logs its death as an EngineDeadError traceback at the end of every successful job. Left alive,
+# the engine is closed by the replica's __del__ (Ray Data drops the replica when it releases the pool), and
+# vLLM's own exit handlers stop its processes if anything is left. A killed actor is unaffected.
+RUNTIME_ENV = {"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}}
 
 # Columns a quarantined row keeps from its input row; every other generated column is null for it.
 _PASSTHROUGH = ("input_id", "shard_id", "prompt")
@@ -48,7 +55,7 @@ class EngineProcessDied(RuntimeError):
     """vLLM's engine core (a child process of the replica) exited."""
 
 
-def _watch_engine_processes(on_failure, interval_s: float = 2.0) -> None:
+def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: float = 2.0) -> None:
     """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies.
 
     vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
@@ -59,8 +66,7 @@ def _watch_engine_processes(on_failure, interval_s: float = 2.0) -> None:
     children = psutil.Process().children(recursive=True)
 
     def watch():
-        while True:
-            time.sleep(interval_s)
+        while not stopped.wait(interval_s):  # stopped: the replica shuts its engine down on purpose
             for child in children:
                 try:
                     alive = child.is_running() and child.status() != psutil.STATUS_ZOMBIE
@@ -82,7 +88,7 @@ class GenerationReplica:
     def __init__(self, model: str, engine: dict[str, Any], seed: int, method: str | dict[str, Any] | None = None,
                  request: SamplingRequest | None = None, max_lora_rank: int | None = None, replicas: int = 1,
                  task: str | None = None, curate: dict[str, Any] | None = None, failure_ledger: str | None = None,
-                 max_engine_failures: int = 3):
+                 max_engine_failures: int = 3, keep_samples: bool = False):
         import torch
 
         from actors.vllm_backend import VLLMGenerator
@@ -92,6 +98,7 @@ class GenerationReplica:
         self.max_engine_failures = max_engine_failures
         # Batches run in concurrent threads (the engine interleaves them); one engine failure is counted once.
         self._failure_lock = threading.Lock()
+        self._closed = threading.Event()  # set by close(): the engine is shut down on purpose
         self._refuse_after_too_many_failures()
         if not torch.cuda.is_available():
             # Before the engine starts: its core process inherits this environment.
@@ -100,12 +107,15 @@ class GenerationReplica:
         self.model_path = resolve_model(model)
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
         if failure_ledger is not None:
-            _watch_engine_processes(self._engine_failed)
+            # A weak reference: the watchdog must not keep the replica alive, or its __del__ never closes the engine.
+            engine_failed = weakref.WeakMethod(self._engine_failed)
+            _watch_engine_processes(lambda error: (method := engine_failed()) and method(error), self._closed)
         self.method = resolve_method(method) if method else None
         self.request = request
         self.task = get_task(task) if task else None
         self.curate = curate or {"rule": "majority"}
         self.seed = seed
+        self.keep_samples = keep_samples  # also return each sample's chain (engine.samples)
 
     @classmethod
     def for_job(cls, spec: JobSpec, max_lora_rank: int | None = None) -> dict[str, Any]:
@@ -113,7 +123,7 @@ class GenerationReplica:
         return dict(model=spec.model, engine=spec.engine.model_dump(), seed=spec.sampling.seed,
                     method=spec.method.model_dump(), request=sampling_request(spec.sampling),
                     max_lora_rank=max_lora_rank, replicas=spec.generation.replicas, task=spec.task.name,
-                    curate=spec.curate.model_dump())
+                    curate=spec.curate.model_dump(), keep_samples=spec.output.keep_samples)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Ray Data stage: one row per input in; out, the row's n sample texts and token counts, plus what the
@@ -180,7 +190,7 @@ class GenerationReplica:
         return generate_for_curation(
             self.generator, resolve_method(method) if method else self.method, get_task(task) if task else self.task,
             rows, request or self.request, rule=curate["rule"], perturbation=curate.get("perturbation"),
-            variants=curate.get("variants", 2), seed=self.seed,
+            variants=curate.get("variants", 2), seed=self.seed, keep_samples=self.keep_samples,
         )
 
     def run(self, method: str | dict[str, Any], contexts: Sequence[dict[str, Any]], request: SamplingRequest,
@@ -191,6 +201,19 @@ class GenerationReplica:
 
     def ready(self) -> str:
         return self.model_path
+
+    def close(self) -> None:
+        """Shut the engine down before this actor exits (see RUNTIME_ENV): stopped any other way, its process
+        dies under vLLM's output handler, which logs an EngineDeadError traceback."""
+        generator = getattr(self, "generator", None)  # None: __init__ failed before the engine started
+        if generator is not None and not self._closed.is_set():
+            self._closed.set()
+            generator.unload()
+
+    def __del__(self):
+        # Ray Data drops its replica when it releases the actor pool (gracefully); a plain actor (eval) can call
+        # close() itself before it is released.
+        self.close()
 
     def stats(self) -> dict[str, int]:
         return dict(self.generator.stats)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from engine.console import error, log_path_for, quiet, say
+from engine.export import FORMATS as EXPORT_FORMATS
 from engine.models import ModelNotFound, check_model_reference
 from engine.pipeline import GenerationFailed
 from engine.shards import OutputConflict
@@ -20,8 +24,13 @@ EPILOG = """examples:
   s2d train configs/demo.yaml out=runs/try
   s2d eval configs/demo.yaml out=runs/try
   s2d status runs/try
+  s2d inspect runs/try --rejected --reason no_answer -n 2
+  s2d export runs/try --format messages --to pairs.jsonl
   s2d generate configs/demo.yaml data.path=my.jsonl data.columns.input=question task.name=freeform out=runs/mine
 Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, true, [q_proj, v_proj])."""
+
+# Failures whose message says it all (no traceback needed to act on them).
+EXPECTED_ERRORS = (OutputConflict, ValueError, FileNotFoundError, OutputError, GenerationFailed)
 
 STAGE_HELP = {
     "run": "generate -> train -> eval in one go",
@@ -45,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--address", default=None,
                            help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
         stage.add_argument("--no-progress", action="store_true", help="no progress bars")
+        stage.add_argument("-v", "--verbose", action="store_true",
+                           help="show Ray, vLLM and DeepSpeed logs here (default: only in <out>/logs/)")
         if name in ("run", "generate"):
             stage.add_argument("--force", action="store_true",
                                help="discard shards of a different job spec in `out` instead of refusing")
@@ -56,6 +67,29 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 when complete and consistent, 3 when shards are still uncommitted (rerun to resume), 1 on a "
         "broken invariant.")
     status.add_argument("out", help="a job's output directory")
+    inspect = commands.add_parser(
+        "inspect", help="a few accepted and rejected inputs with their samples, votes and why each was kept or dropped",
+        description="Show committed inputs of OUT with every System 2 sample (each step's text, the extracted "
+        "answer), the votes and the criterion's decision. Default: the first N accepted and N rejected inputs.")
+    inspect.add_argument("out", help="a job's output directory")
+    inspect.add_argument("-n", type=int, default=2, help="inputs to show of each kind (default 2)")
+    shown = inspect.add_mutually_exclusive_group()
+    shown.add_argument("--accepted", action="store_true", help="only accepted inputs")
+    shown.add_argument("--rejected", action="store_true", help="only rejected inputs")
+    shown.add_argument("--quarantined", action="store_true", help="only quarantined (bad) input rows")
+    inspect.add_argument("--reason", default=None,
+                         help="only inputs rejected (or quarantined) for this reason, e.g. no_answer, tie")
+    inspect.add_argument("--id", dest="input_id", default=None, help="the input with this input_id")
+    inspect.add_argument("--full", action="store_true", help="whole step texts instead of one line each")
+    export = commands.add_parser(
+        "export", help="write the pairs `s2d train` trains on as chat JSON Lines for other fine-tuning tools",
+        description="Write the accepted prompt -> answer pairs of OUT (exactly those `s2d train` trains on) to a JSON "
+        "Lines file: --format messages ({\"messages\": [user, assistant]}: TRL's SFTTrainer, axolotl, "
+        "LLaMA-Factory, torchtune) or prompt_completion (TRL's prompt/completion, loss on the answer only).")
+    export.add_argument("out", help="a job's output directory")
+    export.add_argument("--format", dest="fmt", choices=list(EXPORT_FORMATS), default="messages",
+                        help="; ".join(f"{name}: {description}" for name, description in EXPORT_FORMATS.items()))
+    export.add_argument("--to", required=True, help="the JSON Lines file to write")
     report = commands.add_parser(
         "report", help="table + chart (accuracy vs tokens per answer) of one or more evaluated runs",
         description="Render the evaluation report of finished runs (each <out> needs eval/metrics.json from "
@@ -157,25 +191,68 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     if args.command == "status":
         return _status(args.out)
+    if args.command in ("inspect", "export"):
+        return _read_output(args)
     try:
         spec = load_spec(args.job, args.overrides)
         check_model_reference(spec.model)
-    except (SpecError, ModelNotFound) as error:
-        print(f"s2d: error: {error}", file=sys.stderr)
+    except (SpecError, ModelNotFound) as problem:
+        error(f"s2d: error: {problem}")
         return 2
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
+    if args.verbose:
+        with _own_ray():
+            return _run_reporting_errors(args, spec, log=None)
+    from engine.storage import OutputLocation
+
+    location = OutputLocation.of(spec.out)
+    log = log_path_for(spec.out_path if location.is_local else None, args.command)
+    say(f"s2d: {args.command} {args.job}; Ray, vLLM and DeepSpeed logs -> {log} (-v shows them here)")
+    with quiet(log), _own_ray():
+        return _run_reporting_errors(args, spec, log)
+
+
+@contextlib.contextmanager
+def _own_ray():
+    """Shut down the Ray this run started before the run ends, while its output still goes to the run's log:
+    left to the interpreter's exit, its actors' last words would reach the terminal after s2d's last line."""
+    ray = sys.modules.get("ray")
+    already_running = ray is not None and ray.is_initialized()
     try:
-        return _run_stages(args, spec)
-    except OutputConflict as error:
-        print(f"s2d: error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, OutputError, GenerationFailed) as error:
-        print(f"s2d: error: {error}", file=sys.stderr)
+        yield
+    finally:
+        ray = sys.modules.get("ray")
+        if not already_running and ray is not None and ray.is_initialized():
+            ray.shutdown()
+
+
+def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | None) -> int:
+    """Run the stages; a failure ends with one line, its cause (and, in a quiet run, the log holding the rest)."""
+    try:
+        return _run_stages(args, spec, log)
+    except (KeyboardInterrupt, Exception) as problem:  # noqa: BLE001 - every failure gets its one line
+        if log is None and not isinstance(problem, EXPECTED_ERRORS + (KeyboardInterrupt,)):
+            raise  # -v: an unexpected error shows its traceback, as Python prints it
+        if log is not None:
+            traceback.print_exc()  # into the log (sys.stderr is the log in a quiet run)
+        where = f" (log: {log})" if log else ""
+        if isinstance(problem, KeyboardInterrupt):
+            error(f"s2d: interrupted; committed shards are kept, rerun the same command to resume{where}")
+            return 130
+        if isinstance(problem, OutputConflict):
+            error(f"s2d: error: {problem}")
+            return 2
+        if isinstance(problem, EXPECTED_ERRORS):
+            error(f"s2d: error: {problem}{where}")
+            return 1
+        from engine.pipeline import root_cause
+
+        error(f"s2d: error: {root_cause(problem)} (traceback in {log})")
         return 1
 
 
-def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
+def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None) -> int:
     from engine.storage import OutputLocation
 
     out = spec.out_path
@@ -193,7 +270,7 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
             from engine.pipeline import run_generate
 
             summary = run_generate(spec, force=args.force, progress=progress)
-            print(f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
+            say(f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
                   f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.quarantined} quarantined "
                   f"{summary.reasons or ''} -> {location.path('shards')}")
         elif stage == "train":
@@ -202,17 +279,38 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec) -> int:
             metrics = train_model(spec)
             losses = metrics.get("losses") or [float("nan")]
             resumed = metrics.get("resumed_from_step")
-            print(f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples"
+            say(f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples"
                   f"{f' (resumed at step {resumed})' if resumed is not None else ''}, "
                   f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {out / 'model'}")
         else:
             from engine.evaluate import run_eval
 
             metrics = run_eval(spec)
-            print((out / "eval" / "report.md").read_text())
-            print(f"eval: report at {out / 'eval' / 'report.md'}")
-        print(f"{stage}: {time.monotonic() - started:.0f} s", flush=True)
+            say((out / "eval" / "report.md").read_text().rstrip())
+        say(f"{stage}: {time.monotonic() - started:.0f} s")
+    for line in _where(spec, stages, log):
+        say(line)
     return 0
+
+
+def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
+    """The closing lines of a run: where its results are, and the command that uses each."""
+    from engine.storage import OutputLocation
+
+    location = OutputLocation.of(spec.out)
+    entries = [("logs", str(log) if log else None, "Ray, vLLM and DeepSpeed")]
+    if "generate" in stages:
+        entries += [("pairs", location.path("shards"), f"s2d export {spec.out} --format messages --to pairs.jsonl"),
+                    ("samples", location.path("samples") if spec.output.keep_samples else None,
+                     f"s2d inspect {spec.out}"),
+                    ("card", location.path("README.md"), f'datasets.load_dataset("{spec.out}")')]
+    if "train" in stages:
+        entries.append(("model", location.path("model"), "PEFT adapter, or a whole model with train.mode=full"))
+    if "eval" in stages:
+        entries.append(("report", location.path("eval", "report.md"), "with eval/report.png"))
+    kept = [(name, path, use) for name, path, use in entries if path]
+    width = max(len(path) for _, path, _ in kept)
+    return ["results:"] + [f"  {name:<8}{path:<{width}}  {use}" for name, path, use in kept]
 
 
 def _status(out: str) -> int:
@@ -230,14 +328,39 @@ def _status(out: str) -> int:
     counts = report.counts
     print(f"{out}: {report.committed_shards} / {report.total_shards} shards committed; "
           f"{sum(counts.values())} / {report.num_inputs} inputs: {counts['accepted']} accepted, "
-          f"{counts['rejected']} rejected, {counts['quarantined']} quarantined")
+          f"{counts['rejected']} rejected, {counts['quarantined']} quarantined"
+          + (f"; {report.samples} samples" if report.samples is not None else ""))
     problems = report.problems()
     if not problems:
-        print("exactly once: every input is in exactly one of shards/, rejected/, quarantine/")
+        print("exactly once: every input is in exactly one of shards/, rejected/, quarantine/"
+              + (", and each generated input has its samples once in samples/" if report.samples is not None else ""))
         return 0
     for problem in problems:
         print(f"  {problem}")
     return 3 if report.complete is False and not report.duplicated_ids else 1
+
+
+def _read_output(args: argparse.Namespace) -> int:
+    """`s2d inspect` and `s2d export`: read a finished (or partial) output."""
+    try:
+        if args.command == "export":
+            from engine.export import export_pairs
+
+            count = export_pairs(args.out, args.to, args.fmt)
+            say(f"export: {count} pairs ({args.fmt}) -> {args.to}")
+            return 0
+        from engine.inspection import Selection, inspect_output
+
+        if args.n < 1:
+            raise ValueError("-n must be at least 1")
+        kinds = ("shards",) if args.accepted else ("quarantine",) if args.quarantined else \
+            ("rejected",) if args.rejected else ("rejected", "quarantine") if args.reason else \
+            ("shards", "rejected", "quarantine") if args.input_id else ("shards", "rejected")
+        say(inspect_output(args.out, Selection(kinds, args.reason, args.input_id, args.n, args.full)))
+        return 0
+    except (ValueError, OSError) as problem:
+        error(f"s2d: error: {problem}")
+        return 1
 
 
 def _report(args: argparse.Namespace) -> int:

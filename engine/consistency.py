@@ -13,6 +13,8 @@ Row contract between the two (columns a generated row carries, beyond input_id, 
   perturbation   variant_texts [k][n], variant_tokens [k][n], variant_inverse [k] (JSON: variant answer ->
                  original answer); variant 0 is the input itself, so variant_texts[0] == sample_texts
   usc            usc_choice (0-based index into sample_texts, -1 when the judge named none), usc_tokens
+  keep_samples   sample_steps [n] (or [k*n], variant by variant): each sample's chain as JSON (engine.samples);
+                 when present, the curated rows carry the samples for the samples table
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from engine.answers import parse_usc_choice
 from engine.methods import Extractor, Method, render_template, resolve_method
 from engine.perturb import get_perturbation, invert_answer, make_variants
 from engine.program import Generator, SamplingRequest, run_method
+from engine.samples import SAMPLES, chain_json, samples_column
 from engine.shards import CURATED_SCHEMA, curated_table
 from engine.tasks import Task, TaskInput, get_task, input_fields_of, task_variables
 
@@ -103,7 +106,14 @@ def usc_decision(answers: Sequence[str | None], choice: int | None) -> Decision:
 
 
 def sample_answers(task: Task, extractor: Extractor, texts: Sequence[str]) -> list[str | None]:
-    return [task.normalize(extractor(text)) for text in texts]
+    return extracted_and_answers(task, extractor, texts)[1]
+
+
+def extracted_and_answers(task: Task, extractor: Extractor, texts: Sequence[str]
+                          ) -> tuple[list[str | None], list[str | None]]:
+    """Each text's extracted answer span, and its normalised form (what votes count)."""
+    extracted = [extractor(text) for text in texts]
+    return extracted, [task.normalize(span) for span in extracted]
 
 
 def curate_generated(
@@ -114,28 +124,48 @@ def curate_generated(
     task_obj, extract = get_task(task), Extractor(**(extractor or {}))
     if rule == "majority":
         texts = _combined(generated.column("sample_texts"))
-        answers = pa.array(sample_answers(task_obj, extract, texts.flatten().to_pylist()), pa.string())
-        return curate_majority(generated, _same_lists(texts, answers), method=method, model=model,
-                               threshold=threshold)
+        extracted, answers = extracted_and_answers(task_obj, extract, texts.flatten().to_pylist())
+        curated = curate_majority(generated, _same_lists(texts, pa.array(answers, pa.string())), method=method,
+                                  model=model, threshold=threshold)
+        tokens = _combined(generated.column("sample_tokens")).flatten().to_pylist()
+        return _with_samples(curated, generated, extracted, answers, tokens)
     if rule not in RULES:
         raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
-    rows = []
+    rows, per_variant = [], None
+    flat: dict[str, list] = {"extracted": [], "answers": [], "tokens": []}  # every sample, for the samples table
     for row in generated.to_pylist():
         if rule == "perturbation":
-            variant_answers = [
-                [invert_answer(json.loads(inverse), answer) for answer in sample_answers(task_obj, extract, texts)]
-                for texts, inverse in zip(row["variant_texts"], row["variant_inverse"])
-            ]
+            variant_answers = []
+            for texts, inverse in zip(row["variant_texts"], row["variant_inverse"]):
+                extracted, answers = extracted_and_answers(task_obj, extract, texts)
+                variant_answers.append([invert_answer(json.loads(inverse), answer) for answer in answers])
+                flat["extracted"] += extracted
+                flat["answers"] += variant_answers[-1]
             decision = perturbation_decision(variant_answers, threshold, per_variant_majority)
             tokens = [count for per_variant in row["variant_tokens"] for count in per_variant]
+            flat["tokens"] += tokens
+            per_variant = len(row["sample_texts"])
         else:
             choice = int(row["usc_choice"])
-            decision = usc_decision(sample_answers(task_obj, extract, row["sample_texts"]),
-                                    None if choice < 0 else choice)
+            extracted, answers = extracted_and_answers(task_obj, extract, row["sample_texts"])
+            decision = usc_decision(answers, None if choice < 0 else choice)
+            flat["extracted"] += extracted
+            flat["answers"] += answers
+            flat["tokens"] += row["sample_tokens"]
             # The judge call is part of what each kept answer cost: spread it over the n samples.
             tokens = [count + row["usc_tokens"] / len(row["sample_tokens"]) for count in row["sample_tokens"]]
         rows.append(_curated_row(row, decision, tokens, method, model))
-    return curated_table(rows)
+    return _with_samples(curated_table(rows), generated, flat["extracted"], flat["answers"], flat["tokens"],
+                         per_variant)
+
+
+def _with_samples(curated: pa.Table, generated: pa.Table, extracted: list, answers: list, tokens: list,
+                  per_variant: int | None = None) -> pa.Table:
+    """The curated rows with their samples, when the replica sent them (output.keep_samples)."""
+    if "sample_steps" not in generated.column_names:
+        return curated
+    column = samples_column(generated.column("sample_steps").to_pylist(), extracted, answers, tokens, per_variant)
+    return curated.set_column(curated.schema.get_field_index(SAMPLES), SAMPLES, column)
 
 
 def _curated_row(row: dict[str, Any], decision: Decision, tokens: list[float], method: str, model: str
@@ -272,6 +302,7 @@ def input_context(task: Task, item: TaskInput) -> dict[str, Any]:
 def generate_for_curation(
     generator: Generator, method: Method, task: Task, rows: Sequence[dict[str, Any]], request: SamplingRequest, *,
     rule: str = "majority", perturbation: str | None = None, variants: int = 2, seed: int = 0,
+    keep_samples: bool = False,
 ) -> dict[str, list]:
     """Columns of the generated rows for a batch of input rows (module docstring: the row contract).
 
@@ -298,11 +329,15 @@ def generate_for_curation(
         columns["variant_inverse"] = [[json.dumps(v.inverse, sort_keys=True) for v in vs] for vs in per_input]
         columns["sample_texts"] = [texts[0] for texts in columns["variant_texts"]]
         columns["sample_tokens"] = [tokens[0] for tokens in columns["variant_tokens"]]
+        if keep_samples:
+            columns["sample_steps"] = [[chain_json(c.steps) for per_variant in g for c in per_variant] for g in grouped]
         return columns
     contexts = [_context(task, item.question, item.fields, row["prompt"]) for row, item in zip(rows, items)]
     chains = run_method(generator, method, contexts, request)
     columns["sample_texts"] = [[chain.final_text for chain in per_input] for per_input in chains]
     columns["sample_tokens"] = [[chain.num_tokens for chain in per_input] for per_input in chains]
+    if keep_samples:
+        columns["sample_steps"] = [[chain_json(chain.steps) for chain in per_input] for per_input in chains]
     if rule == "usc":
         prompts = [usc_prompt(item.question, texts) for item, texts in zip(items, columns["sample_texts"])]
         judge = SamplingRequest(n=1, temperature=0.0, max_tokens=USC_MAX_TOKENS)

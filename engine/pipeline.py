@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from engine.card import write_card
 from engine.consistency import curate_generated, curate_kwargs
 from engine.models import check_model_reference
 from engine.progress import JobProgress, ProgressDisplay, write_metrics
@@ -53,7 +54,7 @@ def generation_fingerprint(spec: JobSpec) -> str:
     return spec_fingerprint({
         "model": spec.model, "task": spec.task.model_dump(), "method": spec.method.model_dump(),
         "sampling": spec.sampling.model_dump(), "curate": spec.curate.model_dump(),
-        "inputs_per_shard": spec.output.inputs_per_shard,
+        "inputs_per_shard": spec.output.inputs_per_shard, "keep_samples": spec.output.keep_samples,
         "data": spec.data.model_dump(exclude={"eval_path"}), "data_content": source_fingerprint(spec),
     })
 
@@ -129,7 +130,8 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     check_model_reference(spec.model)
     started = time.monotonic()
     plan = plan_inputs(spec)
-    writer = ShardWriter.open(spec.out, plan.num_shards, generation_fingerprint(spec), plan.per_shard, force=force)
+    writer = ShardWriter.open(spec.out, plan.num_shards, generation_fingerprint(spec), plan.per_shard, force=force,
+                              keep_samples=spec.output.keep_samples)
     committed = writer.committed_shards
     skipped = sum(count for shard, count in plan.per_shard.items() if shard in committed)
     tally = JobProgress(total_inputs=plan.num_inputs - skipped, skipped_inputs=skipped)
@@ -167,6 +169,7 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     accounting = check_accounting(spec.out)
     if not accounting.ok:
         raise RuntimeError(f"accounting check failed for {spec.out}: {'; '.join(accounting.problems())}")
+    write_card(spec)  # the dataset card, once the output is complete and checked
     stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - finishing
     counts = manifest["counts"]
     write_metrics(writer.location, tally, {f"committed_{k}": v for k, v in counts.items()}
@@ -256,7 +259,7 @@ def root_cause(error: BaseException) -> str:
 
 
 def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):
-    from actors.replica import GenerationReplica
+    from actors.replica import RUNTIME_ENV, GenerationReplica
     from cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
 
     placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
@@ -274,6 +277,6 @@ def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):
                                            max_concurrent_calls_per_actor=BATCHES_PER_REPLICA,
                                            enable_true_multi_threading=True),
         # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.
-        max_restarts=spec.generation.max_restarts, max_task_retries=-1,
+        max_restarts=spec.generation.max_restarts, max_task_retries=-1, runtime_env=RUNTIME_ENV,
         **map_batches_placement_args(placement),
     )

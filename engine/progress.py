@@ -112,9 +112,11 @@ class ProgressDisplay:
     def __init__(self, progress: JobProgress, enabled: bool = True):
         from tqdm.auto import tqdm
 
+        from engine.console import terminal
+
         self.progress = progress
         self._bar = tqdm(total=progress.total_inputs, desc="generate+curate", unit="input",
-                         disable=not enabled, dynamic_ncols=True)
+                         disable=not enabled, dynamic_ncols=True, file=terminal())
         self.shown = 0  # inputs already on the bar (a disabled tqdm keeps no count)
 
     def refresh(self) -> None:

@@ -4,11 +4,13 @@ Layout under <out>/ (a local path or a pyarrow filesystem URI, see engine.storag
   shards/shard-00003.parquet       accepted inputs of shard 3 (ACCEPTED_SCHEMA)
   rejected/shard-00003.parquet     inputs of shard 3 that failed self-consistency (REJECTED_SCHEMA)
   quarantine/shard-00003.parquet   bad inputs of shard 3, with the reason (QUARANTINE_SCHEMA)
+  samples/shard-00003.parquet      every System 2 sample of shard 3's generated inputs (engine.samples;
+                                   unless output.keep_samples is off)
   manifest.json                    the commit record: committed shards with counts, the spec fingerprint
   .staging/                        rows of uncommitted shards spilled to disk (discarded on resume)
 
 Every input belongs to one shard, by a hash of its input_id. A shard is committed once all its inputs
-have come out of the pipeline: its three files are published (temporary name, then rename), then the
+have come out of the pipeline: its files (one per table) are published (temporary name, then rename), then the
 manifest is rewritten; the manifest rewrite is the single atomic commit step. Readers and resume trust
 only shards the manifest lists, and reopening an output deletes files no manifest entry owns, so an
 interrupted commit is simply redone. Rows of a shard are deduplicated by input_id before commit, so a
@@ -35,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.curate import ANSWER_COUNTS_TYPE
+from engine.samples import SAMPLES, SAMPLES_COLUMN, SAMPLES_SCHEMA, flatten_samples, sample_count_problems
 from engine.storage import OutputLocation
 
 ACCEPTED_SCHEMA = pa.schema([
@@ -78,11 +81,15 @@ QUARANTINE_SCHEMA = pa.schema([
 KINDS = {"shards": ("accepted", ACCEPTED_SCHEMA), "rejected": ("rejected", REJECTED_SCHEMA),
          "quarantine": ("quarantined", QUARANTINE_SCHEMA)}
 STATUSES = pa.array([status for status, _ in KINDS.values()])
-# What curation hands the writer: every input's row, whatever its fate, with the columns of all three kinds.
+# What curation hands the writer: every input's row, whatever its fate, with the columns of all three kinds,
+# and its samples (a list per generated input, written to the samples table).
 CURATED_SCHEMA = pa.schema(
     [("status", pa.string())]
     + list({f.name: f for schema in (ACCEPTED_SCHEMA, REJECTED_SCHEMA, QUARANTINE_SCHEMA) for f in schema}.values())
+    + [SAMPLES_COLUMN]
 )
+# Every table of a shard, by folder: the three that split the inputs, and the samples.
+TABLE_SCHEMAS = {kind: schema for kind, (_, schema) in KINDS.items()} | {SAMPLES: SAMPLES_SCHEMA}
 MANIFEST = "manifest.json"
 STAGING = ".staging"
 
@@ -130,6 +137,7 @@ class ShardWriter:
     expected: dict[int, int]  # inputs per shard, for shards not yet committed
     manifest: dict[str, Any]
     max_buffered_rows: int = 50_000
+    keep_samples: bool = False  # also write each shard's samples table (from the curated rows' samples column)
     duplicates_dropped: int = 0
     _buffered: dict[int, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
     _buffered_rows: int = 0
@@ -139,7 +147,7 @@ class ShardWriter:
 
     @classmethod
     def open(cls, out: Any, num_shards: int, fingerprint: str, expected: dict[int, int], force: bool = False,
-             max_buffered_rows: int = 50_000) -> "ShardWriter":
+             max_buffered_rows: int = 50_000, keep_samples: bool = False) -> "ShardWriter":
         location = OutputLocation.of(out)
         location.makedirs()
         manifest = read_manifest(location)
@@ -151,12 +159,13 @@ class ShardWriter:
         if not manifest or force:
             manifest = {"fingerprint": fingerprint, "num_shards": num_shards, "shards": {}}
         manifest["num_inputs"] = sum(expected.values())
+        manifest[SAMPLES] = keep_samples  # the fingerprint covers it: a resumed job keeps the same tables
         _discard_uncommitted(location, manifest)
-        for kind in KINDS:
+        for kind in _tables(manifest):
             location.makedirs(kind)
         committed = {int(shard) for shard in manifest["shards"]}
         remaining = {shard: count for shard, count in expected.items() if shard not in committed}
-        writer = cls(location, num_shards, fingerprint, remaining, manifest, max_buffered_rows)
+        writer = cls(location, num_shards, fingerprint, remaining, manifest, max_buffered_rows, keep_samples)
         writer._write_manifest()
         # A shard no input hashes to: commit it empty so the manifest is complete.
         writer._commit([shard for shard, count in remaining.items() if count == 0])
@@ -247,7 +256,7 @@ class ShardWriter:
             self.location.delete(STAGING, f"shard-{shard:05d}")
 
     def _files(self, shard: int) -> tuple[dict[str, Any], list[tuple[pa.Table, str, str]]]:
-        """A complete shard's manifest entry, and its three tables with where each goes."""
+        """A complete shard's manifest entry, and its tables with where each goes."""
         parts = [self.location.read_table(STAGING, f"shard-{shard:05d}", part, schema=CURATED_SCHEMA)
                  for part in self._staged_parts.pop(shard, [])]
         buffered = self._buffered.pop(shard, [])
@@ -262,12 +271,17 @@ class ShardWriter:
             selected = rows.filter(pc.equal(rows.column("status"), status)).select(schema.names).cast(schema)
             files.append((selected, kind, entry["file"]))
             entry[status] = selected.num_rows
+        if self.keep_samples:
+            samples = flatten_samples(rows)
+            files.append((samples, SAMPLES, entry["file"]))
+            entry[SAMPLES] = samples.num_rows
         return entry, files
 
     def _write_manifest(self) -> None:
         shards = self.manifest["shards"]
+        counted = [status for status, _ in KINDS.values()] + ([SAMPLES] if self.keep_samples else [])
         self.manifest["counts"] = {
-            status: sum(entry.get(status, 0) for entry in shards.values()) for status, _ in KINDS.values()
+            name: sum(entry.get(name, 0) for entry in shards.values()) for name in counted
         } | {"committed_shards": len(shards)}
         self.manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
         self.location.write_bytes_atomic(json.dumps(self.manifest, indent=2).encode(), MANIFEST)
@@ -284,7 +298,7 @@ def _discard_uncommitted(location: OutputLocation, manifest: dict[str, Any]) -> 
     """Delete what an interrupted run left behind: staged parts, temporary files, shard files of no commit."""
     location.delete(STAGING)
     owned = {entry["file"] for entry in manifest["shards"].values()}
-    for kind in KINDS:
+    for kind in TABLE_SCHEMAS:
         for name in location.list_files(kind):
             if name not in owned:
                 location.delete(kind, name)
@@ -296,14 +310,24 @@ def read_manifest(out: Any) -> dict[str, Any] | None:
     return json.loads(data) if data is not None else None
 
 
-def read_committed(out: Any, kind: str = "shards", columns: list[str] | None = None) -> pa.Table:
-    """All committed rows of `kind` (shards, rejected or quarantine), reading only files the manifest lists."""
+def _tables(manifest: dict[str, Any]) -> list[str]:
+    """The table folders of an output: the three kinds, and samples when the job keeps them."""
+    return list(KINDS) + ([SAMPLES] if manifest.get(SAMPLES) else [])
+
+
+def read_committed(out: Any, kind: str = "shards", columns: list[str] | None = None,
+                   shards: Iterable[int] | None = None) -> pa.Table:
+    """All committed rows of `kind` (shards, rejected, quarantine or samples), reading only files the manifest
+    lists (only those of `shards`, when given). An output that kept no samples has an empty samples table."""
     location = OutputLocation.of(out)
-    schema = KINDS[kind][1]
+    schema = TABLE_SCHEMAS[kind]
     if columns:
         schema = pa.schema([schema.field(name) for name in columns])
     manifest = read_manifest(location)
-    entries = list(manifest["shards"].values()) if manifest else []
+    entries = list(manifest["shards"].values()) if manifest and kind in _tables(manifest) else []
+    if shards is not None:
+        wanted = {shard_name(shard) for shard in shards}
+        entries = [entry for entry in entries if entry["file"] in wanted]
     tables = [location.read_table(kind, entry["file"], schema=schema) for entry in entries]
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
@@ -317,6 +341,8 @@ class Accounting:
     committed_shards: int
     counts: dict[str, int]
     duplicated_ids: list[str]
+    samples: int | None = None  # committed sample rows; None when the job keeps no samples
+    sample_problems: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -324,7 +350,8 @@ class Accounting:
 
     @property
     def ok(self) -> bool:
-        return self.complete and not self.duplicated_ids and sum(self.counts.values()) == self.num_inputs
+        return (self.complete and not self.duplicated_ids and not self.sample_problems
+                and sum(self.counts.values()) == self.num_inputs)
 
     def problems(self) -> list[str]:
         found = []
@@ -334,11 +361,12 @@ class Accounting:
             found.append(f"{len(self.duplicated_ids)} input_ids appear more than once (first: {self.duplicated_ids[0]})")
         if self.complete and sum(self.counts.values()) != self.num_inputs:
             found.append(f"{sum(self.counts.values())} rows committed for {self.num_inputs} inputs")
-        return found
+        return found + self.sample_problems
 
 
 def check_accounting(out: Any) -> Accounting:
-    """Read the input_id column of every committed file and check that each input is in exactly one place."""
+    """Read the input_id column of every committed file and check that each input is in exactly one place,
+    and, when the job keeps samples, that each generated input has its num_samples samples exactly once."""
     manifest = read_manifest(out)
     if manifest is None:
         raise FileNotFoundError(f"{out} has no {MANIFEST}: not the output of `s2d generate`")
@@ -348,4 +376,11 @@ def check_accounting(out: Any) -> Accounting:
         counts[status] = len(ids)
         seen.extend(ids)
     duplicated = sorted(input_id for input_id, times in Counter(seen).items() if times > 1)
-    return Accounting(manifest.get("num_inputs", 0), manifest["num_shards"], len(manifest["shards"]), counts, duplicated)
+    samples, sample_problems = None, []
+    if manifest.get(SAMPLES):
+        table = read_committed(out, SAMPLES, columns=["input_id", "variant", "sample"])
+        generated = pa.concat_tables([read_committed(out, kind, columns=["input_id", "num_samples"])
+                                      for kind in ("shards", "rejected")])
+        samples, sample_problems = table.num_rows, sample_count_problems(generated, table)
+    return Accounting(manifest.get("num_inputs", 0), manifest["num_shards"], len(manifest["shards"]), counts,
+                      duplicated, samples, sample_problems)

@@ -120,12 +120,21 @@ class _Validator:
             label = self._label(record)
             input_id = self._input_id(record, question)
         except _BadRecord as bad:
-            return Quarantined(make_input_id("row", str(index)), index, bad.reason, bad.detail, preview(bad.raw))
+            return Quarantined(self._quarantine_id(index, record), index, bad.reason, bad.detail, preview(bad.raw))
         first = self.first_row_of.setdefault(input_id, index)
         if first != index:
-            return Quarantined(make_input_id("row", str(index)), index, "duplicate",
-                               f"same input as row {first}", preview(question))
+            same = "id" if self.columns.id is not None else "input"
+            return Quarantined(make_input_id("row", str(index)), index, "duplicate", f"same {same} as row {first}",
+                               preview(question))
         return TaskInput(input_id, question, label, fields)
+
+    def _quarantine_id(self, index: int, record: Any) -> str:
+        """A bad row's input_id: the user's id when the row has a usable one that no earlier row took (so the
+        user finds the row by it), else one derived from the row number (unique either way)."""
+        value = record.get(self.columns.id) if self.columns.id is not None and isinstance(record, dict) else None
+        if _usable_id(value) and self.first_row_of.setdefault(str(value), index) == index:
+            return str(value)
+        return make_input_id("row", str(index))
 
     def _text(self, record: dict, column: str, role: str) -> str:
         if column not in record:
@@ -201,9 +210,18 @@ class _Validator:
         if self.columns.id is None:
             return make_input_id(self.task_name, question)
         value = record.get(self.columns.id)
-        if value is None or isinstance(value, (dict, list, bool)) or str(value).strip() == "":
+        if not _usable_id(value):
             raise _BadRecord("bad_id", f"id column {self.columns.id!r} is missing or not a scalar", value)
         return str(value)
+
+
+def _usable_id(value: Any) -> bool:
+    """A scalar with text in it (a NaN is a missing value, as pandas writes one)."""
+    if value is None or isinstance(value, (dict, list, tuple, bool)):
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return str(value).strip() != ""
 
 
 def preview(value: Any) -> str:

@@ -349,6 +349,11 @@ class OutputSpec(_Section):
         "files and a manifest entry: at 1000 the shard writes took most of curation's time on 10M samples "
         "(bench/curate.py), at 5000 curation ran at 1.5M samples/s per core.",
     )
+    keep_samples: bool = Field(
+        True, description="Write every System 2 sample (each step's text, the extracted and normalised answer, its "
+        "tokens) to <out>/samples/, committed with its shard, for `s2d inspect` and audits. false: only the "
+        "curated inputs are kept (smaller output; bench/RESULTS.md has the cost).",
+    )
 
 
 class JobSpec(_Section):

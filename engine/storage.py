@@ -101,7 +101,7 @@ class OutputLocation:
         self._publish(parts, lambda tmp: self._write_stream(tmp, data))
 
     def write_table_atomic(self, table: pa.Table, *parts: str) -> None:
-        self._publish(parts, lambda tmp: pq.write_table(table, tmp, filesystem=self.fs))
+        self._publish(parts, lambda tmp: _write_parquet(table, tmp, self.fs))
 
     def read_table(self, *parts: str, schema: pa.Schema | None = None) -> pa.Table:
         return pq.read_table(self.path(*parts), filesystem=self.fs, schema=schema)
@@ -134,3 +134,13 @@ def _fsync_file(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_parquet(table: pa.Table, path: str, fs) -> None:
+    if table.num_rows:
+        pq.write_table(table, path, filesystem=fs)
+        return
+    # An empty table as a file with its schema and no row group: `pq.write_table` writes one empty row group,
+    # which Hugging Face datasets' Parquet reader refuses ("BatchSize must be greater than 0").
+    with pq.ParquetWriter(path, table.schema, filesystem=fs):
+        pass

@@ -12,11 +12,16 @@ from typing import Any
 IGNORE_INDEX = -100  # the label value torch's cross-entropy skips
 
 
+def chat_messages(prompt: str, answer: str | None = None) -> list[dict[str, str]]:
+    """A training pair as chat turns: the prompt as the one user turn, then (when given) the answer as the
+    assistant's. `prompt_ids` formats the user turn through the chat template; `s2d export` writes both."""
+    turns = [{"role": "user", "content": prompt}]
+    return turns + ([{"role": "assistant", "content": answer}] if answer is not None else [])
+
+
 def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids of the chat-formatted user turn, ending where the assistant's answer starts."""
-    encoded = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
-    )
+    encoded = tokenizer.apply_chat_template(chat_messages(prompt), add_generation_prompt=True, tokenize=True)
     # transformers 5 returns a BatchEncoding (a Mapping) here; older versions return the id list itself.
     if isinstance(encoded, Mapping):
         encoded = encoded["input_ids"]

@@ -39,13 +39,24 @@ def assert_exactly_once(out: Path, num_inputs: int) -> None:
     ids = [i for kind in ("shards", "rejected", "quarantine")
            for i in read_committed(out, kind, columns=["input_id"]).column("input_id").to_pylist()]
     assert len(ids) == len(set(ids)) == num_inputs, f"{len(ids)} rows, {len(set(ids))} distinct, {num_inputs} inputs"
-    assert check_accounting(out).ok and not (out / ".staging").exists()
+    accounting = check_accounting(out)
+    assert accounting.ok and not (out / ".staging").exists(), accounting.problems()
+    # The samples table too: each generated input's samples exactly once, none of another input.
+    samples = read_committed(out, "samples", columns=["input_id", "sample"]).to_pylist()
+    keys = [(row["input_id"], row["sample"]) for row in samples]
+    generated = [row for kind in ("shards", "rejected")
+                 for row in read_committed(out, kind, columns=["input_id", "num_samples"]).to_pylist()]
+    assert len(keys) == len(set(keys)) == sum(row["num_samples"] for row in generated) == accounting.samples > 0
+    assert {input_id for input_id, _ in keys} == {row["input_id"] for row in generated}
 
 
 def _replica_pids() -> list[int]:
+    import ray
     from ray.util.state import list_actors
 
-    return [actor.pid for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+    # This session's Ray by its address: other Ray instances may run on the same machine.
+    address = ray.get_runtime_context().gcs_address
+    return [actor.pid for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
             if "GenerationReplica" in (actor.class_name or "") and actor.pid]
 
 

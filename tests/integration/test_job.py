@@ -80,12 +80,16 @@ def test_changed_spec_on_same_out_is_refused(job, capsys):
     assert "different job spec" in capsys.readouterr().err
 
 
-def test_train_then_eval(job):
+def test_train_then_eval(job, capfd):
     spec, args = job
     assert main(["train", *args]) == 0
     model = spec.out_path / "model"
     assert (model / "adapter_config.json").is_file() and (model / "adapter_model.safetensors").is_file()
     assert main(["eval", *args]) == 0
+    console = capfd.readouterr()
+    # Ray Train, DeepSpeed and vLLM wrote to <out>/logs/; the console has s2d's lines only.
+    assert "Traceback" not in console.out + console.err and "ERROR" not in console.out + console.err
+    assert console.out.splitlines()[-1].startswith("  report") and len(list((spec.out_path / "logs").iterdir())) >= 3
     metrics = json.loads((spec.out_path / "eval" / "metrics.json").read_text())
     systems = {score["system"]: score for score in metrics["systems"]}
     # System 1, System 2 (one sample and the majority of sampling.n), distilled

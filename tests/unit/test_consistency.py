@@ -67,7 +67,7 @@ def test_majority_row_layout_and_values():
                     "votes": 2, "num_samples": 3, "agreement": 2 / 3, "reason": None, "detail": "",
                     "answer_counts": [{"answer": "abcd", "votes": 2}, {"answer": "x", "votes": 1}],
                     "method": "rar2", "model": "m", "system2_tokens": 4.0, "criterion": "majority",
-                    "source_row": None, "raw": None}
+                    "source_row": None, "raw": None, "samples": None}
     rejected = _curate_one({**row, "sample_texts": ["Answer: ab", "Answer: cd"]}, task="last_letter",
                                     method="rar2", model="m", threshold=0.5)
     assert (rejected["status"], rejected["reason"], rejected["criterion"]) == ("rejected", "tie", "majority")

@@ -56,6 +56,19 @@ def test_id_column_is_used_and_must_be_a_scalar(tmp_path):
     assert items[0].input_id == "7" and isinstance(items[1], Quarantined) and items[1].reason == "bad_id"
 
 
+def test_a_bad_row_keeps_the_users_id_when_it_has_a_free_one(tmp_path):
+    rows = [{"qid": "q1", "q": "fine?"}, {"qid": "q2", "q": ""}, {"qid": "q1", "q": ""}, {"qid": "q3", "q": None},
+            {"qid": "q3", "q": "taken by the bad row above?"}, "not an object"]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    items = _items(_spec(path, columns={"input": "q", "id": "qid"}))
+    assert [item.input_id for item in items[:4]] == ["q1", "q2", items[2].input_id, "q3"]
+    assert items[2].input_id not in {"q1", "q2", "q3"} and items[2].reason == "empty", "q1 is a good row's id"
+    assert items[4].reason == "duplicate" and items[4].detail == "same id as row 3"
+    ids = [item.input_id for item in items]
+    assert len(set(ids)) == len(ids) and items[5].reason == "not_an_object"
+
+
 def test_csv_with_a_ragged_row_and_bad_bytes(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_bytes(b'q,a\n"Is water wet?",yes\nonly,three,fields\n"bad \xff byte",x\n,empty\n')
