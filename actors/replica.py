@@ -16,7 +16,7 @@ import numpy as np
 from engine.consistency import generate_for_curation
 from engine.methods import resolve_method
 from engine.models import resolve_model
-from engine.program import Chain, SamplingRequest, run_method
+from engine.program import Chain, SamplingRequest, StepBarrier, run_method
 from engine.spec import EngineSpec, JobSpec, SamplingSpec
 from engine.tasks import get_task
 
@@ -82,7 +82,7 @@ class GenerationReplica:
     def __init__(self, model: str, engine: dict[str, Any], seed: int, method: str | dict[str, Any] | None = None,
                  request: SamplingRequest | None = None, max_lora_rank: int | None = None, replicas: int = 1,
                  task: str | None = None, curate: dict[str, Any] | None = None, failure_ledger: str | None = None,
-                 max_engine_failures: int = 3):
+                 max_engine_failures: int = 3, step_barrier: bool = False):
         import torch
 
         from actors.vllm_backend import VLLMGenerator
@@ -99,6 +99,9 @@ class GenerationReplica:
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         self.model_path = resolve_model(model)
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
+        # What methods run on: chains flow through the async engine, or (step_barrier, for benchmarks) each step
+        # runs over the whole batch as before.
+        self.backend = StepBarrier(self.generator) if step_barrier else self.generator
         if failure_ledger is not None:
             _watch_engine_processes(self._engine_failed)
         self.method = resolve_method(method) if method else None
@@ -178,7 +181,7 @@ class GenerationReplica:
         """`__call__` on plain rows; each argument left out is the job's (tests pass others to one engine)."""
         curate = curate or self.curate
         return generate_for_curation(
-            self.generator, resolve_method(method) if method else self.method, get_task(task) if task else self.task,
+            self.backend, resolve_method(method) if method else self.method, get_task(task) if task else self.task,
             rows, request or self.request, rule=curate["rule"], perturbation=curate.get("perturbation"),
             variants=curate.get("variants", 2), seed=self.seed,
         )
@@ -187,10 +190,25 @@ class GenerationReplica:
             adapter: str | None = None) -> list[list[Chain]]:
         """Direct use (eval): any method (a name, or a job's method section for custom), any sampling,
         optionally through a LoRA adapter."""
-        return run_method(self.generator, resolve_method(method), contexts, request, adapter)
+        return run_method(self.backend, resolve_method(method), contexts, request, adapter)
 
     def ready(self) -> str:
         return self.model_path
 
     def stats(self) -> dict[str, int]:
         return dict(self.generator.stats)
+
+    def close(self) -> None:
+        """Stop the engine before the process exits: an engine core that dies under a running output handler
+        logs a spurious EngineDeadError traceback. Safe to call twice."""
+        generator = getattr(self, "generator", None)  # None when the constructor failed before the engine started
+        if generator is not None:
+            generator.unload()
+
+    # When the actor exits gracefully: Ray calls __ray_shutdown__ on a plain actor, while Ray Data's pool drops
+    # its last reference to this object (so __del__ runs) before its worker exits.
+    def __ray_shutdown__(self) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
