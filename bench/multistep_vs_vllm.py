@@ -89,7 +89,8 @@ class RawSide:
         from engine.tasks import get_task
 
         self.backend, self.method = RawChat(spec), resolve_method(spec.method.model_dump())
-        self.task, self.request, self.input_context = get_task(spec.task.name), sampling_request(spec.sampling), input_context
+        self.task, self.request = get_task(spec.task.name), sampling_request(spec.sampling)
+        self.input_context = input_context
 
     def run(self, rows: list[dict]) -> tuple[int, int]:
         from engine.program import run_method

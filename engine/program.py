@@ -105,7 +105,8 @@ def run_method(
                 _compute(step, context, chain)
             continue
         # One batched call per step: every chain's prompt (every item's, for a fan-out step) at once.
-        calls = [(chain, prompt) for context, chain in flat for prompt in _step_prompts(method, step_index, context, chain)]
+        calls = [(chain, prompt) for context, chain in flat
+                 for prompt in _step_prompts(method, step_index, context, chain)]
         outputs = generator.generate([prompt for _, prompt in calls], follow_up, adapter) if calls else []
         _check_shape(outputs, len(calls), 1)
         per_chain: dict[int, list[Completion]] = {id(chain): [] for _, chain in flat}
