@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,27 +49,33 @@ class EngineProcessDied(RuntimeError):
     """vLLM's engine core (a child process of the replica) exited."""
 
 
-def _watch_engine_processes(on_failure, interval_s: float = 2.0) -> None:
-    """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies.
+def _watch_engine_processes(on_failure: "weakref.WeakMethod", stop: threading.Event, interval_s: float = 2.0) -> None:
+    """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies, until
+    `stop` is set (the replica closing its engine on purpose).
 
     vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
-    for output. Watching the processes turns that hang into a restart.
+    for output. Watching the processes turns that hang into a restart. The callback is held weakly, so the
+    watch does not keep the replica alive (its `__del__` closes the engine).
     """
     import psutil
 
     children = psutil.Process().children(recursive=True)
 
+    def alive(child) -> bool:
+        try:
+            return child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
     def watch():
-        while True:
-            time.sleep(interval_s)
-            for child in children:
-                try:
-                    alive = child.is_running() and child.status() != psutil.STATUS_ZOMBIE
-                except psutil.NoSuchProcess:
-                    alive = False
-                if not alive:
-                    on_failure(EngineProcessDied(f"vLLM engine process {child.pid} exited"))
-                    return
+        while not stop.wait(interval_s):
+            dead = next((child for child in children if not alive(child)), None)
+            if dead is None:
+                continue
+            callback = on_failure()
+            if callback is not None and not stop.is_set():
+                callback(EngineProcessDied(f"vLLM engine process {dead.pid} exited"))
+            return
 
     threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
 
@@ -92,6 +99,7 @@ class GenerationReplica:
         self.max_engine_failures = max_engine_failures
         # Batches run in concurrent threads (the engine interleaves them); one engine failure is counted once.
         self._failure_lock = threading.Lock()
+        self._closing = threading.Event()
         self._refuse_after_too_many_failures()
         if not torch.cuda.is_available():
             # Before the engine starts: its core process inherits this environment.
@@ -103,7 +111,7 @@ class GenerationReplica:
         # runs over the whole batch as before.
         self.backend = StepBarrier(self.generator) if step_barrier else self.generator
         if failure_ledger is not None:
-            _watch_engine_processes(self._engine_failed)
+            _watch_engine_processes(weakref.WeakMethod(self._engine_failed), self._closing)
         self.method = resolve_method(method) if method else None
         self.request = request
         self.task = get_task(task) if task else None
@@ -203,6 +211,7 @@ class GenerationReplica:
         logs a spurious EngineDeadError traceback. Safe to call twice."""
         generator = getattr(self, "generator", None)  # None when the constructor failed before the engine started
         if generator is not None:
+            self._closing.set()  # its processes exit now: not a failure
             generator.unload()
 
     # When the actor exits gracefully: Ray calls __ray_shutdown__ on a plain actor, while Ray Data's pool drops

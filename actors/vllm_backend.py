@@ -18,6 +18,7 @@ from engine.program import Completion, SamplingRequest, all_of
 from engine.spec import EngineSpec
 
 T = TypeVar("T")
+UNLOAD_TIMEOUT_S = 30.0
 
 
 def _import_vllm() -> Any:
@@ -124,11 +125,12 @@ class VLLMGenerator:
 
     def unload(self) -> None:
         """Stop the engine and its loop; safe to call twice."""
-        if self._engine is not None:
-            asyncio.run_coroutine_threadsafe(_shutdown(self._engine), self._loop).result()
-            self._engine = None
+        if self._engine is not None and self._loop.is_running():
+            # Bounded: called from a finalizer, the loop's thread may no longer run (interpreter shutdown).
+            asyncio.run_coroutine_threadsafe(_shutdown(self._engine), self._loop).result(timeout=UNLOAD_TIMEOUT_S)
             self._loop.call_soon_threadsafe(self._loop.stop)
-            gc.collect()
+        self._engine = None
+        gc.collect()
 
 
 async def _shutdown(engine: Any) -> None:
