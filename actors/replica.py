@@ -6,10 +6,10 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
-import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,13 +49,12 @@ class EngineProcessDied(RuntimeError):
     """vLLM's engine core (a child process of the replica) exited."""
 
 
-def _watch_engine_processes(on_failure: "weakref.WeakMethod", stop: threading.Event, interval_s: float = 2.0) -> None:
+def _watch_engine_processes(on_failure, stop: threading.Event, interval_s: float = 2.0) -> None:
     """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies, until
     `stop` is set (the replica closing its engine on purpose).
 
     vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
-    for output. Watching the processes turns that hang into a restart. The callback is held weakly, so the
-    watch does not keep the replica alive (its `__del__` closes the engine).
+    for output. Watching the processes turns that hang into a restart.
     """
     import psutil
 
@@ -72,9 +71,8 @@ def _watch_engine_processes(on_failure: "weakref.WeakMethod", stop: threading.Ev
             dead = next((child for child in children if not alive(child)), None)
             if dead is None:
                 continue
-            callback = on_failure()
-            if callback is not None and not stop.is_set():
-                callback(EngineProcessDied(f"vLLM engine process {dead.pid} exited"))
+            if not stop.is_set():
+                on_failure(EngineProcessDied(f"vLLM engine process {dead.pid} exited"))
             return
 
     threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
@@ -111,7 +109,10 @@ class GenerationReplica:
         # runs over the whole batch as before.
         self.backend = StepBarrier(self.generator) if step_barrier else self.generator
         if failure_ledger is not None:
-            _watch_engine_processes(weakref.WeakMethod(self._engine_failed), self._closing)
+            _watch_engine_processes(self._engine_failed, self._closing)
+        # Any other exit that runs Python's exit handlers (Ray Data releasing its pool, Ray stopping workers when
+        # the driver ends): registered after vLLM's own, so it runs first, while the engine's loop still runs.
+        atexit.register(self.close)
         self.method = resolve_method(method) if method else None
         self.request = request
         self.task = get_task(task) if task else None
@@ -214,10 +215,5 @@ class GenerationReplica:
             self._closing.set()  # its processes exit now: not a failure
             generator.unload()
 
-    # When the actor exits gracefully: Ray calls __ray_shutdown__ on a plain actor, while Ray Data's pool drops
-    # its last reference to this object (so __del__ runs) before its worker exits.
-    def __ray_shutdown__(self) -> None:
-        self.close()
-
-    def __del__(self) -> None:
+    def __ray_shutdown__(self) -> None:  # a plain actor exiting gracefully (its handles gone)
         self.close()

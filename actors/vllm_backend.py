@@ -44,9 +44,10 @@ class VLLMGenerator:
     resolve_block_size).
     """
 
-    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, max_model_len: int):
+    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread,
+                 max_model_len: int):
         self._engine = engine
-        self._loop = loop
+        self._loop, self._loop_thread = loop, loop_thread
         self._tokenizer = engine.get_tokenizer()
         self.max_model_len = max_model_len
         # What reached the engine: with vLLM's `n`, prompts stay at one per input, completions are n per prompt.
@@ -76,7 +77,8 @@ class VLLMGenerator:
         if max_lora_rank is not None:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         loop = asyncio.new_event_loop()
-        threading.Thread(target=loop.run_forever, name="s2d-vllm-loop", daemon=True).start()
+        thread = threading.Thread(target=loop.run_forever, name="s2d-vllm-loop", daemon=True)
+        thread.start()
 
         async def start() -> Any:  # in the loop: the engine's output handler lives there
             return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
@@ -86,7 +88,7 @@ class VLLMGenerator:
         except BaseException:
             loop.call_soon_threadsafe(loop.stop)
             raise
-        return cls(llm, loop, engine.max_model_len)
+        return cls(llm, loop, thread, engine.max_model_len)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -124,11 +126,12 @@ class VLLMGenerator:
         return [len(ids) for ids in self._chat_token_ids(prompts)]
 
     def unload(self) -> None:
-        """Stop the engine and its loop; safe to call twice."""
+        """Stop the engine and its loop; safe to call twice. Blocks, so never called on the loop's own thread."""
         if self._engine is not None and self._loop.is_running():
-            # Bounded: called from a finalizer, the loop's thread may no longer run (interpreter shutdown).
             asyncio.run_coroutine_threadsafe(_shutdown(self._engine), self._loop).result(timeout=UNLOAD_TIMEOUT_S)
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=UNLOAD_TIMEOUT_S)
+            self._loop.close()  # drops the loop's last references to the engine, so it is collected here
         self._engine = None
         gc.collect()
 

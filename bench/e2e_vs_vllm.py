@@ -79,8 +79,10 @@ def run_s2d(workdir: Path) -> dict:
     if child.returncode:
         sys.exit(f"s2d: failed\n{child.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
+    console = Path(tempfile.gettempdir()) / f"s2d-e2e-console-{out.name}.log"  # kept: what a user would see
+    console.write_text(child.stdout + child.stderr)
     return {"seconds": seconds, "samples": metrics["samples"], "stage_seconds": metrics.get("stage_seconds", {}),
-            "tracebacks": (child.stdout + child.stderr).count("Traceback")}
+            "tracebacks": (child.stdout + child.stderr).count("Traceback"), "console": str(console)}
 
 
 def main() -> None:
@@ -99,7 +101,8 @@ def main() -> None:
                       f"{rates[side][-1]:5.2f} samples/s", flush=True)
                 if side == "s2d":
                     stages = ", ".join(f"{name} {value:.1f} s" for name, value in result["stage_seconds"].items())
-                    print(f"     stages: {stages}; tracebacks in its output: {result['tracebacks']}", flush=True)
+                    print(f"     stages: {stages}; tracebacks in its output: {result['tracebacks']} "
+                          f"({result['console']})", flush=True)
     means = {side: sum(values) / len(values) for side, values in rates.items()}
     for side, values in rates.items():
         print(f"{side:<4} mean {means[side]:5.2f} samples/s, spread {min(values):.2f}-{max(values):.2f}")
