@@ -1,6 +1,6 @@
 """Side by side: multi-step System 2 methods on s2d's replica vs a raw vLLM script, in output tokens/s, in one run.
 
-    .venv/bin/python bench/multistep_vs_vllm.py                         # rar2, ~9 minutes on 2 cores
+    .venv/bin/python bench/multistep_vs_vllm.py                         # rar2, ~10 minutes on 2 cores
     .venv/bin/python bench/multistep_vs_vllm.py --methods s2a bsm       # the other multi-step methods
 
 For each method, the same inputs, n, max_tokens, temperature, engine seed and engine arguments (s2d's
