@@ -53,6 +53,7 @@ class VLLMGenerator:
         # What reached the engine: with vLLM's `n`, prompts stay at one per input, completions are n per prompt.
         # Updated only on the loop's thread.
         self.stats = {"prompts": 0, "completions": 0, "output_tokens": 0, "prompts_too_long": 0}
+        self._in_flight = 0  # requests in the engine; like stats, touched only on the loop's thread
 
     @classmethod
     def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> "VLLMGenerator":
@@ -106,9 +107,15 @@ class VLLMGenerator:
             self.stats["prompts_too_long"] += 1
             return [Completion("", 0)] * request.n
         final = None
-        async for output in self._engine.generate({"prompt_token_ids": token_ids}, _sampling_params(request),
-                                                  uuid.uuid4().hex, lora_request=_lora_request(adapter)):
-            final = output
+        self._in_flight += 1
+        try:
+            async for output in self._engine.generate({"prompt_token_ids": token_ids}, _sampling_params(request),
+                                                      uuid.uuid4().hex, lora_request=_lora_request(adapter)):
+                final = output
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                _stop_output_handler(self._engine)
         completions = [Completion(o.text, len(o.token_ids)) for o in final.outputs]
         self.stats["prompts"] += 1
         self.stats["completions"] += len(completions)
@@ -136,11 +143,24 @@ class VLLMGenerator:
         gc.collect()
 
 
-async def _shutdown(engine: Any) -> None:
-    # The output handler goes first: stopped after the engine core, it logs the core's exit as an engine failure.
+def _stop_output_handler(engine: Any) -> Any:
+    """Stop AsyncLLM's output handler while nothing is in flight (its next request starts a new one).
+
+    A handler still running when the engine core exits logs the exit as an engine failure (an
+    `EngineDeadError` traceback); when a job ends, Ray can stop the core before the replica's own exit
+    handlers run, so an idle replica keeps no handler running.
+    """
     handler = getattr(engine, "output_handler", None)
     if handler is not None:
         handler.cancel()
+        engine.output_handler = None
+    return handler
+
+
+async def _shutdown(engine: Any) -> None:
+    # The output handler goes first: stopped after the engine core, it logs the core's exit as an engine failure.
+    handler = _stop_output_handler(engine)
+    if handler is not None:
         with contextlib.suppress(asyncio.CancelledError):
             await handler
     engine.shutdown()
