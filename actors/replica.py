@@ -6,6 +6,7 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import weakref
@@ -16,7 +17,7 @@ import numpy as np
 from engine.consistency import generate_for_curation
 from engine.methods import resolve_method
 from engine.models import resolve_model
-from engine.program import Chain, SamplingRequest, run_method
+from engine.program import Chain, SamplingRequest, StepBarrier, run_method
 from engine.spec import EngineSpec, JobSpec, SamplingSpec
 from engine.tasks import get_task
 
@@ -56,7 +57,8 @@ class EngineProcessDied(RuntimeError):
 
 
 def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: float = 2.0) -> None:
-    """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies.
+    """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies, until
+    `stopped` is set (the replica closing its engine on purpose).
 
     vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
     for output. Watching the processes turns that hang into a restart.
@@ -65,16 +67,20 @@ def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: fl
 
     children = psutil.Process().children(recursive=True)
 
+    def alive(child) -> bool:
+        try:
+            return child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
     def watch():
-        while not stopped.wait(interval_s):  # stopped: the replica shuts its engine down on purpose
-            for child in children:
-                try:
-                    alive = child.is_running() and child.status() != psutil.STATUS_ZOMBIE
-                except psutil.NoSuchProcess:
-                    alive = False
-                if not alive:
-                    on_failure(EngineProcessDied(f"vLLM engine process {child.pid} exited"))
-                    return
+        while not stopped.wait(interval_s):
+            dead = next((child for child in children if not alive(child)), None)
+            if dead is None:
+                continue
+            if not stopped.is_set():
+                on_failure(EngineProcessDied(f"vLLM engine process {dead.pid} exited"))
+            return
 
     threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
 
@@ -88,7 +94,7 @@ class GenerationReplica:
     def __init__(self, model: str, engine: dict[str, Any], seed: int, method: str | dict[str, Any] | None = None,
                  request: SamplingRequest | None = None, max_lora_rank: int | None = None, replicas: int = 1,
                  task: str | None = None, curate: dict[str, Any] | None = None, failure_ledger: str | None = None,
-                 max_engine_failures: int = 3, keep_samples: bool = False):
+                 max_engine_failures: int = 3, keep_samples: bool = False, step_barrier: bool = False):
         import torch
 
         from actors.vllm_backend import VLLMGenerator
@@ -106,10 +112,17 @@ class GenerationReplica:
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         self.model_path = resolve_model(model)
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
+        # What methods run on: chains flow through the async engine, or (step_barrier, for benchmarks) each step
+        # runs over the whole batch as before.
+        self.backend = StepBarrier(self.generator) if step_barrier else self.generator
         if failure_ledger is not None:
             # A weak reference: the watchdog must not keep the replica alive, or its __del__ never closes the engine.
             engine_failed = weakref.WeakMethod(self._engine_failed)
             _watch_engine_processes(lambda error: (method := engine_failed()) and method(error), self._closed)
+        # Any other exit that runs Python's exit handlers (Ray stopping workers when the driver ends): registered
+        # after vLLM's own, so it runs first, while the engine's loop still runs. Weakly, like the watchdog.
+        close = weakref.WeakMethod(self.close)
+        atexit.register(lambda: (method := close()) and method())
         self.method = resolve_method(method) if method else None
         self.request = request
         self.task = get_task(task) if task else None
@@ -188,7 +201,7 @@ class GenerationReplica:
         """`__call__` on plain rows; each argument left out is the job's (tests pass others to one engine)."""
         curate = curate or self.curate
         return generate_for_curation(
-            self.generator, resolve_method(method) if method else self.method, get_task(task) if task else self.task,
+            self.backend, resolve_method(method) if method else self.method, get_task(task) if task else self.task,
             rows, request or self.request, rule=curate["rule"], perturbation=curate.get("perturbation"),
             variants=curate.get("variants", 2), seed=self.seed, keep_samples=self.keep_samples,
         )
@@ -197,7 +210,7 @@ class GenerationReplica:
             adapter: str | None = None) -> list[list[Chain]]:
         """Direct use (eval): any method (a name, or a job's method section for custom), any sampling,
         optionally through a LoRA adapter."""
-        return run_method(self.generator, resolve_method(method), contexts, request, adapter)
+        return run_method(self.backend, resolve_method(method), contexts, request, adapter)
 
     def ready(self) -> str:
         return self.model_path
@@ -217,3 +230,6 @@ class GenerationReplica:
 
     def stats(self) -> dict[str, int]:
         return dict(self.generator.stats)
+
+    def __ray_shutdown__(self) -> None:  # a plain actor exiting gracefully (its handles gone)
+        self.close()

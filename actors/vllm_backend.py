@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import threading
 import uuid
 import zlib
-from typing import Any, Sequence
+from typing import Any, Coroutine, Sequence, TypeVar
 
-from engine.program import Completion, SamplingRequest
+from engine.program import Completion, SamplingRequest, all_of
 from engine.spec import EngineSpec
+
+T = TypeVar("T")
+UNLOAD_TIMEOUT_S = 30.0
 
 
 def _import_vllm() -> Any:
@@ -29,23 +33,27 @@ def _import_vllm() -> Any:
 
 
 class VLLMGenerator:
-    """One vLLM engine behind a blocking, thread-safe `generate`.
+    """One vLLM engine behind both forms of `engine.program`'s backend: `complete` (async, one prompt) and a
+    blocking, thread-safe `generate` (a batch of prompts).
 
-    The engine is vLLM's asynchronous one (`AsyncLLM`), driven by an event loop on a thread of its own, so
-    calls from several threads run in the engine at once: while one batch of a replica waits for its last
-    long samples, or between the steps of a multi-step method, the other batch's requests keep the engine's
-    running batch full (continuous batching across batches). Samples come from vLLM's `n`, so the n samples
-    of a prompt share its KV cache blocks (whole blocks: hence the small CPU block size, resolve_block_size).
+    The engine is vLLM's asynchronous one (`AsyncLLM`), driven by an event loop on a thread of its own. A
+    method's chains run there as coroutines (`run`), each submitting its next call the moment its last one
+    returns, and calls from several threads (a replica's concurrent batches) share the engine: its running
+    batch stays full across steps and batches (continuous batching). Samples come from vLLM's `n`, so the n
+    samples of a prompt share its KV cache blocks (whole blocks: hence the small CPU block size,
+    resolve_block_size).
     """
 
-    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, max_model_len: int):
+    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread,
+                 max_model_len: int):
         self._engine = engine
-        self._loop = loop
+        self._loop, self._loop_thread = loop, loop_thread
         self._tokenizer = engine.get_tokenizer()
         self.max_model_len = max_model_len
         # What reached the engine: with vLLM's `n`, prompts stay at one per input, completions are n per prompt.
-        self.stats = {"calls": 0, "prompts": 0, "completions": 0, "output_tokens": 0, "prompts_too_long": 0}
-        self._stats_lock = threading.Lock()
+        # Updated only on the loop's thread.
+        self.stats = {"prompts": 0, "completions": 0, "output_tokens": 0, "prompts_too_long": 0}
+        self._in_flight = 0  # requests in the engine; like stats, touched only on the loop's thread
 
     @classmethod
     def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> "VLLMGenerator":
@@ -70,7 +78,8 @@ class VLLMGenerator:
         if max_lora_rank is not None:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         loop = asyncio.new_event_loop()
-        threading.Thread(target=loop.run_forever, name="s2d-vllm-loop", daemon=True).start()
+        thread = threading.Thread(target=loop.run_forever, name="s2d-vllm-loop", daemon=True)
+        thread.start()
 
         async def start() -> Any:  # in the loop: the engine's output handler lives there
             return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
@@ -80,46 +89,38 @@ class VLLMGenerator:
         except BaseException:
             loop.call_soon_threadsafe(loop.stop)
             raise
-        return cls(llm, loop, engine.max_model_len)
+        return cls(llm, loop, thread, engine.max_model_len)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def generate(
         self, prompts: Sequence[str], request: SamplingRequest, adapter: str | None = None
     ) -> list[list[Completion]]:
-        vllm = _import_vllm()
-        from vllm.sampling_params import RequestOutputKind
+        return self.run(all_of(self.complete(prompt, request, adapter) for prompt in prompts))
 
-        params = vllm.SamplingParams(
-            n=request.n, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
-        token_ids = self._chat_token_ids(prompts)
-        # A prompt longer than the context (a chain that grew too long) gets n empty completions instead of
-        # failing the whole call, and its chain no answer.
-        fits = [len(ids) < self.max_model_len for ids in token_ids]
-        kept = [ids for ids, ok in zip(token_ids, fits) if ok]
-        future = asyncio.run_coroutine_threadsafe(self._generate_all(kept, params, _lora_request(adapter)), self._loop)
-        outputs = iter(future.result())
-        empty = [Completion("", 0)] * request.n
-        completions = [
-            [Completion(o.text, len(o.token_ids)) for o in next(outputs).outputs] if ok else list(empty) for ok in fits
-        ]
-        with self._stats_lock:
-            self.stats["prompts_too_long"] += fits.count(False)
-            self.stats["calls"] += 1
-            self.stats["prompts"] += len(prompts)
-            self.stats["completions"] += sum(map(len, completions))
-            self.stats["output_tokens"] += sum(c.num_tokens for per_prompt in completions for c in per_prompt)
-        return completions
-
-    async def _generate_all(self, token_ids: list[list[int]], params: Any, lora: Any) -> list[Any]:
-        return await asyncio.gather(*(self._generate_one(ids, params, lora) for ids in token_ids))
-
-    async def _generate_one(self, token_ids: list[int], params: Any, lora: Any) -> Any:
+    async def complete(self, prompt: str, request: SamplingRequest, adapter: str | None = None) -> list[Completion]:
+        token_ids = self._chat_token_ids([prompt])[0]
+        if len(token_ids) >= self.max_model_len:
+            # A prompt longer than the context (a chain that grew too long) gets n empty completions instead of
+            # failing the whole batch, and its chain no answer.
+            self.stats["prompts_too_long"] += 1
+            return [Completion("", 0)] * request.n
         final = None
-        async for output in self._engine.generate({"prompt_token_ids": token_ids}, params, uuid.uuid4().hex,
-                                                  lora_request=lora):
-            final = output
-        return final
+        self._in_flight += 1
+        try:
+            async for output in self._engine.generate({"prompt_token_ids": token_ids}, _sampling_params(request),
+                                                      uuid.uuid4().hex, lora_request=_lora_request(adapter)):
+                final = output
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                _stop_output_handler(self._engine)
+        completions = [Completion(o.text, len(o.token_ids)) for o in final.outputs]
+        self.stats["prompts"] += 1
+        self.stats["completions"] += len(completions)
+        self.stats["output_tokens"] += sum(c.num_tokens for c in completions)
+        return completions
 
     def _chat_token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """Each prompt as the engine sees it: one chat-formatted user turn, generation prompt added."""
@@ -132,21 +133,48 @@ class VLLMGenerator:
         return [len(ids) for ids in self._chat_token_ids(prompts)]
 
     def unload(self) -> None:
-        if self._engine is not None:
-            asyncio.run_coroutine_threadsafe(_shutdown(self._engine), self._loop).result()
-            self._engine = None
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        """Stop the engine and its loop; safe to call twice. Blocks, so never called on the loop's own thread."""
+        if self._engine is not None and self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(_shutdown(self._engine), self._loop).result(timeout=UNLOAD_TIMEOUT_S)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=UNLOAD_TIMEOUT_S)
+            self._loop.close()  # drops the loop's last references to the engine, so it is collected here
+        self._engine = None
         gc.collect()
+
+
+def _stop_output_handler(engine: Any) -> Any:
+    """Stop AsyncLLM's output handler while nothing is in flight (its next request starts a new one).
+
+    A handler still running when the engine core exits logs the exit as an engine failure (an
+    `EngineDeadError` traceback); when a job ends, Ray can stop the core before the replica's own exit
+    handlers run, so an idle replica keeps no handler running.
+    """
+    handler = getattr(engine, "output_handler", None)
+    if handler is not None:
+        handler.cancel()
+        engine.output_handler = None
+    return handler
 
 
 async def _shutdown(engine: Any) -> None:
     # The output handler goes first: stopped after the engine core, it logs the core's exit as an engine failure.
-    handler = getattr(engine, "output_handler", None)
+    handler = _stop_output_handler(engine)
     if handler is not None:
-        handler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await handler
     engine.shutdown()
+
+
+@functools.lru_cache(maxsize=32)
+def _sampling_params(request: SamplingRequest) -> Any:
+    vllm = _import_vllm()
+    from vllm.sampling_params import RequestOutputKind
+
+    return vllm.SamplingParams(
+        n=request.n, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
 
 
 def resolve_dtype(requested: str) -> str:

@@ -77,9 +77,9 @@ def test_bsm_branches_solves_per_criterion_and_merges(replica, ray_session):
     after = ray_session.get(replica.stats.remote())
     solve_calls = sum(len(chain.steps["solve"]) for per_input in chains for chain in per_input)
     assert all(len(chain.steps["solve"]) <= 5 for per_input in chains for chain in per_input)
-    # branch: 2 prompts (n=2); solve: one prompt per criterion of each of the 4 chains, in one batch; merge: none
+    # branch: 2 prompts (n=2); solve: one prompt per criterion of each of the 4 chains; merge: no call
     assert after["prompts"] - before["prompts"] == 2 + solve_calls
-    assert after["calls"] - before["calls"] == (2 if solve_calls else 1)
+    assert after["completions"] - before["completions"] == 2 * 2 + solve_calls
     for per_input in chains:
         for chain in per_input:
             assert list(chain.steps) == ["branch", "solve", "merge"]

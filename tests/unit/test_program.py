@@ -1,9 +1,12 @@
 """The prompt-program runner against a scripted backend (pure logic; the real engine is in integration tests)."""
 
+import asyncio
+import random
+
 import pytest
 
 from engine.methods import METHODS, get_method
-from engine.program import Completion, SamplingRequest, run_method
+from engine.program import Completion, SamplingRequest, StepBarrier, run_method
 
 
 class ScriptedGenerator:
@@ -109,3 +112,87 @@ def test_fan_out_caps_items_and_survives_an_empty_plan():
     chains = run_method(empty, get_method("bsm"), [context], SamplingRequest(n=1))
     assert len(empty.calls) == 1  # no criteria: no solve call at all
     assert chains[0][0].steps["solve"] == [] and chains[0][0].final_text.endswith("Answer: none")
+
+
+
+class RandomLatencyGenerator:
+    """The async backend form, each call taking a random time (input 0's first call the longest), so calls
+    end in a different order than they began. Records the order calls returned and each call's tokens."""
+
+    def __init__(self, seed=0):
+        self.random = random.Random(seed)
+        self.returned = []  # prompts, in the order their calls returned
+        self.tokens = {}  # prompt -> tokens of each of its completions
+
+    async def complete(self, prompt, request, adapter=None):
+        slowest = prompt.startswith("Q0\n")
+        await asyncio.sleep(0.08 if slowest else self.random.uniform(0.001, 0.03))
+        self.returned.append(prompt)
+        self.tokens[prompt] = self.random.randint(1, 50)
+        return [Completion(f"{i}|{prompt}", self.tokens[prompt]) for i in range(request.n)]
+
+    def run(self, coroutine):
+        return asyncio.run(coroutine)
+
+
+def test_chains_flow_out_of_order_and_come_back_in_order_with_their_tokens():
+    gen = RandomLatencyGenerator()
+    contexts = [{"question": f"Q{index}", "system1_prompt": ""} for index in range(6)]
+    chains = run_method(gen, get_method("rar2"), contexts, SamplingRequest(n=3, temperature=0.7, max_tokens=9))
+    first_calls = [prompt for prompt in gen.returned if not prompt.startswith("(original)")]
+    second_calls = [prompt for prompt in gen.returned if prompt.startswith("(original)")]
+    assert len(first_calls) == 6 and len(second_calls) == 6 * 3
+    # No step barrier: chains of other inputs finished their second call before input 0's first call returned.
+    assert gen.returned.index(first_calls[-1]) > gen.returned.index(second_calls[0])
+    assert first_calls[-1].startswith("Q0\n")
+    finished_inputs = [prompt.split("\n", 1)[0] for prompt in second_calls]
+    assert finished_inputs != sorted(finished_inputs)  # chains finished out of input order
+    assert [len(per_input) for per_input in chains] == [3] * 6
+    for index, per_input in enumerate(chains):
+        first_prompt = get_method("rar2").render(0, contexts[index])
+        for sample, chain in enumerate(per_input):
+            assert chain.steps["rephrase"] == f"{sample}|{first_prompt}"  # in sample order, from its own input
+            second_prompt = get_method("rar2").render(1, {**contexts[index], "rephrase": chain.steps["rephrase"]})
+            assert chain.steps["respond"] == f"0|{second_prompt}"  # answered from its own rephrasing
+            assert chain.num_tokens == gen.tokens[first_prompt] + gen.tokens[second_prompt]
+
+
+class AsyncOf:
+    """A scripted batch backend seen through the async form, one prompt per call."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    async def complete(self, prompt, request, adapter=None):
+        await asyncio.sleep(0)
+        (completions,) = self.generator.generate([prompt], request, adapter)
+        return completions
+
+    def run(self, coroutine):
+        return asyncio.run(coroutine)
+
+
+def test_fan_out_and_computed_steps_flow_to_the_same_chains_as_the_step_barrier():
+    context = {"question": "Q", "system1_prompt": "S", "instruction": "I", "response_a": "ra", "response_b": "rb"}
+    request = SamplingRequest(n=2, max_tokens=9)
+    barrier = run_method(StepBarrier(JudgeGenerator()), get_method("bsm"), [context] * 2, request)
+    flowing_backend = AsyncOf(JudgeGenerator())
+    flowing = run_method(flowing_backend, get_method("bsm"), [context] * 2, request)
+    assert flowing == barrier
+    # one call per prompt: 2 branch calls (n=2), then 3 solve calls for each of the 4 chains
+    assert len(flowing_backend.generator.calls) == 2 + 4 * 3
+
+
+def test_a_failing_call_fails_the_method_and_cancels_the_other_chains():
+    class FailsOnSecondStep(RandomLatencyGenerator):
+        async def complete(self, prompt, request, adapter=None):
+            if prompt.startswith("(original) Q2"):
+                raise RuntimeError("engine failed")
+            return await super().complete(prompt, request, adapter)
+
+    gen = FailsOnSecondStep()
+    with pytest.raises(ExceptionGroup) as failure:
+        run_method(gen, get_method("rar2"), [{"question": f"Q{i}", "system1_prompt": ""} for i in range(4)],
+                   SamplingRequest(n=2))
+    assert failure.group_contains(RuntimeError, match="engine failed")
+    assert not any(prompt.startswith("(original) Q0") for prompt in gen.returned)  # cancelled, never returned
