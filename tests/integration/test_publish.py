@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 DEMO = ROOT / "configs" / "demo.yaml"
 # rar2's two steps, so every sample has a chain; plurality vote, so some inputs are accepted.
-OVERRIDES = ["task.num_inputs=8", "sampling.n=4", "sampling.max_tokens=32", "output.inputs_per_shard=4",
+OVERRIDES = ["task.name=last_letter", "method.name=rar2", "task.num_inputs=8", "sampling.n=4", "sampling.max_tokens=32", "output.inputs_per_shard=4",
              "curate.threshold=0.0"]
 NOISE = re.compile(r"Traceback|ERROR|EngineDeadError|\bE \d+ \d+\]|WARNING|INFO")
 

@@ -39,7 +39,7 @@ def test_native_python_and_child_output_go_to_the_log_and_s2d_lines_to_the_termi
 def test_a_failing_run_ends_with_its_cause_and_the_log_path(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["generate", str(ROOT / "configs" / "demo.yaml"), f"out={out}", f"data.path={tmp_path / 'none.jsonl'}",
-                 "task.name=freeform", "--no-progress"])
+                 "task.name=freeform", "method.name=system1", "--no-progress"])
     captured = capsys.readouterr()
     last = captured.err.strip().splitlines()[-1]
     assert code == 1 and last.startswith("s2d: error: data.path") and f"(log: {out / 'logs'}" in last
