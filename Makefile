@@ -3,7 +3,7 @@ VENV ?= .venv
 S2D := $(VENV)/bin/s2d
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: venv demo test test-all unit paper clean
+.PHONY: venv demo test test-all unit paper lint format clean
 
 venv:
 	bash scripts/setup.sh
@@ -11,7 +11,15 @@ venv:
 demo: venv
 	$(S2D) run configs/demo.yaml
 
-test: venv
+lint: venv  # ruff's lint and format check; `make format` applies its fixes
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: venv lint
 	$(PYTEST) -m "not slow"
 
 test-all: venv
