@@ -10,7 +10,8 @@ import atexit
 import os
 import threading
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,6 @@ from engine.models import resolve_model
 from engine.program import Chain, SamplingRequest, StepBarrier, run_method
 from engine.spec import EngineSpec, JobSpec, SamplingSpec
 from engine.tasks import get_task
-
 
 # For the replica actors of a job. Ray kills an actor's child processes as soon as its graceful exit begins,
 # before any Python code of the exiting actor runs; vLLM's engine process is such a child, and vLLM's output
@@ -86,15 +86,28 @@ def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: fl
 
 
 def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
-    return SamplingRequest(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                           max_tokens=sampling.max_tokens)
+    return SamplingRequest(
+        n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens
+    )
 
 
 class GenerationReplica:
-    def __init__(self, model: str, engine: dict[str, Any], seed: int, method: str | dict[str, Any] | None = None,
-                 request: SamplingRequest | None = None, max_lora_rank: int | None = None, replicas: int = 1,
-                 task: str | None = None, curate: dict[str, Any] | None = None, failure_ledger: str | None = None,
-                 max_engine_failures: int = 3, keep_samples: bool = False, step_barrier: bool = False):
+    def __init__(
+        self,
+        model: str,
+        engine: dict[str, Any],
+        seed: int,
+        method: str | dict[str, Any] | None = None,
+        request: SamplingRequest | None = None,
+        max_lora_rank: int | None = None,
+        replicas: int = 1,
+        task: str | None = None,
+        curate: dict[str, Any] | None = None,
+        failure_ledger: str | None = None,
+        max_engine_failures: int = 3,
+        keep_samples: bool = False,
+        step_barrier: bool = False,
+    ):
         import torch
 
         from actors.vllm_backend import VLLMGenerator
@@ -133,10 +146,18 @@ class GenerationReplica:
     @classmethod
     def for_job(cls, spec: JobSpec, max_lora_rank: int | None = None) -> dict[str, Any]:
         """Constructor kwargs for a job's generation replica (plain data, so Ray can ship it)."""
-        return dict(model=spec.model, engine=spec.engine.model_dump(), seed=spec.sampling.seed,
-                    method=spec.method.model_dump(), request=sampling_request(spec.sampling),
-                    max_lora_rank=max_lora_rank, replicas=spec.generation.replicas, task=spec.task.name,
-                    curate=spec.curate.model_dump(), keep_samples=spec.output.keep_samples)
+        return dict(
+            model=spec.model,
+            engine=spec.engine.model_dump(),
+            seed=spec.sampling.seed,
+            method=spec.method.model_dump(),
+            request=sampling_request(spec.sampling),
+            max_lora_rank=max_lora_rank,
+            replicas=spec.generation.replicas,
+            task=spec.task.name,
+            curate=spec.curate.model_dump(),
+            keep_samples=spec.output.keep_samples,
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Ray Data stage: one row per input in; out, the row's n sample texts and token counts, plus what the
@@ -165,9 +186,14 @@ class GenerationReplica:
             index = next(produced) if ok else None
             for name, values in generated.items():
                 merged[name].append(values[index] if ok else row.get(name) if name in _PASSTHROUGH else None)
-            merged["input_error"].append(None if ok else (
-                f"too_long: the direct prompt has {length} tokens; with sampling.max_tokens="
-                f"{self.request.max_tokens} it does not fit engine.max_model_len={self.generator.max_model_len}"))
+            merged["input_error"].append(
+                None
+                if ok
+                else (
+                    f"too_long: the direct prompt has {length} tokens; with sampling.max_tokens="
+                    f"{self.request.max_tokens} it does not fit engine.max_model_len={self.generator.max_model_len}"
+                )
+            )
         return merged
 
     def _engine_failed(self, error: Exception) -> None:
@@ -181,8 +207,9 @@ class GenerationReplica:
         self._failure_lock.acquire()  # never released: the first failing thread exits the process
         cause = f"{type(error).__name__}: {error}"
         failures = ray.get(ray.get_actor(self.failure_ledger).record.remote(cause))
-        print(f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})",
-              flush=True)
+        print(
+            f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})", flush=True
+        )
         os._exit(1)
 
     def _refuse_after_too_many_failures(self) -> None:
@@ -192,22 +219,41 @@ class GenerationReplica:
 
         causes = ray.get(ray.get_actor(self.failure_ledger).causes.remote())
         if len(causes) >= self.max_engine_failures:
-            raise ReplicaFailed(f"the vLLM engine failed {len(causes)} time(s), the job's limit "
-                                f"(generation.max_engine_failures); last error: {causes[-1]}")
+            raise ReplicaFailed(
+                f"the vLLM engine failed {len(causes)} time(s), the job's limit "
+                f"(generation.max_engine_failures); last error: {causes[-1]}"
+            )
 
-    def generate_rows(self, rows: list[dict[str, Any]], method: str | dict[str, Any] | None = None,
-                      task: str | None = None, curate: dict[str, Any] | None = None,
-                      request: SamplingRequest | None = None) -> dict[str, list]:
+    def generate_rows(
+        self,
+        rows: list[dict[str, Any]],
+        method: str | dict[str, Any] | None = None,
+        task: str | None = None,
+        curate: dict[str, Any] | None = None,
+        request: SamplingRequest | None = None,
+    ) -> dict[str, list]:
         """`__call__` on plain rows; each argument left out is the job's (tests pass others to one engine)."""
         curate = curate or self.curate
         return generate_for_curation(
-            self.backend, resolve_method(method) if method else self.method, get_task(task) if task else self.task,
-            rows, request or self.request, rule=curate["rule"], perturbation=curate.get("perturbation"),
-            variants=curate.get("variants", 2), seed=self.seed, keep_samples=self.keep_samples,
+            self.backend,
+            resolve_method(method) if method else self.method,
+            get_task(task) if task else self.task,
+            rows,
+            request or self.request,
+            rule=curate["rule"],
+            perturbation=curate.get("perturbation"),
+            variants=curate.get("variants", 2),
+            seed=self.seed,
+            keep_samples=self.keep_samples,
         )
 
-    def run(self, method: str | dict[str, Any], contexts: Sequence[dict[str, Any]], request: SamplingRequest,
-            adapter: str | None = None) -> list[list[Chain]]:
+    def run(
+        self,
+        method: str | dict[str, Any],
+        contexts: Sequence[dict[str, Any]],
+        request: SamplingRequest,
+        adapter: str | None = None,
+    ) -> list[list[Chain]]:
         """Direct use (eval): any method (a name, or a job's method section for custom), any sampling,
         optionally through a LoRA adapter."""
         return run_method(self.backend, resolve_method(method), contexts, request, adapter)

@@ -12,7 +12,8 @@ import gc
 import threading
 import uuid
 import zlib
-from typing import Any, Coroutine, Sequence, TypeVar
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from engine.program import Completion, SamplingRequest, all_of
 from engine.spec import EngineSpec
@@ -44,8 +45,7 @@ class VLLMGenerator:
     resolve_block_size).
     """
 
-    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread,
-                 max_model_len: int):
+    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread, max_model_len: int):
         self._engine = engine
         self._loop, self._loop_thread = loop, loop_thread
         self._tokenizer = engine.get_tokenizer()
@@ -56,7 +56,7 @@ class VLLMGenerator:
         self._in_flight = 0  # requests in the engine; like stats, touched only on the loop's thread
 
     @classmethod
-    def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> "VLLMGenerator":
+    def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> VLLMGenerator:
         _import_vllm()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -109,8 +109,12 @@ class VLLMGenerator:
         final = None
         self._in_flight += 1
         try:
-            async for output in self._engine.generate({"prompt_token_ids": token_ids}, _sampling_params(request),
-                                                      uuid.uuid4().hex, lora_request=_lora_request(adapter)):
+            async for output in self._engine.generate(
+                {"prompt_token_ids": token_ids},
+                _sampling_params(request),
+                uuid.uuid4().hex,
+                lora_request=_lora_request(adapter),
+            ):
                 final = output
         finally:
             self._in_flight -= 1
@@ -124,8 +128,12 @@ class VLLMGenerator:
 
     def _chat_token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """Each prompt as the engine sees it: one chat-formatted user turn, generation prompt added."""
-        texts = [self._tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                     add_generation_prompt=True) for prompt in prompts]
+        texts = [
+            self._tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+            for prompt in prompts
+        ]
         return [self._tokenizer.encode(text, add_special_tokens=False) for text in texts]
 
     def prompt_tokens(self, prompts: Sequence[str]) -> list[int]:
@@ -172,7 +180,10 @@ def _sampling_params(request: SamplingRequest) -> Any:
     from vllm.sampling_params import RequestOutputKind
 
     return vllm.SamplingParams(
-        n=request.n, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens,
+        n=request.n,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=request.max_tokens,
         output_kind=RequestOutputKind.FINAL_ONLY,
     )
 

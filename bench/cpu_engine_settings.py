@@ -34,10 +34,17 @@ def measure(dtype: str) -> dict:
     from engine.tasks import get_task
 
     task = get_task("last_letter")
-    llm = LLM(model=resolve_model("smollm2-135m"), dtype=dtype, max_model_len=1024, enforce_eager=True,
-              gpu_memory_utilization=0.15, seed=0)
-    conversations = [[{"role": "user", "content": task.system1_prompt(item.question)}]
-                     for item in task.generate(PROMPTS, 0, "train")]
+    llm = LLM(
+        model=resolve_model("smollm2-135m"),
+        dtype=dtype,
+        max_model_len=1024,
+        enforce_eager=True,
+        gpu_memory_utilization=0.15,
+        seed=0,
+    )
+    conversations = [
+        [{"role": "user", "content": task.system1_prompt(item.question)}] for item in task.generate(PROMPTS, 0, "train")
+    ]
     params = SamplingParams(n=N, temperature=0.7, max_tokens=MAX_TOKENS, ignore_eos=True)
     llm.chat(conversations[:2], params, use_tqdm=False)  # warm-up
     started = time.perf_counter()
@@ -54,14 +61,23 @@ def main() -> None:
     for label, setting in SETTINGS.items():
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.update(cpu_thread_env(1, os.cpu_count() or 1) if setting["env"] == "s2d" else setting["env"])
-        child = subprocess.run([sys.executable, __file__, "--child", setting["dtype"]], env=env, cwd=ROOT,
-                               capture_output=True, text=True, timeout=600)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", setting["dtype"]],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
         if child.returncode or not lines:
             sys.exit(f"{label}: failed\n{child.stderr[-2000:]}")
         results[label] = json.loads(lines[-1].removeprefix("RESULT "))
-        print(f"{label:<40} {results[label]['tokens']:>6} tokens in {results[label]['seconds']:6.1f} s "
-              f"= {results[label]['tokens_per_s']:6.1f} tok/s", flush=True)
+        print(
+            f"{label:<40} {results[label]['tokens']:>6} tokens in {results[label]['seconds']:6.1f} s "
+            f"= {results[label]['tokens_per_s']:6.1f} tok/s",
+            flush=True,
+        )
     baseline, chosen = results["vllm defaults (bf16, 1 core reserved)"], results["s2d: float32, all cores"]
     print(f"ratio s2d settings / vllm defaults: {chosen['tokens_per_s'] / baseline['tokens_per_s']:.2f}x")
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -47,8 +46,12 @@ sys.path.insert(0, str(ROOT))
 from engine.spec import OutputSpec  # noqa: E402 - after the path set-up
 
 N, THRESHOLD = 8, 0.5
-VOCABULARY = np.array(["".join(letters) for letters in np.random.default_rng(1).choice(
-    list("abcdefghijklmnopqrstuvwxyz"), size=(5000, 4))])
+VOCABULARY = np.array(
+    [
+        "".join(letters)
+        for letters in np.random.default_rng(1).choice(list("abcdefghijklmnopqrstuvwxyz"), size=(5000, 4))
+    ]
+)
 
 
 def synthetic(num_inputs: int, inputs_per_shard: int, seed: int = 0) -> pa.Table:
@@ -68,16 +71,26 @@ def synthetic(num_inputs: int, inputs_per_shard: int, seed: int = 0) -> pa.Table
     distractors = rng.integers(0, len(VOCABULARY), size=(num_inputs, 2))
     accuracy = rng.choice([0.2, 0.4, 0.5, 0.6, 0.8, 0.95], size=(num_inputs, 1))
     draw = rng.random((num_inputs, N))
-    codes = np.where(draw < accuracy, truth, distractors[np.arange(num_inputs)[:, None], rng.integers(0, 2, (num_inputs, N))])
-    unparseable = (rng.random((num_inputs, N)) < rng.choice([0.0, 0.1, 0.3, 1.0], p=[0.5, 0.3, 0.15, 0.05],
-                                                             size=(num_inputs, 1)))
-    answers = pa.DictionaryArray.from_arrays(pa.array(codes.ravel().astype(np.int32), mask=unparseable.ravel()),
-                                             pa.array(VOCABULARY)).cast(pa.string())
+    codes = np.where(
+        draw < accuracy, truth, distractors[np.arange(num_inputs)[:, None], rng.integers(0, 2, (num_inputs, N))]
+    )
+    unparseable = rng.random((num_inputs, N)) < rng.choice(
+        [0.0, 0.1, 0.3, 1.0], p=[0.5, 0.3, 0.15, 0.05], size=(num_inputs, 1)
+    )
+    answers = pa.DictionaryArray.from_arrays(
+        pa.array(codes.ravel().astype(np.int32), mask=unparseable.ravel()), pa.array(VOCABULARY)
+    ).cast(pa.string())
     offsets = pa.array(np.arange(0, num_inputs * N + 1, N, dtype=np.int32))
     tokens = pa.array(rng.integers(20, 200, size=num_inputs * N))
-    table = pa.table({"input_id": input_ids, "shard_id": pa.array(shard_ids, pa.int32()), "prompt": prompts,
-                      "answers": pa.ListArray.from_arrays(offsets, answers),
-                      "sample_tokens": pa.ListArray.from_arrays(offsets, tokens)})
+    table = pa.table(
+        {
+            "input_id": input_ids,
+            "shard_id": pa.array(shard_ids, pa.int32()),
+            "prompt": prompts,
+            "answers": pa.ListArray.from_arrays(offsets, answers),
+            "sample_tokens": pa.ListArray.from_arrays(offsets, tokens),
+        }
+    )
     # The pipeline feeds built-in inputs shard by shard (engine.pipeline.run_generate).
     return table.sort_by([("shard_id", "ascending"), ("input_id", "ascending")])
 
@@ -91,8 +104,9 @@ def run_s2d(table: pa.Table, out: Path, batch_inputs: int) -> None:
     writer = ShardWriter.open(out, num_shards, "bench", dict(enumerate(per_shard.tolist())))
     for start in range(0, table.num_rows, batch_inputs):
         batch = table.slice(start, batch_inputs)
-        writer.add(curate_majority(batch, batch.column("answers"), method="bench", model="synthetic",
-                                   threshold=THRESHOLD))
+        writer.add(
+            curate_majority(batch, batch.column("answers"), method="bench", model="synthetic", threshold=THRESHOLD)
+        )
     writer.finish()
 
 
@@ -103,20 +117,35 @@ def committed_votes(out: Path) -> pa.Table:
     accepted, rejected = read_committed(out), read_committed(out, "rejected")
     parsed = rejected.filter(pc.greater(pc.list_value_length(rejected.column("answer_counts")), 0))
     top = pc.list_element(parsed.column("answer_counts"), 0)
-    return pa.concat_tables([
-        accepted.select(["input_id", "answer", "votes"]),
-        pa.table({"input_id": parsed.column("input_id"), "answer": pc.struct_field(top, "answer"),
-                  "votes": pc.struct_field(top, "votes")}),
-    ]).sort_by("input_id")
+    return pa.concat_tables(
+        [
+            accepted.select(["input_id", "answer", "votes"]),
+            pa.table(
+                {
+                    "input_id": parsed.column("input_id"),
+                    "answer": pc.struct_field(top, "answer"),
+                    "votes": pc.struct_field(top, "votes"),
+                }
+            ),
+        ]
+    ).sort_by("input_id")
 
 
 def run_pyarrow(table: pa.Table) -> pa.Table:
-    counts = (table.filter(pc.is_valid(table.column("answer")))
-              .group_by(["input_id", "answer"]).aggregate([([], "count_all")]))
+    counts = (
+        table.filter(pc.is_valid(table.column("answer")))
+        .group_by(["input_id", "answer"])
+        .aggregate([([], "count_all")])
+    )
     ranked = counts.sort_by([("input_id", "ascending"), ("count_all", "descending"), ("answer", "ascending")])
     top = ranked.group_by("input_id", use_threads=False).aggregate([("answer", "first"), ("count_all", "first")])
-    return pa.table({"input_id": top.column("input_id"), "answer": top.column("answer_first"),
-                     "votes": top.column("count_all_first")}).sort_by("input_id")
+    return pa.table(
+        {
+            "input_id": top.column("input_id"),
+            "answer": top.column("answer_first"),
+            "votes": top.column("count_all_first"),
+        }
+    ).sort_by("input_id")
 
 
 def long_form(table: pa.Table) -> pa.Table:
@@ -151,15 +180,36 @@ def side(name: str, data: Path, result: Path, batch_inputs: int, threads: int | 
         if name == "s2d":
             votes = committed_votes(Path(out) / "run")
     pq.write_table(votes, result)
-    print(json.dumps({"side": name, "samples": samples, "wall_s": wall, "cpu_s": cpu,
-                      "threads": pa.cpu_count(), "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "loaded_rss": loaded_rss, "arrow_peak": pa.default_memory_pool().max_memory(),
-                      "written_bytes": written}))
+    print(
+        json.dumps(
+            {
+                "side": name,
+                "samples": samples,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "threads": pa.cpu_count(),
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "loaded_rss": loaded_rss,
+                "arrow_peak": pa.default_memory_pool().max_memory(),
+                "written_bytes": written,
+            }
+        )
+    )
 
 
 def spawn(name: str, data: Path, result: Path, batch_inputs: int, threads: int | None) -> dict:
-    command = [sys.executable, __file__, "--side", name, "--data", str(data), "--result", str(result),
-               "--batch-inputs", str(batch_inputs)] + (["--threads", str(threads)] if threads else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--side",
+        name,
+        "--data",
+        str(data),
+        "--result",
+        str(result),
+        "--batch-inputs",
+        str(batch_inputs),
+    ] + (["--threads", str(threads)] if threads else [])
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{name} side failed:\n{done.stderr[-4000:]}")
@@ -171,8 +221,12 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=1_250_000)
     parser.add_argument("--batch-inputs", type=int, default=8192, help="inputs per curated batch (s2d side)")
     parser.add_argument("--threads", type=int, default=None, help="pyarrow.set_cpu_count on both sides")
-    parser.add_argument("--inputs-per-shard", type=int, default=OutputSpec().inputs_per_shard,
-                        help="output.inputs_per_shard (default: the job spec's); files written = 3 per shard")
+    parser.add_argument(
+        "--inputs-per-shard",
+        type=int,
+        default=OutputSpec().inputs_per_shard,
+        help="output.inputs_per_shard (default: the job spec's); files written = 3 per shard",
+    )
     parser.add_argument("--side", choices=["s2d", "pyarrow"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -184,8 +238,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="s2d-bench-curate-") as folder:
         data = Path(folder) / "generated.parquet"
         pq.write_table(synthetic(args.inputs, args.inputs_per_shard), data)
-        print(f"synthetic table: {args.inputs:,} inputs x {N} = {args.inputs * N:,} samples, "
-              f"{args.inputs_per_shard} inputs per shard, built in {time.perf_counter() - started:.0f}s")
+        print(
+            f"synthetic table: {args.inputs:,} inputs x {N} = {args.inputs * N:,} samples, "
+            f"{args.inputs_per_shard} inputs per shard, built in {time.perf_counter() - started:.0f}s"
+        )
         results = {}
         for name in ("pyarrow", "s2d"):
             results[name] = spawn(name, data, Path(folder) / f"{name}.parquet", args.batch_inputs, args.threads)
@@ -194,15 +250,19 @@ def main() -> None:
         print(f"votes agree: top answer and its count for all {ours.num_rows:,} inputs with a parsed answer")
     for name, label in (("pyarrow", "pyarrow group_by (votes only)"), ("s2d", "s2d vote + shard write")):
         r = results[name]
-        print(f"{label:32s} {r['wall_s']:6.2f} s  {r['samples'] / r['wall_s'] / 1e6:5.2f} M samples/s  "
-              f"cpu {r['cpu_s']:6.2f} s = {r['cpu_s'] / r['wall_s']:.2f} cores busy of {r['threads']} arrow threads "
-              f"-> {r['samples'] / r['cpu_s'] / 1e6:5.2f} M samples/s/core  "
-              f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB (input loaded: {r['loaded_rss'] / 2**30:.2f} GiB), "
-              f"arrow pool peak {r['arrow_peak'] / 2**30:.2f} GiB"
-              + (f", wrote {r['written_bytes'] / 2**20:.0f} MiB" if name == "s2d" else ""))
+        print(
+            f"{label:32s} {r['wall_s']:6.2f} s  {r['samples'] / r['wall_s'] / 1e6:5.2f} M samples/s  "
+            f"cpu {r['cpu_s']:6.2f} s = {r['cpu_s'] / r['wall_s']:.2f} cores busy of {r['threads']} arrow threads "
+            f"-> {r['samples'] / r['cpu_s'] / 1e6:5.2f} M samples/s/core  "
+            f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB (input loaded: {r['loaded_rss'] / 2**30:.2f} GiB), "
+            f"arrow pool peak {r['arrow_peak'] / 2**30:.2f} GiB"
+            + (f", wrote {r['written_bytes'] / 2**20:.0f} MiB" if name == "s2d" else "")
+        )
     s2d, bare = results["s2d"], results["pyarrow"]
-    print(f"s2d/pyarrow time: {s2d['wall_s'] / bare['wall_s']:.2f}x (target <= 2x); "
-          f"s2d {s2d['samples'] / s2d['cpu_s'] / 1e6:.2f} M samples/s/core (target >= 1M)")
+    print(
+        f"s2d/pyarrow time: {s2d['wall_s'] / bare['wall_s']:.2f}x (target <= 2x); "
+        f"s2d {s2d['samples'] / s2d['cpu_s'] / 1e6:.2f} M samples/s/core (target >= 1M)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-JOB = {"model": "smollm2-135m", "task": {"name": "last_letter", "num_inputs": 128, "seed": 0},
-       "method": {"name": "system1"}, "sampling": {"n": 8, "temperature": 0.7, "max_tokens": 96, "seed": 0}}
+JOB = {
+    "model": "smollm2-135m",
+    "task": {"name": "last_letter", "num_inputs": 128, "seed": 0},
+    "method": {"name": "system1"},
+    "sampling": {"n": 8, "temperature": 0.7, "max_tokens": 96, "seed": 0},
+}
 
 RAW_SCRIPT = """
 import sys
@@ -58,8 +62,14 @@ def run_raw() -> dict:
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), **cpu_thread_env(1, os.cpu_count() or 1))
     started = time.perf_counter()
-    child = subprocess.run([sys.executable, "-c", RAW_SCRIPT, json.dumps({**JOB, "out": "unused"})], env=env,
-                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+    child = subprocess.run(
+        [sys.executable, "-c", RAW_SCRIPT, json.dumps({**JOB, "out": "unused"})],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     seconds = time.perf_counter() - started
     samples = [int(line.split()[1]) for line in child.stdout.splitlines() if line.startswith("SAMPLES ")]
     if child.returncode or not samples:
@@ -73,36 +83,56 @@ def run_s2d(workdir: Path) -> dict:
     job_file.write_text(yaml.safe_dump({**JOB, "out": str(out)}))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     started = time.perf_counter()
-    child = subprocess.run([sys.executable, "-m", "engine.cli", "generate", str(job_file), "--no-progress"],
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    child = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "generate", str(job_file), "--no-progress"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     seconds = time.perf_counter() - started
     if child.returncode:
         sys.exit(f"s2d: failed\n{child.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
     console = Path(tempfile.gettempdir()) / f"s2d-e2e-console-{out.name}.log"  # kept: what a user would see
     console.write_text(child.stdout + child.stderr)
-    return {"seconds": seconds, "samples": metrics["samples"], "stage_seconds": metrics.get("stage_seconds", {}),
-            "tracebacks": (child.stdout + child.stderr).count("Traceback"), "console": str(console)}
+    return {
+        "seconds": seconds,
+        "samples": metrics["samples"],
+        "stage_seconds": metrics.get("stage_seconds", {}),
+        "tracebacks": (child.stdout + child.stderr).count("Traceback"),
+        "console": str(console),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
-    print(f"{JOB['task']['num_inputs']} inputs x n={JOB['sampling']['n']} x max {JOB['sampling']['max_tokens']} "
-          f"tokens, system1; {os.cpu_count()} CPUs; engine start included", flush=True)
+    print(
+        f"{JOB['task']['num_inputs']} inputs x n={JOB['sampling']['n']} x max {JOB['sampling']['max_tokens']} "
+        f"tokens, system1; {os.cpu_count()} CPUs; engine start included",
+        flush=True,
+    )
     rates: dict[str, list[float]] = {"raw": [], "s2d": []}
     with tempfile.TemporaryDirectory() as workdir:
         for index in range(1, args.runs + 1):
             for side in ("raw", "s2d"):
                 result = run_raw() if side == "raw" else run_s2d(Path(workdir))
                 rates[side].append(result["samples"] / result["seconds"])
-                print(f"{side:<4} run {index}: {result['samples']} samples in {result['seconds']:6.1f} s = "
-                      f"{rates[side][-1]:5.2f} samples/s", flush=True)
+                print(
+                    f"{side:<4} run {index}: {result['samples']} samples in {result['seconds']:6.1f} s = "
+                    f"{rates[side][-1]:5.2f} samples/s",
+                    flush=True,
+                )
                 if side == "s2d":
                     stages = ", ".join(f"{name} {value:.1f} s" for name, value in result["stage_seconds"].items())
-                    print(f"     stages: {stages}; tracebacks in its output: {result['tracebacks']} "
-                          f"({result['console']})", flush=True)
+                    print(
+                        f"     stages: {stages}; tracebacks in its output: {result['tracebacks']} "
+                        f"({result['console']})",
+                        flush=True,
+                    )
     means = {side: sum(values) / len(values) for side, values in rates.items()}
     for side, values in rates.items():
         print(f"{side:<4} mean {means[side]:5.2f} samples/s, spread {min(values):.2f}-{max(values):.2f}")

@@ -100,8 +100,20 @@ class EngineReadyWatch:
 
 def start_profile(pid: int, path: str) -> subprocess.Popen:
     """py-spy on the engine actor and its children (vLLM's engine core), collapsed stacks, not pausing them."""
-    command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--subprocesses",
-               "--nonblocking", "--rate", "20", "--format", "raw", "--output", path]
+    command = [
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--nonblocking",
+        "--rate",
+        "20",
+        "--format",
+        "raw",
+        "--output",
+        path,
+    ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -115,7 +127,9 @@ def job_prompts() -> list[tuple[str, str]]:
 
     spec = parse_spec(JOB)
     task, method = get_task(spec.task.name), resolve_method(spec.method.model_dump())
-    return [(item.input_id, method.render(0, input_context(task, item))) for batch in iter_inputs(spec) for item in batch]
+    return [
+        (item.input_id, method.render(0, input_context(task, item))) for batch in iter_inputs(spec) for item in batch
+    ]
 
 
 def start_ray():
@@ -146,9 +160,14 @@ def measure_s2d(out: str, profile_to: str | None) -> dict:
     finally:
         ray.shutdown()
     metrics = json.loads((Path(out) / "metrics.json").read_text())
-    return {"ray_init_s": ray_init_s, "job_s": finished - started, "startup_s": _startup(watch, started),
-            "samples": metrics["samples"], "output_tokens": metrics["tokens"],
-            "detail": f"accepted {summary.accepted}, rejected {summary.rejected}"}
+    return {
+        "ray_init_s": ray_init_s,
+        "job_s": finished - started,
+        "startup_s": _startup(watch, started),
+        "samples": metrics["samples"],
+        "output_tokens": metrics["tokens"],
+        "detail": f"accepted {summary.accepted}, rejected {summary.rejected}",
+    }
 
 
 def measure_ray_data_llm(s2d_threads: bool, profile_to: str | None) -> dict:
@@ -162,21 +181,30 @@ def measure_ray_data_llm(s2d_threads: bool, profile_to: str | None) -> dict:
     engine = EngineSpec()  # s2d's replica engine settings, as the job above runs them
     config = vLLMEngineProcessorConfig(
         model_source=resolve_model(JOB["model"]),
-        engine_kwargs=dict(dtype=resolve_dtype(engine.dtype), max_model_len=engine.max_model_len,
-                           gpu_memory_utilization=engine.gpu_memory_utilization, enforce_eager=engine.enforce_eager,
-                           enable_prefix_caching=True, block_size=resolve_block_size(engine.block_size),
-                           seed=SEED, disable_log_stats=True),
+        engine_kwargs=dict(
+            dtype=resolve_dtype(engine.dtype),
+            max_model_len=engine.max_model_len,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            enforce_eager=engine.enforce_eager,
+            enable_prefix_caching=True,
+            block_size=resolve_block_size(engine.block_size),
+            seed=SEED,
+            disable_log_stats=True,
+        ),
         concurrency=1,
         placement_group_config={"bundles": [{"CPU": 1}]},  # on CPU it would otherwise ask for a GPU
         log_engine_metrics=False,  # its Ray metrics need ray[serve] (FACTS.md); s2d exports none from vLLM either
         runtime_env={"env_vars": cpu_thread_env(1, os.cpu_count() or 1)} if s2d_threads else None,
         # Each CPU stage's actor asks for a whole CPU by default: on 2 cores the chat-template and tokenizer
         # actors took both and the engine waited forever (seen here). They are light; they share the cores.
-        **{stage: {"num_cpus": LIGHT_STAGE_CPUS} for stage in ("chat_template_stage", "tokenize_stage",
-                                                                 "detokenize_stage")},
+        **{
+            stage: {"num_cpus": LIGHT_STAGE_CPUS}
+            for stage in ("chat_template_stage", "tokenize_stage", "detokenize_stage")
+        },
     )
-    sampling = dict(n=1, temperature=TEMPERATURE, top_p=TOP_P, max_tokens=MAX_TOKENS,
-                    detokenize=False)  # its detokenize stage decodes, as Ray's documented example sets up
+    sampling = dict(
+        n=1, temperature=TEMPERATURE, top_p=TOP_P, max_tokens=MAX_TOKENS, detokenize=False
+    )  # its detokenize stage decodes, as Ray's documented example sets up
     rows = [{"input_id": input_id, "prompt": prompt} for input_id, prompt in job_prompts() for _ in range(N)]
     ray, ray_init_s = start_ray()  # before build_processor, which would otherwise start Ray its own way
     try:
@@ -184,10 +212,12 @@ def measure_ray_data_llm(s2d_threads: bool, profile_to: str | None) -> dict:
         started = time.perf_counter()
         processor = build_processor(
             config,
-            preprocess=lambda row: dict(messages=[{"role": "user", "content": row["prompt"]}],
-                                        sampling_params=sampling),
-            postprocess=lambda row: dict(input_id=row["input_id"], text=row["generated_text"],
-                                         tokens=row["num_generated_tokens"]),
+            preprocess=lambda row: dict(
+                messages=[{"role": "user", "content": row["prompt"]}], sampling_params=sampling
+            ),
+            postprocess=lambda row: dict(
+                input_id=row["input_id"], text=row["generated_text"], tokens=row["num_generated_tokens"]
+            ),
             preprocess_map_kwargs={"num_cpus": LIGHT_STAGE_CPUS},
             postprocess_map_kwargs={"num_cpus": LIGHT_STAGE_CPUS},
         )
@@ -196,9 +226,14 @@ def measure_ray_data_llm(s2d_threads: bool, profile_to: str | None) -> dict:
         watch.stop()
     finally:
         ray.shutdown()
-    return {"ray_init_s": ray_init_s, "job_s": finished - started, "startup_s": _startup(watch, started),
-            "samples": len(outputs), "output_tokens": sum(int(row["tokens"]) for row in outputs),
-            "detail": f"{len({row['input_id'] for row in outputs})} inputs"}
+    return {
+        "ray_init_s": ray_init_s,
+        "job_s": finished - started,
+        "startup_s": _startup(watch, started),
+        "samples": len(outputs),
+        "output_tokens": sum(int(row["tokens"]) for row in outputs),
+        "detail": f"{len({row['input_id'] for row in outputs})} inputs",
+    }
 
 
 def _startup(watch: EngineReadyWatch, started: float) -> float | None:
@@ -209,8 +244,15 @@ def run_side(side: str, out: str, profile_dir: str | None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     profile_to = str(Path(profile_dir).resolve() / f"{side}.txt") if profile_dir else ""
     # Its own session and process group: a side that overruns is killed with its Ray processes and engine.
-    child = subprocess.Popen([sys.executable, __file__, "--side", side, out, profile_to], env=env, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--side", side, out, profile_to],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -229,14 +271,20 @@ def report(label: str, result: dict) -> None:
         print(f"{label:<42} FAILED\n{result['error']}", flush=True)
         return
     samples, tokens, job_s, startup_s = result["samples"], result["output_tokens"], result["job_s"], result["startup_s"]
-    line = (f"{label:<42} {samples:>4} samples {tokens:>6} tokens ({tokens / samples:4.1f}/sample) | job {job_s:6.1f} s "
-            f"= {samples / job_s:5.2f} samples/s {tokens / job_s:6.1f} tok/s")
+    line = (
+        f"{label:<42} {samples:>4} samples {tokens:>6} tokens ({tokens / samples:4.1f}/sample) | job {job_s:6.1f} s "
+        f"= {samples / job_s:5.2f} samples/s {tokens / job_s:6.1f} tok/s"
+    )
     if startup_s is not None:
         generation_s = job_s - startup_s
-        line += (f" | start-up {startup_s:5.1f} s, generation {generation_s:6.1f} s = {samples / generation_s:5.2f} "
-                 f"samples/s {tokens / generation_s:6.1f} tok/s")
-    print(f"{line} | ray.init {result['ray_init_s']:.1f} s | engine cores {result['engine_cores']} | "
-          f"{result['detail']}", flush=True)
+        line += (
+            f" | start-up {startup_s:5.1f} s, generation {generation_s:6.1f} s = {samples / generation_s:5.2f} "
+            f"samples/s {tokens / generation_s:6.1f} tok/s"
+        )
+    print(
+        f"{line} | ray.init {result['ray_init_s']:.1f} s | engine cores {result['engine_cores']} | {result['detail']}",
+        flush=True,
+    )
 
 
 def samples_per_s(result: dict, generation_only: bool) -> float:
@@ -258,18 +306,25 @@ def main(profile_dir: str | None) -> None:
         sys.exit("no ratio: a side failed")
     measurable = all(result["startup_s"] is not None for result in [s2d, *baselines.values()])
     fairest = max(baselines, key=lambda side: samples_per_s(baselines[side], measurable))
-    print(f"ratio s2d / {SIDES[fairest]}, whole job (start-up included): "
-          f"{samples_per_s(s2d, False) / samples_per_s(baselines[fairest], False):.2f}x")
+    print(
+        f"ratio s2d / {SIDES[fairest]}, whole job (start-up included): "
+        f"{samples_per_s(s2d, False) / samples_per_s(baselines[fairest], False):.2f}x"
+    )
     scope = "generation (start-up excluded)" if measurable else "whole job (start-up not separable)"
-    print(f"ratio s2d / {SIDES[fairest]}, samples/s over {scope}: "
-          f"{samples_per_s(s2d, measurable) / samples_per_s(baselines[fairest], measurable):.2f}x")
+    print(
+        f"ratio s2d / {SIDES[fairest]}, samples/s over {scope}: "
+        f"{samples_per_s(s2d, measurable) / samples_per_s(baselines[fairest], measurable):.2f}x"
+    )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--side"]:
         side, out, profile_to = sys.argv[2], sys.argv[3], sys.argv[4] or None
-        measured = (measure_s2d(out, profile_to) if side == "s2d"
-                    else measure_ray_data_llm(side == "ray-data-llm-threads", profile_to))
+        measured = (
+            measure_s2d(out, profile_to)
+            if side == "s2d"
+            else measure_ray_data_llm(side == "ray-data-llm-threads", profile_to)
+        )
         print("RESULT " + json.dumps(measured), flush=True)
     else:
         main(sys.argv[sys.argv.index("--profile") + 1] if "--profile" in sys.argv else None)

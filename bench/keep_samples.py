@@ -36,14 +36,31 @@ def run(keep: bool, extra: list[str]) -> dict:
     out = ROOT / "runs" / f"bench-keep-samples-{'on' if keep else 'off'}"
     shutil.rmtree(out, ignore_errors=True)
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "engine.cli", "generate", str(ROOT / "configs" / "demo.yaml"),
-                    f"out={out}", f"output.keep_samples={str(keep).lower()}", "--no-progress", *extra],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "generate",
+            str(ROOT / "configs" / "demo.yaml"),
+            f"out={out}",
+            f"output.keep_samples={str(keep).lower()}",
+            "--no-progress",
+            *extra,
+        ],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.monotonic() - started
     metrics = json.loads((out / "metrics.json").read_text())
-    result = {"keep_samples": keep, "wall_s": round(wall, 1), "samples": metrics["samples"],
-              **{name: round(seconds, 2) for name, seconds in metrics["stage_seconds"].items()},
-              **{f"{table}_bytes": folder_bytes(out / table) for table in TABLES}}
+    result = {
+        "keep_samples": keep,
+        "wall_s": round(wall, 1),
+        "samples": metrics["samples"],
+        **{name: round(seconds, 2) for name, seconds in metrics["stage_seconds"].items()},
+        **{f"{table}_bytes": folder_bytes(out / table) for table in TABLES},
+    }
     if keep:
         from engine.shards import read_committed
 
@@ -64,12 +81,16 @@ def work_only(out: Path, copies: int) -> None:
     by_input: dict[str, list] = {}
     for sample in samples:
         by_input.setdefault(sample["input_id"], []).append(sample)
-    chains = [[{step["name"]: step["text"] for step in s["steps"]} for s in per_input]
-              for per_input in by_input.values()] * copies
-    base = {"input_id": [f"{i}" for i in range(len(chains))], "shard_id": [0] * len(chains),
-            "prompt": ["p"] * len(chains),
-            "sample_texts": [[list(chain.values())[-1] for chain in per_input] for per_input in chains],
-            "sample_tokens": [[s["tokens"] for s in per_input] for per_input in by_input.values()] * copies}
+    chains = [
+        [{step["name"]: step["text"] for step in s["steps"]} for s in per_input] for per_input in by_input.values()
+    ] * copies
+    base = {
+        "input_id": [f"{i}" for i in range(len(chains))],
+        "shard_id": [0] * len(chains),
+        "prompt": ["p"] * len(chains),
+        "sample_texts": [[list(chain.values())[-1] for chain in per_input] for per_input in chains],
+        "sample_tokens": [[s["tokens"] for s in per_input] for per_input in by_input.values()] * copies,
+    }
     started = time.perf_counter()
     steps = [[chain_json(chain) for chain in per_input] for per_input in chains]
     encode_s = time.perf_counter() - started
@@ -89,19 +110,25 @@ def work_only(out: Path, copies: int) -> None:
             writer.finish()
             write_s = time.perf_counter() - started
             best = results.get(keep, {"curate_s": float("inf"), "write_s": float("inf")})
-            results[keep] = {"curate_s": min(curate_s, best["curate_s"]), "write_s": min(write_s, best["write_s"]),
-                             "generated_bytes": generated.nbytes, "curated_bytes": curated.nbytes,
-                             "disk_bytes": sum(folder_bytes(target / table) for table in TABLES)}
+            results[keep] = {
+                "curate_s": min(curate_s, best["curate_s"]),
+                "write_s": min(write_s, best["write_s"]),
+                "generated_bytes": generated.nbytes,
+                "curated_bytes": curated.nbytes,
+                "disk_bytes": sum(folder_bytes(target / table) for table in TABLES),
+            }
     for keep, result in results.items():
         print(json.dumps({"keep_samples": keep, "inputs": len(chains), **result}))
     off, on = results[False], results[True]
     added = encode_s + on["curate_s"] + on["write_s"] - off["curate_s"] - off["write_s"]
-    print(f"keep_samples work on {len(chains)} inputs x {len(chains[0])} samples: +{added:.3f} s CPU "
-          f"(chain JSON {encode_s:.3f} s, curate {on['curate_s']:.3f} vs {off['curate_s']:.3f} s, write "
-          f"{on['write_s']:.3f} vs {off['write_s']:.3f} s) = {added / len(chains) * 1000:.2f} ms per input; "
-          f"replica->curation {on['generated_bytes'] / off['generated_bytes']:.2f}x bytes, curation->driver "
-          f"{on['curated_bytes'] / off['curated_bytes']:.1f}x, on disk {on['disk_bytes'] / off['disk_bytes']:.1f}x "
-          f"({on['disk_bytes'] - off['disk_bytes']} bytes more)")
+    print(
+        f"keep_samples work on {len(chains)} inputs x {len(chains[0])} samples: +{added:.3f} s CPU "
+        f"(chain JSON {encode_s:.3f} s, curate {on['curate_s']:.3f} vs {off['curate_s']:.3f} s, write "
+        f"{on['write_s']:.3f} vs {off['write_s']:.3f} s) = {added / len(chains) * 1000:.2f} ms per input; "
+        f"replica->curation {on['generated_bytes'] / off['generated_bytes']:.2f}x bytes, curation->driver "
+        f"{on['curated_bytes'] / off['curated_bytes']:.1f}x, on disk {on['disk_bytes'] / off['disk_bytes']:.1f}x "
+        f"({on['disk_bytes'] - off['disk_bytes']} bytes more)"
+    )
 
 
 def main() -> None:
@@ -115,12 +142,14 @@ def main() -> None:
         print(json.dumps(result))
     off, on = results
     inputs_bytes = sum(off[f"{table}_bytes"] for table in TABLES)
-    print(f"keep_samples on vs off: generate {on['wall_s']:.1f} s vs {off['wall_s']:.1f} s "
-          f"({on['wall_s'] / off['wall_s'] - 1:+.1%}); curate {on['curate (in Ray tasks)']:.2f} s vs "
-          f"{off['curate (in Ray tasks)']:.2f} s; commit {on['shard commit + accounting (driver)']:.2f} s vs "
-          f"{off['shard commit + accounting (driver)']:.2f} s; samples/ {on['samples_bytes'] / 1024:.0f} KiB on disk "
-          f"({on['samples']} samples, {on['samples_bytes'] / on['samples']:.0f} B each; the other tables "
-          f"{inputs_bytes / 1024:.0f} KiB), {on['samples_arrow_bytes'] / 1024:.0f} KiB in memory")
+    print(
+        f"keep_samples on vs off: generate {on['wall_s']:.1f} s vs {off['wall_s']:.1f} s "
+        f"({on['wall_s'] / off['wall_s'] - 1:+.1%}); curate {on['curate (in Ray tasks)']:.2f} s vs "
+        f"{off['curate (in Ray tasks)']:.2f} s; commit {on['shard commit + accounting (driver)']:.2f} s vs "
+        f"{off['shard commit + accounting (driver)']:.2f} s; samples/ {on['samples_bytes'] / 1024:.0f} KiB on disk "
+        f"({on['samples']} samples, {on['samples_bytes'] / on['samples']:.0f} B each; the other tables "
+        f"{inputs_bytes / 1024:.0f} KiB), {on['samples_arrow_bytes'] / 1024:.0f} KiB in memory"
+    )
 
 
 if __name__ == "__main__":

@@ -37,17 +37,24 @@ WARMUP_INPUTS = 10  # 2 to warm the engine up, 8 to size the runs
 
 
 def job(method: str, n: int, max_tokens: int, temperature: float = 0.7, seed: int = 0) -> dict:
-    return {"model": "smollm2-135m", "out": "unused", "task": {"name": TASK_OF[method], "seed": 0},
-            "method": {"name": method},
-            "sampling": {"n": n, "temperature": temperature, "max_tokens": max_tokens, "seed": seed}}
+    return {
+        "model": "smollm2-135m",
+        "out": "unused",
+        "task": {"name": TASK_OF[method], "seed": 0},
+        "method": {"name": method},
+        "sampling": {"n": n, "temperature": temperature, "max_tokens": max_tokens, "seed": seed},
+    }
 
 
 def input_rows(spec, count: int) -> list[dict]:
     """`count` distinct inputs of the job's task, as the pipeline feeds them to a replica."""
     from engine.pipeline import input_rows as pipeline_rows
 
-    return list(pipeline_rows(spec.model_copy(update={"task": spec.task.model_copy(update={"num_inputs": count})}),
-                              num_shards=1))
+    return list(
+        pipeline_rows(
+            spec.model_copy(update={"task": spec.task.model_copy(update={"num_inputs": count})}), num_shards=1
+        )
+    )
 
 
 class RawChat:
@@ -60,11 +67,17 @@ class RawChat:
         from engine.models import resolve_model
 
         engine = spec.engine
-        self.llm = LLM(model=resolve_model(spec.model), dtype=resolve_dtype(engine.dtype),
-                       max_model_len=engine.max_model_len, gpu_memory_utilization=engine.gpu_memory_utilization,
-                       enforce_eager=engine.enforce_eager, enable_prefix_caching=engine.enable_prefix_caching,
-                       block_size=resolve_block_size(engine.block_size), seed=spec.sampling.seed,
-                       disable_log_stats=True)
+        self.llm = LLM(
+            model=resolve_model(spec.model),
+            dtype=resolve_dtype(engine.dtype),
+            max_model_len=engine.max_model_len,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            enforce_eager=engine.enforce_eager,
+            enable_prefix_caching=engine.enable_prefix_caching,
+            block_size=resolve_block_size(engine.block_size),
+            seed=spec.sampling.seed,
+            disable_log_stats=True,
+        )
         self.output_tokens = 0
 
     def generate(self, prompts, request, adapter=None):
@@ -72,10 +85,10 @@ class RawChat:
 
         from engine.program import Completion
 
-        params = SamplingParams(n=request.n, temperature=request.temperature, top_p=request.top_p,
-                                max_tokens=request.max_tokens)
-        outputs = self.llm.chat([[{"role": "user", "content": prompt}] for prompt in prompts], params,
-                                use_tqdm=False)
+        params = SamplingParams(
+            n=request.n, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens
+        )
+        outputs = self.llm.chat([[{"role": "user", "content": prompt}] for prompt in prompts], params, use_tqdm=False)
         completions = [[Completion(o.text, len(o.token_ids)) for o in output.outputs] for output in outputs]
         self.output_tokens += sum(c.num_tokens for per_prompt in completions for c in per_prompt)
         return completions
@@ -96,8 +109,10 @@ class RawSide:
         from engine.program import run_method
         from engine.tasks import TaskInput
 
-        contexts = [self.input_context(self.task, TaskInput(row["input_id"], row["question"], None,
-                                                            json.loads(row["fields"]))) for row in rows]
+        contexts = [
+            self.input_context(self.task, TaskInput(row["input_id"], row["question"], None, json.loads(row["fields"])))
+            for row in rows
+        ]
         before = self.backend.output_tokens
         chains = run_method(self.backend, self.method, contexts, self.request)
         return self.backend.output_tokens - before, sum(map(len, chains))
@@ -115,16 +130,20 @@ class ReplicaSide:
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         self.ray, self.in_flight, self.batch_size = ray, BATCHES_PER_REPLICA, spec.generation.batch_size
-        self.replica = ray.remote(GenerationReplica).options(
-            **replica_resources(spec, 0), max_concurrency=BATCHES_PER_REPLICA).remote(
-            **GenerationReplica.for_job(spec), step_barrier=step_barrier)
+        self.replica = (
+            ray.remote(GenerationReplica)
+            .options(**replica_resources(spec, 0), max_concurrency=BATCHES_PER_REPLICA)
+            .remote(**GenerationReplica.for_job(spec), step_barrier=step_barrier)
+        )
         ray.get(self.replica.ready.remote())
 
     def run(self, rows: list[dict]) -> tuple[int, int]:
         import pyarrow as pa
 
-        batches = [pa.Table.from_pylist(rows[start:start + self.batch_size]).to_pydict()
-                   for start in range(0, len(rows), self.batch_size)]
+        batches = [
+            pa.Table.from_pylist(rows[start : start + self.batch_size]).to_pydict()
+            for start in range(0, len(rows), self.batch_size)
+        ]
         before = self.ray.get(self.replica.stats.remote())["output_tokens"]
         pending, results = [], []
         for batch in batches:
@@ -148,8 +167,10 @@ def measure(side: str, spec, per_run: int | None, runs: int, seconds: float) -> 
         per_run = math.ceil(1.8 * seconds * sizing["tokens_per_s"] / tokens_per_input)
         per_run = min(per_run, (available_inputs(spec) - WARMUP_INPUTS) // runs)
     rows = input_rows(spec, WARMUP_INPUTS + runs * per_run)[WARMUP_INPUTS:]
-    return {"per_run": per_run,
-            "runs": [timed(runner, rows[index * per_run:(index + 1) * per_run]) for index in range(runs)]}
+    return {
+        "per_run": per_run,
+        "runs": [timed(runner, rows[index * per_run : (index + 1) * per_run]) for index in range(runs)],
+    }
 
 
 def available_inputs(spec) -> int:
@@ -179,8 +200,9 @@ def run_side(side: str, settings: dict, per_run: int | None) -> dict:
     # The raw side gets the binding s2d's lone replica sets for itself, so both compute on every core.
     env.update(cpu_thread_env(1, os.cpu_count() or 1) if side == "raw" else {})
     argument = json.dumps({**settings, "side": side, "per_run": per_run})
-    child = subprocess.run([sys.executable, __file__, "--child", argument], env=env, cwd=ROOT,
-                           capture_output=True, text=True, timeout=900)
+    child = subprocess.run(
+        [sys.executable, __file__, "--child", argument], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
     if child.returncode or not lines:
         sys.exit(f"{side}: failed\n{child.stderr[-3000:]}")
@@ -198,11 +220,17 @@ def compare(method: str, sides: list[str], n: int, max_tokens: int, runs: int, s
         rates = [run["tokens_per_s"] for run in result["runs"]]
         means[side] = sum(rates) / len(rates)
         for index, run in enumerate(result["runs"], 1):
-            print(f"  {side:<8} run {index}: {per_run} inputs, {run['samples']:>5} samples, {run['tokens']:>6} "
-                  f"tokens in {run['seconds']:6.1f} s = {run['tokens_per_s']:6.1f} tok/s", flush=True)
+            print(
+                f"  {side:<8} run {index}: {per_run} inputs, {run['samples']:>5} samples, {run['tokens']:>6} "
+                f"tokens in {run['seconds']:6.1f} s = {run['tokens_per_s']:6.1f} tok/s",
+                flush=True,
+            )
         spread = (max(rates) - min(rates)) / means[side] * 100
-        print(f"  {side:<8} mean {means[side]:6.1f} tok/s, spread {min(rates):.1f}-{max(rates):.1f} ({spread:.1f}%)"
-              + ("  [a run generated < 60 s]" if min(r["seconds"] for r in result["runs"]) < 60 else ""), flush=True)
+        print(
+            f"  {side:<8} mean {means[side]:6.1f} tok/s, spread {min(rates):.1f}-{max(rates):.1f} ({spread:.1f}%)"
+            + ("  [a run generated < 60 s]" if min(r["seconds"] for r in result["runs"]) < 60 else ""),
+            flush=True,
+        )
     for numerator, denominator in (("flow", "raw"), ("flow", "barrier"), ("barrier", "raw")):
         if numerator in means and denominator in means:
             print(f"  {method}: {numerator} / {denominator} = {means[numerator] / means[denominator]:.3f}", flush=True)
@@ -219,8 +247,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="generation time each run is sized for")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; sides in order: {', '.join(args.sides)}", flush=True)
-    results = {method: compare(method, args.sides, args.n, args.max_tokens, args.runs, args.seconds)
-               for method in args.methods}
+    results = {
+        method: compare(method, args.sides, args.n, args.max_tokens, args.runs, args.seconds) for method in args.methods
+    }
     headline = "rar2" if "rar2" in results else args.methods[0]
     means = results[headline]
     if {"flow", "raw"} <= set(means):
@@ -232,8 +261,11 @@ def child(argument: str) -> None:
 
     settings = json.loads(argument)
     spec = parse_spec(job(settings["method"], settings["n"], settings["max_tokens"]))
-    print("RESULT " + json.dumps(measure(settings["side"], spec, settings["per_run"], settings["runs"],
-                                         settings["seconds"])), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(measure(settings["side"], spec, settings["per_run"], settings["runs"], settings["seconds"])),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

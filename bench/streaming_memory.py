@@ -102,12 +102,19 @@ def main() -> None:
     started = time.monotonic()
     dataset = ray.data.range(args.inputs, override_num_blocks=max(1, args.inputs // 64))
     dataset = dataset.map_batches(make_inputs, fn_kwargs={"pad": pad}, batch_size=64)
-    generated = dataset.map_batches(StandInReplica, fn_constructor_kwargs={"n": args.n}, batch_size=64,
-                                    compute=ray.data.ActorPoolStrategy(size=2, max_tasks_in_flight_per_actor=2),
-                                    num_cpus=0.5)
-    curated = generated.map_batches(_curate_batch, batch_format="pyarrow", batch_size=None,
-                                    fn_kwargs={"task": "arithmetic", "threshold": 0.5, "method": "bench",
-                                               "model": "stand-in"})
+    generated = dataset.map_batches(
+        StandInReplica,
+        fn_constructor_kwargs={"n": args.n},
+        batch_size=64,
+        compute=ray.data.ActorPoolStrategy(size=2, max_tasks_in_flight_per_actor=2),
+        num_cpus=0.5,
+    )
+    curated = generated.map_batches(
+        _curate_batch,
+        batch_format="pyarrow",
+        batch_size=None,
+        fn_kwargs={"task": "arithmetic", "threshold": 0.5, "method": "bench", "model": "stand-in"},
+    )
     rows = accepted = 0
     peak_store = 0
     for batch in curated.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -125,10 +132,14 @@ def main() -> None:
     stats = curated.stats() if hasattr(curated, "stats") else ""
     spilled = [line.strip() for line in str(stats).splitlines() if "spill" in line.lower()][:3]
     gib = 2**30
-    print(f"inputs: {rows}/{args.inputs} ({accepted} accepted) in {seconds:.0f} s; "
-          f"input data {input_bytes / gib:.2f} GiB through an object store of {args.object_store_mib} MiB")
-    print(f"peak driver RSS {driver_peak / gib:.2f} GiB; peak RSS of all Ray processes + driver "
-          f"{sampler.peak_rss / gib:.2f} GiB; object store in use at sampled points <= {peak_store / 2**20:.0f} MiB")
+    print(
+        f"inputs: {rows}/{args.inputs} ({accepted} accepted) in {seconds:.0f} s; "
+        f"input data {input_bytes / gib:.2f} GiB through an object store of {args.object_store_mib} MiB"
+    )
+    print(
+        f"peak driver RSS {driver_peak / gib:.2f} GiB; peak RSS of all Ray processes + driver "
+        f"{sampler.peak_rss / gib:.2f} GiB; object store in use at sampled points <= {peak_store / 2**20:.0f} MiB"
+    )
     if spilled:
         print("spilling:", "; ".join(spilled))
     ray.shutdown()

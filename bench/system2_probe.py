@@ -26,10 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # (task, method): the paper's pairings zero-shot, then few-shot chain of thought where the task has exemplars.
 # bsm x pairwise_judge is left to `make paper`'s job row: each of its samples makes six calls.
 PAIRINGS = (
-    ("last_letter", "rar1"), ("last_letter", "rar2"), ("last_letter", "cot_fewshot"),
-    ("last_letter_one", "rar1"), ("last_letter_one", "cot"), ("last_letter_one", "cot_fewshot"),
-    ("coin_flip", "rar1"), ("coin_flip", "rar2"), ("coin_flip", "cot_fewshot"),
-    ("arithmetic", "cot"), ("arithmetic", "cot_fewshot"),
+    ("last_letter", "rar1"),
+    ("last_letter", "rar2"),
+    ("last_letter", "cot_fewshot"),
+    ("last_letter_one", "rar1"),
+    ("last_letter_one", "cot"),
+    ("last_letter_one", "cot_fewshot"),
+    ("coin_flip", "rar1"),
+    ("coin_flip", "rar2"),
+    ("coin_flip", "cot_fewshot"),
+    ("arithmetic", "cot"),
+    ("arithmetic", "cot_fewshot"),
     ("sycophancy", "s2a"),
 )
 
@@ -80,18 +87,39 @@ def run_probe(pairings, inputs: int, n: int, temperature: float, max_tokens: int
             if task_name not in system1_by_task:
                 direct = get_method("system1")
                 system1_by_task[task_name] = (
-                    score_single("System 1 greedy", "system1", task_name, items, run_method(generator, direct, contexts, greedy)),
-                    score_majority(f"System 1 majority of {n}", task_name, items,
-                                   run_method(generator, direct, contexts, sampled)),
+                    score_single(
+                        "System 1 greedy", "system1", task_name, items, run_method(generator, direct, contexts, greedy)
+                    ),
+                    score_majority(
+                        f"System 1 majority of {n}", task_name, items, run_method(generator, direct, contexts, sampled)
+                    ),
                 )
-            s2_greedy = score_single("System 2 greedy", "system2", task_name, items,
-                                     run_method(generator, method, contexts, greedy), method.extractor)
+            s2_greedy = score_single(
+                "System 2 greedy",
+                "system2",
+                task_name,
+                items,
+                run_method(generator, method, contexts, greedy),
+                method.extractor,
+            )
             s2_chains = run_method(generator, method, contexts, sampled)
             s2_majority = score_majority(f"System 2 majority of {n}", task_name, items, s2_chains, method.extractor)
-            rows.append(Row(task_name, method_name, len(items), *system1_by_task[task_name], s2_greedy, s2_majority,
-                            s2_majority.tokens_per_answer / n))
-            print(f"probe: {task_name} x {method_name}: System 1 {_pct(system1_by_task[task_name][1])}, "
-                  f"System 2 {_pct(s2_majority)} (majority of {n}) in {time.monotonic() - started:.0f} s", flush=True)
+            rows.append(
+                Row(
+                    task_name,
+                    method_name,
+                    len(items),
+                    *system1_by_task[task_name],
+                    s2_greedy,
+                    s2_majority,
+                    s2_majority.tokens_per_answer / n,
+                )
+            )
+            print(
+                f"probe: {task_name} x {method_name}: System 1 {_pct(system1_by_task[task_name][1])}, "
+                f"System 2 {_pct(s2_majority)} (majority of {n}) in {time.monotonic() - started:.0f} s",
+                flush=True,
+            )
     finally:
         generator.unload()
     return rows
@@ -107,9 +135,11 @@ def render_table(rows: list[Row], n: int) -> str:
         best1 = max(row.system1_greedy, row.system1_majority, key=lambda s: s.accuracy)
         best2 = max(row.system2_greedy, row.system2_majority, key=lambda s: s.accuracy)
         verdict = "**yes**" if _significant(best2, best1) else "worse" if _significant(best1, best2) else "no"
-        lines.append(f"| {row.task} | {row.method} | {row.inputs} | {_pct(row.system1_greedy)} | "
-                     f"{_pct(row.system1_majority)} | {_pct(row.system2_greedy)} | {_pct(row.system2_majority)} | "
-                     f"{row.system2_tokens:.0f} | {verdict} |")
+        lines.append(
+            f"| {row.task} | {row.method} | {row.inputs} | {_pct(row.system1_greedy)} | "
+            f"{_pct(row.system1_majority)} | {_pct(row.system2_greedy)} | {_pct(row.system2_majority)} | "
+            f"{row.system2_tokens:.0f} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -127,8 +157,10 @@ def main() -> None:
     started = time.monotonic()
     rows = run_probe(pairings, args.inputs, args.n, args.temperature, args.max_tokens, args.seed)
     table = render_table(rows, args.n)
-    settings = (f"{args.inputs} held-out inputs per pairing, n={args.n} at temperature {args.temperature}, "
-                f"max_tokens {args.max_tokens}, seed {args.seed}; {time.monotonic() - started:.0f} s")
+    settings = (
+        f"{args.inputs} held-out inputs per pairing, n={args.n} at temperature {args.temperature}, "
+        f"max_tokens {args.max_tokens}, seed {args.seed}; {time.monotonic() - started:.0f} s"
+    )
     print(settings)
     print(table)
     if args.md:

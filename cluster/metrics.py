@@ -35,8 +35,9 @@ class RayMetricsExporter:
         from ray.util.metrics import Gauge
 
         self._tags = {"job": job}
-        self._gauges = {key: Gauge(metric_name(key), description=text, tag_keys=("job",))
-                        for key, text in EXPORTED.items()}
+        self._gauges = {
+            key: Gauge(metric_name(key), description=text, tag_keys=("job",)) for key, text in EXPORTED.items()
+        }
 
     def update(self, snapshot: dict[str, Any]) -> None:
         for key, gauge in self._gauges.items():

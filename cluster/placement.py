@@ -32,9 +32,13 @@ class ReplicaPlacement:
         return bool(self.bundles)
 
 
-def parallel_bundles(tensor_parallel_size: int, pipeline_parallel_size: int, gpus_per_node: int,
-                     cpus_per_worker: float = 1.0, resources: dict[str, float] | None = None,
-                     ) -> tuple[list[dict[str, float]], str]:
+def parallel_bundles(
+    tensor_parallel_size: int,
+    pipeline_parallel_size: int,
+    gpus_per_node: int,
+    cpus_per_worker: float = 1.0,
+    resources: dict[str, float] | None = None,
+) -> tuple[list[dict[str, float]], str]:
     """One bundle per GPU worker of a TP x PP replica, and the placement strategy.
 
     STRICT_PACK when the replica fits one node: tensor-parallel all-reduces run every layer and need NVLink.
@@ -66,8 +70,13 @@ def replica_placement(spec: JobSpec, gpus_per_node: int) -> ReplicaPlacement:
     workers = engine.tensor_parallel_size * engine.pipeline_parallel_size
     custom = dict(generation.resources)
     if gpus_per_node > 0 and workers > 1 and generation.gpus_per_replica is None:
-        bundles, strategy = parallel_bundles(engine.tensor_parallel_size, engine.pipeline_parallel_size,
-                                             gpus_per_node, generation.cpus_per_replica, custom)
+        bundles, strategy = parallel_bundles(
+            engine.tensor_parallel_size,
+            engine.pipeline_parallel_size,
+            gpus_per_node,
+            generation.cpus_per_replica,
+            custom,
+        )
         # The actor holds no GPU itself (vLLM's workers hold them) and takes its CPU from the first bundle.
         return ReplicaPlacement(bundles, strategy, {"num_cpus": generation.cpus_per_replica, "num_gpus": 0})
     gpus = generation.gpus_per_replica

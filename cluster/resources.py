@@ -33,5 +33,8 @@ def cpu_thread_env(replicas: int | str, node_cpus: int) -> dict[str, str]:
     """
     if replica_bounds(replicas)[1] > 1 or node_cpus < 1:
         return {}
-    return {"VLLM_CPU_OMP_THREADS_BIND": f"0-{node_cpus - 1}", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-            "OMP_NUM_THREADS": str(node_cpus)}
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{node_cpus - 1}",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "OMP_NUM_THREADS": str(node_cpus),
+    }

@@ -14,9 +14,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from cluster.connect import WORKER_ENV_VARS
@@ -62,8 +63,9 @@ def job_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {key: value for key, value in env.items() if not key.startswith(SECRET_ENV_PREFIXES)}
 
 
-def build_submission(spec: JobSpec, stage: str, working_dir: str, python: str,
-                     environ: dict[str, str] | None = None) -> Submission:
+def build_submission(
+    spec: JobSpec, stage: str, working_dir: str, python: str, environ: dict[str, str] | None = None
+) -> Submission:
     """Entrypoint and runtime_env of one s2d job; `working_dir` holds the resolved job file (see `stage_job_dir`)."""
     check_submittable(spec)
     root = Path(__file__).resolve().parents[1]
@@ -107,14 +109,18 @@ def client(address: str | None) -> Any:
     except AuthenticationError:
         raise SubmitError(refused_message(url)) from None
     except ConnectionError as error:
-        raise SubmitError(f"no Ray job API at {url} ({error.__class__.__name__}); start the cluster or pass "
-                          "--address http://HEAD:8265") from None
+        raise SubmitError(
+            f"no Ray job API at {url} ({error.__class__.__name__}); start the cluster or pass "
+            "--address http://HEAD:8265"
+        ) from None
 
 
 def refused_message(url: str) -> str:
-    return (f"the Ray cluster at {url} refused the request: it requires token authentication and no valid token "
-            "was given. Set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or put the token in ~/.ray/auth_token), "
-            "e.g. from `ray get-auth-token` on the head node")
+    return (
+        f"the Ray cluster at {url} refused the request: it requires token authentication and no valid token "
+        "was given. Set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or put the token in ~/.ray/auth_token), "
+        "e.g. from `ray get-auth-token` on the head node"
+    )
 
 
 def _guard(call: Callable[[], Any], url: str) -> Any:
@@ -137,15 +143,23 @@ def submit(spec: JobSpec, stage: str, address: str | None, python: str | None = 
     working_dir = stage_job_dir(spec)
     try:
         submission = build_submission(spec, stage, working_dir, python)
-        return _guard(lambda: job_client.submit_job(entrypoint=submission.entrypoint,
-                                                    runtime_env=submission.runtime_env,
-                                                    metadata=submission.metadata), url)
+        return _guard(
+            lambda: job_client.submit_job(
+                entrypoint=submission.entrypoint, runtime_env=submission.runtime_env, metadata=submission.metadata
+            ),
+            url,
+        )
     finally:
         shutil.rmtree(working_dir, ignore_errors=True)  # uploaded by submit_job
 
 
-def follow(job_id: str, address: str | None, write: Callable[[str], Any] = sys.stdout.write,
-           poll_s: float = 2.0, follow_logs: bool = True) -> str:
+def follow(
+    job_id: str,
+    address: str | None,
+    write: Callable[[str], Any] = sys.stdout.write,
+    poll_s: float = 2.0,
+    follow_logs: bool = True,
+) -> str:
     """Print the job's logs as they grow until it ends; returns its final status."""
     url = dashboard_address(address)
     job_client = client(address)

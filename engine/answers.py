@@ -45,7 +45,7 @@ def _span_after(text: str, start: int) -> str | None:
     if _MARKER.search(rest) or line_end < 0:
         return None  # only further markers follow on this line: they take the next line, if anything does
     # "**Answer:**\nabcd": the answer sits on the next non-empty line, unless that line is itself marked.
-    following = next((line for line in text[line_end + 1:].splitlines() if line.strip()), "")
+    following = next((line for line in text[line_end + 1 :].splitlines() if line.strip()), "")
     return None if _MARKER.search(following) else _content(following)
 
 
@@ -62,7 +62,9 @@ def _clean(span: str) -> str:
 
 # --- Parsers of intermediate method steps (Branch-Solve-Merge) and of the USC judge's choice ---
 
-_LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\(?\d{1,2}[.):]|\(?[a-e][.)]|(?:criterion|factor)\s*\d*\s*[:.-])\s*", re.IGNORECASE)
+_LIST_MARKER = re.compile(
+    r"^\s*(?:[-*•]|\(?\d{1,2}[.):]|\(?[a-e][.)]|(?:criterion|factor)\s*\d*\s*[:.-])\s*", re.IGNORECASE
+)
 _OUT_OF_FIVE = re.compile(r"\s*(?:/|out\s+of)\s*5\b", re.IGNORECASE)
 
 

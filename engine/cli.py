@@ -15,8 +15,8 @@ from engine.export import FORMATS as EXPORT_FORMATS
 from engine.models import ModelNotFound, check_model_reference
 from engine.pipeline import GenerationFailed
 from engine.shards import OutputConflict
-from engine.storage import OutputError
 from engine.spec import JobSpec, SpecError, dump_spec, load_spec
+from engine.storage import OutputError
 
 EPILOG = """examples:
   s2d run configs/demo.yaml
@@ -36,88 +36,118 @@ STAGE_HELP = {
     "run": "generate -> train -> eval in one go",
     "generate": "sample the System 2 method on Ray replicas, curate by self-consistency, write Parquet shards",
     "train": "fine-tune (LoRA or full) on the committed shards with DeepSpeed ZeRO on Ray Train; "
-             "a rerun resumes from the last checkpoint",
+    "a rerun resumes from the last checkpoint",
     "eval": "compare System 1, System 2 and the distilled System 1 on held-out inputs: report.md + report.png",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="s2d", description="System 2 distillation at cluster scale.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="s2d",
+        description="System 2 distillation at cluster scale.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in STAGE_HELP.items():
         stage = commands.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("job", help="YAML job file (see configs/demo.yaml)")
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="override a job-file key")
-        stage.add_argument("--address", default=None,
-                           help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+        stage.add_argument(
+            "--address", default=None, help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)"
+        )
         stage.add_argument("--no-progress", action="store_true", help="no progress bars")
-        stage.add_argument("-v", "--verbose", action="store_true",
-                           help="show Ray, vLLM and DeepSpeed logs here (default: only in <out>/logs/)")
+        stage.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="show Ray, vLLM and DeepSpeed logs here (default: only in <out>/logs/)",
+        )
         if name in ("run", "generate"):
-            stage.add_argument("--force", action="store_true",
-                               help="discard shards of a different job spec in `out` instead of refusing")
+            stage.add_argument(
+                "--force",
+                action="store_true",
+                help="discard shards of a different job spec in `out` instead of refusing",
+            )
     commands.add_parser("methods", help="list the System 2 methods", description="List the System 2 methods.")
     status = commands.add_parser(
-        "status", help="committed / total shards of an output, its counts, and the exactly-once check",
+        "status",
+        help="committed / total shards of an output, its counts, and the exactly-once check",
         description="Show how far `s2d generate` got in OUT (a path or a pyarrow filesystem URI): committed / total "
         "shards, accepted / rejected / quarantined counts, and whether every input is in exactly one place. "
         "Exit 0 when complete and consistent, 3 when shards are still uncommitted (rerun to resume), 1 on a "
-        "broken invariant.")
+        "broken invariant.",
+    )
     status.add_argument("out", help="a job's output directory")
     inspect = commands.add_parser(
-        "inspect", help="a few accepted and rejected inputs with their samples, votes and why each was kept or dropped",
+        "inspect",
+        help="a few accepted and rejected inputs with their samples, votes and why each was kept or dropped",
         description="Show committed inputs of OUT with every System 2 sample (each step's text, the extracted "
-        "answer), the votes and the criterion's decision. Default: the first N accepted and N rejected inputs.")
+        "answer), the votes and the criterion's decision. Default: the first N accepted and N rejected inputs.",
+    )
     inspect.add_argument("out", help="a job's output directory")
     inspect.add_argument("-n", type=int, default=2, help="inputs to show of each kind (default 2)")
     shown = inspect.add_mutually_exclusive_group()
     shown.add_argument("--accepted", action="store_true", help="only accepted inputs")
     shown.add_argument("--rejected", action="store_true", help="only rejected inputs")
     shown.add_argument("--quarantined", action="store_true", help="only quarantined (bad) input rows")
-    inspect.add_argument("--reason", default=None,
-                         help="only inputs rejected (or quarantined) for this reason, e.g. no_answer, tie")
+    inspect.add_argument(
+        "--reason", default=None, help="only inputs rejected (or quarantined) for this reason, e.g. no_answer, tie"
+    )
     inspect.add_argument("--id", dest="input_id", default=None, help="the input with this input_id")
     inspect.add_argument("--full", action="store_true", help="whole step texts instead of one line each")
     export = commands.add_parser(
-        "export", help="write the pairs `s2d train` trains on as chat JSON Lines for other fine-tuning tools",
+        "export",
+        help="write the pairs `s2d train` trains on as chat JSON Lines for other fine-tuning tools",
         description="Write the accepted prompt -> answer pairs of OUT (exactly those `s2d train` trains on) to a JSON "
-        "Lines file: --format messages ({\"messages\": [user, assistant]}: TRL's SFTTrainer, axolotl, "
-        "LLaMA-Factory, torchtune) or prompt_completion (TRL's prompt/completion, loss on the answer only).")
+        'Lines file: --format messages ({"messages": [user, assistant]}: TRL\'s SFTTrainer, axolotl, '
+        "LLaMA-Factory, torchtune) or prompt_completion (TRL's prompt/completion, loss on the answer only).",
+    )
     export.add_argument("out", help="a job's output directory")
-    export.add_argument("--format", dest="fmt", choices=list(EXPORT_FORMATS), default="messages",
-                        help="; ".join(f"{name}: {description}" for name, description in EXPORT_FORMATS.items()))
+    export.add_argument(
+        "--format",
+        dest="fmt",
+        choices=list(EXPORT_FORMATS),
+        default="messages",
+        help="; ".join(f"{name}: {description}" for name, description in EXPORT_FORMATS.items()),
+    )
     export.add_argument("--to", required=True, help="the JSON Lines file to write")
     report = commands.add_parser(
-        "report", help="table + chart (accuracy vs tokens per answer) of one or more evaluated runs",
+        "report",
+        help="table + chart (accuracy vs tokens per answer) of one or more evaluated runs",
         description="Render the evaluation report of finished runs (each <out> needs eval/metrics.json from "
-        "`s2d eval`). One run: <out>/eval/report.md and report.png. Several: one table and one chart in --to.")
+        "`s2d eval`). One run: <out>/eval/report.md and report.png. Several: one table and one chart in --to.",
+    )
     report.add_argument("outs", nargs="+", metavar="OUT", help="a job's output directory")
     report.add_argument("--to", default=None, help="folder for report.md and report.png (needed for several runs)")
     _add_cluster_commands(commands)
     return parser
 
 
-CLUSTER_ADDRESS_HELP = ("Ray job API of the cluster, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, else "
-                        "RAY_ADDRESS, else http://127.0.0.1:8265). A token-authenticated cluster needs "
-                        "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH set")
+CLUSTER_ADDRESS_HELP = (
+    "Ray job API of the cluster, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, else "
+    "RAY_ADDRESS, else http://127.0.0.1:8265). A token-authenticated cluster needs "
+    "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH set"
+)
 
 
 def _add_cluster_commands(commands) -> None:
     submit = commands.add_parser(
-        "submit", help="submit a job to a Ray cluster and follow its logs",
+        "submit",
+        help="submit a job to a Ray cluster and follow its logs",
         description="Submit a job to an existing Ray cluster (Ray job submission API). s2d's code and the resolved "
-        "job file travel in the job's runtime_env; `out` must be an absolute path the cluster's nodes share.")
+        "job file travel in the job's runtime_env; `out` must be an absolute path the cluster's nodes share.",
+    )
     submit.add_argument("job", help="YAML job file")
     submit.add_argument("overrides", nargs="*", metavar="key=value", help="override a job-file key")
     submit.add_argument("--stage", choices=list(STAGE_HELP), default="run", help="what the job runs (default: run)")
     submit.add_argument("--address", default=None, help=CLUSTER_ADDRESS_HELP)
     submit.add_argument("--no-wait", action="store_true", help="print the submission id and return")
-    submit.add_argument("--python", default=None,
-                        help="Python on the cluster that has s2d's dependencies (default: this one for a local "
-                        "cluster, else `python`)")
+    submit.add_argument(
+        "--python",
+        default=None,
+        help="Python on the cluster that has s2d's dependencies (default: this one for a local cluster, else `python`)",
+    )
     for name, help_text in (("logs", "print a submitted job's logs"), ("stop", "stop a submitted job")):
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.add_argument("submission_id", help="the id `s2d submit` printed")
@@ -143,8 +173,11 @@ def _cluster_command(args: argparse.Namespace) -> int:
             return 0
         spec = load_spec(args.job, args.overrides)
         job_id = jobs.submit(spec, args.stage, args.address, args.python)
-        print(f"s2d: submitted {job_id} ({args.stage} {args.job}); logs: s2d logs {job_id}, stop: s2d stop {job_id}",
-              file=sys.stderr, flush=True)
+        print(
+            f"s2d: submitted {job_id} ({args.stage} {args.job}); logs: s2d logs {job_id}, stop: s2d stop {job_id}",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.no_wait:
             print(job_id)
             return 0
@@ -259,8 +292,10 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None
     location = OutputLocation.of(spec.out)
     stages = ["generate", "train", "eval"] if args.command == "run" else [args.command]
     if not location.is_local and stages != ["generate"]:
-        raise ValueError(f"out={spec.out}: train and eval need a local or mounted path; only generate writes to a "
-                         "filesystem URI (copy the shards to a mounted path, or mount the bucket)")
+        raise ValueError(
+            f"out={spec.out}: train and eval need a local or mounted path; only generate writes to a "
+            "filesystem URI (copy the shards to a mounted path, or mount the bucket)"
+        )
     location.makedirs()
     location.write_bytes_atomic(dump_spec(spec).encode(), "job.yaml")
     progress = not args.no_progress
@@ -270,18 +305,22 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None
             from engine.pipeline import run_generate
 
             summary = run_generate(spec, force=args.force, progress=progress)
-            say(f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
-                  f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.quarantined} quarantined "
-                  f"{summary.reasons or ''} -> {location.path('shards')}")
+            say(
+                f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
+                f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.quarantined} quarantined "
+                f"{summary.reasons or ''} -> {location.path('shards')}"
+            )
         elif stage == "train":
             from training.trainer import train_model
 
             metrics = train_model(spec)
             losses = metrics.get("losses") or [float("nan")]
             resumed = metrics.get("resumed_from_step")
-            say(f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples"
-                  f"{f' (resumed at step {resumed})' if resumed is not None else ''}, "
-                  f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {out / 'model'}")
+            say(
+                f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples"
+                f"{f' (resumed at step {resumed})' if resumed is not None else ''}, "
+                f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {out / 'model'}"
+            )
         else:
             from engine.evaluate import run_eval
 
@@ -300,10 +339,11 @@ def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
     location = OutputLocation.of(spec.out)
     entries = [("logs", str(log) if log else None, "Ray, vLLM and DeepSpeed")]
     if "generate" in stages:
-        entries += [("pairs", location.path("shards"), f"s2d export {spec.out} --format messages --to pairs.jsonl"),
-                    ("samples", location.path("samples") if spec.output.keep_samples else None,
-                     f"s2d inspect {spec.out}"),
-                    ("card", location.path("README.md"), f'datasets.load_dataset("{spec.out}")')]
+        entries += [
+            ("pairs", location.path("shards"), f"s2d export {spec.out} --format messages --to pairs.jsonl"),
+            ("samples", location.path("samples") if spec.output.keep_samples else None, f"s2d inspect {spec.out}"),
+            ("card", location.path("README.md"), f'datasets.load_dataset("{spec.out}")'),
+        ]
     if "train" in stages:
         entries.append(("model", location.path("model"), "PEFT adapter, or a whole model with train.mode=full"))
     if "eval" in stages:
@@ -326,14 +366,18 @@ def _status(out: str) -> int:
         print(f"s2d: error: cannot read {out}: {error}", file=sys.stderr)
         return 1
     counts = report.counts
-    print(f"{out}: {report.committed_shards} / {report.total_shards} shards committed; "
-          f"{sum(counts.values())} / {report.num_inputs} inputs: {counts['accepted']} accepted, "
-          f"{counts['rejected']} rejected, {counts['quarantined']} quarantined"
-          + (f"; {report.samples} samples" if report.samples is not None else ""))
+    print(
+        f"{out}: {report.committed_shards} / {report.total_shards} shards committed; "
+        f"{sum(counts.values())} / {report.num_inputs} inputs: {counts['accepted']} accepted, "
+        f"{counts['rejected']} rejected, {counts['quarantined']} quarantined"
+        + (f"; {report.samples} samples" if report.samples is not None else "")
+    )
     problems = report.problems()
     if not problems:
-        print("exactly once: every input is in exactly one of shards/, rejected/, quarantine/"
-              + (", and each generated input has its samples once in samples/" if report.samples is not None else ""))
+        print(
+            "exactly once: every input is in exactly one of shards/, rejected/, quarantine/"
+            + (", and each generated input has its samples once in samples/" if report.samples is not None else "")
+        )
         return 0
     for problem in problems:
         print(f"  {problem}")
@@ -353,9 +397,19 @@ def _read_output(args: argparse.Namespace) -> int:
 
         if args.n < 1:
             raise ValueError("-n must be at least 1")
-        kinds = ("shards",) if args.accepted else ("quarantine",) if args.quarantined else \
-            ("rejected",) if args.rejected else ("rejected", "quarantine") if args.reason else \
-            ("shards", "rejected", "quarantine") if args.input_id else ("shards", "rejected")
+        kinds = (
+            ("shards",)
+            if args.accepted
+            else ("quarantine",)
+            if args.quarantined
+            else ("rejected",)
+            if args.rejected
+            else ("rejected", "quarantine")
+            if args.reason
+            else ("shards", "rejected", "quarantine")
+            if args.input_id
+            else ("shards", "rejected")
+        )
         say(inspect_output(args.out, Selection(kinds, args.reason, args.input_id, args.n, args.full)))
         return 0
     except (ValueError, OSError) as problem:

@@ -20,19 +20,19 @@ Row contract between the two (columns a generated row carries, beyond input_id, 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
-
-import yaml
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import yaml
 
-from engine.curate import Vote, majority_vote, majority_votes, ranked_counts
 from engine.answers import parse_usc_choice
+from engine.curate import Vote, majority_vote, majority_votes, ranked_counts
 from engine.methods import Extractor, Method, render_template, resolve_method
 from engine.perturb import get_perturbation, invert_answer, make_variants
 from engine.program import Generator, SamplingRequest, run_method
@@ -96,12 +96,26 @@ def usc_decision(answers: Sequence[str | None], choice: int | None) -> Decision:
     """Keep the final answer of the response the USC judge chose; reject when it chose none or that has none."""
     counts = ranked_counts(answers)
     if choice is None or not 0 <= choice < len(answers):
-        return Decision("usc", None, 0, len(answers), counts, "usc_no_choice",
-                        f"the judge named none of the {len(answers)} responses")
+        return Decision(
+            "usc",
+            None,
+            0,
+            len(answers),
+            counts,
+            "usc_no_choice",
+            f"the judge named none of the {len(answers)} responses",
+        )
     answer = answers[choice]
     if answer is None:
-        return Decision("usc", None, 0, len(answers), counts, "no_answer",
-                        f"the chosen response {choice + 1} has no parseable answer")
+        return Decision(
+            "usc",
+            None,
+            0,
+            len(answers),
+            counts,
+            "no_answer",
+            f"the chosen response {choice + 1} has no parseable answer",
+        )
     return Decision("usc", answer, counts[answer], len(answers), counts, None)
 
 
@@ -109,24 +123,37 @@ def sample_answers(task: Task, extractor: Extractor, texts: Sequence[str]) -> li
     return extracted_and_answers(task, extractor, texts)[1]
 
 
-def extracted_and_answers(task: Task, extractor: Extractor, texts: Sequence[str]
-                          ) -> tuple[list[str | None], list[str | None]]:
+def extracted_and_answers(
+    task: Task, extractor: Extractor, texts: Sequence[str]
+) -> tuple[list[str | None], list[str | None]]:
     """Each text's extracted answer span, and its normalised form (what votes count)."""
     extracted = [extractor(text) for text in texts]
     return extracted, [task.normalize(span) for span in extracted]
 
 
 def curate_generated(
-    generated: pa.Table, *, task: str, method: str, model: str, rule: str = "majority", threshold: float = 0.5,
-    per_variant_majority: bool = False, extractor: dict[str, Any] | None = None,
+    generated: pa.Table,
+    *,
+    task: str,
+    method: str,
+    model: str,
+    rule: str = "majority",
+    threshold: float = 0.5,
+    per_variant_majority: bool = False,
+    extractor: dict[str, Any] | None = None,
 ) -> pa.Table:
     """Generated rows (see the module's row contract) -> the curated table, one row per input."""
     task_obj, extract = get_task(task), Extractor(**(extractor or {}))
     if rule == "majority":
         texts = _combined(generated.column("sample_texts"))
         extracted, answers = extracted_and_answers(task_obj, extract, texts.flatten().to_pylist())
-        curated = curate_majority(generated, _same_lists(texts, pa.array(answers, pa.string())), method=method,
-                                  model=model, threshold=threshold)
+        curated = curate_majority(
+            generated,
+            _same_lists(texts, pa.array(answers, pa.string())),
+            method=method,
+            model=model,
+            threshold=threshold,
+        )
         tokens = _combined(generated.column("sample_tokens")).flatten().to_pylist()
         return _with_samples(curated, generated, extracted, answers, tokens)
     if rule not in RULES:
@@ -155,12 +182,14 @@ def curate_generated(
             # The judge call is part of what each kept answer cost: spread it over the n samples.
             tokens = [count + row["usc_tokens"] / len(row["sample_tokens"]) for count in row["sample_tokens"]]
         rows.append(_curated_row(row, decision, tokens, method, model))
-    return _with_samples(curated_table(rows), generated, flat["extracted"], flat["answers"], flat["tokens"],
-                         per_variant)
+    return _with_samples(
+        curated_table(rows), generated, flat["extracted"], flat["answers"], flat["tokens"], per_variant
+    )
 
 
-def _with_samples(curated: pa.Table, generated: pa.Table, extracted: list, answers: list, tokens: list,
-                  per_variant: int | None = None) -> pa.Table:
+def _with_samples(
+    curated: pa.Table, generated: pa.Table, extracted: list, answers: list, tokens: list, per_variant: int | None = None
+) -> pa.Table:
     """The curated rows with their samples, when the replica sent them (output.keep_samples)."""
     if "sample_steps" not in generated.column_names:
         return curated
@@ -168,8 +197,9 @@ def _with_samples(curated: pa.Table, generated: pa.Table, extracted: list, answe
     return curated.set_column(curated.schema.get_field_index(SAMPLES), SAMPLES, column)
 
 
-def _curated_row(row: dict[str, Any], decision: Decision, tokens: list[float], method: str, model: str
-                 ) -> dict[str, Any]:
+def _curated_row(
+    row: dict[str, Any], decision: Decision, tokens: list[float], method: str, model: str
+) -> dict[str, Any]:
     return {
         "input_id": row["input_id"],
         "shard_id": int(row["shard_id"]),
@@ -189,8 +219,9 @@ def _curated_row(row: dict[str, Any], decision: Decision, tokens: list[float], m
     }
 
 
-def curate_majority(generated: pa.Table, answers: pa.ListArray, *, method: str, model: str, threshold: float
-                    ) -> pa.Table:
+def curate_majority(
+    generated: pa.Table, answers: pa.ListArray, *, method: str, model: str, threshold: float
+) -> pa.Table:
     """The majority rule over a batch, column by column: `answers` holds each input's normalised sample
     answers (None when unparseable); `generated` gives input_id, shard_id, prompt and sample_tokens."""
     votes = majority_votes(answers, threshold)
@@ -199,8 +230,11 @@ def curate_majority(generated: pa.Table, answers: pa.ListArray, *, method: str, 
     num_samples, top_votes = votes.column("num_samples"), votes.column("votes")
     tokens = _combined(generated.column("sample_tokens"))
     token_counts = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy()
-    token_sums = np.bincount(np.repeat(np.arange(size), token_counts), minlength=size,
-                             weights=tokens.flatten().to_numpy(zero_copy_only=False).astype(np.float64))
+    token_sums = np.bincount(
+        np.repeat(np.arange(size), token_counts),
+        minlength=size,
+        weights=tokens.flatten().to_numpy(zero_copy_only=False).astype(np.float64),
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_tokens = np.where(token_counts > 0, token_sums / token_counts, 0.0)
         agreement = np.where(num_samples.to_numpy() > 0, top_votes.to_numpy() / num_samples.to_numpy(), 0.0)
@@ -221,16 +255,27 @@ def curate_majority(generated: pa.Table, answers: pa.ListArray, *, method: str, 
         "detail": pc.if_else(accepted, "", _majority_detail(votes, threshold)),
         "answer_counts": votes.column("answer_counts"),
     }
-    return pa.table({name: columns.get(name, pa.nulls(size, field.type)) for name, field in
-                     zip(CURATED_SCHEMA.names, CURATED_SCHEMA)}).cast(CURATED_SCHEMA)
+    return pa.table(
+        {
+            name: columns.get(name, pa.nulls(size, field.type))
+            for name, field in zip(CURATED_SCHEMA.names, CURATED_SCHEMA)
+        }
+    ).cast(CURATED_SCHEMA)
 
 
 def _majority_detail(votes: pa.Table, threshold: float) -> pa.Array:
     """`_vote_detail` for every row of `majority_votes`."""
     samples = pc.cast(votes.column("num_samples"), pa.string())
-    top = pc.binary_join_element_wise("top answer '", votes.column("top_answer"), "' has ",
-                                      pc.cast(votes.column("votes"), pa.string()), "/", samples,
-                                      f" votes, need > {threshold:g}", "")
+    top = pc.binary_join_element_wise(
+        "top answer '",
+        votes.column("top_answer"),
+        "' has ",
+        pc.cast(votes.column("votes"), pa.string()),
+        "/",
+        samples,
+        f" votes, need > {threshold:g}",
+        "",
+    )
     none = pc.binary_join_element_wise("no parseable answer in ", samples, " samples", "")
     return pc.if_else(pc.is_null(votes.column("top_answer")), none, top)
 
@@ -247,9 +292,15 @@ def _same_lists(lists: pa.ListArray, values: pa.Array) -> pa.ListArray:
 
 def curate_kwargs(spec: Any) -> dict[str, Any]:
     """The keyword arguments of `curate_generated` for a JobSpec (plain data, so Ray can ship them)."""
-    return dict(task=spec.task.name, method=spec.method.name, model=spec.model, rule=spec.curate.rule,
-                threshold=spec.curate.threshold, per_variant_majority=spec.curate.per_variant_majority,
-                extractor=spec.method.extractor.model_dump())
+    return dict(
+        task=spec.task.name,
+        method=spec.method.name,
+        model=spec.model,
+        rule=spec.curate.rule,
+        threshold=spec.curate.threshold,
+        per_variant_majority=spec.curate.per_variant_majority,
+        extractor=spec.method.extractor.model_dump(),
+    )
 
 
 def check_compatibility(task_name: str, method: str | dict[str, Any], rule: str, perturbation: str | None) -> None:
@@ -258,8 +309,10 @@ def check_compatibility(task_name: str, method: str | dict[str, Any], rule: str,
     offered = set(input_fields_of(task)) | set(task_variables(task))
     missing = resolved.required_fields - offered
     if missing:
-        raise ValueError(f"method {resolved.name!r} reads input fields {sorted(missing)}, which task "
-                         f"{task.name!r} does not have (its fields: {sorted(offered) or 'none'})")
+        raise ValueError(
+            f"method {resolved.name!r} reads input fields {sorted(missing)}, which task "
+            f"{task.name!r} does not have (its fields: {sorted(offered) or 'none'})"
+        )
     if rule == "perturbation":
         if not perturbation:
             raise ValueError("curate.rule perturbation needs curate.perturbation (a perturbation name)")
@@ -269,6 +322,7 @@ def check_compatibility(task_name: str, method: str | dict[str, Any], rule: str,
 
 
 # --- generation side: what a replica runs for a batch of input rows ---
+
 
 @lru_cache(maxsize=1)
 def _usc_prompt_file() -> dict[str, Any]:
@@ -290,8 +344,12 @@ def _input_of(row: dict[str, Any]) -> TaskInput:
 
 
 def _context(task: Task, question: str, fields: dict[str, Any], system1_prompt: str | None = None) -> dict[str, Any]:
-    return {**task_variables(task), **fields, "question": question,
-            "system1_prompt": system1_prompt if system1_prompt is not None else task.system1_prompt(question)}
+    return {
+        **task_variables(task),
+        **fields,
+        "question": question,
+        "system1_prompt": system1_prompt if system1_prompt is not None else task.system1_prompt(question),
+    }
 
 
 def input_context(task: Task, item: TaskInput) -> dict[str, Any]:
@@ -300,8 +358,16 @@ def input_context(task: Task, item: TaskInput) -> dict[str, Any]:
 
 
 def generate_for_curation(
-    generator: Generator, method: Method, task: Task, rows: Sequence[dict[str, Any]], request: SamplingRequest, *,
-    rule: str = "majority", perturbation: str | None = None, variants: int = 2, seed: int = 0,
+    generator: Generator,
+    method: Method,
+    task: Task,
+    rows: Sequence[dict[str, Any]],
+    request: SamplingRequest,
+    *,
+    rule: str = "majority",
+    perturbation: str | None = None,
+    variants: int = 2,
+    seed: int = 0,
     keep_samples: bool = False,
 ) -> dict[str, list]:
     """Columns of the generated rows for a batch of input rows (module docstring: the row contract).
@@ -320,10 +386,13 @@ def generate_for_curation(
     if rule == "perturbation":
         perturber = get_perturbation(perturbation or "")
         per_input = [make_variants(item, task, perturber, variants, seed) for item in items]
-        contexts = [_context(task, variant.question, variant.fields, row["prompt"] if index == 0 else None)
-                    for row, input_variants in zip(rows, per_input) for index, variant in enumerate(input_variants)]
+        contexts = [
+            _context(task, variant.question, variant.fields, row["prompt"] if index == 0 else None)
+            for row, input_variants in zip(rows, per_input)
+            for index, variant in enumerate(input_variants)
+        ]
         chains = run_method(generator, method, contexts, request)
-        grouped = [chains[start:start + variants] for start in range(0, len(chains), variants)]
+        grouped = [chains[start : start + variants] for start in range(0, len(chains), variants)]
         columns["variant_texts"] = [[[c.final_text for c in per_variant] for per_variant in g] for g in grouped]
         columns["variant_tokens"] = [[[c.num_tokens for c in per_variant] for per_variant in g] for g in grouped]
         columns["variant_inverse"] = [[json.dumps(v.inverse, sort_keys=True) for v in vs] for vs in per_input]

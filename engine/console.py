@@ -17,8 +17,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 _terminal: dict[str, TextIO] = {}  # "out", "err": the streams s2d writes to while a quiet run redirects the rest
 
@@ -60,8 +61,13 @@ def _terminal_copy(stream: TextIO, fd: int) -> TextIO:
         writes_to_fd = False
     if not writes_to_fd:
         return stream
-    return io.TextIOWrapper(os.fdopen(os.dup(fd), "wb", buffering=0), encoding=getattr(stream, "encoding", "utf-8"),
-                            errors="backslashreplace", line_buffering=True, write_through=True)
+    return io.TextIOWrapper(
+        os.fdopen(os.dup(fd), "wb", buffering=0),
+        encoding=getattr(stream, "encoding", "utf-8"),
+        errors="backslashreplace",
+        line_buffering=True,
+        write_through=True,
+    )
 
 
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ votes, most first, then by answer.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -106,14 +106,20 @@ def majority_votes(answers: pa.Array | pa.ChunkedArray, threshold: float) -> pa.
     accepted = has_answer & ~tie & ~below
     reason_code = np.where(~has_answer, 2, np.where(tie, 1, 0))  # REASONS, in majority_vote's order of checks
 
-    counts = pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(
-        [sorted_dictionary.take(pa.array(entry_code)), pa.array(entry_votes)],
-        fields=list(ANSWER_COUNTS_TYPE.value_type)))
-    return pa.table({
-        "answer": sorted_dictionary.take(pa.array(top_code, mask=~accepted)),
-        "top_answer": sorted_dictionary.take(pa.array(top_code, mask=~has_answer)),
-        "votes": pa.array(top_votes),
-        "num_samples": pa.array(num_samples),
-        "reason": _REASONS.take(pa.array(reason_code, mask=accepted)),
-        "answer_counts": counts,
-    })
+    counts = pa.ListArray.from_arrays(
+        pa.array(offsets),
+        pa.StructArray.from_arrays(
+            [sorted_dictionary.take(pa.array(entry_code)), pa.array(entry_votes)],
+            fields=list(ANSWER_COUNTS_TYPE.value_type),
+        ),
+    )
+    return pa.table(
+        {
+            "answer": sorted_dictionary.take(pa.array(top_code, mask=~accepted)),
+            "top_answer": sorted_dictionary.take(pa.array(top_code, mask=~has_answer)),
+            "votes": pa.array(top_votes),
+            "num_samples": pa.array(num_samples),
+            "reason": _REASONS.take(pa.array(reason_code, mask=accepted)),
+            "answer_counts": counts,
+        }
+    )

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from engine.consistency import input_context, sample_answers
 from engine.curate import majority_vote
@@ -59,8 +60,14 @@ def _answers(task: str, chains: list[Chain], extractor: Extractor | None) -> lis
     return sample_answers(get_task(task), extractor or Extractor(), [chain.final_text for chain in chains])
 
 
-def score_single(name: str, kind: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]],
-                 extractor: Extractor | None = None) -> SystemScore:
+def score_single(
+    name: str,
+    kind: str,
+    task: str,
+    inputs: Sequence[TaskInput],
+    chains: list[list[Chain]],
+    extractor: Extractor | None = None,
+) -> SystemScore:
     """Mean accuracy over every sample (for n=1, plain accuracy)."""
     correct, samples, tokens = 0, 0, 0
     for item, per_input in zip(inputs, chains):
@@ -71,8 +78,9 @@ def score_single(name: str, kind: str, task: str, inputs: Sequence[TaskInput], c
     return _score(name, kind, correct, len(inputs), samples, tokens / samples)
 
 
-def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]],
-                   extractor: Extractor | None = None) -> SystemScore:
+def score_majority(
+    name: str, task: str, inputs: Sequence[TaskInput], chains: list[list[Chain]], extractor: Extractor | None = None
+) -> SystemScore:
     """Accuracy of the majority answer (threshold 0: plurality, ties count as wrong); tokens of all n samples."""
     correct, tokens = 0, 0
     for item, per_input in zip(inputs, chains):
@@ -82,15 +90,21 @@ def score_majority(name: str, task: str, inputs: Sequence[TaskInput], chains: li
     return _score(name, "system2", correct, len(inputs), len(inputs), tokens / len(inputs))
 
 
-def system2_reference(task: str, chains: list[list[Chain]], extractor: Extractor | None,
-                      threshold: float) -> list[str | None]:
+def system2_reference(
+    task: str, chains: list[list[Chain]], extractor: Extractor | None, threshold: float
+) -> list[str | None]:
     """System 2's answer per input as the job's vote decides it over its n samples; None where the vote would
     reject the input (tie, below threshold, no answer). Distillation trains System 1 toward exactly this."""
     return [majority_vote(_answers(task, per_input, extractor), threshold).answer for per_input in chains]
 
 
-def score_agreement(score: SystemScore, task: str, chains: list[list[Chain]], reference: Sequence[str | None],
-                    extractor: Extractor | None = None) -> SystemScore:
+def score_agreement(
+    score: SystemScore,
+    task: str,
+    chains: list[list[Chain]],
+    reference: Sequence[str | None],
+    extractor: Extractor | None = None,
+) -> SystemScore:
     """`score` with its agreement with System 2: over the inputs that have a reference answer, the share of this
     system's answers (every sample's, for a sampled system) equal to it."""
     agreeing, compared = 0, 0
@@ -103,8 +117,9 @@ def score_agreement(score: SystemScore, task: str, chains: list[list[Chain]], re
     if not compared:
         return score
     low, high = wilson_interval(agreeing, compared)
-    return replace(score, agreement=agreeing / compared, agreement_low=low, agreement_high=high,
-                   agreement_samples=compared)
+    return replace(
+        score, agreement=agreeing / compared, agreement_low=low, agreement_high=high, agreement_samples=compared
+    )
 
 
 def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
@@ -115,7 +130,9 @@ def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
         return labeled_eval_inputs(spec)
     task = get_task(spec.task.name)
     distilled = {item.input_id for item in task.generate(spec.task.num_inputs, spec.task.seed, "train")}
-    return [item for item in task.generate(spec.eval.num_inputs, spec.task.seed, "eval") if item.input_id not in distilled]
+    return [
+        item for item in task.generate(spec.eval.num_inputs, spec.task.seed, "eval") if item.input_id not in distilled
+    ]
 
 
 def distilled_model(spec: JobSpec, model_dir: Path) -> tuple[str | None, str | None, str]:
@@ -207,19 +224,30 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
 
     scores = [
         scored("System 1 (base model, direct)", "system1", system1),
-        scored(f"System 2 ({spec.method.name}, single sample" + (f", mean of {n})" if n > 1 else ")"), "system2",
-               system2, extractor),
+        scored(
+            f"System 2 ({spec.method.name}, single sample" + (f", mean of {n})" if n > 1 else ")"),
+            "system2",
+            system2,
+            extractor,
+        ),
         scored(distilled_name, "distilled", distilled),
     ]
     if n > 1:
-        scores.insert(2, score_majority(f"System 2 ({spec.method.name}, majority of {n})", task.name, inputs,
-                                        system2, extractor))
+        scores.insert(
+            2, score_majority(f"System 2 ({spec.method.name}, majority of {n})", task.name, inputs, system2, extractor)
+        )
     scores = [replace(score, latency_s=timings[score.kind]) for score in scores]
     metrics = {
-        "task": task.name, "method": spec.method.name, "model": spec.model, "eval_inputs": len(inputs),
-        "samples_for_system2": n, "distilled_model": adapter or other_model, "run": str(out),
+        "task": task.name,
+        "method": spec.method.name,
+        "model": spec.model,
+        "eval_inputs": len(inputs),
+        "samples_for_system2": n,
+        "distilled_model": adapter or other_model,
+        "run": str(out),
         "agreement_reference": {"threshold": threshold, "inputs": sum(answer is not None for answer in reference)},
-        "seconds_per_input": timings, "engine_start_s": round(engine_start_s, 2),
+        "seconds_per_input": timings,
+        "engine_start_s": round(engine_start_s, 2),
         "systems": [asdict(score) for score in scores],
     }
     eval_dir = out / "eval"

@@ -11,19 +11,18 @@ import json
 from pathlib import Path
 
 FORMATS = {
-    "messages": "one JSON object per line: {\"messages\": [user turn, assistant turn]} (TRL, axolotl, "
-                "LLaMA-Factory, torchtune)",
-    "prompt_completion": "{\"prompt\": [user turn], \"completion\": [assistant turn]}: TRL's conversational "
-                         "prompt-completion format, whose loss is on the completion only, as in s2d train",
+    "messages": 'one JSON object per line: {"messages": [user turn, assistant turn]} (TRL, axolotl, '
+    "LLaMA-Factory, torchtune)",
+    "prompt_completion": '{"prompt": [user turn], "completion": [assistant turn]}: TRL\'s conversational '
+    "prompt-completion format, whose loss is on the completion only, as in s2d train",
 }
 
 
 def export_pairs(out: str | Path, to: str | Path, fmt: str = "messages") -> int:
     """Write the training pairs of `out` to the JSON Lines file `to`; returns how many."""
+    from engine.shards import read_manifest
     from training.sft import chat_messages
     from training.trainer import read_accepted_rows
-
-    from engine.shards import read_manifest
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(FORMATS)}")
@@ -36,8 +35,9 @@ def export_pairs(out: str | Path, to: str | Path, fmt: str = "messages") -> int:
     with open(tmp, "w", encoding="utf-8") as handle:
         for row in rows:
             user, assistant = chat_messages(row["prompt"], row["answer"])
-            record = {"messages": [user, assistant]} if fmt == "messages" else \
-                {"prompt": [user], "completion": [assistant]}
+            record = (
+                {"messages": [user, assistant]} if fmt == "messages" else {"prompt": [user], "completion": [assistant]}
+            )
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     tmp.replace(to)
     return len(rows)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from engine.samples import SAMPLES
 from engine.shards import KINDS, check_accounting, read_committed, read_manifest, shard_of
@@ -38,8 +39,12 @@ def inspect_output(out: str, selection: Selection) -> str:
             lines += ["", *_describe(kind, row, samples, selection.full)]
             found += 1
     if not found:
-        wanted = f"input {selection.input_id!r}" if selection.input_id else \
-            f"{' or '.join(selection.kinds)} inputs" + (f" with reason {selection.reason!r}" if selection.reason else "")
+        wanted = (
+            f"input {selection.input_id!r}"
+            if selection.input_id
+            else f"{' or '.join(selection.kinds)} inputs"
+            + (f" with reason {selection.reason!r}" if selection.reason else "")
+        )
         lines += ["", f"no committed {wanted} in {out}"]
     elif not manifest.get(SAMPLES):
         lines += ["", "(this job kept no samples: output.keep_samples was false)"]
@@ -52,9 +57,12 @@ def _summary(out: str, manifest: dict[str, Any]) -> str:
     reasons = Counter(read_committed(out, "rejected", columns=["reason"]).column("reason").to_pylist())
     by_reason = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
     samples = f"; {accounting.samples} samples" if accounting.samples is not None else ""
-    return (f"{out}: {accounting.num_inputs} inputs, {counts['accepted']} accepted, {counts['rejected']} rejected"
-            + (f" ({by_reason})" if by_reason else "") + f", {counts['quarantined']} quarantined{samples}; "
-            f"{accounting.committed_shards}/{accounting.total_shards} shards committed")
+    return (
+        f"{out}: {accounting.num_inputs} inputs, {counts['accepted']} accepted, {counts['rejected']} rejected"
+        + (f" ({by_reason})" if by_reason else "")
+        + f", {counts['quarantined']} quarantined{samples}; "
+        f"{accounting.committed_shards}/{accounting.total_shards} shards committed"
+    )
 
 
 def _rows(out: str, manifest: dict[str, Any], kind: str, selection: Selection) -> Iterator[dict[str, Any]]:
@@ -83,27 +91,36 @@ def _samples_of(out: str, row: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _describe(kind: str, row: dict[str, Any], samples: list[dict[str, Any]] | None, full: bool) -> list[str]:
     status = KINDS[kind][0]
-    lines = [f"== {status} {row['input_id']} (shard {row['shard_id']}) ==",
-             *_block("prompt", row.get("prompt") or row.get("raw") or "", full)]
+    lines = [
+        f"== {status} {row['input_id']} (shard {row['shard_id']}) ==",
+        *_block("prompt", row.get("prompt") or row.get("raw") or "", full),
+    ]
     if kind == "quarantine":
         where = f" at source row {row['source_row']}" if row.get("source_row") is not None else ""
         return lines + [f"quarantined{where}: {row['reason']}: {row['detail']}"]
     if samples:
         counted = Counter(sample["answer"] for sample in samples)
-        counts = ", ".join(f"'{answer}' x{votes}" if answer is not None else f"no answer x{votes}"
-                           for answer, votes in counted.most_common())
+        counts = ", ".join(
+            f"'{answer}' x{votes}" if answer is not None else f"no answer x{votes}"
+            for answer, votes in counted.most_common()
+        )
     else:  # the criterion's own counts (rejected rows carry them)
         counts = ", ".join(f"'{entry['answer']}' x{entry['votes']}" for entry in row.get("answer_counts") or [])
     if kind == "shards":
-        lines.append(f"kept: '{row['answer']}' has {row['votes']}/{row['num_samples']} votes "
-                     f"({row['agreement']:.0%} agreement)")
+        lines.append(
+            f"kept: '{row['answer']}' has {row['votes']}/{row['num_samples']} votes ({row['agreement']:.0%} agreement)"
+        )
     else:
-        lines.append(f"dropped by {row['criterion']}: {row['reason']}" + (f" - {row['detail']}" if row['detail'] else ""))
+        lines.append(
+            f"dropped by {row['criterion']}: {row['reason']}" + (f" - {row['detail']}" if row["detail"] else "")
+        )
     lines.append(f"answers: {counts or 'none parseable'}; {row['system2_tokens']:.0f} tokens per sample")
     for sample in samples or []:
         variant = f"variant {sample['variant']} " if sample["variant"] is not None else ""
         answer = f"'{sample['answer']}'" if sample["answer"] is not None else "no answer"
-        extracted = f" (extracted {sample['extracted']!r})" if sample["extracted"] not in (None, sample["answer"]) else ""
+        extracted = (
+            f" (extracted {sample['extracted']!r})" if sample["extracted"] not in (None, sample["answer"]) else ""
+        )
         lines.append(f"  {variant}sample {sample['sample']}: {answer}{extracted}, {sample['tokens']} tokens")
         for step in sample["steps"]:
             name = step["name"] + (f"[{step['item']}]" if step["item"] is not None else "")
@@ -115,6 +132,6 @@ def _block(label: str, text: str, full: bool) -> list[str]:
     """`label: text` on one line (cut to LINE_CHARS), or wrapped in full."""
     flat = " ".join(text.split())
     if not full:
-        cut = flat if len(flat) <= LINE_CHARS else flat[:LINE_CHARS - 3] + "..."
+        cut = flat if len(flat) <= LINE_CHARS else flat[: LINE_CHARS - 3] + "..."
         return [f"{label}: {cut}"]
     return [f"{label}:"] + ["  " + line for part in text.splitlines() for line in (textwrap.wrap(part, 100) or [""])]

@@ -16,10 +16,11 @@ The `custom` method is the same program built from templates in the job spec ins
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 from jinja2 import StrictUndefined, meta
@@ -107,7 +108,7 @@ class Method:
 _ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template(source: str):
     return _ENVIRONMENT.from_string(source)
 
@@ -128,8 +129,10 @@ def bsm_merge(outputs: dict[str, Any]) -> str:
         return f"No criterion was scored (0 of {len(outputs['solve'])}).\nAnswer: none"
     total_a, total_b = sum(a for a, _ in scored), sum(b for _, b in scored)
     verdict = "A" if total_a > total_b else "B" if total_b > total_a else "tie"
-    return (f"Scored {len(scored)} of {len(outputs['solve'])} criteria: total A = {total_a}, B = {total_b}.\n"
-            f"Answer: {verdict}")
+    return (
+        f"Scored {len(scored)} of {len(outputs['solve'])} criteria: total A = {total_a}, B = {total_b}.\n"
+        f"Answer: {verdict}"
+    )
 
 
 COMPUTED_STEPS: dict[str, Callable[[dict[str, Any]], str]] = {"bsm_merge": bsm_merge}
@@ -159,7 +162,9 @@ def method_from_definition(data: dict[str, Any], source: str) -> Method:
         try:
             _regex(extractor.pattern)
         except re.error as error:
-            raise ValueError(f"{source}: extractor pattern {extractor.pattern!r} is not a valid regex: {error}") from None
+            raise ValueError(
+                f"{source}: extractor pattern {extractor.pattern!r} is not a valid regex: {error}"
+            ) from None
     return Method(name=data["name"], description=data.get("description", ""), steps=tuple(steps), extractor=extractor)
 
 

@@ -101,7 +101,9 @@ def _gguf_to_safetensors(gguf: Path, destination: Path) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     except ImportError as error:  # pragma: no cover - depends on the install
-        raise ImportError(f"converting the packaged model needs torch and transformers ({error}); run `make venv`") from error
+        raise ImportError(
+            f"converting the packaged model needs torch and transformers ({error}); run `make venv`"
+        ) from error
 
     folder, filename = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)

@@ -54,8 +54,10 @@ class Perturbation(Protocol):
 def _require_fields(perturbation: str, task: Task, needed: tuple[str, ...]) -> None:
     missing = set(needed) - set(input_fields_of(task))
     if missing:
-        raise ValueError(f"perturbation {perturbation!r} needs a task with fields {sorted(needed)}; "
-                         f"task {task.name!r} has {sorted(input_fields_of(task)) or 'none'}")
+        raise ValueError(
+            f"perturbation {perturbation!r} needs a task with fields {sorted(needed)}; "
+            f"task {task.name!r} has {sorted(input_fields_of(task)) or 'none'}"
+        )
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ import time
 import uuid
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from engine.card import write_card
 from engine.consistency import curate_generated, curate_kwargs
@@ -31,7 +32,6 @@ from engine.shards import ShardWriter, check_accounting, curated_table, num_shar
 from engine.sources import Quarantined, iter_inputs, preview, source_fingerprint
 from engine.spec import JobSpec
 from engine.tasks import TaskInput, get_task
-
 
 BATCHES_PER_REPLICA = 2  # batches a generation replica runs at once (see _replica_stage)
 CURATE_SECONDS_KEY = b"s2d_curate_seconds"
@@ -51,12 +51,19 @@ class GenerateSummary:
 
 def generation_fingerprint(spec: JobSpec) -> str:
     """What determines the content of shards: changing any of these makes old shards stale."""
-    return spec_fingerprint({
-        "model": spec.model, "task": spec.task.model_dump(), "method": spec.method.model_dump(),
-        "sampling": spec.sampling.model_dump(), "curate": spec.curate.model_dump(),
-        "inputs_per_shard": spec.output.inputs_per_shard, "keep_samples": spec.output.keep_samples,
-        "data": spec.data.model_dump(exclude={"eval_path"}), "data_content": source_fingerprint(spec),
-    })
+    return spec_fingerprint(
+        {
+            "model": spec.model,
+            "task": spec.task.model_dump(),
+            "method": spec.method.model_dump(),
+            "sampling": spec.sampling.model_dump(),
+            "curate": spec.curate.model_dump(),
+            "inputs_per_shard": spec.output.inputs_per_shard,
+            "keep_samples": spec.output.keep_samples,
+            "data": spec.data.model_dump(exclude={"eval_path"}),
+            "data_content": source_fingerprint(spec),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -81,24 +88,54 @@ def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:
         for item in batch:
             shard = shard_of(item.input_id, num_shards)
             if isinstance(item, Quarantined):
-                yield quarantined_row(item.input_id, shard, item.reason, item.detail, spec.method.name, spec.model,
-                                      item.raw, item.source_row)
+                yield quarantined_row(
+                    item.input_id,
+                    shard,
+                    item.reason,
+                    item.detail,
+                    spec.method.name,
+                    spec.model,
+                    item.raw,
+                    item.source_row,
+                )
             else:
                 yield _generation_row(item, shard, task)
 
 
 def _generation_row(item: TaskInput, shard: int, task) -> dict[str, Any]:
-    return {"input_id": item.input_id, "shard_id": shard, "question": item.question,
-            "prompt": task.system1_prompt(item.question),
-            # Structured inputs (pairwise_judge's responses, multiple_choice's options) for method templates and
-            # perturbations; JSON so that every task's rows share one Arrow type.
-            "fields": json.dumps(item.fields, ensure_ascii=False)}
+    return {
+        "input_id": item.input_id,
+        "shard_id": shard,
+        "question": item.question,
+        "prompt": task.system1_prompt(item.question),
+        # Structured inputs (pairwise_judge's responses, multiple_choice's options) for method templates and
+        # perturbations; JSON so that every task's rows share one Arrow type.
+        "fields": json.dumps(item.fields, ensure_ascii=False),
+    }
 
 
-def quarantined_row(input_id: str, shard: int, reason: str, detail: str, method: str, model: str, raw: str = "",
-                    source_row: int | None = None) -> dict[str, Any]:
-    return {"input_id": input_id, "shard_id": shard, "status": "quarantined", "reason": reason, "detail": detail,
-            "raw": raw, "source_row": source_row, "method": method, "model": model, "num_samples": 0}
+def quarantined_row(
+    input_id: str,
+    shard: int,
+    reason: str,
+    detail: str,
+    method: str,
+    model: str,
+    raw: str = "",
+    source_row: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "input_id": input_id,
+        "shard_id": shard,
+        "status": "quarantined",
+        "reason": reason,
+        "detail": detail,
+        "raw": raw,
+        "source_row": source_row,
+        "method": method,
+        "model": model,
+        "num_samples": 0,
+    }
 
 
 def _curate_batch(batch, **criterion: Any):
@@ -120,18 +157,34 @@ def _curate_generated_or_quarantine(batch, criterion: dict[str, Any]):
     quarantined = []
     for row in batch.filter(failed).select(["input_id", "shard_id", "prompt", "input_error"]).to_pylist():
         reason, _, detail = row["input_error"].partition(": ")
-        quarantined.append(quarantined_row(row["input_id"], row["shard_id"], reason, detail, criterion["method"],
-                                           criterion["model"], preview(row["prompt"])))
-    return pa.concat_tables([curate_generated(batch.filter(pc.invert(failed)), **criterion),
-                             curated_table(quarantined)])
+        quarantined.append(
+            quarantined_row(
+                row["input_id"],
+                row["shard_id"],
+                reason,
+                detail,
+                criterion["method"],
+                criterion["model"],
+                preview(row["prompt"]),
+            )
+        )
+    return pa.concat_tables(
+        [curate_generated(batch.filter(pc.invert(failed)), **criterion), curated_table(quarantined)]
+    )
 
 
 def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> GenerateSummary:
     check_model_reference(spec.model)
     started = time.monotonic()
     plan = plan_inputs(spec)
-    writer = ShardWriter.open(spec.out, plan.num_shards, generation_fingerprint(spec), plan.per_shard, force=force,
-                              keep_samples=spec.output.keep_samples)
+    writer = ShardWriter.open(
+        spec.out,
+        plan.num_shards,
+        generation_fingerprint(spec),
+        plan.per_shard,
+        force=force,
+        keep_samples=spec.output.keep_samples,
+    )
     committed = writer.committed_shards
     skipped = sum(count for shard, count in plan.per_shard.items() if shard in committed)
     tally = JobProgress(total_inputs=plan.num_inputs - skipped, skipped_inputs=skipped)
@@ -159,8 +212,11 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
         blocks.append(_put_block(ray, block))
     _quarantine(writer, tally, quarantined)
     display.refresh()
-    stage_seconds = {"plan, Ray start, inputs": time.monotonic() - started, "curate (in Ray tasks)": 0.0,
-                     "shard commit + accounting (driver)": 0.0}
+    stage_seconds = {
+        "plan, Ray start, inputs": time.monotonic() - started,
+        "curate (in Ray tasks)": 0.0,
+        "shard commit + accounting (driver)": 0.0,
+    }
     if blocks:
         _generate_and_commit(ray, spec, blocks, writer, tally, display, stage_seconds)
     display.close()
@@ -172,11 +228,25 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     write_card(spec)  # the dataset card, once the output is complete and checked
     stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - finishing
     counts = manifest["counts"]
-    write_metrics(writer.location, tally, {f"committed_{k}": v for k, v in counts.items()}
-                  | {"duplicates_dropped": writer.duplicates_dropped,
-                     "stage_seconds": {name: round(seconds, 3) for name, seconds in stage_seconds.items()}})
-    return GenerateSummary(plan.num_inputs, skipped, counts["accepted"], counts["rejected"], counts["quarantined"],
-                           dict(tally.reasons), time.monotonic() - started, spec.out)
+    write_metrics(
+        writer.location,
+        tally,
+        {f"committed_{k}": v for k, v in counts.items()}
+        | {
+            "duplicates_dropped": writer.duplicates_dropped,
+            "stage_seconds": {name: round(seconds, 3) for name, seconds in stage_seconds.items()},
+        },
+    )
+    return GenerateSummary(
+        plan.num_inputs,
+        skipped,
+        counts["accepted"],
+        counts["rejected"],
+        counts["quarantined"],
+        dict(tally.reasons),
+        time.monotonic() - started,
+        spec.out,
+    )
 
 
 def _quarantine(writer: ShardWriter, tally: JobProgress, rows: list[dict[str, Any]]) -> None:
@@ -201,8 +271,15 @@ def _put_block(ray, rows: list[dict[str, Any]]):
     return ray.put(pa.Table.from_pylist(rows))
 
 
-def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, tally: JobProgress,
-                         display: ProgressDisplay, stage_seconds: dict[str, float]) -> None:
+def _generate_and_commit(
+    ray,
+    spec: JobSpec,
+    blocks: list,
+    writer: ShardWriter,
+    tally: JobProgress,
+    display: ProgressDisplay,
+    stage_seconds: dict[str, float],
+) -> None:
     """Run the pipeline over `blocks`, committing curated batches as they come; adds where the time went to
     `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
     from actors.replica import EngineFailures
@@ -215,8 +292,9 @@ def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, 
         # bound them (Ray Data's default restarts a crashing replica forever).
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         generated = _replica_stage(ray, spec, blocks, ledger_name)
-    curated = generated.map_batches(_curate_batch, batch_format="pyarrow", batch_size=None,
-                                    fn_kwargs=curate_kwargs(spec))
+    curated = generated.map_batches(
+        _curate_batch, batch_format="pyarrow", batch_size=None, fn_kwargs=curate_kwargs(spec)
+    )
     exporter = RayMetricsExporter(job=str(spec.out))
     started = time.monotonic()
     try:
@@ -232,8 +310,9 @@ def _generate_and_commit(ray, spec: JobSpec, blocks: list, writer: ShardWriter, 
             stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
         stage_seconds["generate + curate pipeline"] = time.monotonic() - started
     except ray.exceptions.RayError as error:
-        raise GenerationFailed(f"generation failed: {root_cause(error)}; committed shards are kept, "
-                               "rerun the same command to resume") from error
+        raise GenerationFailed(
+            f"generation failed: {root_cause(error)}; committed shards are kept, rerun the same command to resume"
+        ) from error
     finally:
         ray.kill(ledger)
 
@@ -265,18 +344,22 @@ def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):
     placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
     return ray.data.from_arrow_refs(blocks).map_batches(
         GenerationReplica,
-        fn_constructor_kwargs=GenerationReplica.for_job(spec) | {
-            "failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures},
+        fn_constructor_kwargs=GenerationReplica.for_job(spec)
+        | {"failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures},
         batch_size=spec.generation.batch_size,
         # Two batches per replica, running at once in two threads: the replica's async engine interleaves
         # their requests, so it stays full while one batch finishes its longest samples or moves to its
         # method's next step; a slow or restarting replica holds back at most two and idle ones take the rest.
-        compute=ray.data.ActorPoolStrategy(min_size=spec.generation.min_replicas,
-                                           max_size=spec.generation.max_replicas,
-                                           max_tasks_in_flight_per_actor=BATCHES_PER_REPLICA,
-                                           max_concurrent_calls_per_actor=BATCHES_PER_REPLICA,
-                                           enable_true_multi_threading=True),
+        compute=ray.data.ActorPoolStrategy(
+            min_size=spec.generation.min_replicas,
+            max_size=spec.generation.max_replicas,
+            max_tasks_in_flight_per_actor=BATCHES_PER_REPLICA,
+            max_concurrent_calls_per_actor=BATCHES_PER_REPLICA,
+            enable_true_multi_threading=True,
+        ),
         # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.
-        max_restarts=spec.generation.max_restarts, max_task_retries=-1, runtime_env=RUNTIME_ENV,
+        max_restarts=spec.generation.max_restarts,
+        max_task_retries=-1,
+        runtime_env=RUNTIME_ENV,
         **map_batches_placement_args(placement),
     )

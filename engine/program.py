@@ -15,8 +15,9 @@ Computed steps run inline, without a call. Either way the result is, per input, 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, Iterable, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from engine.methods import COMPUTED_STEPS, ITEM_PARSERS, Method, Step
 
@@ -63,8 +64,9 @@ class StepBarrier:
     def __init__(self, generator: Generator):
         self._generator = generator
 
-    def generate(self, prompts: Sequence[str], request: SamplingRequest, adapter: str | None = None
-                 ) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str], request: SamplingRequest, adapter: str | None = None
+    ) -> list[list[Completion]]:
         return self._generator.generate(prompts, request, adapter)
 
 
@@ -105,8 +107,9 @@ def run_method(
                 _compute(step, context, chain)
             continue
         # One batched call per step: every chain's prompt (every item's, for a fan-out step) at once.
-        calls = [(chain, prompt) for context, chain in flat
-                 for prompt in _step_prompts(method, step_index, context, chain)]
+        calls = [
+            (chain, prompt) for context, chain in flat for prompt in _step_prompts(method, step_index, context, chain)
+        ]
         outputs = generator.generate([prompt for _, prompt in calls], follow_up, adapter) if calls else []
         _check_shape(outputs, len(calls), 1)
         per_chain: dict[int, list[Completion]] = {id(chain): [] for _, chain in flat}
@@ -138,8 +141,9 @@ async def run_method_async(
             if step.compute is not None:
                 _compute(step, context, chain)
                 continue
-            outputs = await all_of(one_call(prompt, follow_up)
-                                   for prompt in _step_prompts(method, step_index, context, chain))
+            outputs = await all_of(
+                one_call(prompt, follow_up) for prompt in _step_prompts(method, step_index, context, chain)
+            )
             _record(step, chain, [completion for (completion,) in outputs])
 
     async def one_input(context: dict[str, Any]) -> list[Chain]:
@@ -195,6 +199,4 @@ def _items(step: Step, chain: Chain) -> list[dict[str, str]]:
 def _check_shape(outputs: list[list[Completion]], prompts: int, n: int) -> None:
     # A backend that drops or merges samples would silently bias the vote; refuse it here.
     if len(outputs) != prompts or any(len(per_prompt) != n for per_prompt in outputs):
-        raise RuntimeError(
-            f"generator returned {[len(o) for o in outputs]} completions for {prompts} prompts x n={n}"
-        )
+        raise RuntimeError(f"generator returned {[len(o) for o in outputs]} completions for {prompts} prompts x n={n}")

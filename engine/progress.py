@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 METRICS_FILE = "metrics.json"
 
@@ -115,8 +116,14 @@ class ProgressDisplay:
         from engine.console import terminal
 
         self.progress = progress
-        self._bar = tqdm(total=progress.total_inputs, desc="generate+curate", unit="input",
-                         disable=not enabled, dynamic_ncols=True, file=terminal())
+        self._bar = tqdm(
+            total=progress.total_inputs,
+            desc="generate+curate",
+            unit="input",
+            disable=not enabled,
+            dynamic_ncols=True,
+            file=terminal(),
+        )
         self.shown = 0  # inputs already on the bar (a disabled tqdm keeps no count)
 
     def refresh(self) -> None:

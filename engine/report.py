@@ -45,8 +45,15 @@ def normalised_systems(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         samples = int(score.get("samples") or score["total"])
         low, high = wilson_interval(score["accuracy"] * samples, samples)
         latency = score.get("latency_s", (metrics.get("seconds_per_input") or {}).get(kind))
-        systems.append({**score, "kind": kind, "ci_low": score.get("ci_low", low), "ci_high": score.get("ci_high", high),
-                        "latency_s": latency})
+        systems.append(
+            {
+                **score,
+                "kind": kind,
+                "ci_low": score.get("ci_low", low),
+                "ci_high": score.get("ci_high", high),
+                "latency_s": latency,
+            }
+        )
     return systems
 
 
@@ -72,9 +79,11 @@ def _agreement(score: dict[str, Any]) -> str:
 
 def _row(score: dict[str, Any]) -> str:
     latency = "n/a" if score["latency_s"] is None else f"{score['latency_s'] * 1000:.0f} ms"
-    return (f"{score['accuracy']:.1%} [{score['ci_low']:.1%}, {score['ci_high']:.1%}] "
-            f"| {score['correct']:g} / {score['total']} | {_agreement(score)} | {score['tokens_per_answer']:.1f} "
-            f"| {latency}")
+    return (
+        f"{score['accuracy']:.1%} [{score['ci_low']:.1%}, {score['ci_high']:.1%}] "
+        f"| {score['correct']:g} / {score['total']} | {_agreement(score)} | {score['tokens_per_answer']:.1f} "
+        f"| {latency}"
+    )
 
 
 NOTES = (
@@ -84,7 +93,9 @@ NOTES = (
     "and all samples included. Latency per answer is batched: the wall time of generating the whole held-out set "
     "for that system on one replica, divided by the number of inputs (not the latency of a lone request)."
 )
-_COLUMNS = "accuracy [95% CI] | correct / total | agrees with System 2 [95% CI] | tokens per answer | latency per answer"
+_COLUMNS = (
+    "accuracy [95% CI] | correct / total | agrees with System 2 [95% CI] | tokens per answer | latency per answer"
+)
 
 
 def render_report(metrics: dict[str, Any], chart: str | None = "report.png") -> str:
@@ -108,8 +119,10 @@ def _reference(metrics: dict[str, Any]) -> str:
     reference = metrics.get("agreement_reference")
     if not reference:
         return ""
-    return (f"; System 2's vote (n={metrics['samples_for_system2']}, threshold {reference['threshold']:g}) "
-            f"gives a reference answer on {reference['inputs']} of them")
+    return (
+        f"; System 2's vote (n={metrics['samples_for_system2']}, threshold {reference['threshold']:g}) "
+        f"gives a reference answer on {reference['inputs']} of them"
+    )
 
 
 def render_comparison(runs: list[dict[str, Any]], chart: str | None = "report.png") -> str:
@@ -124,8 +137,10 @@ def render_comparison(runs: list[dict[str, Any]], chart: str | None = "report.pn
     ]
     for metrics in runs:
         for score in normalised_systems(metrics):
-            lines.append(f"| {metrics['run']} | {metrics['task']} | {metrics['method']} | {metrics['model']} "
-                         f"| {score['system']} | {_row(score)} |")
+            lines.append(
+                f"| {metrics['run']} | {metrics['task']} | {metrics['method']} | {metrics['model']} "
+                f"| {score['system']} | {_row(score)} |"
+            )
     if chart:
         lines += ["", f"![accuracy vs tokens per answer]({chart})"]
     return "\n".join(lines) + "\n"
@@ -155,12 +170,26 @@ def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
             marker, _, offset = KIND_STYLE[score["kind"]]
             accuracy = 100 * score["accuracy"]
             error = [[accuracy - 100 * score["ci_low"]], [100 * score["ci_high"] - accuracy]]
-            axes.errorbar(score["tokens_per_answer"], accuracy, yerr=error, fmt=marker, color=colour, capsize=4,
-                          markersize=12 if marker == "*" else 8, label=label)
+            axes.errorbar(
+                score["tokens_per_answer"],
+                accuracy,
+                yerr=error,
+                fmt=marker,
+                color=colour,
+                capsize=4,
+                markersize=12 if marker == "*" else 8,
+                label=label,
+            )
             label = None  # one legend entry per run
             name = SHORT_NAMES[score["kind"]] + (" (majority)" if "majority" in score["system"] else "")
-            axes.annotate(name, (score["tokens_per_answer"], accuracy), textcoords="offset points",
-                          xytext=offset, fontsize=8, color=colour)
+            axes.annotate(
+                name,
+                (score["tokens_per_answer"], accuracy),
+                textcoords="offset points",
+                xytext=offset,
+                fontsize=8,
+                color=colour,
+            )
             tokens.append(score["tokens_per_answer"])
     for marker, text, _ in KIND_STYLE.values():
         axes.plot([], [], marker, color="grey", label=text)
@@ -193,8 +222,16 @@ def _plot_agreement(axes: Any, runs: list[dict[str, Any]], colours: list[str]) -
                 continue
             value = 100 * score["agreement"]
             error = [[value - 100 * score["agreement_low"]], [100 * score["agreement_high"] - value]]
-            axes.bar(position, value, yerr=error, capsize=4, color=colours[index % len(colours)],
-                     hatch="//" if score["kind"] == "distilled" else None, edgecolor="black", linewidth=0.5)
+            axes.bar(
+                position,
+                value,
+                yerr=error,
+                capsize=4,
+                color=colours[index % len(colours)],
+                hatch="//" if score["kind"] == "distilled" else None,
+                edgecolor="black",
+                linewidth=0.5,
+            )
             axes.annotate(f"{value:.0f}%", (position, value), textcoords="offset points", xytext=(-18, 4), fontsize=8)
             labels.append((position, SHORT_NAMES[score["kind"]] + (f"\n{metrics['run']}" if len(runs) > 1 else "")))
             position += 1

@@ -9,16 +9,19 @@ complete shard into `<out>/samples/shard-NNNNN.parquet`, committed with the shar
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-STEP_TYPE = pa.struct([
-    ("name", pa.string()),
-    ("item", pa.int32()),  # the call's index within a fan-out step (one call per parsed item); null otherwise
-    ("text", pa.string()),
-])
+STEP_TYPE = pa.struct(
+    [
+        ("name", pa.string()),
+        ("item", pa.int32()),  # the call's index within a fan-out step (one call per parsed item); null otherwise
+        ("text", pa.string()),
+    ]
+)
 SAMPLE_FIELDS = [
     ("variant", pa.int32()),  # perturbation: 0 is the input itself, 1.. its rewrites; null for other criteria
     ("sample", pa.int32()),  # 0..n-1 within the input (within the variant, for perturbation)
@@ -48,8 +51,13 @@ def _steps(encoded: str) -> list[dict[str, Any]]:
     return steps
 
 
-def samples_column(chains: Sequence[Sequence[str] | None], extracted: Sequence[str | None],
-                   answers: Sequence[str | None], tokens: Sequence[int], per_variant: int | None = None) -> pa.Array:
+def samples_column(
+    chains: Sequence[Sequence[str] | None],
+    extracted: Sequence[str | None],
+    answers: Sequence[str | None],
+    tokens: Sequence[int],
+    per_variant: int | None = None,
+) -> pa.Array:
     """The `samples` column of a batch of curated rows: per input, its chains (None: no samples) in generation
     order, variant by variant with `per_variant` samples each for perturbation. `extracted`, `answers` and
     `tokens` hold one value per sample of the whole batch, in the same order."""
@@ -60,10 +68,16 @@ def samples_column(chains: Sequence[Sequence[str] | None], extracted: Sequence[s
             continue
         samples = []
         for index, chain in enumerate(encoded):
-            samples.append({"variant": None if per_variant is None else index // per_variant,
-                            "sample": index if per_variant is None else index % per_variant,
-                            "steps": _steps(chain), "extracted": extracted[position], "answer": answers[position],
-                            "tokens": int(tokens[position])})
+            samples.append(
+                {
+                    "variant": None if per_variant is None else index // per_variant,
+                    "sample": index if per_variant is None else index % per_variant,
+                    "steps": _steps(chain),
+                    "extracted": extracted[position],
+                    "answer": answers[position],
+                    "tokens": int(tokens[position]),
+                }
+            )
             position += 1
         values.append(samples)
     return pa.array(values, type=SAMPLES_COLUMN[1])
@@ -87,14 +101,19 @@ def sample_count_problems(inputs: pa.Table, samples: pa.Table) -> list[str]:
     distinct = samples.group_by(keys).aggregate([]).num_rows if samples.num_rows else 0
     if distinct != samples.num_rows:
         problems.append(f"{samples.num_rows - distinct} samples appear more than once")
-    per_input = samples.group_by("input_id").aggregate([("sample", "count")]) if samples.num_rows else \
-        pa.table({"input_id": pa.array([], pa.string()), "sample_count": pa.array([], pa.int64())})
+    per_input = (
+        samples.group_by("input_id").aggregate([("sample", "count")])
+        if samples.num_rows
+        else pa.table({"input_id": pa.array([], pa.string()), "sample_count": pa.array([], pa.int64())})
+    )
     joined = inputs.join(per_input, "input_id", join_type="full outer")
     found = pc.fill_null(joined.column("sample_count"), 0)
     expected = pc.fill_null(joined.column("num_samples"), 0)
     wrong = joined.filter(pc.not_equal(found, expected))
     if wrong.num_rows:
         first = wrong.slice(0, 1).to_pylist()[0]
-        problems.append(f"{wrong.num_rows} inputs do not have their num_samples samples (first: {first['input_id']} "
-                        f"has {first['sample_count'] or 0}, expected {first['num_samples'] or 0})")
+        problems.append(
+            f"{wrong.num_rows} inputs do not have their num_samples samples (first: {first['input_id']} "
+            f"has {first['sample_count'] or 0}, expected {first['num_samples'] or 0})"
+        )
     return problems

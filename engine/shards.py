@@ -28,9 +28,10 @@ import json
 import math
 import os
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,46 +41,55 @@ from engine.curate import ANSWER_COUNTS_TYPE
 from engine.samples import SAMPLES, SAMPLES_COLUMN, SAMPLES_SCHEMA, flatten_samples, sample_count_problems
 from engine.storage import OutputLocation
 
-ACCEPTED_SCHEMA = pa.schema([
-    ("input_id", pa.string()),
-    ("shard_id", pa.int32()),
-    ("prompt", pa.string()),
-    ("answer", pa.string()),
-    ("votes", pa.int64()),
-    ("num_samples", pa.int64()),
-    ("agreement", pa.float64()),
-    ("method", pa.string()),
-    ("model", pa.string()),
-    ("system2_tokens", pa.float64()),
-])
+ACCEPTED_SCHEMA = pa.schema(
+    [
+        ("input_id", pa.string()),
+        ("shard_id", pa.int32()),
+        ("prompt", pa.string()),
+        ("answer", pa.string()),
+        ("votes", pa.int64()),
+        ("num_samples", pa.int64()),
+        ("agreement", pa.float64()),
+        ("method", pa.string()),
+        ("model", pa.string()),
+        ("system2_tokens", pa.float64()),
+    ]
+)
 
-REJECTED_SCHEMA = pa.schema([
-    ("input_id", pa.string()),
-    ("shard_id", pa.int32()),
-    ("prompt", pa.string()),
-    ("criterion", pa.string()),  # the consistency criterion that rejected the input
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("answer_counts", ANSWER_COUNTS_TYPE),  # the answer distribution the criterion saw, most votes first
-    ("num_samples", pa.int64()),
-    ("method", pa.string()),
-    ("model", pa.string()),
-    ("system2_tokens", pa.float64()),
-])
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("input_id", pa.string()),
+        ("shard_id", pa.int32()),
+        ("prompt", pa.string()),
+        ("criterion", pa.string()),  # the consistency criterion that rejected the input
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("answer_counts", ANSWER_COUNTS_TYPE),  # the answer distribution the criterion saw, most votes first
+        ("num_samples", pa.int64()),
+        ("method", pa.string()),
+        ("model", pa.string()),
+        ("system2_tokens", pa.float64()),
+    ]
+)
 
-QUARANTINE_SCHEMA = pa.schema([
-    ("input_id", pa.string()),
-    ("shard_id", pa.int32()),
-    ("source_row", pa.int64()),  # row number in the user's file; null for built-in tasks
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("raw", pa.string()),  # a bounded repr of the offending value, for the user to find and fix it
-    ("method", pa.string()),
-    ("model", pa.string()),
-])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("input_id", pa.string()),
+        ("shard_id", pa.int32()),
+        ("source_row", pa.int64()),  # row number in the user's file; null for built-in tasks
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.string()),  # a bounded repr of the offending value, for the user to find and fix it
+        ("method", pa.string()),
+        ("model", pa.string()),
+    ]
+)
 
-KINDS = {"shards": ("accepted", ACCEPTED_SCHEMA), "rejected": ("rejected", REJECTED_SCHEMA),
-         "quarantine": ("quarantined", QUARANTINE_SCHEMA)}
+KINDS = {
+    "shards": ("accepted", ACCEPTED_SCHEMA),
+    "rejected": ("rejected", REJECTED_SCHEMA),
+    "quarantine": ("quarantined", QUARANTINE_SCHEMA),
+}
 STATUSES = pa.array([status for status, _ in KINDS.values()])
 # What curation hands the writer: every input's row, whatever its fate, with the columns of all three kinds,
 # and its samples (a list per generated input, written to the samples table).
@@ -146,8 +156,16 @@ class ShardWriter:
     _received: dict[int, int] = field(default_factory=Counter)  # rows per pending shard, repeats included
 
     @classmethod
-    def open(cls, out: Any, num_shards: int, fingerprint: str, expected: dict[int, int], force: bool = False,
-             max_buffered_rows: int = 50_000, keep_samples: bool = False) -> "ShardWriter":
+    def open(
+        cls,
+        out: Any,
+        num_shards: int,
+        fingerprint: str,
+        expected: dict[int, int],
+        force: bool = False,
+        max_buffered_rows: int = 50_000,
+        keep_samples: bool = False,
+    ) -> ShardWriter:
         location = OutputLocation.of(out)
         location.makedirs()
         manifest = read_manifest(location)
@@ -221,11 +239,14 @@ class ShardWriter:
             raise RuntimeError(f"row {row['input_id']} has unknown status {row['status']!r}")
 
     def _is_complete(self, shard: int) -> bool:
-        distinct = pc.count_distinct(pa.chunked_array(
-            [chunk for ids in self._received_ids[shard] for chunk in ids.chunks], pa.string())).as_py()
+        distinct = pc.count_distinct(
+            pa.chunked_array([chunk for ids in self._received_ids[shard] for chunk in ids.chunks], pa.string())
+        ).as_py()
         if distinct > self.expected[shard]:
-            raise RuntimeError(f"shard {shard}: more inputs than expected ({distinct} > {self.expected[shard]}); "
-                               "the input set changed during the job")
+            raise RuntimeError(
+                f"shard {shard}: more inputs than expected ({distinct} > {self.expected[shard]}); "
+                "the input set changed during the job"
+            )
         return distinct == self.expected[shard]
 
     def _spill(self) -> None:
@@ -257,12 +278,15 @@ class ShardWriter:
 
     def _files(self, shard: int) -> tuple[dict[str, Any], list[tuple[pa.Table, str, str]]]:
         """A complete shard's manifest entry, and its tables with where each goes."""
-        parts = [self.location.read_table(STAGING, f"shard-{shard:05d}", part, schema=CURATED_SCHEMA)
-                 for part in self._staged_parts.pop(shard, [])]
+        parts = [
+            self.location.read_table(STAGING, f"shard-{shard:05d}", part, schema=CURATED_SCHEMA)
+            for part in self._staged_parts.pop(shard, [])
+        ]
         buffered = self._buffered.pop(shard, [])
         self._buffered_rows -= sum(map(len, buffered))
-        rows = _first_of_each_input(pa.concat_tables(parts + buffered) if parts or buffered
-                                    else CURATED_SCHEMA.empty_table())
+        rows = _first_of_each_input(
+            pa.concat_tables(parts + buffered) if parts or buffered else CURATED_SCHEMA.empty_table()
+        )
         self.duplicates_dropped += self._received.pop(shard, 0) - rows.num_rows
         self._received_ids.pop(shard, None)
         entry: dict[str, Any] = {"file": shard_name(shard)}
@@ -280,9 +304,9 @@ class ShardWriter:
     def _write_manifest(self) -> None:
         shards = self.manifest["shards"]
         counted = [status for status, _ in KINDS.values()] + ([SAMPLES] if self.keep_samples else [])
-        self.manifest["counts"] = {
-            name: sum(entry.get(name, 0) for entry in shards.values()) for name in counted
-        } | {"committed_shards": len(shards)}
+        self.manifest["counts"] = {name: sum(entry.get(name, 0) for entry in shards.values()) for name in counted} | {
+            "committed_shards": len(shards)
+        }
         self.manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
         self.location.write_bytes_atomic(json.dumps(self.manifest, indent=2).encode(), MANIFEST)
 
@@ -315,8 +339,9 @@ def _tables(manifest: dict[str, Any]) -> list[str]:
     return list(KINDS) + ([SAMPLES] if manifest.get(SAMPLES) else [])
 
 
-def read_committed(out: Any, kind: str = "shards", columns: list[str] | None = None,
-                   shards: Iterable[int] | None = None) -> pa.Table:
+def read_committed(
+    out: Any, kind: str = "shards", columns: list[str] | None = None, shards: Iterable[int] | None = None
+) -> pa.Table:
     """All committed rows of `kind` (shards, rejected, quarantine or samples), reading only files the manifest
     lists (only those of `shards`, when given). An output that kept no samples has an empty samples table."""
     location = OutputLocation.of(out)
@@ -350,15 +375,21 @@ class Accounting:
 
     @property
     def ok(self) -> bool:
-        return (self.complete and not self.duplicated_ids and not self.sample_problems
-                and sum(self.counts.values()) == self.num_inputs)
+        return (
+            self.complete
+            and not self.duplicated_ids
+            and not self.sample_problems
+            and sum(self.counts.values()) == self.num_inputs
+        )
 
     def problems(self) -> list[str]:
         found = []
         if not self.complete:
             found.append(f"{self.total_shards - self.committed_shards} of {self.total_shards} shards not committed")
         if self.duplicated_ids:
-            found.append(f"{len(self.duplicated_ids)} input_ids appear more than once (first: {self.duplicated_ids[0]})")
+            found.append(
+                f"{len(self.duplicated_ids)} input_ids appear more than once (first: {self.duplicated_ids[0]})"
+            )
         if self.complete and sum(self.counts.values()) != self.num_inputs:
             found.append(f"{sum(self.counts.values())} rows committed for {self.num_inputs} inputs")
         return found + self.sample_problems
@@ -379,8 +410,16 @@ def check_accounting(out: Any) -> Accounting:
     samples, sample_problems = None, []
     if manifest.get(SAMPLES):
         table = read_committed(out, SAMPLES, columns=["input_id", "variant", "sample"])
-        generated = pa.concat_tables([read_committed(out, kind, columns=["input_id", "num_samples"])
-                                      for kind in ("shards", "rejected")])
+        generated = pa.concat_tables(
+            [read_committed(out, kind, columns=["input_id", "num_samples"]) for kind in ("shards", "rejected")]
+        )
         samples, sample_problems = table.num_rows, sample_count_problems(generated, table)
-    return Accounting(manifest.get("num_inputs", 0), manifest["num_shards"], len(manifest["shards"]), counts,
-                      duplicated, samples, sample_problems)
+    return Accounting(
+        manifest.get("num_inputs", 0),
+        manifest["num_shards"],
+        len(manifest["shards"]),
+        counts,
+        duplicated,
+        samples,
+        sample_problems,
+    )

@@ -15,9 +15,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from engine.tasks import TaskInput, get_task, make_input_id
 from engine.tasks.base import input_fields_of
@@ -54,7 +55,7 @@ def iter_inputs(spec, batch_rows: int = 4096) -> Iterator[list[TaskInput | Quara
     if not spec.data.path:
         items = get_task(spec.task.name).generate(spec.task.num_inputs, spec.task.seed, "train")
         for start in range(0, len(items), batch_rows):
-            yield items[start:start + batch_rows]
+            yield items[start : start + batch_rows]
         return
     validator = _Validator(spec)
     batch: list[TaskInput | Quarantined] = []
@@ -72,18 +73,25 @@ def iter_inputs(spec, batch_rows: int = 4096) -> Iterator[list[TaskInput | Quara
 def labeled_eval_inputs(spec) -> list[TaskInput]:
     """Held-out inputs of a job on the user's data: valid, labeled rows of `data.eval_path` not in `data.path`."""
     if not spec.data.eval_path:
-        raise ValueError("evaluating a job on your own data needs data.eval_path: a labeled file with the same "
-                         "columns (and data.columns.label)")
+        raise ValueError(
+            "evaluating a job on your own data needs data.eval_path: a labeled file with the same "
+            "columns (and data.columns.label)"
+        )
     if spec.data.columns.label is None:
         raise ValueError("evaluation needs ground truth: set data.columns.label")
-    eval_spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": spec.data.eval_path,
-                                                                            "format": "auto", "limit": None})})
+    eval_spec = spec.model_copy(
+        update={"data": spec.data.model_copy(update={"path": spec.data.eval_path, "format": "auto", "limit": None})}
+    )
     distilled = {item.input_id for batch in iter_inputs(spec) for item in batch}
-    held_out = [item for batch in iter_inputs(eval_spec) for item in batch
-                if isinstance(item, TaskInput) and item.label is not None and item.input_id not in distilled]
+    held_out = [
+        item
+        for batch in iter_inputs(eval_spec)
+        for item in batch
+        if isinstance(item, TaskInput) and item.label is not None and item.input_id not in distilled
+    ]
     if not held_out:
         raise ValueError(f"no valid, labeled rows in {spec.data.eval_path} that are not also distillation inputs")
-    return held_out[:spec.eval.num_inputs]
+    return held_out[: spec.eval.num_inputs]
 
 
 def source_fingerprint(spec) -> str | None:
@@ -124,8 +132,9 @@ class _Validator:
         first = self.first_row_of.setdefault(input_id, index)
         if first != index:
             same = "id" if self.columns.id is not None else "input"
-            return Quarantined(make_input_id("row", str(index)), index, "duplicate", f"same {same} as row {first}",
-                               preview(question))
+            return Quarantined(
+                make_input_id("row", str(index)), index, "duplicate", f"same {same} as row {first}", preview(question)
+            )
         return TaskInput(input_id, question, label, fields)
 
     def _quarantine_id(self, index: int, record: Any) -> str:
@@ -144,8 +153,9 @@ class _Validator:
             try:
                 value = value.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise _BadRecord("invalid_utf8", f"{role} is not UTF-8 ({error.reason} at byte {error.start})",
-                                 value) from None
+                raise _BadRecord(
+                    "invalid_utf8", f"{role} is not UTF-8 ({error.reason} at byte {error.start})", value
+                ) from None
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise _BadRecord("null", f"{role} is null", value)
         if not isinstance(value, str):
@@ -157,13 +167,20 @@ class _Validator:
         if "\x00" in value:
             raise _BadRecord("nul_byte", f"{role} contains a NUL character", value)
         if _SURROGATE.search(value):
-            raise _BadRecord("invalid_unicode", f"{role} has a lone surrogate (invalid UTF-8 bytes or a bad \\u "
-                             "escape); it cannot be encoded", value.encode("utf-8", "backslashreplace"))
+            raise _BadRecord(
+                "invalid_unicode",
+                f"{role} has a lone surrogate (invalid UTF-8 bytes or a bad \\u escape); it cannot be encoded",
+                value.encode("utf-8", "backslashreplace"),
+            )
         if _CONTROL.search(value):
             raise _BadRecord("control_characters", f"{role} contains control characters", value)
         if len(value) > self.max_chars:
-            raise _BadRecord("too_long", f"{role} has {len(value)} characters; engine.max_model_len="
-                             f"{self.max_chars // MAX_CHARS_PER_TOKEN} tokens cannot hold it", value)
+            raise _BadRecord(
+                "too_long",
+                f"{role} has {len(value)} characters; engine.max_model_len="
+                f"{self.max_chars // MAX_CHARS_PER_TOKEN} tokens cannot hold it",
+                value,
+            )
         return value
 
     def _structured_fields(self, record: dict, text: str) -> dict[str, Any]:
@@ -232,6 +249,7 @@ def preview(value: Any) -> str:
 
 # ---- readers: (row index, dict | _BadRecord) in file order -------------------------------------------------
 
+
 def _detect_format(data) -> str:
     path = Path(data.path)
     if not path.exists():
@@ -245,8 +263,14 @@ def _detect_format(data) -> str:
             return "parquet"
         raise DataError(f"{path} is a folder with neither *.parquet files nor a datasets save_to_disk layout")
     suffix = path.suffix.lower()
-    formats = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-               ".csv": "csv"}
+    formats = {
+        ".parquet": "parquet",
+        ".pq": "parquet",
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".json": "jsonl",
+        ".csv": "csv",
+    }
     if suffix not in formats:
         raise DataError(f"cannot tell the format of {path.name}; set data.format to parquet, jsonl, csv or hf_disk")
     return formats[suffix]
@@ -262,7 +286,11 @@ def _read_records(data) -> Iterator[tuple[int, Any]]:
     fmt = _detect_format(data)
     path = Path(data.path)
     readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_arrow_files, "hf_disk": _read_arrow_files}
-    records = readers[fmt](_data_files(path, fmt, data.split), fmt, data) if fmt in ("parquet", "hf_disk") else readers[fmt](path)
+    records = (
+        readers[fmt](_data_files(path, fmt, data.split), fmt, data)
+        if fmt in ("parquet", "hf_disk")
+        else readers[fmt](path)
+    )
     yield from enumerate(records)
 
 
@@ -274,8 +302,9 @@ def _read_jsonl(path: Path) -> Iterator[Any]:
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as error:
-                yield _BadRecord("invalid_utf8", f"line {line_number} is not UTF-8 ({error.reason} at byte "
-                                 f"{error.start})", line)
+                yield _BadRecord(
+                    "invalid_utf8", f"line {line_number} is not UTF-8 ({error.reason} at byte {error.start})", line
+                )
                 continue
             try:
                 yield json.loads(text)
@@ -326,8 +355,9 @@ def _open_arrow_stream(pa, path: Path):
 
 def _check_schema(schema, data, path: Path) -> None:
     if data.columns.input not in schema.names:
-        raise DataError(f"{path.name} has no input column {data.columns.input!r} (columns: {schema.names}); "
-                        "set data.columns.input")
+        raise DataError(
+            f"{path.name} has no input column {data.columns.input!r} (columns: {schema.names}); set data.columns.input"
+        )
 
 
 def _hf_arrow_files(path: Path, split: str) -> list[Path]:

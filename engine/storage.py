@@ -46,7 +46,7 @@ class OutputLocation:
     root: str  # filesystem path of <out>, without a trailing slash
 
     @classmethod
-    def of(cls, out: Any) -> "OutputLocation":
+    def of(cls, out: Any) -> OutputLocation:
         """`out` is a local path (relative paths resolve against the cwd), a URI such as file:///x or s3://b/x,
         or already a location."""
         if isinstance(out, OutputLocation):
@@ -78,7 +78,8 @@ class OutputLocation:
         """Base names of the files directly under a folder (none if it does not exist)."""
         selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
         return sorted(
-            posixpath.basename(info.path) for info in self.fs.get_file_info(selector)
+            posixpath.basename(info.path)
+            for info in self.fs.get_file_info(selector)
             if info.type == pafs.FileType.File and info.path.endswith(suffix)
         )
 

@@ -41,11 +41,22 @@ PROBE_ARGS = ("--inputs", "64", "--n", "8")
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
     flags = Path("/proc/cpuinfo").read_text()
-    bf16 = "AVX-512 with bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else \
-        "AVX-512, no bf16" if "avx512f" in flags else "AVX2"
+    bf16 = (
+        "AVX-512 with bf16"
+        if "avx512_bf16" in flags or "amx_bf16" in flags
+        else "AVX-512, no bf16"
+        if "avx512f" in flags
+        else "AVX2"
+    )
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu} ({bf16}), {os.cpu_count()} cores, {memory:.0f} GiB, no GPU"
 
@@ -56,19 +67,28 @@ def run_pairing(name: str, job: str) -> dict:
     RUNS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(RUNS / f"{name}.log", "w") as log:
-        code = subprocess.call([str(ROOT / ".venv" / "bin" / "s2d"), "run", job, f"out={out}", "--force"],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        code = subprocess.call(
+            [str(ROOT / ".venv" / "bin" / "s2d"), "run", job, f"out={out}", "--force"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     seconds = time.monotonic() - started
-    print(f"paper: {name}: {'ok' if code == 0 else f'failed (exit {code}), see {RUNS / name}.log'} in {seconds:.0f} s",
-          flush=True)
+    print(
+        f"paper: {name}: {'ok' if code == 0 else f'failed (exit {code}), see {RUNS / name}.log'} in {seconds:.0f} s",
+        flush=True,
+    )
     return {"name": name, "exit": code, "seconds": round(seconds)}
 
 
 def collect(name: str, job: str, experiment: str, paper: dict | None, run: dict | None) -> dict:
     out = RUNS / name
     row = {"name": name, "job": job, "experiment": experiment, "paper": paper, "run": run}
-    for key, path in (("eval", out / "eval" / "metrics.json"), ("generate", out / "metrics.json"),
-                      ("train", out / "model" / "train_metrics.json")):
+    for key, path in (
+        ("eval", out / "eval" / "metrics.json"),
+        ("generate", out / "metrics.json"),
+        ("train", out / "model" / "train_metrics.json"),
+    ):
         row[key] = json.loads(path.read_text()) if path.is_file() else None
     return row
 
@@ -76,8 +96,11 @@ def collect(name: str, job: str, experiment: str, paper: dict | None, run: dict 
 def _cell(score: dict | None, field: str = "accuracy") -> str:
     if not score or score.get(field) is None:
         return "n/a"
-    low, high = (score["ci_low"], score["ci_high"]) if field == "accuracy" else \
-        (score["agreement_low"], score["agreement_high"])
+    low, high = (
+        (score["ci_low"], score["ci_high"])
+        if field == "accuracy"
+        else (score["agreement_low"], score["agreement_high"])
+    )
     return f"{score[field]:.0%} [{low:.0%}, {high:.0%}]"
 
 
@@ -112,9 +135,11 @@ def render(rows: list[dict], probe: str | None, total_seconds: float | None) -> 
         accepted = f"{generate.get('committed_accepted', 'n/a')} / {generate.get('total_inputs', 'n/a')}"
         tokens = " / ".join(f"{s['tokens_per_answer']:.0f}" if s else "n/a" for s in (s1, s2, distilled))
         seconds = f"{row['run']['seconds'] / 60:.1f} min" if row["run"] else "n/a"
-        lines.append(f"| {row['name']} | {row['eval']['eval_inputs']} | {accepted} | {_cell(s1)} | {_cell(s2)} | "
-                     f"{_cell(s2m)} | {_cell(distilled)} | {_cell(s1, 'agreement')} → {_cell(distilled, 'agreement')} "
-                     f"| {tokens} | {seconds} |")
+        lines.append(
+            f"| {row['name']} | {row['eval']['eval_inputs']} | {accepted} | {_cell(s1)} | {_cell(s2)} | "
+            f"{_cell(s2m)} | {_cell(distilled)} | {_cell(s1, 'agreement')} → {_cell(distilled, 'agreement')} "
+            f"| {tokens} | {seconds} |"
+        )
     lines += ["", "![accuracy vs tokens per answer, and agreement with System 2](results.png)"]
     if probe:
         lines += ["", "### System 1 vs System 2 without training (bench/system2_probe.py)", "", probe.strip()]
@@ -148,8 +173,12 @@ def main() -> int:
     if not args.skip_probe:
         probe_started = time.monotonic()
         with open(RUNS / "probe.log", "w") as log:
-            code = subprocess.call([sys.executable, str(ROOT / "bench" / "system2_probe.py"), *PROBE_ARGS,
-                                    "--md", str(probe_file)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            code = subprocess.call(
+                [sys.executable, str(ROOT / "bench" / "system2_probe.py"), *PROBE_ARGS, "--md", str(probe_file)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         runs["probe"] = {"name": "probe", "exit": code, "seconds": round(time.monotonic() - probe_started)}
         runs_file.write_text(json.dumps(runs, indent=2))
         print(f"paper: probe {'ok' if code == 0 else f'failed, see {RUNS}/probe.log'}", flush=True)
@@ -163,7 +192,9 @@ def main() -> int:
     probe = probe_file.read_text() if probe_file.is_file() else None
     # The whole page's cost: every part's own measured time, also when parts were rerun separately (--only)
     write_results(render(rows, probe, sum(run["seconds"] for run in runs.values())))
-    print(f"paper: wrote {RESULTS.relative_to(ROOT)} and docs/results.png in {(time.monotonic() - started) / 60:.0f} min")
+    print(
+        f"paper: wrote {RESULTS.relative_to(ROOT)} and docs/results.png in {(time.monotonic() - started) / 60:.0f} min"
+    )
     return 0 if all(runs.get(name, {}).get("exit") == 0 for name in chosen) else 1
 
 

@@ -38,7 +38,7 @@ BAD = [
     (b'"just a string"', "not_an_object"),
     ({"q": "What is the capital of France?", "a": "Paris"}, "duplicate"),
     ({"q": "word " * 20000, "a": "x"}, "too_long"),
-    ({"q": "\U0001F600" * 20000, "a": "x"}, "too_long"),
+    ({"q": "\U0001f600" * 20000, "a": "x"}, "too_long"),
     ({"q": "A fine question with a bad label?", "a": {"not": "a label"}}, "bad_label"),
     ({"q": "A fine question with a list label?", "a": [1, 2]}, "bad_label"),
     (b'{"q": "deep", "a": ' + b"[" * 100000 + b"]" * 100000 + b"}", "invalid_json"),

@@ -68,7 +68,8 @@ def _read(name_or_path: str) -> dict[str, Any]:
         path = CONFIG_DIR / f"{name_or_path}.json"
         if not path.is_file():
             raise ValueError(
-                f"unknown deepspeed config {name_or_path!r}; choose one of {available_configs()} or give a path to a JSON file"
+                f"unknown deepspeed config {name_or_path!r}; choose one of {available_configs()} "
+                "or give a path to a JSON file"
             )
     try:
         config = json.loads(path.read_text())

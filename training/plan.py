@@ -13,7 +13,8 @@ import hashlib
 import json
 import math
 import random
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 # Length grouping sorts within windows of this many micro batches: enough to cut padding, small enough
 # that each step still sees a mix of the data (the approach of Hugging Face's LengthGroupedSampler).
@@ -46,8 +47,10 @@ def micro_batches(
             for start in range(0, len(order), window)
             for index in sorted(order[start : start + window], key=lambda i: -lengths[i])
         ]
-    batches = [[[index] for index in order[start : start + micro_batch_size]]
-               for start in range(0, len(order), micro_batch_size)]
+    batches = [
+        [[index] for index in order[start : start + micro_batch_size]]
+        for start in range(0, len(order), micro_batch_size)
+    ]
     if batching == "length_grouped":
         rng.shuffle(batches)  # similar lengths inside a batch, not a long-to-short curriculum across batches
     return batches

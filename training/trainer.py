@@ -70,7 +70,8 @@ def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
     storage_path = out / "train_ray"
     fingerprint = run_fingerprint(
         spec.train.model_dump(mode="json", exclude={"checkpoint_every_steps", "merge"}) | {"use_gpu": use_gpu},
-        spec.model, rows,
+        spec.model,
+        rows,
     )
     _claim_run_dir(storage_path, fingerprint)
     trainer = TorchTrainer(
@@ -97,8 +98,13 @@ def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
     (model_out / PROGRESS_FILE).unlink(missing_ok=True)
     metrics = json.loads((model_out / METRICS_FILE).read_text())
     metrics.update(
-        rows=len(rows), seconds=round(seconds, 2), num_workers=spec.train.num_workers, use_gpu=use_gpu,
-        deepspeed_config=spec.train.deepspeed, mode=spec.train.mode, model_dir=str(model_out),
+        rows=len(rows),
+        seconds=round(seconds, 2),
+        num_workers=spec.train.num_workers,
+        use_gpu=use_gpu,
+        deepspeed_config=spec.train.deepspeed,
+        mode=spec.train.mode,
+        model_dir=str(model_out),
         # True when the same run had already finished: its result was reported again, nothing retrained.
         reused_finished_run=bool(result.metrics and result.metrics.get("reused")),
     )
@@ -208,8 +214,15 @@ def _train_worker(config: dict[str, Any]) -> None:
             engine.load_checkpoint(directory, tag=DS_TAG, load_module_strict=False)
     resumed_from = start_step if checkpoint else None
 
-    progress_bar = tqdm(total=total_steps, initial=start_step, desc="distill", unit="step", file=sys.stdout,
-                        mininterval=2.0, disable=rank != 0)
+    progress_bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc="distill",
+        unit="step",
+        file=sys.stdout,
+        mininterval=2.0,
+        disable=rank != 0,
+    )
     plans: dict[int, list[list[int]]] = {}
     for step in range(start_step, total_steps):
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
@@ -274,8 +287,13 @@ def _build_model(model_path: str, train: Any, dtype: Any) -> Any:
     lora = train.lora
     return get_peft_model(
         model,
-        LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                   target_modules=list(lora.target_modules), task_type="CAUSAL_LM"),
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        ),
     )
 
 
@@ -289,8 +307,9 @@ def _save_state(engine: Any, rank: int, progress: dict[str, Any], freeze: bool) 
         if rank == 0:
             Path(directory, PROGRESS_FILE).write_text(json.dumps(progress))
         last = progress["step_log"][-1]
-        ray.train.report({"step": progress["step"], "loss": last["loss"]},
-                         checkpoint=ray.train.Checkpoint.from_directory(directory))
+        ray.train.report(
+            {"step": progress["step"], "loss": last["loss"]}, checkpoint=ray.train.Checkpoint.from_directory(directory)
+        )
 
 
 def _export(engine: Any, tokenizer: Any, rank: int, mode: str, metrics: dict[str, Any]) -> None:

@@ -6,8 +6,17 @@ Each task is one module; this package is the registry. See `engine.tasks.base` f
 from __future__ import annotations
 
 from engine.tasks.arithmetic import ArithmeticTask
-from engine.tasks.base import (FIRST_NAMES, Exemplar, Split, StructuredTask, Task, TaskInput, input_fields_of,
-                               make_input_id, task_variables)
+from engine.tasks.base import (
+    FIRST_NAMES,
+    Exemplar,
+    Split,
+    StructuredTask,
+    Task,
+    TaskInput,
+    input_fields_of,
+    make_input_id,
+    task_variables,
+)
 from engine.tasks.coin_flip import CoinFlipTask
 from engine.tasks.freeform import FreeformTask
 from engine.tasks.last_letter import LastLetterOneTask, LastLetterTask
@@ -16,8 +25,17 @@ from engine.tasks.pairwise_judge import PairwiseJudgeTask
 from engine.tasks.sycophancy import SycophancyTask
 
 TASKS: dict[str, Task] = {
-    task.name: task for task in (LastLetterTask(), LastLetterOneTask(), CoinFlipTask(), SycophancyTask(), ArithmeticTask(),
-                                 PairwiseJudgeTask(), MultipleChoiceTask(), FreeformTask())
+    task.name: task
+    for task in (
+        LastLetterTask(),
+        LastLetterOneTask(),
+        CoinFlipTask(),
+        SycophancyTask(),
+        ArithmeticTask(),
+        PairwiseJudgeTask(),
+        MultipleChoiceTask(),
+        FreeformTask(),
+    )
 }
 
 
@@ -29,7 +47,23 @@ def get_task(name: str) -> Task:
 
 
 __all__ = [
-    "FIRST_NAMES", "TASKS", "ArithmeticTask", "CoinFlipTask", "Exemplar", "FreeformTask", "LastLetterOneTask",
-    "LastLetterTask", "MultipleChoiceTask", "PairwiseJudgeTask", "Split", "StructuredTask", "SycophancyTask", "Task",
-    "TaskInput", "get_task", "input_fields_of", "make_input_id", "task_variables",
+    "FIRST_NAMES",
+    "TASKS",
+    "ArithmeticTask",
+    "CoinFlipTask",
+    "Exemplar",
+    "FreeformTask",
+    "LastLetterOneTask",
+    "LastLetterTask",
+    "MultipleChoiceTask",
+    "PairwiseJudgeTask",
+    "Split",
+    "StructuredTask",
+    "SycophancyTask",
+    "Task",
+    "TaskInput",
+    "get_task",
+    "input_fields_of",
+    "make_input_id",
+    "task_variables",
 ]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from engine.tasks.base import FIRST_NAMES, Exemplar, Split, TaskInput, generate_distinct
 
@@ -23,48 +24,70 @@ Template = Callable[[random.Random, str, str, str], tuple[str, int]]
 def _buy_then_give(rng: random.Random, name: str, other: str, item: str) -> tuple[str, int]:
     a, b = rng.randint(2, 40), rng.randint(2, 30)
     c = rng.randint(1, a + b)
-    return (f"{name} has {a} {item}. {name} buys {b} more and gives {c} to {other}. "
-            f"How many {item} does {name} have now?", a + b - c)
+    return (
+        f"{name} has {a} {item}. {name} buys {b} more and gives {c} to {other}. How many {item} does {name} have now?",
+        a + b - c,
+    )
 
 
 def _give_then_find(rng: random.Random, name: str, other: str, item: str) -> tuple[str, int]:
     a = rng.randint(5, 50)
     b, c = rng.randint(1, a), rng.randint(2, 30)
-    return (f"{name} has {a} {item}. {name} gives {b} to {other} and then finds {c} more. "
-            f"How many {item} does {name} have now?", a - b + c)
+    return (
+        f"{name} has {a} {item}. {name} gives {b} to {other} and then finds {c} more. "
+        f"How many {item} does {name} have now?",
+        a - b + c,
+    )
 
 
 def _boxes_minus(rng: random.Random, name: str, other: str, item: str) -> tuple[str, int]:
     a, b = rng.randint(2, 9), rng.randint(2, 12)
     c = rng.randint(1, a * b)
-    return (f"{name} has {a} boxes with {b} {item} in each box. {name} gives {c} {item} to {other}. "
-            f"How many {item} does {name} have left?", a * b - c)
+    return (
+        f"{name} has {a} boxes with {b} {item} in each box. {name} gives {c} {item} to {other}. "
+        f"How many {item} does {name} have left?",
+        a * b - c,
+    )
 
 
 def _daily_then_share(rng: random.Random, name: str, other: str, item: str) -> tuple[str, int]:
     a, b = rng.randint(2, 12), rng.randint(2, 9)
     c = rng.choice([d for d in range(2, 10) if (a * b) % d == 0])  # an exact share; b itself always qualifies
-    return (f"{name} collects {a} {item} every day for {b} days and then shares them equally among "
-            f"{c} friends. How many {item} does each friend get?", a * b // c)
+    return (
+        f"{name} collects {a} {item} every day for {b} days and then shares them equally among "
+        f"{c} friends. How many {item} does each friend get?",
+        a * b // c,
+    )
 
 
 def _three_steps(rng: random.Random, name: str, other: str, item: str) -> tuple[str, int]:
     a, b = rng.randint(2, 40), rng.randint(2, 30)
     c = rng.randint(1, a + b)
     d = rng.randint(2, 20)
-    return (f"{name} has {a} {item}. {name} buys {b} more, gives {c} to {other}, and then buys {d} more. "
-            f"How many {item} does {name} have now?", a + b - c + d)
+    return (
+        f"{name} has {a} {item}. {name} buys {b} more, gives {c} to {other}, and then buys {d} more. "
+        f"How many {item} does {name} have now?",
+        a + b - c + d,
+    )
 
 
 def _packs_plus_minus(rng: random.Random, name: str, other: str, item: str) -> tuple[str, int]:
     a, b, c = rng.randint(2, 8), rng.randint(2, 10), rng.randint(1, 15)
     d = rng.randint(1, a * b + c)
-    return (f"{name} buys {a} packs of {item} with {b} {item} in each pack and already has {c} {item}. "
-            f"{name} gives {d} {item} to {other}. How many {item} does {name} have now?", a * b + c - d)
+    return (
+        f"{name} buys {a} packs of {item} with {b} {item} in each pack and already has {c} {item}. "
+        f"{name} gives {d} {item} to {other}. How many {item} does {name} have now?",
+        a * b + c - d,
+    )
 
 
 TEMPLATES: tuple[Template, ...] = (
-    _buy_then_give, _give_then_find, _boxes_minus, _daily_then_share, _three_steps, _packs_plus_minus,
+    _buy_then_give,
+    _give_then_find,
+    _boxes_minus,
+    _daily_then_share,
+    _three_steps,
+    _packs_plus_minus,
 )
 
 # An optional sign (not a hyphen inside a word or range), digits with optional thousands commas, optional decimals.
@@ -77,17 +100,21 @@ class ArithmeticTask:
     name: str = "arithmetic"
     # Worked solutions in the style of GSM8k's, one equation per operation, on names the task never draws.
     exemplars: ClassVar[tuple[Exemplar, ...]] = (
-        Exemplar("Tomas has 12 marbles. Tomas buys 7 more and gives 5 to Ines. How many marbles does Tomas have now?",
-                 "Tomas starts with 12 marbles. After buying 7 more, Tomas has 12 + 7 = 19. After giving 5 away, "
-                 "Tomas has 19 - 5 = 14.\nAnswer: 14"),
-        Exemplar("Ines has 3 boxes with 6 shells in each box. Ines gives 5 shells to Tomas. How many shells does "
-                 "Ines have left?",
-                 "3 boxes with 6 shells each is 3 * 6 = 18 shells. After giving 5 away, Ines has 18 - 5 = 13."
-                 "\nAnswer: 13"),
-        Exemplar("Tomas collects 4 stamps every day for 6 days and then shares them equally among 3 friends. How "
-                 "many stamps does each friend get?",
-                 "Tomas collects 4 * 6 = 24 stamps. Shared equally among 3 friends, each friend gets 24 / 3 = 8."
-                 "\nAnswer: 8"),
+        Exemplar(
+            "Tomas has 12 marbles. Tomas buys 7 more and gives 5 to Ines. How many marbles does Tomas have now?",
+            "Tomas starts with 12 marbles. After buying 7 more, Tomas has 12 + 7 = 19. After giving 5 away, "
+            "Tomas has 19 - 5 = 14.\nAnswer: 14",
+        ),
+        Exemplar(
+            "Ines has 3 boxes with 6 shells in each box. Ines gives 5 shells to Tomas. How many shells does "
+            "Ines have left?",
+            "3 boxes with 6 shells each is 3 * 6 = 18 shells. After giving 5 away, Ines has 18 - 5 = 13.\nAnswer: 13",
+        ),
+        Exemplar(
+            "Tomas collects 4 stamps every day for 6 days and then shares them equally among 3 friends. How "
+            "many stamps does each friend get?",
+            "Tomas collects 4 * 6 = 24 stamps. Shared equally among 3 friends, each friend gets 24 / 3 = 8.\nAnswer: 8",
+        ),
     )
 
     def generate(self, num_inputs: int, seed: int, split: Split) -> list[TaskInput]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import random
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Split = Literal["train", "eval"]
 
@@ -102,7 +103,9 @@ def generate_distinct(
         if question in seen or split_of(task, question) != split:
             misses += 1
             if misses > max_misses:
-                raise ValueError(f"task {task!r} could only generate {len(inputs)} distinct {split} inputs of {num_inputs}")
+                raise ValueError(
+                    f"task {task!r} could only generate {len(inputs)} distinct {split} inputs of {num_inputs}"
+                )
             continue
         seen.add(question)
         inputs.append(TaskInput(make_input_id(task, question), question, label))
@@ -111,20 +114,21 @@ def generate_distinct(
 
 # A fixed list so that generated questions do not depend on any installed data.
 FIRST_NAMES = """
-Aaliyah Aaron Abigail Adam Adrian Aiden Alan Albert Alexa Alice Alicia Allison Alma Amber Amelia Amir Amos Andre Angela
-Anita Ann Anthony April Ariel Arlo Arthur Asher Aubrey Audrey Austin Ava Barbara Beatrice Benjamin Bernard Beth Bianca
-Blake Bonnie Brandon Brenda Brian Brooke Bruce Bryan Caleb Camila Carl Carmen Carol Caroline Carter Cecilia Cedric Celia
-Chad Charles Chloe Christian Claire Clara Cody Colin Connor Cora Craig Cynthia Daisy Dale Damian Daniel Daphne David Dean
-Delia Dennis Derek Diana Diego Dolores Dominic Donald Dora Dorothy Dylan Edgar Edith Edward Eileen Elena Eli Elijah Eliza
-Ella Ellen Elliot Elsa Emil Emily Emma Eric Erin Esther Ethan Eva Evelyn Ezra Faith Felix Fern Fiona Floyd Frances Frank
-Freya Gabriel Gail George Gerald Gideon Gina Glen Gloria Grace Grant Greta Gus Hailey Hana Harold Harper Harvey Hazel
-Heath Helen Henry Hilda Hugo Ian Ida Irene Iris Isaac Isabel Ivan Jack Jacob Jade James Jane Jared Jasmine Jason Jean
-Jenna Jerome Jesse Joan Joel John Jonah Jordan Joseph Joy Judith Julia Julian June Kai Karen Karl Kate Kathy Keith Kelly
-Kevin Kira Kyle Lana Laura Leah Leo Leon Lewis Liam Lila Lily Linda Lionel Lisa Logan Lola Louis Lucas Lucy Luke Luna
-Lydia Mabel Madison Malcolm Marcus Margaret Maria Mark Martha Martin Mason Maya Megan Melvin Mia Michael Miles Milo Miriam
-Molly Morgan Nadia Naomi Nathan Neil Nina Noah Nora Oliver Olivia Omar Oscar Owen Paige Pamela Patrick Paul Pearl Peter
-Philip Phoebe Piper Quentin Quinn Rachel Ralph Ramona Ray Rebecca Reed Rex Rhea Richard Riley Rita Robert Robin Roger Rosa
-Ross Ruby Russell Ruth Ryan Sabrina Sadie Sam Samuel Sara Scott Sean Selena Seth Sharon Shirley Sienna Simon Sofia Stella
-Stephen Susan Sylvia Tara Ted Teresa Theo Thomas Tina Tobias Todd Tracy Trevor Uma Ursula Valerie Vance Vera Victor Viola
-Violet Vivian Wade Walter Wanda Wendy Wesley Willa William Wyatt Xavier Yara Yusuf Zachary Zara Zoe
+Aaliyah Aaron Abigail Adam Adrian Aiden Alan Albert Alexa Alice Alicia Allison Alma Amber Amelia Amir Amos Andre
+Angela Anita Ann Anthony April Ariel Arlo Arthur Asher Aubrey Audrey Austin Ava Barbara Beatrice Benjamin Bernard Beth
+Bianca Blake Bonnie Brandon Brenda Brian Brooke Bruce Bryan Caleb Camila Carl Carmen Carol Caroline Carter Cecilia
+Cedric Celia Chad Charles Chloe Christian Claire Clara Cody Colin Connor Cora Craig Cynthia Daisy Dale Damian Daniel
+Daphne David Dean Delia Dennis Derek Diana Diego Dolores Dominic Donald Dora Dorothy Dylan Edgar Edith Edward Eileen
+Elena Eli Elijah Eliza Ella Ellen Elliot Elsa Emil Emily Emma Eric Erin Esther Ethan Eva Evelyn Ezra Faith Felix Fern
+Fiona Floyd Frances Frank Freya Gabriel Gail George Gerald Gideon Gina Glen Gloria Grace Grant Greta Gus Hailey Hana
+Harold Harper Harvey Hazel Heath Helen Henry Hilda Hugo Ian Ida Irene Iris Isaac Isabel Ivan Jack Jacob Jade James
+Jane Jared Jasmine Jason Jean Jenna Jerome Jesse Joan Joel John Jonah Jordan Joseph Joy Judith Julia Julian June Kai
+Karen Karl Kate Kathy Keith Kelly Kevin Kira Kyle Lana Laura Leah Leo Leon Lewis Liam Lila Lily Linda Lionel Lisa
+Logan Lola Louis Lucas Lucy Luke Luna Lydia Mabel Madison Malcolm Marcus Margaret Maria Mark Martha Martin Mason Maya
+Megan Melvin Mia Michael Miles Milo Miriam Molly Morgan Nadia Naomi Nathan Neil Nina Noah Nora Oliver Olivia Omar
+Oscar Owen Paige Pamela Patrick Paul Pearl Peter Philip Phoebe Piper Quentin Quinn Rachel Ralph Ramona Ray Rebecca
+Reed Rex Rhea Richard Riley Rita Robert Robin Roger Rosa Ross Ruby Russell Ruth Ryan Sabrina Sadie Sam Samuel Sara
+Scott Sean Selena Seth Sharon Shirley Sienna Simon Sofia Stella Stephen Susan Sylvia Tara Ted Teresa Theo Thomas Tina
+Tobias Todd Tracy Trevor Uma Ursula Valerie Vance Vera Victor Viola Violet Vivian Wade Walter Wanda Wendy Wesley Willa
+William Wyatt Xavier Yara Yusuf Zachary Zara Zoe
 """.split()

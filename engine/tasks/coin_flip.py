@@ -23,17 +23,23 @@ class CoinFlipTask:
     max_people: int = 4
     # Wei et al.'s few-shot chain-of-thought format, on names that the task never draws.
     exemplars: ClassVar[tuple[Exemplar, ...]] = (
-        Exemplar("A coin is heads up. Ka flips the coin. Sherrie flips the coin. Is the coin still heads up?",
-                 "The coin was flipped by Ka and Sherrie. So the coin was flipped 2 times, which is an even number. "
-                 "The coin started heads up, so after an even number of flips, it is still heads up.\nAnswer: yes"),
-        Exemplar("A coin is heads up. Jamey flips the coin. Inga does not flip the coin. Millicent does not flip the "
-                 "coin. Is the coin still heads up?",
-                 "The coin was flipped by Jamey. So the coin was flipped 1 time, which is an odd number. The coin "
-                 "started heads up, so after an odd number of flips, it is tails up.\nAnswer: no"),
-        Exemplar("A coin is heads up. Maybelle does not flip the coin. Elanor does not flip the coin. Is the coin "
-                 "still heads up?",
-                 "Nobody flipped the coin. So the coin was flipped 0 times, which is an even number. The coin started "
-                 "heads up, so it is still heads up.\nAnswer: yes"),
+        Exemplar(
+            "A coin is heads up. Ka flips the coin. Sherrie flips the coin. Is the coin still heads up?",
+            "The coin was flipped by Ka and Sherrie. So the coin was flipped 2 times, which is an even number. "
+            "The coin started heads up, so after an even number of flips, it is still heads up.\nAnswer: yes",
+        ),
+        Exemplar(
+            "A coin is heads up. Jamey flips the coin. Inga does not flip the coin. Millicent does not flip the "
+            "coin. Is the coin still heads up?",
+            "The coin was flipped by Jamey. So the coin was flipped 1 time, which is an odd number. The coin "
+            "started heads up, so after an odd number of flips, it is tails up.\nAnswer: no",
+        ),
+        Exemplar(
+            "A coin is heads up. Maybelle does not flip the coin. Elanor does not flip the coin. Is the coin "
+            "still heads up?",
+            "Nobody flipped the coin. So the coin was flipped 0 times, which is an even number. The coin started "
+            "heads up, so it is still heads up.\nAnswer: yes",
+        ),
     )
 
     def generate(self, num_inputs: int, seed: int, split: Split) -> list[TaskInput]:

@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from engine.tasks.base import (FIRST_NAMES, Exemplar, Split, TaskInput, fold_to_ascii, generate_distinct,
-                               make_input_id)
+from engine.tasks.base import FIRST_NAMES, Exemplar, Split, TaskInput, fold_to_ascii, generate_distinct, make_input_id
 from engine.tasks.words import COMMON_WORDS, MORE_NAMES
 
 _QUOTED = re.compile(r"[\"'“”‘’`]([^\"'“”‘’`]+)[\"'“”‘’`]")
@@ -22,9 +21,11 @@ class LastLetterTask:
     words_per_question: int = 4
     # Wei et al.'s few-shot chain-of-thought format, on names that the task never draws.
     exemplars: ClassVar[tuple[Exemplar, ...]] = tuple(
-        Exemplar(f'Take the last letters of the words in "{" ".join(words)}" and concatenate them.',
-                 " ".join(f'The last letter of "{word}" is "{word[-1]}".' for word in words)
-                 + f' Concatenating them is "{"".join(w[-1] for w in words)}".\nAnswer: {"".join(w[-1] for w in words)}')
+        Exemplar(
+            f'Take the last letters of the words in "{" ".join(words)}" and concatenate them.',
+            " ".join(f'The last letter of "{word}" is "{word[-1]}".' for word in words)
+            + f' Concatenating them is "{"".join(w[-1] for w in words)}".\nAnswer: {"".join(w[-1] for w in words)}',
+        )
         for words in (("Elon", "Musk", "Gwen", "Nelson"), ("Larry", "Page", "Orla", "Bjorn"))
     )
 
@@ -79,8 +80,10 @@ class LastLetterOneTask:
 
     name: str = "last_letter_one"
     exemplars: ClassVar[tuple[Exemplar, ...]] = tuple(
-        Exemplar(f'What is the last letter of the word "{word}"?',
-                 f"{word} is spelled {'-'.join(word)}. The last letter is {word[-1]}.\nAnswer: {word[-1]}")
+        Exemplar(
+            f'What is the last letter of the word "{word}"?',
+            f"{word} is spelled {'-'.join(word)}. The last letter is {word[-1]}.\nAnswer: {word[-1]}",
+        )
         for word in _SINGLE_WORD_EXEMPLARS
     )
 
@@ -109,6 +112,10 @@ class LastLetterOneTask:
         return f"{question} Reply with the letter only."
 
 
-_VOCABULARY = tuple(dict.fromkeys(
-    word for word in (*FIRST_NAMES, *MORE_NAMES, *COMMON_WORDS) if word.lower() not in {w.lower() for w in _SINGLE_WORD_EXEMPLARS}
-))
+_VOCABULARY = tuple(
+    dict.fromkeys(
+        word
+        for word in (*FIRST_NAMES, *MORE_NAMES, *COMMON_WORDS)
+        if word.lower() not in {w.lower() for w in _SINGLE_WORD_EXEMPLARS}
+    )
+)

@@ -20,10 +20,19 @@ pytestmark = pytest.mark.integration
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
 SLOT = "s2d_replica"
-TINY = ["task.name=last_letter", "task.num_inputs=4", "sampling.n=2", "sampling.max_tokens=16", "method.name=system1",
-        "output.inputs_per_shard=2", "generation.replicas=2", "generation.batch_size=2",
-        "generation.cpus_per_replica=0.5", f"generation.resources={{{SLOT}: 1}}",
-        "engine.gpu_memory_utilization=0.1"]
+TINY = [
+    "task.name=last_letter",
+    "task.num_inputs=4",
+    "sampling.n=2",
+    "sampling.max_tokens=16",
+    "method.name=system1",
+    "output.inputs_per_shard=2",
+    "generation.replicas=2",
+    "generation.batch_size=2",
+    "generation.cpus_per_replica=0.5",
+    f"generation.resources={{{SLOT}: 1}}",
+    "engine.gpu_memory_utilization=0.1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +46,16 @@ def three_nodes(packaged_model_dir):
 
     if ray.is_initialized():  # the session's embedded Ray (other modules) reconnects on its next use
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": {"head": 1}, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "object_store_memory": 200 * 2**20})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "resources": {"head": 1},
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "object_store_memory": 200 * 2**20,
+        },
+    )
     # 2 CPUs per worker node: a curation task (1 CPU) scheduled there must not keep the node's replica waiting.
     workers = [cluster.add_node(num_cpus=2, resources={SLOT: 1}, object_store_memory=200 * 2**20) for _ in range(2)]
     cluster.wait_for_nodes()
@@ -58,8 +74,11 @@ def test_replicas_land_on_different_nodes_and_every_input_is_accounted_for(three
     out = tmp_path / "run"
     assert main(["generate", str(DEMO), *TINY, f"out={out}", "--no-progress"]) == 0
 
-    replicas = [actor for actor in list_actors(detail=True, limit=1000)
-                if "GenerationReplica" in (actor.get("class_name") or "") + (actor.get("name") or "")]
+    replicas = [
+        actor
+        for actor in list_actors(detail=True, limit=1000)
+        if "GenerationReplica" in (actor.get("class_name") or "") + (actor.get("name") or "")
+    ]
     nodes = {actor["node_id"] for actor in replicas}
     assert len(replicas) == 2, [(a.get("class_name"), a.get("name"), a.get("node_id")) for a in list_actors(limit=1000)]
     assert nodes == worker_ids  # one replica on each worker node, none on the head (it has no slot)

@@ -22,13 +22,20 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-# ~2.5 min (a second Ray cluster, a job driver and a vLLM replica): slow tier, next to the multi-node test in the default one.
+# ~2.5 min (a second Ray cluster, a job driver and a vLLM replica): slow tier, next to the multi-node test in the
+# default one.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
-TINY = ["task.num_inputs=4", "sampling.n=2", "sampling.max_tokens=16", "method.name=system1",
-        "output.inputs_per_shard=2", "generation.cpus_per_replica=0.5"]
+TINY = [
+    "task.num_inputs=4",
+    "sampling.n=2",
+    "sampling.max_tokens=16",
+    "method.name=system1",
+    "output.inputs_per_shard=2",
+    "generation.cpus_per_replica=0.5",
+]
 
 
 def _free_port() -> int:
@@ -57,15 +64,36 @@ def token_cluster():
     home.mkdir()
     token = secrets.token_hex(32)
     gcs_port, dashboard_port = _free_port(), _free_port()
-    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
         env.pop(name, None)
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-         f"--temp-dir={base / 'ray'}", "--disable-usage-stats", "--include-dashboard=true"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            "--num-cpus=2",
+            f"--temp-dir={base / 'ray'}",
+            "--disable-usage-stats",
+            "--include-dashboard=true",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{dashboard_port}"
     client_env = {key: value for key, value in env.items() if key != "RAY_AUTH_MODE"}
     client_env["RAY_API_SERVER_ADDRESS"] = url
@@ -99,14 +127,17 @@ def _wait_for_job_api(url: str, env: dict[str, str], timeout: float = 90.0) -> N
 
 
 def _s2d(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_submitted_job_runs_with_the_token_and_writes_shards(token_cluster, tmp_path):
     out = tmp_path / "run"
-    result = _s2d(["submit", str(ROOT / "configs" / "demo.yaml"), *TINY, f"out={out}", "--stage", "generate"],
-                  token_cluster["env"])
+    result = _s2d(
+        ["submit", str(ROOT / "configs" / "demo.yaml"), *TINY, f"out={out}", "--stage", "generate"],
+        token_cluster["env"],
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "SUCCEEDED" in result.stderr
     shards = pq.read_table(out / "shards").num_rows
@@ -127,8 +158,9 @@ def test_submitted_job_runs_with_the_token_and_writes_shards(token_cluster, tmp_
 
 def test_submission_without_the_token_is_refused_clearly(token_cluster, tmp_path):
     env = {key: value for key, value in token_cluster["env"].items() if not key.startswith("RAY_AUTH")}
-    result = _s2d(["submit", str(ROOT / "configs" / "demo.yaml"), *TINY, f"out={tmp_path / 'run'}",
-                   "--no-wait"], env, timeout=60)
+    result = _s2d(
+        ["submit", str(ROOT / "configs" / "demo.yaml"), *TINY, f"out={tmp_path / 'run'}", "--no-wait"], env, timeout=60
+    )
     assert result.returncode == 1
     assert "requires token authentication" in result.stderr and "RAY_AUTH_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
@@ -136,6 +168,9 @@ def test_submission_without_the_token_is_refused_clearly(token_cluster, tmp_path
 
 
 def test_relative_out_is_refused_before_anything_is_sent(token_cluster):
-    result = _s2d(["submit", str(ROOT / "configs" / "demo.yaml"), *TINY, "out=runs/x", "--no-wait"],
-                  token_cluster["env"], timeout=60)
+    result = _s2d(
+        ["submit", str(ROOT / "configs" / "demo.yaml"), *TINY, "out=runs/x", "--no-wait"],
+        token_cluster["env"],
+        timeout=60,
+    )
     assert result.returncode == 1 and "is relative" in result.stderr

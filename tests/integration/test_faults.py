@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from bad_rows import GOOD, catalogue_file
+
 from engine.cli import main
 from engine.shards import check_accounting, read_committed, read_manifest
 
@@ -30,22 +30,38 @@ DEMO = ROOT / "configs" / "demo.yaml"
 
 def chaos_job(num_inputs: int, out: Path) -> list[str]:
     """One input per replica call and a few inputs per shard: many moments at which a kill lands mid-job."""
-    return ["generate", str(DEMO), f"task.num_inputs={num_inputs}", "output.inputs_per_shard=3",
-            "generation.batch_size=1", "method.name=system1", "sampling.n=2", "sampling.max_tokens=16",
-            "curate.threshold=0.0", f"out={out}", "--no-progress"]
+    return [
+        "generate",
+        str(DEMO),
+        f"task.num_inputs={num_inputs}",
+        "output.inputs_per_shard=3",
+        "generation.batch_size=1",
+        "method.name=system1",
+        "sampling.n=2",
+        "sampling.max_tokens=16",
+        "curate.threshold=0.0",
+        f"out={out}",
+        "--no-progress",
+    ]
 
 
 def assert_exactly_once(out: Path, num_inputs: int) -> None:
-    ids = [i for kind in ("shards", "rejected", "quarantine")
-           for i in read_committed(out, kind, columns=["input_id"]).column("input_id").to_pylist()]
+    ids = [
+        i
+        for kind in ("shards", "rejected", "quarantine")
+        for i in read_committed(out, kind, columns=["input_id"]).column("input_id").to_pylist()
+    ]
     assert len(ids) == len(set(ids)) == num_inputs, f"{len(ids)} rows, {len(set(ids))} distinct, {num_inputs} inputs"
     accounting = check_accounting(out)
     assert accounting.ok and not (out / ".staging").exists(), accounting.problems()
     # The samples table too: each generated input's samples exactly once, none of another input.
     samples = read_committed(out, "samples", columns=["input_id", "sample"]).to_pylist()
     keys = [(row["input_id"], row["sample"]) for row in samples]
-    generated = [row for kind in ("shards", "rejected")
-                 for row in read_committed(out, kind, columns=["input_id", "num_samples"]).to_pylist()]
+    generated = [
+        row
+        for kind in ("shards", "rejected")
+        for row in read_committed(out, kind, columns=["input_id", "num_samples"]).to_pylist()
+    ]
     assert len(keys) == len(set(keys)) == sum(row["num_samples"] for row in generated) == accounting.samples > 0
     assert {input_id for input_id, _ in keys} == {row["input_id"] for row in generated}
 
@@ -56,8 +72,11 @@ def _replica_pids() -> list[int]:
 
     # This session's Ray by its address: other Ray instances may run on the same machine.
     address = ray.get_runtime_context().gcs_address
-    return [actor.pid for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
-            if "GenerationReplica" in (actor.class_name or "") and actor.pid]
+    return [
+        actor.pid
+        for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
+        if "GenerationReplica" in (actor.class_name or "") and actor.pid
+    ]
 
 
 def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
@@ -83,8 +102,13 @@ def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
     total_shards = read_manifest(out)["num_shards"]
     assert killed and killed[0] < total_shards, f"the kill ({delay:.1f}s, seed {seed}) did not land mid-job"
     assert_exactly_once(out, num_inputs)
-    return {"seed": seed, "kill_after_s": round(delay, 1), "shards_committed_at_kill": killed[0],
-            "total_shards": total_shards, "job_s": round(time.monotonic() - started)}
+    return {
+        "seed": seed,
+        "kill_after_s": round(delay, 1),
+        "shards_committed_at_kill": killed[0],
+        "total_shards": total_shards,
+        "job_s": round(time.monotonic() - started),
+    }
 
 
 def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
@@ -92,8 +116,14 @@ def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     after its first commit; rerun the same command here: it resumes, and every input lands exactly once."""
     args = chaos_job(num_inputs, out)
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (read_manifest(out) or {}).get("shards") and driver.poll() is None:
@@ -115,16 +145,31 @@ def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     printed = capsys.readouterr().out
     assert f"({committed} already committed)" in printed, printed
     assert_exactly_once(out, num_inputs)
-    return {"seed": seed, "shards_committed_at_kill": len(entries), "total_shards": manifest["num_shards"],
-            "inputs_resumed": num_inputs - committed}
+    return {
+        "seed": seed,
+        "shards_committed_at_kill": len(entries),
+        "total_shards": manifest["num_shards"],
+        "inputs_resumed": num_inputs - committed,
+    }
 
 
 def test_bad_rows_are_quarantined_and_good_rows_still_make_shards(tmp_path, ray_session, capsys):
     path, reasons = catalogue_file(tmp_path / "rows.jsonl", with_token_check=True)
     out = tmp_path / "run"
-    args = ["generate", str(DEMO), f"data.path={path}", "task.name=freeform", "data.columns.input=q",
-            "data.columns.label=a", "method.name=system1", "sampling.n=2", "sampling.max_tokens=8",
-            "curate.threshold=0.0", f"out={out}", "--no-progress"]
+    args = [
+        "generate",
+        str(DEMO),
+        f"data.path={path}",
+        "task.name=freeform",
+        "data.columns.input=q",
+        "data.columns.label=a",
+        "method.name=system1",
+        "sampling.n=2",
+        "sampling.max_tokens=8",
+        "curate.threshold=0.0",
+        f"out={out}",
+        "--no-progress",
+    ]
     assert main(args) == 0
     quarantine = read_committed(out, "quarantine").to_pylist()
     assert sorted(row["reason"] for row in quarantine) == sorted(reasons)
@@ -169,15 +214,22 @@ def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     args = chaos_job(num_inputs, out)
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
     log = open(out.parent / f"{out.name}-driver.log", "wb")  # the killed driver's own account, for a failed round
-    driver = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     committed = lambda: len((read_manifest(out) or {"shards": {}})["shards"])  # noqa: E731
     result = {"seed": seed}
     try:
         deadline = time.monotonic() + 600
         while not (replicas := _replica_processes(driver.pid)):
-            assert time.monotonic() < deadline and driver.poll() is None, \
+            assert time.monotonic() < deadline and driver.poll() is None, (
                 f"no replica came up: {(out.parent / f'{out.name}-driver.log').read_text()[-2000:]}"
+            )
             time.sleep(0.2)
         time.sleep(rng.uniform(0.5, 5.0))
         replicas[0].kill()
@@ -227,8 +279,11 @@ def test_an_engine_that_cannot_start_fails_the_job_fast_with_the_cause(tmp_path,
 def _engine_core_pids(replica_pid: int) -> list[int]:
     import psutil
 
-    return [child.pid for child in psutil.Process(replica_pid).children(recursive=True)
-            if "EngineCore" in " ".join(child.cmdline()) or "EngineCore" in child.name()]
+    return [
+        child.pid
+        for child in psutil.Process(replica_pid).children(recursive=True)
+        if "EngineCore" in " ".join(child.cmdline()) or "EngineCore" in child.name()
+    ]
 
 
 @pytest.mark.slow
@@ -239,7 +294,7 @@ def test_engine_errors_restart_the_replica_until_the_job_limit(tmp_path, ray_ses
         out = tmp_path / f"limit-{limit}"
         killed = []
 
-        def kill_engine_core():
+        def kill_engine_core(killed=killed):  # this round's list, bound now
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and not killed:
                 for pid in _replica_pids():

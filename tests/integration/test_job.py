@@ -21,9 +21,17 @@ pytestmark = pytest.mark.integration
 DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
 # The demo's pairing (few-shot CoT x last_letter_one), small but real: 8 inputs x 4 samples. Threshold 0
 # (plurality, ties rejected) so that the weak 135M model yields some accepted inputs to train on.
-OVERRIDES = ["task.num_inputs=8", "sampling.n=4", "sampling.max_tokens=48", "curate.threshold=0.0",
-             "output.inputs_per_shard=3", "train.epochs=1", "train.micro_batch_size=2",
-             "eval.num_inputs=4", "eval.max_tokens=16"]
+OVERRIDES = [
+    "task.num_inputs=8",
+    "sampling.n=4",
+    "sampling.max_tokens=48",
+    "curate.threshold=0.0",
+    "output.inputs_per_shard=3",
+    "train.epochs=1",
+    "train.micro_batch_size=2",
+    "eval.num_inputs=4",
+    "eval.max_tokens=16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +63,16 @@ def test_shard_schema(job):
     spec, _ = job
     table = pq.read_table(spec.out_path / "shards")
     types = {field.name: str(field.type) for field in table.schema}
-    assert {"input_id": "string", "prompt": "string", "answer": "string", "votes": "int64", "num_samples": "int64",
-            "method": "string", "model": "string", "system2_tokens": "double"}.items() <= types.items()
+    assert {
+        "input_id": "string",
+        "prompt": "string",
+        "answer": "string",
+        "votes": "int64",
+        "num_samples": "int64",
+        "method": "string",
+        "model": "string",
+        "system2_tokens": "double",
+    }.items() <= types.items()
     row = table.to_pylist()[0]
     assert row["num_samples"] == 4 and 1 <= row["votes"] <= 4 and row["method"] == "cot_fewshot"
     assert row["model"] == "smollm2-135m" and row["system2_tokens"] > 0
@@ -103,6 +119,8 @@ def test_train_then_eval(job, capfd):
     assert all(0.0 <= score["accuracy"] <= 1.0 and score["tokens_per_answer"] > 0 for score in systems.values())
     report = (spec.out_path / "eval" / "report.md").read_text()
     assert "Distilled System 1" in report and "| accuracy [95% CI] |" in report and "agrees with System 2" in report
-    assert all(score["latency_s"] > 0 and score["ci_low"] <= score["accuracy"] <= score["ci_high"]
-               for score in systems.values())
+    assert all(
+        score["latency_s"] > 0 and score["ci_low"] <= score["accuracy"] <= score["ci_high"]
+        for score in systems.values()
+    )
     assert (spec.out_path / "eval" / "report.png").read_bytes()[:4] == b"\x89PNG"

@@ -20,8 +20,15 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 DEMO = ROOT / "configs" / "demo.yaml"
 # rar2's two steps, so every sample has a chain; plurality vote, so some inputs are accepted.
-OVERRIDES = ["task.name=last_letter", "method.name=rar2", "task.num_inputs=8", "sampling.n=4", "sampling.max_tokens=32", "output.inputs_per_shard=4",
-             "curate.threshold=0.0"]
+OVERRIDES = [
+    "task.name=last_letter",
+    "method.name=rar2",
+    "task.num_inputs=8",
+    "sampling.n=4",
+    "sampling.max_tokens=32",
+    "output.inputs_per_shard=4",
+    "curate.threshold=0.0",
+]
 NOISE = re.compile(r"Traceback|ERROR|EngineDeadError|\bE \d+ \d+\]|WARNING|INFO")
 
 
@@ -29,8 +36,14 @@ NOISE = re.compile(r"Traceback|ERROR|EngineDeadError|\bE \d+ \d+\]|WARNING|INFO"
 def quiet_job(tmp_path_factory):
     out = tmp_path_factory.mktemp("publish") / "run"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "generate", str(DEMO), *OVERRIDES, f"out={out}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "generate", str(DEMO), *OVERRIDES, f"out={out}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return out, done
 
@@ -79,10 +92,14 @@ def test_messages_export_gives_the_training_examples(quiet_job, packaged_model_d
     out, _ = quiet_job
     to = tmp_path / "pairs.jsonl"
     assert main(["export", str(out), "--to", str(to)]) == 0
-    exported = [{"prompt": m[0]["content"], "answer": m[1]["content"]}
-                for m in (json.loads(line)["messages"] for line in to.read_text().splitlines())]
+    exported = [
+        {"prompt": m[0]["content"], "answer": m[1]["content"]}
+        for m in (json.loads(line)["messages"] for line in to.read_text().splitlines())
+    ]
     tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir)
-    assert exported and build_examples(exported, tokenizer, 256) == build_examples(read_accepted_rows(out), tokenizer, 256)
+    assert exported and build_examples(exported, tokenizer, 256) == build_examples(
+        read_accepted_rows(out), tokenizer, 256
+    )
 
 
 def test_inspect_shows_real_samples(quiet_job, capsys):

@@ -24,8 +24,10 @@ def replica(ray_session):
 
 def test_samples_use_vllm_n_not_duplicated_prompts(replica, ray_session):
     task = get_task("last_letter")
-    contexts = [{"question": item.question, "system1_prompt": task.system1_prompt(item.question)}
-                for item in task.generate(2, 0, "train")]
+    contexts = [
+        {"question": item.question, "system1_prompt": task.system1_prompt(item.question)}
+        for item in task.generate(2, 0, "train")
+    ]
     before = ray_session.get(replica.stats.remote())
     chains = ray_session.get(replica.run.remote("rar2", contexts, SamplingRequest(n=3, temperature=0.7, max_tokens=24)))
     after = ray_session.get(replica.stats.remote())
@@ -52,16 +54,25 @@ def _contexts(task_name, count):
     return [input_context(task, item) for item in task.generate(count, 0, "train")]
 
 
-@pytest.mark.parametrize("method, task", [("rar1", "last_letter"), ("rar2", "coin_flip"), ("s2a", "sycophancy"),
-                                          ("cot", "arithmetic"), ("cot", "multiple_choice"),
-                                          ("cot_fewshot", "last_letter_one")])
+@pytest.mark.parametrize(
+    "method, task",
+    [
+        ("rar1", "last_letter"),
+        ("rar2", "coin_flip"),
+        ("s2a", "sycophancy"),
+        ("cot", "arithmetic"),
+        ("cot", "multiple_choice"),
+        ("cot_fewshot", "last_letter_one"),
+    ],
+)
 def test_every_method_runs_through_the_real_replica(replica, ray_session, method, task):
     from engine.consistency import sample_answers
     from engine.methods import Extractor, get_method
     from engine.tasks import get_task
 
-    chains = ray_session.get(replica.run.remote(method, _contexts(task, 2),
-                                                SamplingRequest(n=2, temperature=0.7, max_tokens=24)))
+    chains = ray_session.get(
+        replica.run.remote(method, _contexts(task, 2), SamplingRequest(n=2, temperature=0.7, max_tokens=24))
+    )
     step_names = [step.name for step in get_method(method).steps]
     assert [len(per_input) for per_input in chains] == [2, 2]
     for per_input in chains:
@@ -72,8 +83,9 @@ def test_every_method_runs_through_the_real_replica(replica, ray_session, method
 
 def test_bsm_branches_solves_per_criterion_and_merges(replica, ray_session):
     before = ray_session.get(replica.stats.remote())
-    chains = ray_session.get(replica.run.remote("bsm", _contexts("pairwise_judge", 2),
-                                                SamplingRequest(n=2, temperature=0.7, max_tokens=32)))
+    chains = ray_session.get(
+        replica.run.remote("bsm", _contexts("pairwise_judge", 2), SamplingRequest(n=2, temperature=0.7, max_tokens=32))
+    )
     after = ray_session.get(replica.stats.remote())
     solve_calls = sum(len(chain.steps["solve"]) for per_input in chains for chain in per_input)
     assert all(len(chain.steps["solve"]) <= 5 for per_input in chains for chain in per_input)
@@ -84,35 +96,69 @@ def test_bsm_branches_solves_per_criterion_and_merges(replica, ray_session):
         for chain in per_input:
             assert list(chain.steps) == ["branch", "solve", "merge"]
             assert 0 < chain.num_tokens <= 32 * (1 + len(chain.steps["solve"]))
-            assert get_task("pairwise_judge").normalize(chain.final_text.rsplit("Answer:", 1)[1]) in {"A", "B", "tie", None}
+            assert get_task("pairwise_judge").normalize(chain.final_text.rsplit("Answer:", 1)[1]) in {
+                "A",
+                "B",
+                "tie",
+                None,
+            }
 
 
 def test_custom_method_from_the_job_spec(replica, ray_session):
-    spec = parse_spec({"model": "smollm2-135m", "task": {"name": "coin_flip"}, "method": {
-        "name": "custom", "steps": [{"name": "track", "prompt": "{{ question }}\nWho flips the coin?"},
-                                    {"name": "respond", "prompt": "{{ question }}\nNotes: {{ track }}\nEnd with 'Final: yes' or 'Final: no'."}],
-        "extractor": {"kind": "regex", "pattern": "(?i)final\\s*:\\s*(yes|no)"}}})
-    chains = ray_session.get(replica.run.remote(spec.method.model_dump(), _contexts("coin_flip", 2),
-                                                SamplingRequest(n=2, temperature=0.7, max_tokens=24)))
-    assert all(list(chain.steps) == ["track", "respond"] and chain.num_tokens > 0
-               for per_input in chains for chain in per_input)
+    spec = parse_spec(
+        {
+            "model": "smollm2-135m",
+            "task": {"name": "coin_flip"},
+            "method": {
+                "name": "custom",
+                "steps": [
+                    {"name": "track", "prompt": "{{ question }}\nWho flips the coin?"},
+                    {
+                        "name": "respond",
+                        "prompt": "{{ question }}\nNotes: {{ track }}\nEnd with 'Final: yes' or 'Final: no'.",
+                    },
+                ],
+                "extractor": {"kind": "regex", "pattern": "(?i)final\\s*:\\s*(yes|no)"},
+            },
+        }
+    )
+    chains = ray_session.get(
+        replica.run.remote(
+            spec.method.model_dump(), _contexts("coin_flip", 2), SamplingRequest(n=2, temperature=0.7, max_tokens=24)
+        )
+    )
+    assert all(
+        list(chain.steps) == ["track", "respond"] and chain.num_tokens > 0
+        for per_input in chains
+        for chain in per_input
+    )
 
 
 def _rows(task_name, count):
     import json
 
     task = get_task(task_name)
-    return [{"input_id": item.input_id, "shard_id": 0, "question": item.question,
-             "prompt": task.system1_prompt(item.question), "fields": json.dumps(item.fields)}
-            for item in task.generate(count, 0, "train")]
+    return [
+        {
+            "input_id": item.input_id,
+            "shard_id": 0,
+            "question": item.question,
+            "prompt": task.system1_prompt(item.question),
+            "fields": json.dumps(item.fields),
+        }
+        for item in task.generate(count, 0, "train")
+    ]
 
 
-@pytest.mark.parametrize("method, task, curate", [
-    ("bsm", "pairwise_judge", {"rule": "perturbation", "perturbation": "swap_responses", "variants": 2}),
-    ("system1", "multiple_choice", {"rule": "perturbation", "perturbation": "shuffle_options", "variants": 3}),
-    ("rar1", "last_letter", {"rule": "perturbation", "perturbation": "rename_entities", "variants": 2}),
-    ("cot", "arithmetic", {"rule": "usc"}),
-])
+@pytest.mark.parametrize(
+    "method, task, curate",
+    [
+        ("bsm", "pairwise_judge", {"rule": "perturbation", "perturbation": "swap_responses", "variants": 2}),
+        ("system1", "multiple_choice", {"rule": "perturbation", "perturbation": "shuffle_options", "variants": 3}),
+        ("rar1", "last_letter", {"rule": "perturbation", "perturbation": "rename_entities", "variants": 2}),
+        ("cot", "arithmetic", {"rule": "usc"}),
+    ],
+)
 def test_consistency_criteria_through_the_replica_stage(replica, ray_session, method, task, curate):
     """The Ray Data stage's contract on the real engine: generated rows -> curated rows with their criterion."""
     import pyarrow as pa
@@ -120,13 +166,20 @@ def test_consistency_criteria_through_the_replica_stage(replica, ray_session, me
     from engine.consistency import curate_generated
 
     n = 1 if method == "bsm" else 2
-    columns = ray_session.get(replica.generate_rows.remote(
-        _rows(task, 2), method=method, task=task, curate=curate,
-        request=SamplingRequest(n=n, temperature=0.7, max_tokens=24)))
+    columns = ray_session.get(
+        replica.generate_rows.remote(
+            _rows(task, 2),
+            method=method,
+            task=task,
+            curate=curate,
+            request=SamplingRequest(n=n, temperature=0.7, max_tokens=24),
+        )
+    )
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     assert len(rows) == 2
-    curated_rows = curate_generated(pa.table(columns), task=task, method=method, model="smollm2-135m",
-                                    rule=curate["rule"], threshold=0.0).to_pylist()
+    curated_rows = curate_generated(
+        pa.table(columns), task=task, method=method, model="smollm2-135m", rule=curate["rule"], threshold=0.0
+    ).to_pylist()
     for row, curated in zip(rows, curated_rows):
         assert curated["criterion"] == curate["rule"] and curated["status"] in {"accepted", "rejected"}
         assert curated["system2_tokens"] > 0 and (curated["status"] == "accepted") == (curated["reason"] is None)

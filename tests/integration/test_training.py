@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from training_data import commit_shards, last_letter_rows
 
 from engine.spec import parse_spec
-from training_data import commit_shards, last_letter_rows
 from training.trainer import train_model
 
 pytestmark = pytest.mark.integration
@@ -57,8 +57,11 @@ def test_checkpoints_go_through_ray_train_under_out(zero2_run):
     checkpoints = sorted(run_dir.glob("checkpoint_*"))
     assert checkpoints, list(run_dir.iterdir())
     # Some checkpoint holds the step-2 DeepSpeed state with every rank's optimizer shard (num_to_keep=2 keeps it).
-    states = [path for path in checkpoints if (path / "progress.json").is_file()
-              and json.loads((path / "progress.json").read_text()).get("step") == 2]
+    states = [
+        path
+        for path in checkpoints
+        if (path / "progress.json").is_file() and json.loads((path / "progress.json").read_text()).get("step") == 2
+    ]
     assert states, checkpoints
     shards = sorted(p.name for p in (states[0] / "deepspeed").glob("*optim_states.pt"))
     assert len(shards) == 2, shards
@@ -80,7 +83,7 @@ def test_adapter_and_merged_model_load_and_agree(zero2_run, packaged_model_dir):
 
     merged = AutoModelForCausalLM.from_pretrained(str(model_dir / "merged"), dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir / "merged"))
-    ids = tokenizer("Take the last letter of each word in \"sun moon\".", return_tensors="pt").input_ids
+    ids = tokenizer('Take the last letter of each word in "sun moon".', return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.allclose(tuned(ids).logits, merged(ids).logits, atol=1e-3)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from training_data import last_letter_rows
+
 from training.sft import build_examples, collate, pack
 
 pytestmark = pytest.mark.integration

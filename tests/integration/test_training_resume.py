@@ -11,16 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
+from training_data import commit_shards, last_letter_rows
 
 from engine.spec import parse_spec
-from training_data import commit_shards, last_letter_rows
 from training.trainer import RUN_NAME, train_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-DRIVER = "import json, sys; from engine.spec import parse_spec; from training.trainer import train_model; " \
-         "train_model(parse_spec(json.loads(sys.argv[1])))"
+DRIVER = (
+    "import json, sys; from engine.spec import parse_spec; from training.trainer import train_model; "
+    "train_model(parse_spec(json.loads(sys.argv[1])))"
+)
 
 
 def recorded_step(run_dir: Path) -> int | None:
@@ -45,8 +47,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(ray_session, packaged_model
 
     # The first job joins this test's Ray cluster, so killing its driver ends its Ray Train workers too.
     env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
-    job = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(data)], cwd=REPO, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    job = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps(data)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while recorded_step(run_dir) is None:

@@ -15,7 +15,7 @@ from engine.spec import parse_spec
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROMPTS = [
-    "Take the last letter of each word in \"apple river stone\" and concatenate them.",
+    'Take the last letter of each word in "apple river stone" and concatenate them.',
     "What is the capital of France?",
     "A coin is heads up. Alice flips it. Is it still heads up?",
     "Name three colours.",
@@ -31,7 +31,9 @@ def random_adapter(packaged_model_dir, tmp_path_factory):
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(packaged_model_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -52,11 +54,14 @@ def transformers_answers(model_dir: str, adapter: str) -> tuple[list[str], list[
     model.eval()
 
     def answer(prompt: str) -> str:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         with torch.no_grad():
-            output = model.generate(ids, do_sample=False, max_new_tokens=MAX_TOKENS, pad_token_id=tokenizer.eos_token_id)
-        return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+            output = model.generate(
+                ids, do_sample=False, max_new_tokens=MAX_TOKENS, pad_token_id=tokenizer.eos_token_id
+            )
+        return tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
 
     with_adapter = [answer(prompt) for prompt in PROMPTS]
     with model.disable_adapter():
@@ -68,8 +73,10 @@ def test_vllm_with_lora_matches_transformers_with_peft(ray_session, packaged_mod
     from actors.replica import GenerationReplica
 
     spec = parse_spec({"model": "smollm2-135m", "out": str(tmp_path), "engine": {"dtype": "float32"}})
-    replica = ray_session.remote(GenerationReplica).options(num_cpus=1).remote(
-        **GenerationReplica.for_job(spec, max_lora_rank=8)
+    replica = (
+        ray_session.remote(GenerationReplica)
+        .options(num_cpus=1)
+        .remote(**GenerationReplica.for_job(spec, max_lora_rank=8))
     )
     contexts = [{"question": prompt, "system1_prompt": prompt} for prompt in PROMPTS]
     greedy = SamplingRequest(n=1, temperature=0.0, max_tokens=MAX_TOKENS)

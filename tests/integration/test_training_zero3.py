@@ -6,9 +6,9 @@ The LoRA run also trains on packed sequences (train.batching=packed), which no o
 from __future__ import annotations
 
 import pytest
+from training_data import commit_shards, last_letter_rows
 
 from engine.spec import parse_spec
-from training_data import commit_shards, last_letter_rows
 from training.trainer import train_model
 
 # Each run takes 85-105 s on the shared 2-core machine (engine start-up, ZeRO-3 gathers): the slow tier.
@@ -21,8 +21,9 @@ def _train(out, **train):
     return train_model(parse_spec({"model": "smollm2-135m", "out": str(out), "train": base | train}))
 
 
-def test_zero3_offload_lora_trains_resumable_state_and_saves_the_gathered_adapter(ray_session, packaged_model_dir,
-                                                                                     tmp_path):
+def test_zero3_offload_lora_trains_resumable_state_and_saves_the_gathered_adapter(
+    ray_session, packaged_model_dir, tmp_path
+):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -21,10 +21,12 @@ def last_letter_rows(count: int = len(WORDS)) -> list[dict[str, str]]:
     for index in range(count):
         words = WORDS[index % len(WORDS)]
         words = words if index < len(WORDS) else tuple(reversed(words))  # 16 distinct rows at most
-        rows.append({
-            "prompt": f"Take the last letter of each word in \"{' '.join(words)}\" and concatenate them.",
-            "answer": "".join(word[-1] for word in words),
-        })
+        rows.append(
+            {
+                "prompt": f'Take the last letter of each word in "{" ".join(words)}" and concatenate them.',
+                "answer": "".join(word[-1] for word in words),
+            }
+        )
     return rows
 
 
@@ -33,9 +35,18 @@ def commit_shards(out: Path, rows: list[dict[str, str]], num_shards: int = 2) ->
     from engine.shards import ShardWriter, curated_table
 
     full = [
-        {"input_id": f"id{index:04d}", "shard_id": index % num_shards, "status": "accepted", "votes": 3,
-         "num_samples": 4, "agreement": 0.75, "method": "rar2", "model": "smollm2-135m", "system2_tokens": 40.0,
-         **row}
+        {
+            "input_id": f"id{index:04d}",
+            "shard_id": index % num_shards,
+            "status": "accepted",
+            "votes": 3,
+            "num_samples": 4,
+            "agreement": 0.75,
+            "method": "rar2",
+            "model": "smollm2-135m",
+            "system2_tokens": 40.0,
+            **row,
+        }
         for index, row in enumerate(rows)
     ]
     expected = {shard: sum(row["shard_id"] == shard for row in full) for shard in range(num_shards)}

@@ -14,22 +14,44 @@ def demo_sized_output(out, inputs=64, n=8, keep_samples=True):
     spec = parse_spec({"model": "smollm2-135m", "out": str(out), "output": {"keep_samples": keep_samples}})
     ids = [f"input-{index:03d}" for index in range(inputs)]
     shards = {input_id: shard_of(input_id, 3) for input_id in ids}
-    writer = ShardWriter.open(out, 3, "fp", {shard: list(shards.values()).count(shard) for shard in range(3)},
-                              keep_samples=keep_samples)
+    writer = ShardWriter.open(
+        out, 3, "fp", {shard: list(shards.values()).count(shard) for shard in range(3)}, keep_samples=keep_samples
+    )
     rows = []
     for index, input_id in enumerate(ids):
         status = "quarantined" if index == 0 else "accepted" if index % 16 == 1 else "rejected"
-        sample = {"variant": None, "steps": [{"name": "rephrase", "item": None, "text": "R"},
-                                              {"name": "respond", "item": None, "text": "Answer: ab"}],
-                  "extracted": "ab", "answer": "ab", "tokens": 30}
-        rows.append({"input_id": input_id, "shard_id": shards[input_id], "status": status, "prompt": f"q{index}",
-                     "answer": "ab" if status == "accepted" else None, "votes": 5, "num_samples": n,
-                     "agreement": 5 / n, "criterion": "majority", "method": "rar2", "model": "smollm2-135m",
-                     "system2_tokens": 30.0, "answer_counts": [{"answer": "ab", "votes": 5}],
-                     "reason": {"accepted": None, "rejected": "no_answer" if index % 2 else "tie",
-                                "quarantined": "empty"}[status],
-                     "detail": "", "num_samples": 0 if status == "quarantined" else n,
-                     "samples": None if status == "quarantined" else [{**sample, "sample": s} for s in range(n)]})
+        sample = {
+            "variant": None,
+            "steps": [
+                {"name": "rephrase", "item": None, "text": "R"},
+                {"name": "respond", "item": None, "text": "Answer: ab"},
+            ],
+            "extracted": "ab",
+            "answer": "ab",
+            "tokens": 30,
+        }
+        rows.append(
+            {
+                "input_id": input_id,
+                "shard_id": shards[input_id],
+                "status": status,
+                "prompt": f"q{index}",
+                "answer": "ab" if status == "accepted" else None,
+                "votes": 5,
+                "agreement": 5 / n,
+                "criterion": "majority",
+                "method": "rar2",
+                "model": "smollm2-135m",
+                "system2_tokens": 30.0,
+                "answer_counts": [{"answer": "ab", "votes": 5}],
+                "reason": {"accepted": None, "rejected": "no_answer" if index % 2 else "tie", "quarantined": "empty"}[
+                    status
+                ],
+                "detail": "",
+                "num_samples": 0 if status == "quarantined" else n,
+                "samples": None if status == "quarantined" else [{**sample, "sample": s} for s in range(n)],
+            }
+        )
     writer.add(curated_table(rows))
     writer.finish()
     return spec
@@ -39,7 +61,7 @@ def test_card_configs_load_with_datasets(tmp_path):
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "demo"
     spec = demo_sized_output(out)
-    card = write_card(spec, when=datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc))
+    card = write_card(spec, when=datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC))
     text = (out / "README.md").read_text()
     assert card == str(out / "README.md") and text.startswith("---\n")
     assert "2026-12-01" in text and "Given the above question, rephrase" in text, "provenance: date, prompts"

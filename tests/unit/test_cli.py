@@ -10,16 +10,21 @@ ROOT = Path(__file__).parents[2]
 
 
 def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("content, overrides, expected", [
-    ("model: smollm2-135m\ntaks: {}\n", [], "unknown key 'taks'"),
-    ("model: smollm2-135m\n", ["sampling.n=eight"], "sampling.n"),
-    ("out: runs/x\n", [], "missing required key 'model'"),
-    ("model: ./no/such/folder\n", [], "not found"),
-    ("model: [a\n", [], "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "content, overrides, expected",
+    [
+        ("model: smollm2-135m\ntaks: {}\n", [], "unknown key 'taks'"),
+        ("model: smollm2-135m\n", ["sampling.n=eight"], "sampling.n"),
+        ("out: runs/x\n", [], "missing required key 'model'"),
+        ("model: ./no/such/folder\n", [], "not found"),
+        ("model: [a\n", [], "not valid YAML"),
+    ],
+)
 def test_bad_job_file_exits_2_with_one_line(tmp_path, content, overrides, expected):
     job = tmp_path / "job.yaml"
     job.write_text(content)

@@ -7,22 +7,30 @@ import pyarrow as pa
 import pytest
 
 from engine.consistency import (
-    check_compatibility, curate_generated, generate_for_curation, perturbation_decision, usc_decision, usc_prompt,
+    check_compatibility,
+    curate_generated,
+    generate_for_curation,
+    perturbation_decision,
+    usc_decision,
+    usc_prompt,
 )
 from engine.methods import get_method
-from engine.shards import CURATED_SCHEMA
 from engine.program import Completion, SamplingRequest
+from engine.shards import CURATED_SCHEMA
 from engine.tasks import get_task
 
 
-@pytest.mark.parametrize("variants, per_variant, answer, reason", [
-    ([["A", "A"], ["A", "B", "A"]], False, "A", None),
-    ([["A", "A"], ["B", "B"]], False, None, "variants_disagree"),
-    ([["A", "B"], ["A", "A"]], False, None, "variant_tie"),  # a tied variant has no answer
-    ([[None, None], ["A", "A"]], False, None, "variant_no_answer"),
-    ([["A", "A", "B"], ["A", "A", "C", "D", "B"]], False, "A", None),  # plurality per variant (2 of 5)
-    ([["A", "A", "B"], ["A", "A", "C", "D", "B"]], True, None, "variant_below_threshold"),  # 2/5 is not > 0.5
-])
+@pytest.mark.parametrize(
+    "variants, per_variant, answer, reason",
+    [
+        ([["A", "A"], ["A", "B", "A"]], False, "A", None),
+        ([["A", "A"], ["B", "B"]], False, None, "variants_disagree"),
+        ([["A", "B"], ["A", "A"]], False, None, "variant_tie"),  # a tied variant has no answer
+        ([[None, None], ["A", "A"]], False, None, "variant_no_answer"),
+        ([["A", "A", "B"], ["A", "A", "C", "D", "B"]], False, "A", None),  # plurality per variant (2 of 5)
+        ([["A", "A", "B"], ["A", "A", "C", "D", "B"]], True, None, "variant_below_threshold"),  # 2/5 is not > 0.5
+    ],
+)
 def test_perturbation_rule(variants, per_variant, answer, reason):
     decision = perturbation_decision(variants, threshold=0.5, per_variant_majority=per_variant)
     assert (decision.answer, decision.reason, decision.criterion) == (answer, reason, "perturbation")
@@ -39,13 +47,16 @@ def test_perturbation_counts_pool_all_variants_and_detail_names_the_variant():
     assert tied.detail.startswith("variant 1 of 2")
 
 
-@pytest.mark.parametrize("answers, choice, answer, reason, votes", [
-    (["12", "12", "7"], 0, "12", None, 2),
-    (["12", "12", "7"], 2, "7", None, 1),  # USC keeps the chosen answer even against the plurality
-    (["12", None, "7"], 1, None, "no_answer", 0),
-    (["12", "12", "7"], None, None, "usc_no_choice", 0),
-    (["12", "12", "7"], 5, None, "usc_no_choice", 0),
-])
+@pytest.mark.parametrize(
+    "answers, choice, answer, reason, votes",
+    [
+        (["12", "12", "7"], 0, "12", None, 2),
+        (["12", "12", "7"], 2, "7", None, 1),  # USC keeps the chosen answer even against the plurality
+        (["12", None, "7"], 1, None, "no_answer", 0),
+        (["12", "12", "7"], None, None, "usc_no_choice", 0),
+        (["12", "12", "7"], 5, None, "usc_no_choice", 0),
+    ],
+)
 def test_usc_rule(answers, choice, answer, reason, votes):
     decision = usc_decision(answers, choice)
     assert (decision.answer, decision.reason, decision.votes, decision.criterion) == (answer, reason, votes, "usc")
@@ -56,35 +67,60 @@ BASE = {"input_id": "i1", "shard_id": 0, "prompt": "P"}
 
 def _curate_one(row, **criterion):
     """One generated row through the batch path."""
-    curated, = curate_generated(pa.Table.from_pylist([row]), **criterion).to_pylist()
+    (curated,) = curate_generated(pa.Table.from_pylist([row]), **criterion).to_pylist()
     return curated
 
 
 def test_majority_row_layout_and_values():
     row = {**BASE, "sample_texts": ["Answer: abcd", "Answer: abcd", "Answer: x"], "sample_tokens": [3, 4, 5]}
     ours = _curate_one(row, task="last_letter", method="rar2", model="m", threshold=0.5)
-    assert ours == {"input_id": "i1", "shard_id": 0, "prompt": "P", "status": "accepted", "answer": "abcd",
-                    "votes": 2, "num_samples": 3, "agreement": 2 / 3, "reason": None, "detail": "",
-                    "answer_counts": [{"answer": "abcd", "votes": 2}, {"answer": "x", "votes": 1}],
-                    "method": "rar2", "model": "m", "system2_tokens": 4.0, "criterion": "majority",
-                    "source_row": None, "raw": None, "samples": None}
-    rejected = _curate_one({**row, "sample_texts": ["Answer: ab", "Answer: cd"]}, task="last_letter",
-                                    method="rar2", model="m", threshold=0.5)
+    assert ours == {
+        "input_id": "i1",
+        "shard_id": 0,
+        "prompt": "P",
+        "status": "accepted",
+        "answer": "abcd",
+        "votes": 2,
+        "num_samples": 3,
+        "agreement": 2 / 3,
+        "reason": None,
+        "detail": "",
+        "answer_counts": [{"answer": "abcd", "votes": 2}, {"answer": "x", "votes": 1}],
+        "method": "rar2",
+        "model": "m",
+        "system2_tokens": 4.0,
+        "criterion": "majority",
+        "source_row": None,
+        "raw": None,
+        "samples": None,
+    }
+    rejected = _curate_one(
+        {**row, "sample_texts": ["Answer: ab", "Answer: cd"]},
+        task="last_letter",
+        method="rar2",
+        model="m",
+        threshold=0.5,
+    )
     assert (rejected["status"], rejected["reason"], rejected["criterion"]) == ("rejected", "tie", "majority")
 
 
 def test_custom_extractor_is_used_for_answers():
     row = {**BASE, "sample_texts": ["Final: yes", "blah Final: yes"], "sample_tokens": [1, 1]}
-    curated = _curate_one(row, task="coin_flip", method="custom", model="m",
-                                   extractor={"kind": "regex", "pattern": r"Final: (\w+)"})
+    curated = _curate_one(
+        row, task="coin_flip", method="custom", model="m", extractor={"kind": "regex", "pattern": r"Final: (\w+)"}
+    )
     assert curated["answer"] == "yes" and curated["votes"] == 2
 
 
 def test_perturbation_row_inverts_each_variant_before_agreeing():
-    row = {**BASE, "sample_texts": ["Answer: A", "Answer: A"], "sample_tokens": [10, 10],
-           "variant_texts": [["Answer: A", "Answer: A"], ["Answer: B", "Answer: tie"]],
-           "variant_tokens": [[10, 10], [20, 20]],
-           "variant_inverse": ["{}", json.dumps({"A": "B", "B": "A"})]}
+    row = {
+        **BASE,
+        "sample_texts": ["Answer: A", "Answer: A"],
+        "sample_tokens": [10, 10],
+        "variant_texts": [["Answer: A", "Answer: A"], ["Answer: B", "Answer: tie"]],
+        "variant_tokens": [[10, 10], [20, 20]],
+        "variant_inverse": ["{}", json.dumps({"A": "B", "B": "A"})],
+    }
     curated = _curate_one(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation")
     assert curated["status"] == "rejected" and curated["reason"] == "variant_tie"
     row["variant_texts"][1] = ["Answer: B", "Answer: B"]  # "B" after the swap is "A" before it
@@ -95,8 +131,13 @@ def test_perturbation_row_inverts_each_variant_before_agreeing():
 
 
 def test_usc_row_charges_the_judge_call_to_the_samples():
-    row = {**BASE, "sample_texts": ["Answer: 12", "Answer: 7"], "sample_tokens": [10, 20], "usc_choice": 1,
-           "usc_tokens": 6}
+    row = {
+        **BASE,
+        "sample_texts": ["Answer: 12", "Answer: 7"],
+        "sample_tokens": [10, 20],
+        "usc_choice": 1,
+        "usc_tokens": 6,
+    }
     curated = _curate_one(row, task="arithmetic", method="cot", model="m", rule="usc")
     assert (curated["answer"], curated["criterion"], curated["system2_tokens"]) == ("7", "usc", 18.0)
     curated = _curate_one({**row, "usc_choice": -1}, task="arithmetic", method="cot", model="m", rule="usc")
@@ -113,8 +154,9 @@ def test_every_rule_gives_the_one_curated_schema():
 
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="unknown consistency rule"):
-        _curate_one({**BASE, "sample_texts": [], "sample_tokens": []}, task="last_letter", method="m",
-                             model="m", rule="vibes")
+        _curate_one(
+            {**BASE, "sample_texts": [], "sample_tokens": []}, task="last_letter", method="m", model="m", rule="vibes"
+        )
 
 
 class Scripted:
@@ -132,24 +174,43 @@ class Scripted:
 
 def _rows(task_name, count):
     task = get_task(task_name)
-    return [{"input_id": item.input_id, "shard_id": 3, "question": item.question,
-             "prompt": task.system1_prompt(item.question), "fields": json.dumps(item.fields)}
-            for item in task.generate(count, 0, "train")]
+    return [
+        {
+            "input_id": item.input_id,
+            "shard_id": 3,
+            "question": item.question,
+            "prompt": task.system1_prompt(item.question),
+            "fields": json.dumps(item.fields),
+        }
+        for item in task.generate(count, 0, "train")
+    ]
 
 
 def test_generate_for_perturbation_runs_k_variants_in_one_batch():
     gen, task = Scripted(), get_task("multiple_choice")
     rows = _rows("multiple_choice", 2)
-    columns = generate_for_curation(gen, get_method("system1"), task, rows, SamplingRequest(n=2),
-                                    rule="perturbation", perturbation="shuffle_options", variants=3, seed=0)
-    (prompts, request), = gen.calls
+    columns = generate_for_curation(
+        gen,
+        get_method("system1"),
+        task,
+        rows,
+        SamplingRequest(n=2),
+        rule="perturbation",
+        perturbation="shuffle_options",
+        variants=3,
+        seed=0,
+    )
+    ((prompts, request),) = gen.calls
     assert len(prompts) == 2 * 3 and request.n == 2
     assert prompts[0] == rows[0]["prompt"] and prompts[1] != prompts[0]  # variant 0 is the input's own prompt
     assert [len(texts) for texts in columns["variant_texts"]] == [3, 3]
     assert columns["sample_texts"] == [texts[0] for texts in columns["variant_texts"]]
-    assert all(json.loads(inverse[0]) == {} and len(json.loads(inverse[1])) == 4 for inverse in columns["variant_inverse"])
-    curated = _curate_one({k: v[0] for k, v in columns.items()}, task="multiple_choice", method="system1",
-                                   model="m", rule="perturbation")
+    assert all(
+        json.loads(inverse[0]) == {} and len(json.loads(inverse[1])) == 4 for inverse in columns["variant_inverse"]
+    )
+    curated = _curate_one(
+        {k: v[0] for k, v in columns.items()}, task="multiple_choice", method="system1", model="m", rule="perturbation"
+    )
     # The model always answers "A": mapped back, the variants name different options, so the input is rejected.
     assert curated["status"] == "rejected" and curated["reason"] == "variants_disagree"
 
@@ -157,12 +218,21 @@ def test_generate_for_perturbation_runs_k_variants_in_one_batch():
 def test_generate_for_bsm_passes_the_fields_to_the_templates():
     gen = Scripted("1. Accuracy")
     rows = _rows("pairwise_judge", 1)
-    columns = generate_for_curation(gen, get_method("bsm"), get_task("pairwise_judge"), rows, SamplingRequest(n=1),
-                                    rule="perturbation", perturbation="swap_responses", variants=2)
+    columns = generate_for_curation(
+        gen,
+        get_method("bsm"),
+        get_task("pairwise_judge"),
+        rows,
+        SamplingRequest(n=1),
+        rule="perturbation",
+        perturbation="swap_responses",
+        variants=2,
+    )
     branch_prompts = gen.calls[0][0]
     fields = json.loads(rows[0]["fields"])
-    assert fields["response_a"] in branch_prompts[0] and branch_prompts[0].index(fields["response_a"]) < \
-        branch_prompts[0].index(fields["response_b"])
+    assert fields["response_a"] in branch_prompts[0] and branch_prompts[0].index(fields["response_a"]) < branch_prompts[
+        0
+    ].index(fields["response_b"])
     assert branch_prompts[1].index(fields["response_b"]) < branch_prompts[1].index(fields["response_a"])  # swapped
     assert all(text.endswith("Answer: none") for texts in columns["variant_texts"][0] for text in texts)
 
@@ -170,8 +240,9 @@ def test_generate_for_bsm_passes_the_fields_to_the_templates():
 def test_generate_for_usc_makes_one_greedy_judge_call_per_input():
     gen = Scripted()
     rows = _rows("arithmetic", 2)
-    columns = generate_for_curation(gen, get_method("cot"), get_task("arithmetic"), rows, SamplingRequest(n=3),
-                                    rule="usc")
+    columns = generate_for_curation(
+        gen, get_method("cot"), get_task("arithmetic"), rows, SamplingRequest(n=3), rule="usc"
+    )
     judge_prompts, judge_request = gen.calls[-1]
     assert len(judge_prompts) == 2 and judge_request.n == 1 and judge_request.temperature == 0.0
     assert "Response 3: Answer: A" in judge_prompts[0] and "Response 4" not in judge_prompts[0]
@@ -193,13 +264,16 @@ def test_usc_prompt_numbers_from_one_and_keeps_each_responses_tail():
     assert "x" * 392 not in prompt
 
 
-@pytest.mark.parametrize("task, method, rule, perturbation, message", [
-    ("last_letter", "bsm", "majority", None, "reads input fields"),
-    ("pairwise_judge", "bsm", "perturbation", None, "needs curate.perturbation"),
-    ("pairwise_judge", "bsm", "majority", "swap_responses", "only used by rule perturbation"),
-    ("coin_flip", "rar2", "perturbation", "shuffle_options", "needs a task with fields"),
-    ("coin_flip", "rar2", "perturbation", "nope", "unknown perturbation"),
-])
+@pytest.mark.parametrize(
+    "task, method, rule, perturbation, message",
+    [
+        ("last_letter", "bsm", "majority", None, "reads input fields"),
+        ("pairwise_judge", "bsm", "perturbation", None, "needs curate.perturbation"),
+        ("pairwise_judge", "bsm", "majority", "swap_responses", "only used by rule perturbation"),
+        ("coin_flip", "rar2", "perturbation", "shuffle_options", "needs a task with fields"),
+        ("coin_flip", "rar2", "perturbation", "nope", "unknown perturbation"),
+    ],
+)
 def test_incompatible_jobs_are_refused(task, method, rule, perturbation, message):
     with pytest.raises(ValueError, match=message):
         check_compatibility(task, method, rule, perturbation)
@@ -221,18 +295,23 @@ def test_input_context_carries_the_fields_bsm_reads():
     assert context["system1_prompt"] == task.system1_prompt(item.question) and context["question"] == item.question
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["method.name=bsm"], "reads input fields"),
-    (["task.name=pairwise_judge", "method.name=bsm", "curate.rule=perturbation"], "needs curate.perturbation"),
-    (["curate.rule=perturbation", "curate.perturbation=swap_responses"], "needs a task with fields"),
-    (["curate.rule=perturbation", "curate.perturbation=rename_entities", "curate.variants=1"], "curate.variants"),
-    (["curate.rule=vote"], "curate.rule"),
-    (["method.name=custom"], "method.steps is required"),
-    (["method.steps=[{name: a, prompt: x}]"], "only for it"),
-    (["method.name=custom", "method.steps=[{name: a, prompt: '{{ question'}]"], "template error"),
-    (["method.name=custom", "method.steps=[{name: a, prompt: '{{ question }}'}]", "method.extractor.kind=regex"],
-     "needs a pattern"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method.name=bsm"], "reads input fields"),
+        (["task.name=pairwise_judge", "method.name=bsm", "curate.rule=perturbation"], "needs curate.perturbation"),
+        (["curate.rule=perturbation", "curate.perturbation=swap_responses"], "needs a task with fields"),
+        (["curate.rule=perturbation", "curate.perturbation=rename_entities", "curate.variants=1"], "curate.variants"),
+        (["curate.rule=vote"], "curate.rule"),
+        (["method.name=custom"], "method.steps is required"),
+        (["method.steps=[{name: a, prompt: x}]"], "only for it"),
+        (["method.name=custom", "method.steps=[{name: a, prompt: '{{ question'}]"], "template error"),
+        (
+            ["method.name=custom", "method.steps=[{name: a, prompt: '{{ question }}'}]", "method.extractor.kind=regex"],
+            "needs a pattern",
+        ),
+    ],
+)
 def test_job_specs_with_bad_methods_or_criteria_are_refused_with_a_clear_message(overrides, message):
     from engine.spec import SpecError, parse_spec
 
@@ -244,8 +323,14 @@ def test_custom_method_spec_round_trips_to_the_replica_kwargs():
     from engine.methods import resolve_method
     from engine.spec import parse_spec
 
-    spec = parse_spec({"model": "m"}, ["method.name=custom", "method.steps=[{name: a, prompt: '{{ question }} go'}]",
-                                       "method.extractor.kind=last_line"])
+    spec = parse_spec(
+        {"model": "m"},
+        [
+            "method.name=custom",
+            "method.steps=[{name: a, prompt: '{{ question }} go'}]",
+            "method.extractor.kind=last_line",
+        ],
+    )
     method = resolve_method(spec.method.model_dump())
     assert method.render(0, {"question": "Q", "system1_prompt": "S"}) == "Q go"
     assert method.extract_answer("x\ny") == "y"
@@ -254,13 +339,15 @@ def test_custom_method_spec_round_trips_to_the_replica_kwargs():
 def test_generation_refuses_an_unknown_rule_before_any_call():
     gen = Scripted()
     with pytest.raises(ValueError, match="unknown consistency rule"):
-        generate_for_curation(gen, get_method("rar1"), get_task("last_letter"), _rows("last_letter", 1),
-                              SamplingRequest(), rule="vibes")
+        generate_for_curation(
+            gen, get_method("rar1"), get_task("last_letter"), _rows("last_letter", 1), SamplingRequest(), rule="vibes"
+        )
     assert gen.calls == []
 
 
 def test_a_batch_with_no_rows_gives_empty_columns_for_every_rule():
     for rule, extra in (("majority", {}), ("usc", {}), ("perturbation", {"perturbation": "rename_entities"})):
-        columns = generate_for_curation(Scripted(), get_method("rar1"), get_task("last_letter"), [],
-                                        SamplingRequest(), rule=rule, **extra)
+        columns = generate_for_curation(
+            Scripted(), get_method("rar1"), get_task("last_letter"), [], SamplingRequest(), rule=rule, **extra
+        )
         assert columns and all(values == [] for values in columns.values())

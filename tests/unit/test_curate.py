@@ -7,16 +7,19 @@ from engine.consistency import curate_generated
 from engine.curate import majority_vote, majority_votes
 
 
-@pytest.mark.parametrize("answers, threshold, accepted, answer, reason", [
-    (["a"] * 5 + ["b"] * 3, 0.5, True, "a", None),
-    (["a"] * 4 + ["b"] * 4, 0.5, False, None, "tie"),
-    (["a"] * 4 + ["b", "c", "d", "e"], 0.5, False, None, "below_threshold"),  # 4/8 is not a strict majority
-    (["a"] * 4 + ["b", "c", "d", "e"], 0.49, True, "a", None),
-    (["a", "a", None, None, None], 0.5, False, None, "below_threshold"),  # unparseable samples still count
-    ([None, None], 0.5, False, None, "no_answer"),
-    (["a"], 0.5, True, "a", None),
-    (["a", "b", "b"], 0.0, True, "b", None),
-])
+@pytest.mark.parametrize(
+    "answers, threshold, accepted, answer, reason",
+    [
+        (["a"] * 5 + ["b"] * 3, 0.5, True, "a", None),
+        (["a"] * 4 + ["b"] * 4, 0.5, False, None, "tie"),
+        (["a"] * 4 + ["b", "c", "d", "e"], 0.5, False, None, "below_threshold"),  # 4/8 is not a strict majority
+        (["a"] * 4 + ["b", "c", "d", "e"], 0.49, True, "a", None),
+        (["a", "a", None, None, None], 0.5, False, None, "below_threshold"),  # unparseable samples still count
+        ([None, None], 0.5, False, None, "no_answer"),
+        (["a"], 0.5, True, "a", None),
+        (["a", "b", "b"], 0.0, True, "b", None),
+    ],
+)
 def test_majority_vote(answers, threshold, accepted, answer, reason):
     vote = majority_vote(answers, threshold)
     assert (vote.accepted, vote.answer, vote.reason) == (accepted, answer, reason)
@@ -24,7 +27,12 @@ def test_majority_vote(answers, threshold, accepted, answer, reason):
 
 
 def test_counts_are_ordered_by_votes_then_answer():
-    assert list(majority_vote(["b", "c", "a", "c", "b", "d"], 0.5).counts.items()) == [("b", 2), ("c", 2), ("a", 1), ("d", 1)]
+    assert list(majority_vote(["b", "c", "a", "c", "b", "d"], 0.5).counts.items()) == [
+        ("b", 2),
+        ("c", 2),
+        ("a", 1),
+        ("d", 1),
+    ]
 
 
 def _random_inputs(rng: random.Random, count: int) -> list[list[str | None] | None]:
@@ -52,7 +60,12 @@ def test_vectorized_vote_equals_the_reference(seed):
         vote = majority_vote(answers, threshold)
         counts = [(entry["answer"], entry["votes"]) for entry in row["answer_counts"]]
         assert (row["answer"], row["votes"], row["num_samples"], row["reason"], counts) == (
-            vote.answer, vote.votes, vote.num_samples, vote.reason, list(vote.counts.items())), answers
+            vote.answer,
+            vote.votes,
+            vote.num_samples,
+            vote.reason,
+            list(vote.counts.items()),
+        ), answers
         assert row["top_answer"] == next(iter(vote.counts), None)
 
 
@@ -64,23 +77,37 @@ def test_every_reason_occurs_in_the_random_cases():
 
 
 def _generated(*texts_per_input):
-    return pa.Table.from_pylist([
-        {"input_id": f"id{index}", "shard_id": 3, "prompt": "p", "sample_texts": texts,
-         "sample_tokens": [10 + index] * len(texts)} for index, texts in enumerate(texts_per_input)])
+    return pa.Table.from_pylist(
+        [
+            {
+                "input_id": f"id{index}",
+                "shard_id": 3,
+                "prompt": "p",
+                "sample_texts": texts,
+                "sample_tokens": [10 + index] * len(texts),
+            }
+            for index, texts in enumerate(texts_per_input)
+        ]
+    )
 
 
 def test_curated_table_accepts_with_votes_and_tokens():
-    row, = curate_generated(_generated(["Answer: abcd"] * 3 + ["Answer: xyz"]), task="last_letter", threshold=0.5,
-                            method="rar2", model="m").to_pylist()
+    (row,) = curate_generated(
+        _generated(["Answer: abcd"] * 3 + ["Answer: xyz"]), task="last_letter", threshold=0.5, method="rar2", model="m"
+    ).to_pylist()
     assert row["status"] == "accepted" and row["answer"] == "abcd" and row["votes"] == 3 and row["num_samples"] == 4
     assert row["system2_tokens"] == 10.0 and row["shard_id"] == 3 and row["detail"] == ""
     assert row["answer_counts"] == [{"answer": "abcd", "votes": 3}, {"answer": "xyz", "votes": 1}]
 
 
 def test_curated_table_rejects_with_reason_and_detail():
-    tie, garbage, low = curate_generated(_generated(["Answer: abcd", "Answer: xyz"], ["", "12345"],
-                                                    ["Answer: ab", "", ""]),
-                                         task="last_letter", threshold=0.5, method="rar2", model="m").to_pylist()
+    tie, garbage, low = curate_generated(
+        _generated(["Answer: abcd", "Answer: xyz"], ["", "12345"], ["Answer: ab", "", ""]),
+        task="last_letter",
+        threshold=0.5,
+        method="rar2",
+        model="m",
+    ).to_pylist()
     assert tie["status"] == "rejected" and tie["reason"] == "tie" and tie["answer"] is None
     assert tie["detail"] == "top answer 'abcd' has 1/2 votes, need > 0.5"
     assert garbage["reason"] == "no_answer" and garbage["detail"] == "no parseable answer in 2 samples"

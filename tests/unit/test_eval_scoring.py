@@ -14,6 +14,5 @@ def test_system2_is_scored_with_the_methods_extractor():
     custom = Extractor(kind="regex", pattern=r"Final:\s*(yes|no)")
     assert score_single("s2", "system2", "coin_flip", inputs, chains, custom).correct == 2
     assert score_single("s2", "system2", "coin_flip", inputs, chains).correct < 2  # the default reads no marker
-    majority = score_majority("s2", "coin_flip", inputs, [_chains("Final: yes", "Final: yes", "Final: no")] * 2,
-                              custom)
+    majority = score_majority("s2", "coin_flip", inputs, [_chains("Final: yes", "Final: yes", "Final: no")] * 2, custom)
     assert majority.correct == 1 and majority.tokens_per_answer == 15

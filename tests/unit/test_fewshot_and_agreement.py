@@ -33,11 +33,22 @@ def test_last_letter_one_holds_out_hundreds_of_words_that_training_never_sees():
     assert len(_VOCABULARY) > 2300
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("e", "e"), ("E.", "e"), ('The last letter is "e".', "e"), ("The last letter of Dale is e.", "e"),
-    ("'D'", "d"), ("Dale", None), ("abc", None), ("", None), (None, None),
-    ("The last letter is: y", "y"), ("Ｅ", "e"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("e", "e"),
+        ("E.", "e"),
+        ('The last letter is "e".', "e"),
+        ("The last letter of Dale is e.", "e"),
+        ("'D'", "d"),
+        ("Dale", None),
+        ("abc", None),
+        ("", None),
+        (None, None),
+        ("The last letter is: y", "y"),
+        ("Ｅ", "e"),
+    ],
+)
 def test_last_letter_one_normalize(raw, expected):
     assert get_task("last_letter_one").normalize(raw) == expected
 
@@ -78,13 +89,18 @@ def test_cot_fewshot_is_refused_for_a_task_without_exemplars(name):
 
 # --- agreement with System 2 -----------------------------------------------------------------------------------
 
+
 def _chains(*answers):
     return [Chain({"answer": "" if a is None else f"Answer: {a}"}, 3) for a in answers]
 
 
 def test_system2_reference_is_the_jobs_vote_and_none_where_it_would_reject():
-    chains = [_chains("e", "e", "a", "b"), _chains("a", "b", "c", "d"), _chains("x", "x", "y", "y"),
-              _chains(None, None, None, "k")]
+    chains = [
+        _chains("e", "e", "a", "b"),
+        _chains("a", "b", "c", "d"),
+        _chains("x", "x", "y", "y"),
+        _chains(None, None, None, "k"),
+    ]
     # threshold 0.3: the top answer needs more than 30% of the 4 votes (2); ties and no-answers have none
     assert system2_reference("last_letter_one", chains, None, 0.3) == ["e", None, None, None]
     assert system2_reference("last_letter_one", chains, None, 0.0) == ["e", None, None, "k"]
@@ -94,13 +110,15 @@ def test_agreement_counts_only_inputs_with_a_reference_and_every_sample_of_a_sam
     items = [TaskInput(str(i), "q", label) for i, label in enumerate("eab")]
     reference = ["e", None, "b"]
     direct = [_chains("e"), _chains("a"), _chains("c")]
-    score = score_agreement(score_single("S1", "system1", "last_letter_one", items, direct), "last_letter_one",
-                            direct, reference)
+    score = score_agreement(
+        score_single("S1", "system1", "last_letter_one", items, direct), "last_letter_one", direct, reference
+    )
     assert (score.agreement, score.agreement_samples) == (0.5, 2)  # input 1 has no reference; 1 of 2 agree
     assert score.agreement_low < 0.5 < score.agreement_high
     sampled = [_chains("e", "e", "x"), _chains("a", "a", "a"), _chains("b", "q", "q")]
-    score = score_agreement(score_single("S2", "system2", "last_letter_one", items, sampled), "last_letter_one",
-                            sampled, reference)
+    score = score_agreement(
+        score_single("S2", "system2", "last_letter_one", items, sampled), "last_letter_one", sampled, reference
+    )
     assert (score.agreement, score.agreement_samples) == (0.5, 6)
     unchanged = score_agreement(score, "last_letter_one", sampled, [None, None, None])
     assert unchanged is score  # no reference at all: nothing to report
@@ -108,15 +126,41 @@ def test_agreement_counts_only_inputs_with_a_reference_and_every_sample_of_a_sam
 
 def test_report_shows_agreement_beside_accuracy_and_marks_the_reference():
     def system(name, kind, agreement):
-        fields = dict(agreement=agreement, agreement_low=agreement - 0.1, agreement_high=agreement + 0.1,
-                      agreement_samples=40) if agreement is not None else {}
-        return dict(system=name, kind=kind, accuracy=0.3, correct=12, total=40, samples=40, tokens_per_answer=2.0,
-                    ci_low=0.2, ci_high=0.4, latency_s=0.01, **fields)
+        fields = (
+            dict(
+                agreement=agreement, agreement_low=agreement - 0.1, agreement_high=agreement + 0.1, agreement_samples=40
+            )
+            if agreement is not None
+            else {}
+        )
+        return dict(
+            system=name,
+            kind=kind,
+            accuracy=0.3,
+            correct=12,
+            total=40,
+            samples=40,
+            tokens_per_answer=2.0,
+            ci_low=0.2,
+            ci_high=0.4,
+            latency_s=0.01,
+            **fields,
+        )
 
-    metrics = {"task": "last_letter_one", "method": "cot_fewshot", "model": "m", "eval_inputs": 40, "run": "r",
-               "samples_for_system2": 8, "agreement_reference": {"threshold": 0.3, "inputs": 25},
-               "systems": [system("System 1", "system1", 0.25), system("System 2 (x, majority of 8)", "system2", None),
-                           system("Distilled System 1", "distilled", 0.6)]}
+    metrics = {
+        "task": "last_letter_one",
+        "method": "cot_fewshot",
+        "model": "m",
+        "eval_inputs": 40,
+        "run": "r",
+        "samples_for_system2": 8,
+        "agreement_reference": {"threshold": 0.3, "inputs": 25},
+        "systems": [
+            system("System 1", "system1", 0.25),
+            system("System 2 (x, majority of 8)", "system2", None),
+            system("Distilled System 1", "distilled", 0.6),
+        ],
+    }
     report = render_report(metrics)
     assert "agrees with System 2" in report and "reference answer on 25 of them" in report
     assert "| 25.0% [15.0%, 35.0%] |" in report and "| 60.0% [50.0%, 70.0%] |" in report

@@ -3,9 +3,10 @@ demo-sized output written by the shard writer."""
 
 import json
 
-from engine.cli import main
 from test_card import demo_sized_output
 from test_sft import FakeTokenizer
+
+from engine.cli import main
 from training.sft import build_examples
 from training.trainer import read_accepted_rows
 

@@ -94,14 +94,17 @@ def test_bsm_has_branch_fanned_out_solve_and_computed_merge():
     assert bsm.required_fields == {"instruction", "response_a", "response_b"}
 
 
-@pytest.mark.parametrize("solve_texts, verdict", [
-    (["Score A: 5, Score B: 2", "Score A: 4, Score B: 4"], "Answer: A"),
-    (["Score A: 1/5, Score B: 3/5"], "Answer: B"),
-    (["Score A: 3, Score B: 3", "A: 2 B: 2"], "Answer: tie"),
-    (["I cannot judge this.", "Score A: 2, Score B: 5"], "Answer: B"),  # the unscored criterion is skipped
-    (["no scores here", ""], "Answer: none"),
-    ([], "Answer: none"),  # the branch produced no criteria
-])
+@pytest.mark.parametrize(
+    "solve_texts, verdict",
+    [
+        (["Score A: 5, Score B: 2", "Score A: 4, Score B: 4"], "Answer: A"),
+        (["Score A: 1/5, Score B: 3/5"], "Answer: B"),
+        (["Score A: 3, Score B: 3", "A: 2 B: 2"], "Answer: tie"),
+        (["I cannot judge this.", "Score A: 2, Score B: 5"], "Answer: B"),  # the unscored criterion is skipped
+        (["no scores here", ""], "Answer: none"),
+        ([], "Answer: none"),  # the branch produced no criteria
+    ],
+)
 def test_bsm_merge_sums_the_scores(solve_texts, verdict):
     from engine.methods import bsm_merge
 
@@ -111,32 +114,54 @@ def test_bsm_merge_sums_the_scores(solve_texts, verdict):
 def test_resolve_method_builds_custom_from_the_job_spec_and_keeps_builtins():
     from engine.methods import resolve_method
 
-    custom = resolve_method({"name": "custom", "steps": [{"name": "think", "prompt": "{{ question }} think"},
-                                                         {"name": "say", "prompt": "{{ think }} say"}],
-                             "extractor": {"kind": "last_line", "pattern": None}})
+    custom = resolve_method(
+        {
+            "name": "custom",
+            "steps": [
+                {"name": "think", "prompt": "{{ question }} think"},
+                {"name": "say", "prompt": "{{ think }} say"},
+            ],
+            "extractor": {"kind": "last_line", "pattern": None},
+        }
+    )
     assert [step.name for step in custom.steps] == ["think", "say"] and custom.description
     assert custom.extract_answer("reasoning\n  final  \n") == "final"
     assert resolve_method("rar2") is get_method("rar2")
-    assert resolve_method({"name": "rar2", "steps": None, "extractor": {"kind": "answer_marker", "pattern": None}}).steps \
+    assert (
+        resolve_method({"name": "rar2", "steps": None, "extractor": {"kind": "answer_marker", "pattern": None}}).steps
         == get_method("rar2").steps
+    )
     with pytest.raises(ValueError, match="custom needs its steps"):
         get_method("custom")
 
 
-@pytest.mark.parametrize("definition, message", [
-    ({"steps": []}, "at least one step"),
-    ({"steps": [{"name": "a b", "prompt": "x"}]}, "not an identifier"),
-    ({"steps": [{"name": "question", "prompt": "x"}]}, "name is taken"),
-    ({"steps": [{"name": "a", "prompt": "x"}, {"name": "a", "prompt": "y"}]}, "name is taken"),
-    ({"steps": [{"name": "a", "prompt": "{% if %}"}]}, "template error"),
-    ({"steps": [{"name": "a", "compute": "bsm_merge"}]}, "first step must be a prompt"),
-    ({"steps": [{"name": "a", "prompt": "x"}, {"name": "b", "compute": "nope"}]}, "unknown computed step"),
-    ({"steps": [{"name": "a", "prompt": "x", "compute": "bsm_merge"}]}, "exactly one of prompt or compute"),
-    ({"steps": [{"name": "a", "prompt": "x"}, {"name": "b", "prompt": "{{ c }}",
-                                               "for_each": {"step": "z", "item": "c"}}]}, "not an earlier step"),
-    ({"steps": [{"name": "a", "prompt": "x"}], "extractor": {"kind": "regex"}}, "needs a pattern"),
-    ({"steps": [{"name": "a", "prompt": "x"}], "extractor": {"kind": "regex", "pattern": "(["}}, "not a valid regex"),
-])
+@pytest.mark.parametrize(
+    "definition, message",
+    [
+        ({"steps": []}, "at least one step"),
+        ({"steps": [{"name": "a b", "prompt": "x"}]}, "not an identifier"),
+        ({"steps": [{"name": "question", "prompt": "x"}]}, "name is taken"),
+        ({"steps": [{"name": "a", "prompt": "x"}, {"name": "a", "prompt": "y"}]}, "name is taken"),
+        ({"steps": [{"name": "a", "prompt": "{% if %}"}]}, "template error"),
+        ({"steps": [{"name": "a", "compute": "bsm_merge"}]}, "first step must be a prompt"),
+        ({"steps": [{"name": "a", "prompt": "x"}, {"name": "b", "compute": "nope"}]}, "unknown computed step"),
+        ({"steps": [{"name": "a", "prompt": "x", "compute": "bsm_merge"}]}, "exactly one of prompt or compute"),
+        (
+            {
+                "steps": [
+                    {"name": "a", "prompt": "x"},
+                    {"name": "b", "prompt": "{{ c }}", "for_each": {"step": "z", "item": "c"}},
+                ]
+            },
+            "not an earlier step",
+        ),
+        ({"steps": [{"name": "a", "prompt": "x"}], "extractor": {"kind": "regex"}}, "needs a pattern"),
+        (
+            {"steps": [{"name": "a", "prompt": "x"}], "extractor": {"kind": "regex", "pattern": "(["}},
+            "not a valid regex",
+        ),
+    ],
+)
 def test_bad_method_definitions_get_clear_errors(definition, message):
     from engine.methods import method_from_definition
 
@@ -151,22 +176,26 @@ def test_custom_templates_cannot_reach_python_internals():
 
     method = method_from_definition(
         {"name": "custom", "steps": [{"name": "a", "prompt": "{{ question.__class__.__mro__[1].__subclasses__() }}"}]},
-        "spec")
+        "spec",
+    )
     with pytest.raises(SecurityError):
         method.render(0, {"question": "q", "system1_prompt": "s"})
 
 
-@pytest.mark.parametrize("kind, pattern, text, expected", [
-    ("answer_marker", None, "so\nAnswer: abcd", "abcd"),
-    ("answer_marker", None, "Answer:", None),
-    ("last_line", None, "a\nb\n\n", "b"),
-    ("last_line", None, "   ", None),
-    ("regex", r"Final: (\w+)", "Final: no ... Final: yes", "yes"),  # the last match wins
-    ("regex", r"\d+", "3 apples and 12 pears", "12"),  # no group: the whole match
-    ("regex", r"Final: (\w*)", "Final: ", None),  # an empty group is no answer
-    ("regex", r"Final: (\w+)", "no marker at all", None),
-    ("regex", r"Final: (\w+)", None, None),
-])
+@pytest.mark.parametrize(
+    "kind, pattern, text, expected",
+    [
+        ("answer_marker", None, "so\nAnswer: abcd", "abcd"),
+        ("answer_marker", None, "Answer:", None),
+        ("last_line", None, "a\nb\n\n", "b"),
+        ("last_line", None, "   ", None),
+        ("regex", r"Final: (\w+)", "Final: no ... Final: yes", "yes"),  # the last match wins
+        ("regex", r"\d+", "3 apples and 12 pears", "12"),  # no group: the whole match
+        ("regex", r"Final: (\w*)", "Final: ", None),  # an empty group is no answer
+        ("regex", r"Final: (\w+)", "no marker at all", None),
+        ("regex", r"Final: (\w+)", None, None),
+    ],
+)
 def test_extractors_including_malformed_outputs(kind, pattern, text, expected):
     from engine.methods import Extractor
 

@@ -16,16 +16,28 @@ def small_disk(tmp_path):
     """A real 256 KiB tmpfs (needs root, as in this project's CI containers); skipped where mounting is refused."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (not root)")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _row(i, shard):
-    return {"input_id": f"id{i}", "shard_id": shard, "status": "accepted", "prompt": "p" * 2000 + str(i),
-            "answer": "a", "votes": 1, "num_samples": 1, "agreement": 1.0, "method": "m", "model": "m"}
+    return {
+        "input_id": f"id{i}",
+        "shard_id": shard,
+        "status": "accepted",
+        "prompt": "p" * 2000 + str(i),
+        "answer": "a",
+        "votes": 1,
+        "num_samples": 1,
+        "agreement": 1.0,
+        "method": "m",
+        "model": "m",
+    }
 
 
 def test_disk_full_mid_job_is_one_error_and_committed_shards_survive(small_disk):

@@ -20,23 +20,45 @@ def test_every_pairing_is_a_valid_job_file(name, job):
 
 
 def _score(system, kind, accuracy, agreement=None):
-    fields = {"agreement": agreement, "agreement_low": agreement - 0.1, "agreement_high": agreement + 0.1} \
-        if agreement is not None else {}
-    return {"system": system, "kind": kind, "accuracy": accuracy, "ci_low": accuracy - 0.05,
-            "ci_high": accuracy + 0.05, "tokens_per_answer": 3.0, **fields}
+    fields = (
+        {"agreement": agreement, "agreement_low": agreement - 0.1, "agreement_high": agreement + 0.1}
+        if agreement is not None
+        else {}
+    )
+    return {
+        "system": system,
+        "kind": kind,
+        "accuracy": accuracy,
+        "ci_low": accuracy - 0.05,
+        "ci_high": accuracy + 0.05,
+        "tokens_per_answer": 3.0,
+        **fields,
+    }
 
 
 def test_the_table_has_a_row_per_pairing_and_says_which_failed(tmp_path, monkeypatch):
     monkeypatch.setattr(paper, "RUNS", tmp_path)
     out = tmp_path / "demo"
     (out / "eval").mkdir(parents=True)
-    (out / "eval" / "metrics.json").write_text(json.dumps({"eval_inputs": 300, "systems": [
-        _score("System 1", "system1", 0.1, 0.2), _score("System 2 (x, single sample, mean of 8)", "system2", 0.2, 0.5),
-        _score("System 2 (x, majority of 8)", "system2", 0.3), _score("Distilled", "distilled", 0.25, 0.6)]}))
+    (out / "eval" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "eval_inputs": 300,
+                "systems": [
+                    _score("System 1", "system1", 0.1, 0.2),
+                    _score("System 2 (x, single sample, mean of 8)", "system2", 0.2, 0.5),
+                    _score("System 2 (x, majority of 8)", "system2", 0.3),
+                    _score("Distilled", "distilled", 0.25, 0.6),
+                ],
+            }
+        )
+    )
     (out / "metrics.json").write_text(json.dumps({"committed_accepted": 120, "total_inputs": 400}))
     runs = {"demo": {"exit": 0, "seconds": 480}, "cot_arithmetic": {"exit": 1, "seconds": 20}}
-    rows = [paper.collect(name, job, experiment, numbers, runs.get(name))
-            for name, job, experiment, numbers in paper.PAIRINGS]
+    rows = [
+        paper.collect(name, job, experiment, numbers, runs.get(name))
+        for name, job, experiment, numbers in paper.PAIRINGS
+    ]
     table = paper.render(rows, "| probe |", 3000)
     demo = next(line for line in table.splitlines() if line.startswith("| demo |"))
     assert "| 300 | 120 / 400 | 10% [5%, 15%] | 20% [15%, 25%] | 30% [25%, 35%] | 25% [20%, 30%] |" in demo
@@ -50,4 +72,7 @@ def test_regenerating_keeps_the_hand_written_text_around_the_markers(tmp_path, m
     monkeypatch.setattr(paper, "RESULTS", results)
     results.write_text(f"# Results\n\nintro\n\n{paper.BEGIN}\nold\n{paper.END}\n\n## What was tried\nnotes\n")
     paper.write_results("new table\n")
-    assert results.read_text() == f"# Results\n\nintro\n\n{paper.BEGIN}\nnew table\n{paper.END}\n\n## What was tried\nnotes\n"
+    assert (
+        results.read_text()
+        == f"# Results\n\nintro\n\n{paper.BEGIN}\nnew table\n{paper.END}\n\n## What was tried\nnotes\n"
+    )

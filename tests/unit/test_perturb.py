@@ -27,9 +27,14 @@ def _true_answer(task_name, variant: Variant) -> str:
     raise AssertionError(task)
 
 
-@pytest.mark.parametrize("perturbation, task_name", [
-    ("swap_responses", "pairwise_judge"), ("shuffle_options", "multiple_choice"), ("rename_entities", "last_letter"),
-])
+@pytest.mark.parametrize(
+    "perturbation, task_name",
+    [
+        ("swap_responses", "pairwise_judge"),
+        ("shuffle_options", "multiple_choice"),
+        ("rename_entities", "last_letter"),
+    ],
+)
 def test_inverse_maps_each_variants_true_answer_to_the_inputs_label(perturbation, task_name):
     task, perturber = get_task(task_name), get_perturbation(perturbation)
     for item in task.generate(10, 0, "train"):
@@ -80,11 +85,14 @@ def test_variants_are_reproducible_per_input_and_seed():
     assert make_variants(item, task, perturber, 3, 0) != make_variants(item, task, perturber, 3, 5)
 
 
-@pytest.mark.parametrize("perturbation, task_name, message", [
-    ("swap_responses", "last_letter", "needs a task with fields"),
-    ("shuffle_options", "pairwise_judge", "needs a task with fields"),
-    ("rename_entities", "arithmetic", "applies to tasks"),
-])
+@pytest.mark.parametrize(
+    "perturbation, task_name, message",
+    [
+        ("swap_responses", "last_letter", "needs a task with fields"),
+        ("shuffle_options", "pairwise_judge", "needs a task with fields"),
+        ("rename_entities", "arithmetic", "applies to tasks"),
+    ],
+)
 def test_incompatible_tasks_are_refused(perturbation, task_name, message):
     with pytest.raises(ValueError, match=message):
         get_perturbation(perturbation).check_task(get_task(task_name))

@@ -1,7 +1,12 @@
 import pytest
 
-from cluster.placement import (ReplicaPlacement, largest_node_gpus, map_batches_placement_args, parallel_bundles,
-                               replica_placement)
+from cluster.placement import (
+    ReplicaPlacement,
+    largest_node_gpus,
+    map_batches_placement_args,
+    parallel_bundles,
+    replica_placement,
+)
 from engine.spec import SpecError, parse_spec, replica_bounds
 
 
@@ -47,7 +52,9 @@ def test_tp_replica_on_gpus_gets_a_placement_group_and_holds_no_gpu_itself():
 
 
 def test_single_gpu_and_cpu_replicas_need_no_placement_group():
-    assert replica_placement(_spec(), gpus_per_node=8) == ReplicaPlacement(actor_options={"num_cpus": 1.0, "num_gpus": 1.0})
+    assert replica_placement(_spec(), gpus_per_node=8) == ReplicaPlacement(
+        actor_options={"num_cpus": 1.0, "num_gpus": 1.0}
+    )
     cpu = replica_placement(_spec(tensor_parallel_size=2, resources={"node_slot": 1}), gpus_per_node=0)
     assert cpu == ReplicaPlacement(actor_options={"num_cpus": 1.0, "num_gpus": 0.0, "resources": {"node_slot": 1}})
     assert "ray_remote_args_fn" not in map_batches_placement_args(cpu)
@@ -56,21 +63,35 @@ def test_single_gpu_and_cpu_replicas_need_no_placement_group():
 
 
 def test_largest_node_counts_alive_nodes_only():
-    nodes = [{"Alive": True, "Resources": {"GPU": 4.0}}, {"Alive": False, "Resources": {"GPU": 8.0}},
-             {"Alive": True, "Resources": {"CPU": 16.0}}]
+    nodes = [
+        {"Alive": True, "Resources": {"GPU": 4.0}},
+        {"Alive": False, "Resources": {"GPU": 8.0}},
+        {"Alive": True, "Resources": {"CPU": 16.0}},
+    ]
     assert largest_node_gpus(nodes) == 4
     assert largest_node_gpus([]) == 0
 
 
-@pytest.mark.parametrize("value, bounds", [(1, (1, 1)), (4, (4, 4)), ("2..8", (2, 8)), (" 3 .. 3 ", (3, 3)), ("5", (5, 5))])
+@pytest.mark.parametrize(
+    "value, bounds", [(1, (1, 1)), (4, (4, 4)), ("2..8", (2, 8)), (" 3 .. 3 ", (3, 3)), ("5", (5, 5))]
+)
 def test_autoscaling_bounds(value, bounds):
     assert replica_bounds(value) == bounds
     generation = parse_spec({"model": "m", "generation": {"replicas": value}}).generation
     assert (generation.min_replicas, generation.max_replicas) == bounds
 
 
-@pytest.mark.parametrize("value, message", [(0, "at least 1"), ("0..4", "at least 1"), ("8..2", "min <= max"),
-                                            ("two", "min..max"), ("1..", "min..max"), (True, "number")])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (0, "at least 1"),
+        ("0..4", "at least 1"),
+        ("8..2", "min <= max"),
+        ("two", "min..max"),
+        ("1..", "min..max"),
+        (True, "number"),
+    ],
+)
 def test_bad_autoscaling_bounds_are_refused_clearly(value, message):
     with pytest.raises(SpecError, match=message):
         parse_spec({"model": "m", "generation": {"replicas": value}})

@@ -114,7 +114,6 @@ def test_fan_out_caps_items_and_survives_an_empty_plan():
     assert chains[0][0].steps["solve"] == [] and chains[0][0].final_text.endswith("Answer: none")
 
 
-
 class RandomLatencyGenerator:
     """The async backend form, each call taking a random time (input 0's first call the longest), so calls
     end in a different order than they began. Records the order calls returned and each call's tokens."""
@@ -192,7 +191,11 @@ def test_a_failing_call_fails_the_method_and_cancels_the_other_chains():
 
     gen = FailsOnSecondStep()
     with pytest.raises(ExceptionGroup) as failure:
-        run_method(gen, get_method("rar2"), [{"question": f"Q{i}", "system1_prompt": ""} for i in range(4)],
-                   SamplingRequest(n=2))
+        run_method(
+            gen,
+            get_method("rar2"),
+            [{"question": f"Q{i}", "system1_prompt": ""} for i in range(4)],
+            SamplingRequest(n=2),
+        )
     assert failure.group_contains(RuntimeError, match="engine failed")
     assert not any(prompt.startswith("(original) Q0") for prompt in gen.returned)  # cancelled, never returned

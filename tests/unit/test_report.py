@@ -1,4 +1,5 @@
-"""The evaluation report: Wilson intervals, the table, the PNG chart, `s2d report`, and what eval serves as distilled."""
+"""The evaluation report: Wilson intervals, the table, the PNG chart, `s2d report`, and what eval serves as
+distilled."""
 
 from __future__ import annotations
 
@@ -16,17 +17,32 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def metrics(accuracies=(0.25, 0.5, 0.4375), tokens=(10.0, 43.0, 9.5), with_new_fields=True):
     kinds = ("system1", "system2", "distilled")
-    names = ("System 1 (base model, direct)", "System 2 (rar2, single sample)", "Distilled System 1 (base + LoRA, direct)")
+    names = (
+        "System 1 (base model, direct)",
+        "System 2 (rar2, single sample)",
+        "Distilled System 1 (base + LoRA, direct)",
+    )
     systems = []
     for kind, name, accuracy, tokens_per_answer in zip(kinds, names, accuracies, tokens):
-        score = {"system": name, "accuracy": accuracy, "correct": accuracy * 32, "total": 32,
-                 "tokens_per_answer": tokens_per_answer}
+        score = {
+            "system": name,
+            "accuracy": accuracy,
+            "correct": accuracy * 32,
+            "total": 32,
+            "tokens_per_answer": tokens_per_answer,
+        }
         if with_new_fields:
             low, high = wilson_interval(accuracy * 32, 32)
             score |= {"kind": kind, "samples": 32, "ci_low": low, "ci_high": high, "latency_s": 0.1}
         systems.append(score)
-    return {"task": "last_letter", "method": "rar2", "model": "smollm2-135m", "eval_inputs": 32,
-            "seconds_per_input": {"system1": 0.29, "system2": 0.92, "distilled": 0.78}, "systems": systems}
+    return {
+        "task": "last_letter",
+        "method": "rar2",
+        "model": "smollm2-135m",
+        "eval_inputs": 32,
+        "seconds_per_input": {"system1": 0.29, "system2": 0.92, "distilled": 0.78},
+        "systems": systems,
+    }
 
 
 def write_run(out, data):

@@ -13,7 +13,10 @@ def test_replica_holds_tp_gpus_on_a_gpu_cluster_and_none_on_cpu():
 
 def test_single_cpu_replica_computes_on_every_core():
     assert cpu_thread_env(replicas=1, node_cpus=2) == {
-        "VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": "2"}
+        "VLLM_CPU_OMP_THREADS_BIND": "0-1",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "OMP_NUM_THREADS": "2",
+    }
     assert cpu_thread_env(replicas=3, node_cpus=16) == {}  # several replicas per node: vLLM's own binding
 
 
@@ -24,8 +27,13 @@ def test_embedded_ray_dashboard_is_bound_to_loopback():
 
 
 def test_standalone_replica_holds_tp_x_pp_gpus_and_its_custom_resources():
-    spec = parse_spec({"model": "m", "engine": {"tensor_parallel_size": 2, "pipeline_parallel_size": 2},
-                       "generation": {"resources": {"vllm_node": 1}}})
+    spec = parse_spec(
+        {
+            "model": "m",
+            "engine": {"tensor_parallel_size": 2, "pipeline_parallel_size": 2},
+            "generation": {"resources": {"vllm_node": 1}},
+        }
+    )
     assert replica_resources(spec, cluster_gpus=8) == {"num_cpus": 1.0, "num_gpus": 4.0, "resources": {"vllm_node": 1}}
 
 

@@ -20,15 +20,27 @@ def _curated(row, **criterion):
 
 
 def test_majority_rows_carry_every_sample_with_steps_answers_and_tokens():
-    chains = [chain_json({"rephrase": "R1", "respond": "Answer: abcd."}), chain_json({"rephrase": "R2", "respond": "?"})]
+    chains = [
+        chain_json({"rephrase": "R1", "respond": "Answer: abcd."}),
+        chain_json({"rephrase": "R2", "respond": "?"}),
+    ]
     row = {**BASE, "sample_texts": ["Answer: abcd.", "?"], "sample_tokens": [3, 5], "sample_steps": chains}
     samples = flatten_samples(_curated(row, task="last_letter", method="rar2", model="m"))
     assert samples.schema == SAMPLES_SCHEMA
     first, second = samples.to_pylist()
-    assert first == {"input_id": "i1", "shard_id": 0, "variant": None, "sample": 0,
-                     "steps": [{"name": "rephrase", "item": None, "text": "R1"},
-                               {"name": "respond", "item": None, "text": "Answer: abcd."}],
-                     "extracted": "abcd", "answer": "abcd", "tokens": 3}
+    assert first == {
+        "input_id": "i1",
+        "shard_id": 0,
+        "variant": None,
+        "sample": 0,
+        "steps": [
+            {"name": "rephrase", "item": None, "text": "R1"},
+            {"name": "respond", "item": None, "text": "Answer: abcd."},
+        ],
+        "extracted": "abcd",
+        "answer": "abcd",
+        "tokens": 3,
+    }
     assert (second["sample"], second["extracted"], second["answer"], second["tokens"]) == (1, "?", None, 5)
 
 
@@ -40,20 +52,38 @@ def test_without_sample_steps_no_samples_travel():
 
 def test_perturbation_samples_are_numbered_per_variant_and_mapped_back():
     texts = [["Answer: A", "Answer: A"], ["Answer: B", "Answer: tie"]]
-    row = {**BASE, "sample_texts": texts[0], "sample_tokens": [10, 10], "variant_texts": texts,
-           "variant_tokens": [[10, 10], [20, 21]], "variant_inverse": ["{}", json.dumps({"A": "B", "B": "A"})],
-           "sample_steps": [chain_json({"judge": text}) for variant in texts for text in variant]}
+    row = {
+        **BASE,
+        "sample_texts": texts[0],
+        "sample_tokens": [10, 10],
+        "variant_texts": texts,
+        "variant_tokens": [[10, 10], [20, 21]],
+        "variant_inverse": ["{}", json.dumps({"A": "B", "B": "A"})],
+        "sample_steps": [chain_json({"judge": text}) for variant in texts for text in variant],
+    }
     samples = flatten_samples(_curated(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation"))
     got = [(s["variant"], s["sample"], s["extracted"], s["answer"], s["tokens"]) for s in samples.to_pylist()]
     assert got == [(0, 0, "A", "A", 10), (0, 1, "A", "A", 10), (1, 0, "B", "A", 20), (1, 1, "tie", "tie", 21)]
 
 
 def test_fan_out_steps_keep_one_entry_per_call():
-    row = {**BASE, "sample_texts": ["Answer: 7"], "sample_tokens": [9], "usc_choice": 0, "usc_tokens": 2,
-           "sample_steps": [chain_json({"plan": "p", "score": ["s1", "s2"], "respond": "Answer: 7"})]}
-    steps = flatten_samples(_curated(row, task="arithmetic", method="cot", model="m", rule="usc")).to_pylist()[0]["steps"]
+    row = {
+        **BASE,
+        "sample_texts": ["Answer: 7"],
+        "sample_tokens": [9],
+        "usc_choice": 0,
+        "usc_tokens": 2,
+        "sample_steps": [chain_json({"plan": "p", "score": ["s1", "s2"], "respond": "Answer: 7"})],
+    }
+    steps = flatten_samples(_curated(row, task="arithmetic", method="cot", model="m", rule="usc")).to_pylist()[0][
+        "steps"
+    ]
     assert [(s["name"], s["item"], s["text"]) for s in steps] == [
-        ("plan", None, "p"), ("score", 0, "s1"), ("score", 1, "s2"), ("respond", None, "Answer: 7")]
+        ("plan", None, "p"),
+        ("score", 0, "s1"),
+        ("score", 1, "s2"),
+        ("respond", None, "Answer: 7"),
+    ]
 
 
 class Scripted:
@@ -63,8 +93,15 @@ class Scripted:
 
 def test_generation_sends_each_samples_chain_only_when_asked():
     task = get_task("last_letter")
-    rows = [{"input_id": item.input_id, "shard_id": 0, "question": item.question,
-             "prompt": task.system1_prompt(item.question)} for item in task.generate(2, 0, "train")]
+    rows = [
+        {
+            "input_id": item.input_id,
+            "shard_id": 0,
+            "question": item.question,
+            "prompt": task.system1_prompt(item.question),
+        }
+        for item in task.generate(2, 0, "train")
+    ]
     request = SamplingRequest(n=3, max_tokens=8)
     plain = generate_for_curation(Scripted(), get_method("rar2"), task, rows, request)
     assert "sample_steps" not in plain
@@ -74,12 +111,29 @@ def test_generation_sends_each_samples_chain_only_when_asked():
 
 
 def _row(input_id, shard, status="accepted", samples=2):
-    sample = {"variant": None, "steps": [{"name": "respond", "item": None, "text": "Answer: x"}],
-              "extracted": "x", "answer": "x", "tokens": 4}
-    return {"input_id": input_id, "shard_id": shard, "prompt": "p", "status": status, "answer": "x",
-            "votes": samples, "num_samples": samples, "agreement": 1.0, "criterion": "majority", "method": "m",
-            "model": "m", "system2_tokens": 4.0, "reason": None if status == "accepted" else "tie",
-            "samples": [{**sample, "sample": index} for index in range(samples)]}
+    sample = {
+        "variant": None,
+        "steps": [{"name": "respond", "item": None, "text": "Answer: x"}],
+        "extracted": "x",
+        "answer": "x",
+        "tokens": 4,
+    }
+    return {
+        "input_id": input_id,
+        "shard_id": shard,
+        "prompt": "p",
+        "status": status,
+        "answer": "x",
+        "votes": samples,
+        "num_samples": samples,
+        "agreement": 1.0,
+        "criterion": "majority",
+        "method": "m",
+        "model": "m",
+        "system2_tokens": 4.0,
+        "reason": None if status == "accepted" else "tie",
+        "samples": [{**sample, "sample": index} for index in range(samples)],
+    }
 
 
 def test_writer_commits_samples_with_their_shard_exactly_once(tmp_path):
@@ -91,8 +145,12 @@ def test_writer_commits_samples_with_their_shard_exactly_once(tmp_path):
     writer.add(curated_table([_row("b", 0)]))
     manifest = writer.finish()
     assert manifest["counts"]["samples"] == 7 and manifest["shards"]["0"]["samples"] == 4
-    assert pq.read_table(tmp_path / "samples" / "shard-00000.parquet").column("input_id").to_pylist() == \
-        ["a", "a", "b", "b"]
+    assert pq.read_table(tmp_path / "samples" / "shard-00000.parquet").column("input_id").to_pylist() == [
+        "a",
+        "a",
+        "b",
+        "b",
+    ]
     accounting = check_accounting(tmp_path)
     assert accounting.ok and accounting.samples == 7
     assert read_committed(tmp_path, "samples", shards=[1]).column("input_id").to_pylist() == ["c"] * 3
@@ -108,8 +166,13 @@ def test_an_output_without_samples_has_an_empty_samples_table(tmp_path):
 
 def test_sample_count_problems_name_missing_and_doubled_samples():
     inputs = pa.table({"input_id": ["a", "b"], "num_samples": pa.array([2, 1], pa.int64())})
-    good = pa.table({"input_id": ["a", "a", "b"], "variant": pa.array([None] * 3, pa.int32()),
-                     "sample": pa.array([0, 1, 0], pa.int32())})
+    good = pa.table(
+        {
+            "input_id": ["a", "a", "b"],
+            "variant": pa.array([None] * 3, pa.int32()),
+            "sample": pa.array([0, 1, 0], pa.int32()),
+        }
+    )
     assert sample_count_problems(inputs, good) == []
     doubled = pa.concat_tables([good, good.slice(2)])
     assert any("more than once" in problem for problem in sample_count_problems(inputs, doubled))

@@ -70,8 +70,11 @@ def test_packed_sequences_restart_positions_and_pad_as_a_sequence_of_their_own()
     first = {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}
     second = {"input_ids": [8, 9], "labels": [IGNORE_INDEX, 9]}
     packed = pack([first, second])
-    assert packed == {"input_ids": [5, 6, 7, 8, 9], "labels": [IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9],
-                      "position_ids": [0, 1, 2, 0, 1]}
+    assert packed == {
+        "input_ids": [5, 6, 7, 8, 9],
+        "labels": [IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9],
+        "position_ids": [0, 1, 2, 0, 1],
+    }
     tensors = collate([packed, first], pad_token_id=0)
     assert "attention_mask" not in tensors  # transformers derives the per-example mask from position_ids
     assert tensors["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 0, 1]]

@@ -4,17 +4,36 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.shards import (
-    OutputConflict, ShardWriter, check_accounting, curated_table, num_shards_for, read_committed, read_manifest,
+    OutputConflict,
+    ShardWriter,
+    check_accounting,
+    curated_table,
+    num_shards_for,
+    read_committed,
+    read_manifest,
     shard_of,
 )
 from engine.storage import OutputError, OutputLocation
 
 
 def _row(input_id, shard, status="accepted"):
-    return {"input_id": input_id, "shard_id": shard, "prompt": f"p{input_id}", "status": status,
-            "answer": "abcd" if status == "accepted" else None, "votes": 5, "num_samples": 8, "agreement": 0.625,
-            "reason": {"accepted": None, "rejected": "tie", "quarantined": "empty"}[status], "detail": "",
-            "answer_counts": [], "criterion": "majority", "method": "rar2", "model": "m", "system2_tokens": 12.0}
+    return {
+        "input_id": input_id,
+        "shard_id": shard,
+        "prompt": f"p{input_id}",
+        "status": status,
+        "answer": "abcd" if status == "accepted" else None,
+        "votes": 5,
+        "num_samples": 8,
+        "agreement": 0.625,
+        "reason": {"accepted": None, "rejected": "tie", "quarantined": "empty"}[status],
+        "detail": "",
+        "answer_counts": [],
+        "criterion": "majority",
+        "method": "rar2",
+        "model": "m",
+        "system2_tokens": 12.0,
+    }
 
 
 def test_partitioning_is_stable_and_covers_every_shard():
@@ -80,15 +99,18 @@ def test_more_inputs_than_the_shard_expects_is_refused(tmp_path):
 
 
 def test_one_batch_over_many_shards_and_answer_counts_kept(tmp_path):
-    rows = [{**_row(f"i{index}", index % 7, "rejected"), "answer_counts": [{"answer": "x", "votes": index}]}
-            for index in range(70)]
+    rows = [
+        {**_row(f"i{index}", index % 7, "rejected"), "answer_counts": [{"answer": "x", "votes": index}]}
+        for index in range(70)
+    ]
     writer = ShardWriter.open(tmp_path, 7, "fp", {shard: 10 for shard in range(7)})
     writer.add(curated_table(rows[::-1]))
     assert writer.finish()["counts"]["rejected"] == 70
     rejected = read_committed(tmp_path, "rejected")
     assert sorted(rejected.column("input_id").to_pylist()) == sorted(row["input_id"] for row in rows)
     assert pq.read_table(tmp_path / "rejected" / "shard-00003.parquet").column("answer_counts").to_pylist()[0] == [
-        {"answer": "x", "votes": 66}]
+        {"answer": "x", "votes": 66}
+    ]
 
 
 def test_rows_of_incomplete_shards_spill_to_staging_and_commit_whole(tmp_path):
@@ -135,7 +157,9 @@ def test_a_filesystem_uri_works_like_a_path(tmp_path):
 
 def test_accounting_finds_an_input_in_two_places(tmp_path):
     writer = ShardWriter.open(tmp_path, 2, "fp", {0: 1, 1: 1})
-    writer.add(curated_table([_row("a", 0), _row("a", 1, "rejected")]))  # one id under two shards: a broken partitioning
+    writer.add(
+        curated_table([_row("a", 0), _row("a", 1, "rejected")])
+    )  # one id under two shards: a broken partitioning
     report = check_accounting(tmp_path)
     assert not report.ok and report.duplicated_ids == ["a"]
     assert "appear more than once" in report.problems()[0]

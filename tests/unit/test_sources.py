@@ -3,17 +3,22 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bad_rows import BAD, GOOD, catalogue_file
 
 from engine.sources import DataError, Quarantined, iter_inputs, source_fingerprint
 from engine.spec import parse_spec
 from engine.tasks import TaskInput
-from bad_rows import BAD, GOOD, catalogue_file
 
 
 def _spec(path, **data):
     columns = data.pop("columns", {"input": "q", "label": "a"})
-    return parse_spec({"model": "smollm2-135m", "task": {"name": data.pop("task", "freeform")},
-                       "data": {"path": str(path), "columns": columns, **data}})
+    return parse_spec(
+        {
+            "model": "smollm2-135m",
+            "task": {"name": data.pop("task", "freeform")},
+            "data": {"path": str(path), "columns": columns, **data},
+        }
+    )
 
 
 def _items(spec):
@@ -24,7 +29,7 @@ def test_every_bad_row_is_quarantined_with_its_reason_and_good_rows_pass(tmp_pat
     path, reasons = catalogue_file(tmp_path / "rows.jsonl")
     items = _items(_spec(path))
     assert len(items) == len(GOOD) + len(BAD), "one item per row, none lost"
-    good, bad = items[:len(GOOD)], items[len(GOOD):]
+    good, bad = items[: len(GOOD)], items[len(GOOD) :]
     assert all(isinstance(item, TaskInput) for item in good)
     assert [item.reason for item in bad] == reasons
     assert len(BAD) >= 20 and len(set(reasons)) >= 12
@@ -57,8 +62,14 @@ def test_id_column_is_used_and_must_be_a_scalar(tmp_path):
 
 
 def test_a_bad_row_keeps_the_users_id_when_it_has_a_free_one(tmp_path):
-    rows = [{"qid": "q1", "q": "fine?"}, {"qid": "q2", "q": ""}, {"qid": "q1", "q": ""}, {"qid": "q3", "q": None},
-            {"qid": "q3", "q": "taken by the bad row above?"}, "not an object"]
+    rows = [
+        {"qid": "q1", "q": "fine?"},
+        {"qid": "q2", "q": ""},
+        {"qid": "q1", "q": ""},
+        {"qid": "q3", "q": None},
+        {"qid": "q3", "q": "taken by the bad row above?"},
+        "not an object",
+    ]
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     items = _items(_spec(path, columns={"input": "q", "id": "qid"}))
@@ -113,8 +124,7 @@ def test_structured_task_columns(tmp_path):
     path = tmp_path / "pairs.jsonl"
     rows = [{"q": "Best pet?", "ra": "A cat.", "rb": "A rock."}, {"q": "Best pet?", "ra": "A cat.", "rb": ""}]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    items = _items(_spec(path, task="pairwise_judge",
-                         columns={"input": "q", "response_a": "ra", "response_b": "rb"}))
+    items = _items(_spec(path, task="pairwise_judge", columns={"input": "q", "response_a": "ra", "response_b": "rb"}))
     assert items[0].fields == {"instruction": "Best pet?", "response_a": "A cat.", "response_b": "A rock."}
     assert "Response B: A rock." in items[0].question
     assert isinstance(items[1], Quarantined) and items[1].reason == "empty" and "response_b" in items[1].detail
@@ -140,8 +150,11 @@ def test_eval_reads_labeled_rows_of_eval_path_not_distilled(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(json.dumps({"q": f"q{i}?", "a": str(i)}) for i in range(4)))
     held = tmp_path / "eval.jsonl"
-    held.write_text("\n".join(json.dumps(r) for r in [{"q": "q0?", "a": "0"}, {"q": "new?", "a": "n"},
-                                                          {"q": "unlabeled?"}, {"q": ""}]))
+    held.write_text(
+        "\n".join(
+            json.dumps(r) for r in [{"q": "q0?", "a": "0"}, {"q": "new?", "a": "n"}, {"q": "unlabeled?"}, {"q": ""}]
+        )
+    )
     assert [i.question for i in labeled_eval_inputs(_spec(train, eval_path=str(held)))] == ["new?"]
     with pytest.raises(ValueError, match="data.eval_path"):
         labeled_eval_inputs(_spec(train))

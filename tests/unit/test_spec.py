@@ -25,24 +25,35 @@ def test_demo_has_the_documented_keys():
 
 
 def test_dotted_overrides_are_parsed_as_yaml():
-    spec = parse_spec({"model": "smollm2-135m"}, ["task.num_inputs=8", "sampling.n=4", "out=runs/try",
-                                                  "train.lora.target_modules=[q_proj, k_proj]", "sampling.temperature=0.5"])
+    spec = parse_spec(
+        {"model": "smollm2-135m"},
+        [
+            "task.num_inputs=8",
+            "sampling.n=4",
+            "out=runs/try",
+            "train.lora.target_modules=[q_proj, k_proj]",
+            "sampling.temperature=0.5",
+        ],
+    )
     assert spec.task.num_inputs == 8 and spec.sampling.n == 4 and spec.out == "runs/try"
     assert spec.train.lora.target_modules == ["q_proj", "k_proj"] and spec.sampling.temperature == 0.5
 
 
-@pytest.mark.parametrize("data, overrides, message", [
-    ({"model": "m", "tsk": {}}, [], "unknown key 'tsk'"),
-    ({"model": "m", "task": {"nme": "x"}}, [], "unknown key 'task.nme'"),
-    ({"model": "m"}, ["sampling.n=many"], "sampling.n"),
-    ({"model": "m"}, ["sampling.n=0"], "sampling.n"),
-    ({}, [], "missing required key 'model'"),
-    ({"model": "m"}, ["task.name=nope"], "unknown task 'nope'"),
-    ({"model": "m"}, ["method.name=nope"], "unknown method 'nope'"),
-    ({"model": "m"}, ["curate.threshold=1.5"], "curate.threshold"),
-    ({"model": "m"}, ["novalue"], "key=value"),
-    ({"model": "m"}, ["model.x=1"], "not a section"),
-])
+@pytest.mark.parametrize(
+    "data, overrides, message",
+    [
+        ({"model": "m", "tsk": {}}, [], "unknown key 'tsk'"),
+        ({"model": "m", "task": {"nme": "x"}}, [], "unknown key 'task.nme'"),
+        ({"model": "m"}, ["sampling.n=many"], "sampling.n"),
+        ({"model": "m"}, ["sampling.n=0"], "sampling.n"),
+        ({}, [], "missing required key 'model'"),
+        ({"model": "m"}, ["task.name=nope"], "unknown task 'nope'"),
+        ({"model": "m"}, ["method.name=nope"], "unknown method 'nope'"),
+        ({"model": "m"}, ["curate.threshold=1.5"], "curate.threshold"),
+        ({"model": "m"}, ["novalue"], "key=value"),
+        ({"model": "m"}, ["model.x=1"], "not a section"),
+    ],
+)
 def test_bad_specs_raise_one_line_errors(data, overrides, message):
     with pytest.raises(SpecError) as caught:
         parse_spec(data, overrides)

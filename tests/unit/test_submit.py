@@ -2,8 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from cluster.submit import (PACKAGES, SubmitError, build_submission, dashboard_address, is_local_address,
-                            job_environment, stage_job_dir)
+from cluster.submit import (
+    PACKAGES,
+    SubmitError,
+    build_submission,
+    dashboard_address,
+    is_local_address,
+    job_environment,
+    stage_job_dir,
+)
 from engine.cli import build_parser
 from engine.spec import load_spec, parse_spec
 
@@ -16,10 +23,16 @@ def test_submission_ships_code_and_the_resolved_job_file_only(tmp_path):
     try:
         assert [p.name for p in Path(working_dir).iterdir()] == ["job.yaml"]
         assert load_spec(Path(working_dir) / "job.yaml") == spec  # overrides applied, nothing else needed
-        submission = build_submission(spec, "generate", working_dir, python="/opt/py/bin/python",
-                                      environ={"S2D_CACHE": "/shared/cache", "HOME": "/root"})
+        submission = build_submission(
+            spec,
+            "generate",
+            working_dir,
+            python="/opt/py/bin/python",
+            environ={"S2D_CACHE": "/shared/cache", "HOME": "/root"},
+        )
     finally:
         import shutil
+
         shutil.rmtree(working_dir)
     assert submission.entrypoint == "/opt/py/bin/python -m engine.cli generate job.yaml --no-progress"
     env = submission.runtime_env
@@ -32,8 +45,12 @@ def test_submission_ships_code_and_the_resolved_job_file_only(tmp_path):
 
 def test_the_auth_token_never_enters_the_submission(tmp_path):
     spec = parse_spec({"model": "m", "out": str(tmp_path)})
-    environ = {"RAY_AUTH_TOKEN": SECRET, "RAY_AUTH_TOKEN_PATH": "/secret/path", "RAY_AUTH_MODE": "token",
-               "S2D_CACHE": "/c"}
+    environ = {
+        "RAY_AUTH_TOKEN": SECRET,
+        "RAY_AUTH_TOKEN_PATH": "/secret/path",
+        "RAY_AUTH_MODE": "token",
+        "S2D_CACHE": "/c",
+    }
     submission = build_submission(spec, "run", str(tmp_path), "python", environ)
     assert SECRET not in repr(submission) and "/secret/path" not in repr(submission)
     assert not any(key.startswith("RAY_AUTH") for key in job_environment(environ))
@@ -61,8 +78,13 @@ def test_address_resolution(monkeypatch):
 def test_cli_subcommands_parse():
     parser = build_parser()
     args = parser.parse_args(["submit", "job.yaml", "a=1", "--no-wait", "--stage", "generate", "--address", "h:1"])
-    assert (args.job, args.overrides, args.no_wait, args.stage, args.address) == ("job.yaml", ["a=1"], True,
-                                                                                    "generate", "h:1")
+    assert (args.job, args.overrides, args.no_wait, args.stage, args.address) == (
+        "job.yaml",
+        ["a=1"],
+        True,
+        "generate",
+        "h:1",
+    )
     assert parser.parse_args(["logs", "raysubmit_1", "--follow"]).follow
     assert parser.parse_args(["stop", "raysubmit_1"]).submission_id == "raysubmit_1"
 

@@ -25,28 +25,34 @@ def test_eval_split_is_disjoint_from_train():
     assert not train & held_out
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Let me think.\nAnswer: abcd", "abcd"),
-    ("Answer: wrong\nwait...\nFinal answer: **yxwv**.", "yxwv"),
-    ("The answer is \"nmop\".", '"nmop"'),
-    ("just this line\n\n", "just this line"),
-    ("", None),
-    ("   \n ", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Let me think.\nAnswer: abcd", "abcd"),
+        ("Answer: wrong\nwait...\nFinal answer: **yxwv**.", "yxwv"),
+        ('The answer is "nmop".', '"nmop"'),
+        ("just this line\n\n", "just this line"),
+        ("", None),
+        ("   \n ", None),
+        (None, None),
+    ],
+)
 def test_extract_final_answer(text, expected):
     assert extract_final_answer(text) == expected
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("abcd", "abcd"),
-    ("A-B-C-D", "abcd"),
-    ('The result is "eyne".', "eyne"),
-    ("e y n e", "eyne"),
-    ("1234", None),
-    (None, None),
-    ("a very long rambling sentence that is not an answer", None),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("abcd", "abcd"),
+        ("A-B-C-D", "abcd"),
+        ('The result is "eyne".', "eyne"),
+        ("e y n e", "eyne"),
+        ("1234", None),
+        (None, None),
+        ("a very long rambling sentence that is not an answer", None),
+    ],
+)
 def test_last_letter_normalize(raw, expected):
     assert TASK.normalize(raw) == expected
 

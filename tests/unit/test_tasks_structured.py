@@ -44,14 +44,29 @@ def test_pairwise_judge_labels_the_good_response_and_balances_positions():
     assert "Reply with A, B or tie only." in task.system1_prompt(items[0].question)
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("A", "A"), ("B.", "B"), ("**B**", "B"), ("Response B", "B"), ("Assistant A is better", "A"),
-    ("(A)", "A"), ("A is better than B", "A"), ("Response B is better than response A", "B"),
-    ("tie", "tie"), ("It's a tie", "tie"), ("Both are equally good", "tie"), ("They are equal", "tie"),
-    ("a better one", None),  # a lower-case article is no verdict
-    ("I like both", None), ("", None), (None, None), ("none", None),
-    ("Ｂ", "B"),  # full-width
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("A", "A"),
+        ("B.", "B"),
+        ("**B**", "B"),
+        ("Response B", "B"),
+        ("Assistant A is better", "A"),
+        ("(A)", "A"),
+        ("A is better than B", "A"),
+        ("Response B is better than response A", "B"),
+        ("tie", "tie"),
+        ("It's a tie", "tie"),
+        ("Both are equally good", "tie"),
+        ("They are equal", "tie"),
+        ("a better one", None),  # a lower-case article is no verdict
+        ("I like both", None),
+        ("", None),
+        (None, None),
+        ("none", None),
+        ("Ｂ", "B"),  # full-width
+    ],
+)
 def test_pairwise_judge_normalizes_verdicts(raw, expected):
     assert get_task("pairwise_judge").normalize(raw) == expected
 
@@ -66,49 +81,76 @@ def test_multiple_choice_labels_the_true_option():
         task.compose({"stem": "q", "options": ["only"]})
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("B", "B"), ("B) Canberra", "B"), ("(C)", "C"), ("d", None), ("Option D", "D"), ("the answer is option c", "C"),
-    ("I choose C because it is right", "C"), ("C. Au", "C"), ("A or B", "A"),  # the leading letter
-    ("Canberra", None),  # option text without its letter: normalize cannot see the options
-    ("E", None), ("", None), (None, None), ("I'm not sure", None),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("B", "B"),
+        ("B) Canberra", "B"),
+        ("(C)", "C"),
+        ("d", None),
+        ("Option D", "D"),
+        ("the answer is option c", "C"),
+        ("I choose C because it is right", "C"),
+        ("C. Au", "C"),
+        ("A or B", "A"),  # the leading letter
+        ("Canberra", None),  # option text without its letter: normalize cannot see the options
+        ("E", None),
+        ("", None),
+        (None, None),
+        ("I'm not sure", None),
+    ],
+)
 def test_multiple_choice_normalizes_letters(raw, expected):
     assert get_task("multiple_choice").normalize(raw) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("1. Accuracy\n2. Helpfulness\n3. Clarity", ["Accuracy", "Helpfulness", "Clarity"]),
-    ("Here is a plan:\n- **Accuracy**: facts\n- Relevance", ["Accuracy: facts", "Relevance"]),
-    ("Accuracy\nClarity", ["Accuracy", "Clarity"]),  # no markers: every non-empty line
-    ("1) a\n2) b\n3) c\n4) d\n5) e\n6) f", ["a", "b", "c", "d", "e"]),  # capped
-    ("1. Accuracy\n2. Cla", ["Accuracy", "Cla"]),  # truncated output keeps its partial item
-    ("", []), (None, []), ("   \n  ", []),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1. Accuracy\n2. Helpfulness\n3. Clarity", ["Accuracy", "Helpfulness", "Clarity"]),
+        ("Here is a plan:\n- **Accuracy**: facts\n- Relevance", ["Accuracy: facts", "Relevance"]),
+        ("Accuracy\nClarity", ["Accuracy", "Clarity"]),  # no markers: every non-empty line
+        ("1) a\n2) b\n3) c\n4) d\n5) e\n6) f", ["a", "b", "c", "d", "e"]),  # capped
+        ("1. Accuracy\n2. Cla", ["Accuracy", "Cla"]),  # truncated output keeps its partial item
+        ("", []),
+        (None, []),
+        ("   \n  ", []),
+    ],
+)
 def test_parse_list_items(text, expected):
     assert parse_list_items(text, 5) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Score A: 4, Score B: 2", (4, 2)),
-    ("Response A: 3/5\nResponse B: 5/5", (3, 5)),
-    ("Assistant A gets 4 out of 5 and Assistant B gets 1 out of 5.", (4, 1)),
-    ("A: 2 B: 3. On reflection, Score A: 5, Score B: 1", (5, 1)),  # the last of each
-    ("Score A: 4", None),  # B never scored
-    ("Score A: 7, Score B: 9", None),  # out of range
-    ("A response with a score of 3 and B is 12", None),
-    ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Score A: 4, Score B: 2", (4, 2)),
+        ("Response A: 3/5\nResponse B: 5/5", (3, 5)),
+        ("Assistant A gets 4 out of 5 and Assistant B gets 1 out of 5.", (4, 1)),
+        ("A: 2 B: 3. On reflection, Score A: 5, Score B: 1", (5, 1)),  # the last of each
+        ("Score A: 4", None),  # B never scored
+        ("Score A: 7, Score B: 9", None),  # out of range
+        ("A response with a score of 3 and B is 12", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_pair_scores(text, expected):
     assert parse_pair_scores(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("The most consistent response is Response 2", 1),
-    ("The most consistent response is: response #3.", 2),
-    ("I pick Response 1 since ...", 0),
-    ("The most consistent response is Response 9", None),  # out of range
-    ("The most consistent response is Response 0", None),  # numbering starts at 1
-    ("They all agree.", None), ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The most consistent response is Response 2", 1),
+        ("The most consistent response is: response #3.", 2),
+        ("I pick Response 1 since ...", 0),
+        ("The most consistent response is Response 9", None),  # out of range
+        ("The most consistent response is Response 0", None),  # numbering starts at 1
+        ("They all agree.", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_usc_choice(text, expected):
     assert parse_usc_choice(text, 4) == expected

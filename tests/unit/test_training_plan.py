@@ -31,9 +31,11 @@ def test_an_epoch_covers_every_example_once_and_is_seeded(batching):
 
 def test_length_grouping_cuts_padding():
     lengths = [10, 200] * 50
+
     def padding(batches):
         sizes = [[lengths[row[0]] for row in batch] for batch in batches]
         return sum(max(batch) * len(batch) - sum(batch) for batch in sizes)
+
     grouped = micro_batches(lengths, 4, "length_grouped", seed=0)
     shuffled = micro_batches(lengths, 4, "shuffled", seed=0)
     assert padding(grouped) < padding(shuffled) / 5
@@ -96,11 +98,27 @@ def test_fingerprint_changes_with_data_model_and_training_spec():
 
 
 def test_train_spec_fields_and_their_errors():
-    spec = parse_spec({"model": "m", "train": {"mode": "full", "deepspeed": "zero3_offload", "lr_schedule": "linear",
-                                               "batching": "shuffled", "checkpoint_every_steps": 0}})
+    spec = parse_spec(
+        {
+            "model": "m",
+            "train": {
+                "mode": "full",
+                "deepspeed": "zero3_offload",
+                "lr_schedule": "linear",
+                "batching": "shuffled",
+                "checkpoint_every_steps": 0,
+            },
+        }
+    )
     assert spec.train.mode == "full" and spec.train.lr_schedule == "linear"
-    for bad in ("train.mode=qlora", "train.lr_schedule=step", "train.batching=bucketed", "train.lora.target_modules=[]",
-                "train.warmup_ratio=1.5", "eval.distilled=both"):
+    for bad in (
+        "train.mode=qlora",
+        "train.lr_schedule=step",
+        "train.batching=bucketed",
+        "train.lora.target_modules=[]",
+        "train.warmup_ratio=1.5",
+        "eval.distilled=both",
+    ):
         with pytest.raises(SpecError):
             parse_spec({"model": "m"}, [bad])
 
