@@ -57,20 +57,18 @@ if __name__ == "__main__":
 """
 
 
+def _timed_child(command: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run one side in its own process; its wall time includes everything it does, engine start too."""
+    started = time.perf_counter()
+    child = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return child, time.perf_counter() - started
+
+
 def run_raw() -> dict:
     from cluster.resources import cpu_thread_env
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), **cpu_thread_env(1, os.cpu_count() or 1))
-    started = time.perf_counter()
-    child = subprocess.run(
-        [sys.executable, "-c", RAW_SCRIPT, json.dumps({**JOB, "out": "unused"})],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    seconds = time.perf_counter() - started
+    child, seconds = _timed_child([sys.executable, "-c", RAW_SCRIPT, json.dumps({**JOB, "out": "unused"})], env)
     samples = [int(line.split()[1]) for line in child.stdout.splitlines() if line.startswith("SAMPLES ")]
     if child.returncode or not samples:
         sys.exit(f"raw: failed\n{child.stderr[-3000:]}")
@@ -82,16 +80,7 @@ def run_s2d(workdir: Path) -> dict:
     job_file = workdir / "job.yaml"
     job_file.write_text(yaml.safe_dump({**JOB, "out": str(out)}))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    started = time.perf_counter()
-    child = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "generate", str(job_file), "--no-progress"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    seconds = time.perf_counter() - started
+    child, seconds = _timed_child([sys.executable, "-m", "engine.cli", "generate", str(job_file), "--no-progress"], env)
     if child.returncode:
         sys.exit(f"s2d: failed\n{child.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
