@@ -113,9 +113,14 @@ def _systems(metrics: dict) -> dict[str, dict]:
 
 
 def render(rows: list[dict], probe: str | None, total_seconds: float | None) -> str:
+    missing = [row["name"] for row in rows if not row["eval"]] + ([] if probe else ["the probe"])
+    cost = (
+        f"`make paper`'s jobs and probe took {total_seconds / 60:.0f} min in all."
+        if not missing
+        else f"the parts run took {total_seconds / 60:.0f} min; not run yet: {', '.join(missing)}."
+    )
     lines = [
-        f"Measured {date.today().isoformat()} on {machine()}; `make paper`'s jobs and probe took "
-        f"{total_seconds / 60:.0f} min in all.",
+        f"Measured {date.today().isoformat()} on {machine()}; {cost}",
         "Model: SmolLM2-135M-Instruct (the packaged model) for every row. Accuracy and agreement with System 2 "
         "carry their 95% Wilson intervals; tokens are generated tokens per answer (all steps, one sample).",
         "",
