@@ -72,15 +72,18 @@ def test_samples_are_committed_with_their_shards(quiet_job):
     assert all(sample["tokens"] > 0 for sample in samples)
 
 
-def test_the_card_makes_the_output_a_datasets_dataset(quiet_job):
+def test_the_card_makes_the_output_a_datasets_dataset(quiet_job, tmp_path):
     datasets = pytest.importorskip("datasets")
     out, _ = quiet_job
+    # datasets caches a local folder by its name and config only (seen here: an earlier run's "run" came back), so
+    # each test reads through a cache of its own
+    cache = {"cache_dir": str(tmp_path / "hf-cache")}
     card = (out / "README.md").read_text()
     assert "Given the above question, rephrase" in card and "smollm2-135m" in card
     counts = json.loads((out / "manifest.json").read_text())["counts"]
-    assert len(datasets.load_dataset(str(out), split="train")) == counts["accepted"]
-    assert len(datasets.load_dataset(str(out), "rejected", split="train")) == counts["rejected"]
-    assert len(datasets.load_dataset(str(out), "samples", split="train")) == counts["samples"] == 32
+    assert len(datasets.load_dataset(str(out), split="train", **cache)) == counts["accepted"]
+    assert len(datasets.load_dataset(str(out), "rejected", split="train", **cache)) == counts["rejected"]
+    assert len(datasets.load_dataset(str(out), "samples", split="train", **cache)) == counts["samples"] == 32
 
 
 def test_messages_export_gives_the_training_examples(quiet_job, packaged_model_dir, tmp_path):

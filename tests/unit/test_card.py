@@ -66,13 +66,13 @@ def test_card_configs_load_with_datasets(tmp_path):
     assert card == str(out / "README.md") and text.startswith("---\n")
     assert "2026-12-01" in text and "Given the above question, rephrase" in text, "provenance: date, prompts"
     assert "`no_answer` 28" in text and "fp" in text
-    train = datasets.load_dataset(str(out), split="train")
+    train = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(train) == 4 and set(train["answer"]) == {"ab"} and "prompt" in train.column_names
-    rejected = datasets.load_dataset(str(out), "rejected", split="train")
+    rejected = datasets.load_dataset(str(out), "rejected", split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(rejected) == 59 and set(rejected["reason"]) == {"no_answer", "tie"}
-    samples = datasets.load_dataset(str(out), "samples", split="train")
+    samples = datasets.load_dataset(str(out), "samples", split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(samples) == 63 * 8 and samples[0]["steps"][1]["text"] == "Answer: ab"
-    assert len(datasets.load_dataset(str(out), "quarantine", split="train")) == 1
+    assert len(datasets.load_dataset(str(out), "quarantine", split="train", cache_dir=str(tmp_path / "hf-cache"))) == 1
 
 
 def test_card_without_samples_declares_no_samples_config(tmp_path):
