@@ -154,8 +154,7 @@ def curate_generated(
             model=model,
             threshold=threshold,
         )
-        tokens = _combined(generated.column("sample_tokens")).flatten().to_pylist()
-        return _with_samples(curated, generated, extracted, answers, tokens)
+        return _with_samples(curated, generated, extracted, answers)
     if rule not in RULES:
         raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
     rows, per_variant = [], None
@@ -188,11 +187,19 @@ def curate_generated(
 
 
 def _with_samples(
-    curated: pa.Table, generated: pa.Table, extracted: list, answers: list, tokens: list, per_variant: int | None = None
+    curated: pa.Table,
+    generated: pa.Table,
+    extracted: list,
+    answers: list,
+    tokens: list | None = None,
+    per_variant: int | None = None,
 ) -> pa.Table:
-    """The curated rows with their samples, when the replica sent them (output.keep_samples)."""
+    """The curated rows with their samples, when the replica sent them (output.keep_samples). `tokens` per sample;
+    None: the generated rows' own sample_tokens, read only when the samples are kept."""
     if "sample_steps" not in generated.column_names:
         return curated
+    if tokens is None:
+        tokens = _combined(generated.column("sample_tokens")).flatten().to_pylist()
     column = samples_column(generated.column("sample_steps").to_pylist(), extracted, answers, tokens, per_variant)
     return curated.set_column(curated.schema.get_field_index(SAMPLES), SAMPLES, column)
 

@@ -41,15 +41,11 @@ PROBE_ARGS = ("--inputs", "64", "--n", "8")
 
 
 def machine() -> str:
+    flags = Path("/proc/cpuinfo").read_text()
     cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
+        (line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")),
         platform.processor() or "unknown CPU",
     )
-    flags = Path("/proc/cpuinfo").read_text()
     bf16 = (
         "AVX-512 with bf16"
         if "avx512_bf16" in flags or "amx_bf16" in flags
