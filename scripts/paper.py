@@ -110,7 +110,7 @@ def _systems(metrics: dict) -> dict[str, dict]:
 
 
 def render(rows: list[dict], probe: str | None, total_seconds: float | None) -> str:
-    missing = [row["name"] for row in rows if not row["eval"]] + ([] if probe else ["the probe"])
+    missing = [row["name"] for row in rows if not row["run"]] + ([] if probe else ["the probe"])
     cost = (
         f"`make paper`'s jobs and probe took {total_seconds / 60:.0f} min in all."
         if not missing
