@@ -31,9 +31,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = str(Path(__file__).resolve().parent)
 TASK_OF = {"rar2": "last_letter", "s2a": "sycophancy", "bsm": "pairwise_judge", "system1": "last_letter"}
 SIDES = ("flow", "barrier", "raw")
-WARMUP_INPUTS = 10  # 2 to warm the engine up, 8 to size the runs
+# Per method: inputs that warm the engine up, inputs that size the runs, and how far over the target the runs
+# are sized (the runs' larger batches generate faster than the sizing batch's, unless that already fills the
+# engine: bsm's 8 chains x 5 criteria per input do).
+WARMUP = {"bsm": (1, 3, 1.25)}
+DEFAULT_WARMUP = (2, 8, 2.0)
 
 
 def job(method: str, n: int, max_tokens: int, temperature: float = 0.7, seed: int = 0) -> dict:
@@ -117,6 +122,17 @@ class RawSide:
         chains = run_method(self.backend, self.method, contexts, self.request)
         return self.backend.output_tokens - before, sum(map(len, chains))
 
+    def front_end_pids(self) -> set[int]:
+        return {os.getpid()}
+
+    def start_sampling(self) -> None:
+        from engine_profile import OccupancySampler, engine_counter
+
+        self.sampler = OccupancySampler(*engine_counter(self.backend.llm.llm_engine))
+
+    def stop_sampling(self) -> dict:
+        return self.sampler.stop()
+
 
 class ReplicaSide:
     """s2d's replica actor fed the pipeline's batches (`generation.batch_size` inputs, as many in flight)."""
@@ -154,23 +170,55 @@ class ReplicaSide:
         after = self.ray.get(self.replica.stats.remote())["output_tokens"]
         return after - before, sum(len(texts) for result in results for texts in result["sample_texts"])
 
+    def front_end_pids(self) -> set[int]:
+        return {os.getpid(), self.ray.get(self.replica.__ray_call__.remote(lambda replica: os.getpid()))}
+
+    def start_sampling(self) -> None:
+        self.ray.get(self.replica.__ray_call__.remote(_start_sampler))
+
+    def stop_sampling(self) -> dict:
+        return self.ray.get(self.replica.__ray_call__.remote(_stop_sampler))
+
+
+def _start_sampler(replica) -> None:  # runs inside the replica actor
+    sys.path.insert(0, BENCH)
+    from engine_profile import OccupancySampler, engine_counter
+
+    replica.bench_sampler = OccupancySampler(*engine_counter(replica.generator._engine))
+
+
+def _stop_sampler(replica) -> dict:
+    return replica.bench_sampler.stop()
+
 
 def measure(side: str, spec, per_run: int | None, runs: int, seconds: float) -> dict:
     """In the side's own process: warm up, size the runs if `per_run` is None, then time each run."""
     runner = RawSide(spec) if side == "raw" else ReplicaSide(spec, step_barrier=side == "barrier")
-    timed(runner, input_rows(spec, WARMUP_INPUTS)[:2])  # the engine's first calls are slow: not measured
+    warm, size, over = WARMUP.get(spec.method.name, DEFAULT_WARMUP)
+    timed(runner, input_rows(spec, warm))  # the engine's first calls are slow: not measured
     if per_run is None:
-        # Sized 1.8x over the target: the runs' larger batches generate faster than the sizing warm-up's
-        # (1.33x gave rar2 runs of 42-50 s for a 60 s target).
-        sizing = timed(runner, input_rows(spec, WARMUP_INPUTS)[2:])
-        tokens_per_input = sizing["tokens"] / (WARMUP_INPUTS - 2)
-        per_run = math.ceil(1.8 * seconds * sizing["tokens_per_s"] / tokens_per_input)
-        per_run = min(per_run, (available_inputs(spec) - WARMUP_INPUTS) // runs)
-    rows = input_rows(spec, WARMUP_INPUTS + runs * per_run)[WARMUP_INPUTS:]
+        # (rar2 runs sized 1.33x over an 8-input sizing batch generated for 42-50 s of a 60 s target.)
+        sizing = timed(runner, input_rows(spec, warm + size)[warm:])
+        tokens_per_input = sizing["tokens"] / size
+        per_run = math.ceil(over * seconds * sizing["tokens_per_s"] / tokens_per_input)
+        per_run = min(per_run, (available_inputs(spec) - warm - size) // runs)
+    rows = input_rows(spec, warm + size + runs * per_run)[warm + size :]
     return {
         "per_run": per_run,
-        "runs": [timed(runner, rows[index * per_run : (index + 1) * per_run]) for index in range(runs)],
+        "runs": [profiled(runner, rows[index * per_run : (index + 1) * per_run]) for index in range(runs)],
     }
+
+
+def profiled(runner, rows: list[dict]) -> dict:
+    """`timed`, with the CPU seconds of every process on the machine by role and the engine's occupancy."""
+    from engine_profile import cpu_by_role, cpu_snapshot
+
+    front_end = runner.front_end_pids()
+    runner.start_sampling()
+    before = cpu_snapshot()
+    result = timed(runner, rows)
+    after = cpu_snapshot()
+    return {**result, "cpu": cpu_by_role(before, after, front_end), "occupancy": runner.stop_sampling()}
 
 
 def available_inputs(spec) -> int:
@@ -209,6 +257,9 @@ def run_side(side: str, settings: dict, per_run: int | None) -> dict:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
+ROLES = ("front end", "engine core", "engine worker", "ray", "other")
+
+
 def compare(method: str, sides: list[str], n: int, max_tokens: int, runs: int, seconds: float) -> dict[str, float]:
     """Run the sides one after another on the same inputs; print each run; mean tokens/s per side."""
     settings = {"method": method, "n": n, "max_tokens": max_tokens, "runs": runs, "seconds": seconds}
@@ -223,6 +274,16 @@ def compare(method: str, sides: list[str], n: int, max_tokens: int, runs: int, s
             print(
                 f"  {side:<8} run {index}: {per_run} inputs, {run['samples']:>5} samples, {run['tokens']:>6} "
                 f"tokens in {run['seconds']:6.1f} s = {run['tokens_per_s']:6.1f} tok/s",
+                flush=True,
+            )
+        for index, run in enumerate(result["runs"], 1):
+            cpu, occupancy = run["cpu"], run["occupancy"]
+            print(
+                f"  {side:<8} run {index} CPU s of {cpu['capacity']:.0f} (wall x cores): "
+                + ", ".join(f"{role} {cpu[role]:.1f}" for role in ROLES)
+                + f"; machine busy {cpu['machine']:.1f}. Engine: {occupancy['mean_unfinished']:.0f} sequences "
+                f"unfinished on average, running <= max_num_seqs {occupancy['max_num_seqs']}: mean "
+                f"{occupancy['mean_running']:.0f}, below the cap {occupancy['below_cap'] * 100:.0f}% of the time",
                 flush=True,
             )
         spread = (max(rates) - min(rates)) / means[side] * 100
@@ -258,6 +319,8 @@ def main() -> None:
 
 def child(argument: str) -> None:
     from engine.spec import parse_spec
+
+    sys.path.insert(0, BENCH)
 
     settings = json.loads(argument)
     spec = parse_spec(job(settings["method"], settings["n"], settings["max_tokens"]))
