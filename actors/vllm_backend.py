@@ -22,7 +22,7 @@ T = TypeVar("T")
 UNLOAD_TIMEOUT_S = 30.0
 
 
-def _import_vllm() -> Any:
+def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -57,7 +57,7 @@ class VLLMGenerator:
 
     @classmethod
     def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> VLLMGenerator:
-        _import_vllm()
+        import_vllm()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -180,7 +180,7 @@ async def _shutdown(engine: Any) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _sampling_params(request: SamplingRequest) -> Any:
-    vllm = _import_vllm()
+    vllm = import_vllm()
     from vllm.sampling_params import RequestOutputKind
 
     return vllm.SamplingParams(
