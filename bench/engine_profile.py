@@ -28,12 +28,40 @@ def cpu_snapshot() -> dict:
             continue
         times = info["cpu_times"]
         processes[info["pid"]] = (
-            " ".join(info["cmdline"] or [info["name"] or ""]),
+            # The name too: vLLM retitles its processes (setproctitle), and the title is not always in cmdline.
+            " ".join([info["name"] or "", *(info["cmdline"] or [])]),
             times.user + times.system,
         )
     machine = psutil.cpu_times()
     busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
-    return {"at": time.perf_counter(), "processes": processes, "machine_busy": busy}
+    preempted = sum(
+        _involuntary_switches(pid)
+        for pid, (command, _) in processes.items()
+        if role(command, set(), pid) == "engine worker"
+    )
+    return {
+        "at": time.perf_counter(),
+        "processes": processes,
+        "machine_busy": busy,
+        "worker_preempted": preempted,
+    }
+
+
+def _involuntary_switches(pid: int) -> int:
+    """Times any thread of the process was descheduled while it could still run (another process took its core)."""
+    import glob
+
+    total = 0
+    for status in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            with open(status) as lines:
+                total += next(
+                    (int(line.split()[1]) for line in lines if line.startswith("nonvoluntary_ctxt")),
+                    0,
+                )
+        except OSError:
+            continue
+    return total
 
 
 def role(command: str, front_end_pids: set[int], pid: int) -> str:
@@ -44,7 +72,17 @@ def role(command: str, front_end_pids: set[int], pid: int) -> str:
         return "engine core"
     if "vllm::worker" in lowered or "vllmworker" in lowered:
         return "engine worker"
-    if any(name in lowered for name in ("gcs_server", "raylet", "ray::", "/ray/", "ray/_private", "dashboard")):
+    if any(
+        name in lowered
+        for name in (
+            "gcs_server",
+            "raylet",
+            "ray::",
+            "/ray/",
+            "ray/_private",
+            "dashboard",
+        )
+    ):
         return "ray"
     return "other"
 
@@ -65,6 +103,7 @@ def cpu_by_role(before: dict, after: dict, front_end_pids: set[int]) -> dict[str
         "wall": round(wall, 2),
         "capacity": round(wall * (os.cpu_count() or 1), 2),
         "machine": round(after["machine_busy"] - before["machine_busy"], 2),
+        "worker_preempted": after["worker_preempted"] - before["worker_preempted"],
     }
 
 

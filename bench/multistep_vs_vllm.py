@@ -32,8 +32,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = str(Path(__file__).resolve().parent)
-TASK_OF = {"rar2": "last_letter", "s2a": "sycophancy", "bsm": "pairwise_judge", "system1": "last_letter"}
-SIDES = ("flow", "barrier", "raw")
+TASK_OF = {
+    "rar2": "last_letter",
+    "s2a": "sycophancy",
+    "bsm": "pairwise_judge",
+    "system1": "last_letter",
+}
+SIDES = ("flow", "barrier", "raw", "raw+ray")
 # Per method: inputs that warm the engine up, inputs that size the runs, and how far over the target the runs
 # are sized (the runs' larger batches generate faster than the sizing batch's, unless that already fills the
 # engine: bsm's 8 chains x 5 criteria per input do).
@@ -47,7 +52,12 @@ def job(method: str, n: int, max_tokens: int, temperature: float = 0.7, seed: in
         "out": "unused",
         "task": {"name": TASK_OF[method], "seed": 0},
         "method": {"name": method},
-        "sampling": {"n": n, "temperature": temperature, "max_tokens": max_tokens, "seed": seed},
+        "sampling": {
+            "n": n,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "seed": seed,
+        },
     }
 
 
@@ -57,7 +67,8 @@ def input_rows(spec, count: int) -> list[dict]:
 
     return list(
         pipeline_rows(
-            spec.model_copy(update={"task": spec.task.model_copy(update={"num_inputs": count})}), num_shards=1
+            spec.model_copy(update={"task": spec.task.model_copy(update={"num_inputs": count})}),
+            num_shards=1,
         )
     )
 
@@ -91,9 +102,16 @@ class RawChat:
         from engine.program import Completion
 
         params = SamplingParams(
-            n=request.n, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens
+            n=request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
         )
-        outputs = self.llm.chat([[{"role": "user", "content": prompt}] for prompt in prompts], params, use_tqdm=False)
+        outputs = self.llm.chat(
+            [[{"role": "user", "content": prompt}] for prompt in prompts],
+            params,
+            use_tqdm=False,
+        )
         completions = [[Completion(o.text, len(o.token_ids)) for o in output.outputs] for output in outputs]
         self.output_tokens += sum(c.num_tokens for per_prompt in completions for c in per_prompt)
         return completions
@@ -106,8 +124,14 @@ class RawSide:
         from engine.methods import resolve_method
         from engine.tasks import get_task
 
-        self.backend, self.method = RawChat(spec), resolve_method(spec.method.model_dump())
-        self.task, self.request = get_task(spec.task.name), sampling_request(spec.sampling)
+        self.backend, self.method = (
+            RawChat(spec),
+            resolve_method(spec.method.model_dump()),
+        )
+        self.task, self.request = (
+            get_task(spec.task.name),
+            sampling_request(spec.sampling),
+        )
         self.input_context = input_context
 
     def run(self, rows: list[dict]) -> tuple[int, int]:
@@ -115,7 +139,10 @@ class RawSide:
         from engine.tasks import TaskInput
 
         contexts = [
-            self.input_context(self.task, TaskInput(row["input_id"], row["question"], None, json.loads(row["fields"])))
+            self.input_context(
+                self.task,
+                TaskInput(row["input_id"], row["question"], None, json.loads(row["fields"])),
+            )
             for row in rows
         ]
         before = self.backend.output_tokens
@@ -145,7 +172,11 @@ class ReplicaSide:
         from engine.pipeline import BATCHES_PER_REPLICA
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        self.ray, self.in_flight, self.batch_size = ray, BATCHES_PER_REPLICA, spec.generation.batch_size
+        self.ray, self.in_flight, self.batch_size = (
+            ray,
+            BATCHES_PER_REPLICA,
+            spec.generation.batch_size,
+        )
         self.replica = (
             ray.remote(GenerationReplica)
             .options(**replica_resources(spec, 0), max_concurrency=BATCHES_PER_REPLICA)
@@ -171,7 +202,10 @@ class ReplicaSide:
         return after - before, sum(len(texts) for result in results for texts in result["sample_texts"])
 
     def front_end_pids(self) -> set[int]:
-        return {os.getpid(), self.ray.get(self.replica.__ray_call__.remote(lambda replica: os.getpid()))}
+        return {
+            os.getpid(),
+            self.ray.get(self.replica.__ray_call__.remote(lambda replica: os.getpid())),
+        }
 
     def start_sampling(self) -> None:
         self.ray.get(self.replica.__ray_call__.remote(_start_sampler))
@@ -193,7 +227,16 @@ def _stop_sampler(replica) -> dict:
 
 def measure(side: str, spec, per_run: int | None, runs: int, seconds: float) -> dict:
     """In the side's own process: warm up, size the runs if `per_run` is None, then time each run."""
-    runner = RawSide(spec) if side == "raw" else ReplicaSide(spec, step_barrier=side == "barrier")
+    if side == "raw+ray":
+        # The raw script with a local Ray started beside it and left idle: what Ray's processes alone cost the
+        # engine on these cores.
+        import ray
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    if side.startswith("raw"):
+        runner = RawSide(spec)
+    else:
+        runner = ReplicaSide(spec, step_barrier=side == "barrier")
     warm, size, over = WARMUP.get(spec.method.name, DEFAULT_WARMUP)
     timed(runner, input_rows(spec, warm))  # the engine's first calls are slow: not measured
     if per_run is None:
@@ -218,7 +261,11 @@ def profiled(runner, rows: list[dict]) -> dict:
     before = cpu_snapshot()
     result = timed(runner, rows)
     after = cpu_snapshot()
-    return {**result, "cpu": cpu_by_role(before, after, front_end), "occupancy": runner.stop_sampling()}
+    return {
+        **result,
+        "cpu": cpu_by_role(before, after, front_end),
+        "occupancy": runner.stop_sampling(),
+    }
 
 
 def available_inputs(spec) -> int:
@@ -237,7 +284,12 @@ def timed(runner, rows: list[dict]) -> dict:
     started = time.perf_counter()
     tokens, samples = runner.run(rows)
     seconds = time.perf_counter() - started
-    return {"tokens": tokens, "samples": samples, "seconds": seconds, "tokens_per_s": tokens / seconds}
+    return {
+        "tokens": tokens,
+        "samples": samples,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+    }
 
 
 def run_side(side: str, settings: dict, per_run: int | None) -> dict:
@@ -246,10 +298,15 @@ def run_side(side: str, settings: dict, per_run: int | None) -> dict:
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # The raw side gets the binding s2d's lone replica sets for itself, so both compute on every core.
-    env.update(cpu_thread_env(1, os.cpu_count() or 1) if side == "raw" else {})
+    env.update(cpu_thread_env(1, os.cpu_count() or 1) if side.startswith("raw") else {})
     argument = json.dumps({**settings, "side": side, "per_run": per_run})
     child = subprocess.run(
-        [sys.executable, __file__, "--child", argument], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
+        [sys.executable, __file__, "--child", argument],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
     if child.returncode or not lines:
@@ -260,11 +317,28 @@ def run_side(side: str, settings: dict, per_run: int | None) -> dict:
 ROLES = ("front end", "engine core", "engine worker", "ray", "other")
 
 
-def compare(method: str, sides: list[str], n: int, max_tokens: int, runs: int, seconds: float) -> dict[str, float]:
+def compare(
+    method: str,
+    sides: list[str],
+    n: int,
+    max_tokens: int,
+    runs: int,
+    seconds: float,
+    per_run: int | None = None,
+) -> dict[str, float]:
     """Run the sides one after another on the same inputs; print each run; mean tokens/s per side."""
-    settings = {"method": method, "n": n, "max_tokens": max_tokens, "runs": runs, "seconds": seconds}
-    print(f"\n{method} ({TASK_OF[method]}), n={n}, max_tokens={max_tokens}, {runs} runs per side", flush=True)
-    per_run, means = None, {}
+    settings = {
+        "method": method,
+        "n": n,
+        "max_tokens": max_tokens,
+        "runs": runs,
+        "seconds": seconds,
+    }
+    print(
+        f"\n{method} ({TASK_OF[method]}), n={n}, max_tokens={max_tokens}, {runs} runs per side",
+        flush=True,
+    )
+    means = {}
     for side in sides:
         result = run_side(side, settings, per_run)
         per_run = result["per_run"]  # the first side sizes the runs, the others repeat its inputs
@@ -281,7 +355,8 @@ def compare(method: str, sides: list[str], n: int, max_tokens: int, runs: int, s
             print(
                 f"  {side:<8} run {index} CPU s of {cpu['capacity']:.0f} (wall x cores): "
                 + ", ".join(f"{role} {cpu[role]:.1f}" for role in ROLES)
-                + f"; machine busy {cpu['machine']:.1f}. Engine: {occupancy['mean_unfinished']:.0f} sequences "
+                + f"; machine busy {cpu['machine']:.1f}; worker threads preempted {cpu['worker_preempted']}"
+                f" times. Engine: {occupancy['mean_unfinished']:.0f} sequences "
                 f"unfinished on average, running <= max_num_seqs {occupancy['max_num_seqs']}: mean "
                 f"{occupancy['mean_running']:.0f}, below the cap {occupancy['below_cap'] * 100:.0f}% of the time",
                 flush=True,
@@ -292,9 +367,17 @@ def compare(method: str, sides: list[str], n: int, max_tokens: int, runs: int, s
             + ("  [a run generated < 60 s]" if min(r["seconds"] for r in result["runs"]) < 60 else ""),
             flush=True,
         )
-    for numerator, denominator in (("flow", "raw"), ("flow", "barrier"), ("barrier", "raw")):
+    for numerator, denominator in (
+        ("flow", "raw"),
+        ("flow", "barrier"),
+        ("barrier", "raw"),
+        ("raw+ray", "raw"),
+    ):
         if numerator in means and denominator in means:
-            print(f"  {method}: {numerator} / {denominator} = {means[numerator] / means[denominator]:.3f}", flush=True)
+            print(
+                f"  {method}: {numerator} / {denominator} = {means[numerator] / means[denominator]:.3f}",
+                flush=True,
+            )
     return means
 
 
@@ -305,11 +388,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=60.0, help="generation time each run is sized for")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="generation time each run is sized for",
+    )
+    parser.add_argument(
+        "--per-run",
+        type=int,
+        help="inputs per run (skips the sizing warm-up): repeat earlier runs",
+    )
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; sides in order: {', '.join(args.sides)}", flush=True)
     results = {
-        method: compare(method, args.sides, args.n, args.max_tokens, args.runs, args.seconds) for method in args.methods
+        method: compare(
+            method,
+            args.sides,
+            args.n,
+            args.max_tokens,
+            args.runs,
+            args.seconds,
+            args.per_run,
+        )
+        for method in args.methods
     }
     headline = "rar2" if "rar2" in results else args.methods[0]
     means = results[headline]
@@ -326,7 +428,15 @@ def child(argument: str) -> None:
     spec = parse_spec(job(settings["method"], settings["n"], settings["max_tokens"]))
     print(
         "RESULT "
-        + json.dumps(measure(settings["side"], spec, settings["per_run"], settings["runs"], settings["seconds"])),
+        + json.dumps(
+            measure(
+                settings["side"],
+                spec,
+                settings["per_run"],
+                settings["runs"],
+                settings["seconds"],
+            )
+        ),
         flush=True,
     )
 
