@@ -1,7 +1,8 @@
 """Side by side: multi-step System 2 methods on s2d's replica vs a raw vLLM script, in output tokens/s, in one run.
 
-    .venv/bin/python bench/multistep_vs_vllm.py                         # rar2, ~10 minutes on 2 cores
-    .venv/bin/python bench/multistep_vs_vllm.py --methods s2a bsm       # the other multi-step methods
+    .venv/bin/python bench/multistep_vs_vllm.py                         # rar2, ~12 minutes on 2 cores
+    .venv/bin/python bench/multistep_vs_vllm.py --methods s2a           # one method per command (~8-10 min each)
+    .venv/bin/python bench/multistep_vs_vllm.py --methods bsm
 
 For each method, the same inputs, n, max_tokens, temperature, engine seed and engine arguments (s2d's
 defaults) and the same CPU thread binding (every core computing) on three sides, each in its own process:
@@ -10,13 +11,16 @@ defaults) and the same CPU thread binding (every core computing) on three sides,
            of every chain), the prompts rendered from the same method files, what a user writes by hand;
 - barrier: s2d's replica actor (Ray, the pipeline's batches, two in flight) running each step over its batch,
            as s2d did before chains flowed (`GenerationReplica(step_barrier=True)`);
-- flow:    the same replica with chains that flow: each sample's next call goes out when its last returns.
+- flow:    the same replica with chains that flow: each sample's next call goes out when its last returns;
+- raw+ray (only when asked): the raw side with a local Ray started beside it and left idle.
 
-Sizing: the flow side runs a warm-up (it also starts the engine's kernels) and sizes each run from its
+Sizing: the first side runs a warm-up (it also starts the engine's kernels) and sizes each run from its
 measured tokens/s so that the run generates for at least `--seconds` (60 s); the other sides run the same
-inputs. Each side then runs `--runs` times on fresh inputs (prompts never repeat, so prefix caching cannot
+inputs (`--per-run N` skips the sizing and repeats an earlier command's inputs). Each side then runs `--runs` times on fresh inputs (prompts never repeat, so prefix caching cannot
 replay a run). Engine start-up and the warm-up are excluded. Prints each run, the mean and spread per side;
-the last line is rar2's flow / raw ratio (or the first method's when rar2 is not run).
+the last line is rar2's flow / raw ratio (or the first method's when rar2 is not run). Each run also prints
+its profile (bench/engine_profile.py): CPU seconds by process role, how often the engine worker's threads were
+preempted, and how many sequences the engine held (against its max_num_seqs).
 """
 
 from __future__ import annotations
