@@ -14,13 +14,13 @@ defaults) and the same CPU thread binding (every core computing) on three sides,
 - flow:    the same replica with chains that flow: each sample's next call goes out when its last returns;
 - raw+ray (only when asked): the raw side with a local Ray started beside it and left idle.
 
-Sizing: the first side runs a warm-up (it also starts the engine's kernels) and sizes each run from its
-measured tokens/s so that the run generates for at least `--seconds` (60 s); the other sides run the same
-inputs (`--per-run N` skips the sizing and repeats an earlier command's inputs). Each side then runs `--runs` times on fresh inputs (prompts never repeat, so prefix caching cannot
-replay a run). Engine start-up and the warm-up are excluded. Prints each run, the mean and spread per side;
-the last line is rar2's flow / raw ratio (or the first method's when rar2 is not run). Each run also prints
-its profile (bench/engine_profile.py): CPU seconds by process role, how often the engine worker's threads were
-preempted, and how many sequences the engine held (against its max_num_seqs).
+Sizing: the first side runs a warm-up (it also starts the engine's kernels) and sizes each run from its measured
+tokens/s so that the run generates for at least `--seconds` (60 s); the other sides run the same inputs (`--per-run
+N` skips the sizing and repeats an earlier command's inputs). Each side then runs `--runs` times on fresh inputs
+(prompts never repeat, so prefix caching cannot replay a run). Engine start-up and the warm-up are excluded. Prints
+each run, the mean and spread per side; the last line is rar2's flow / raw ratio (or the first method's when rar2 is
+not run). Each run also prints its profile (bench/engine_profile.py): CPU seconds by process role, how often the
+engine worker's threads were preempted, and how many sequences the engine held (against its max_num_seqs).
 """
 
 from __future__ import annotations
