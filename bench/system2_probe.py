@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/system2_probe.py --md probe.md         # ~15 minutes on 2 cores
     .venv/bin/python bench/system2_probe.py --pairings last_letter_one:cot_fewshot --inputs 32
+    .venv/bin/python bench/system2_probe.py --pairings sycophancy:s2a:36   # task:method[:most inputs]
 
 For each pairing, on the task's held-out (eval) inputs: System 1 (the direct prompt the distilled model
 learns) and System 2 (the method), each greedy (one answer at temperature 0) and as the plurality answer of
@@ -37,7 +38,7 @@ PAIRINGS = (
     ("coin_flip", "cot_fewshot"),
     ("arithmetic", "cot"),
     ("arithmetic", "cot_fewshot"),
-    ("sycophancy", "s2a"),
+    ("sycophancy", "s2a", 36),  # its held-out set has 36 questions x distractors
 )
 
 
@@ -79,10 +80,14 @@ def run_probe(pairings, inputs: int, n: int, temperature: float, max_tokens: int
     system1_by_task: dict[str, tuple] = {}
     rows = []
     try:
-        for task_name, method_name in pairings:
+        for task_name, method_name, *cap in pairings:
             started = time.monotonic()
             task, method = get_task(task_name), get_method(method_name)
-            items = task.generate(inputs, seed, "eval")
+            try:
+                items = task.generate(min(inputs, *cap) if cap else inputs, seed, "eval")
+            except ValueError as error:  # a task with fewer held-out inputs: the other pairings still run
+                print(f"probe: {task_name} x {method_name}: skipped ({error})", flush=True)
+                continue
             contexts = [input_context(task, item) for item in items]
             if task_name not in system1_by_task:
                 direct = get_method("system1")
@@ -154,6 +159,7 @@ def main() -> None:
     parser.add_argument("--md", type=Path, help="also write the table (with its settings) to this Markdown file")
     args = parser.parse_args()
     pairings = [tuple(p.split(":")) for p in args.pairings.split(",")] if args.pairings else list(PAIRINGS)
+    pairings = [(task, method, *(int(cap) for cap in caps)) for task, method, *caps in pairings]
     started = time.monotonic()
     rows = run_probe(pairings, args.inputs, args.n, args.temperature, args.max_tokens, args.seed)
     table = render_table(rows, args.n)
