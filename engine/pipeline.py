@@ -189,11 +189,16 @@ def curate_generated_or_quarantine(batch, criterion: dict[str, Any]):
     )
 
 
-def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> GenerateSummary:
+def run_generate(
+    spec: JobSpec, force: bool = False, progress: bool = True, lease: Lease | None = None
+) -> GenerateSummary:
+    """Generate into `spec.out` under its lease (`lease`: one the caller already holds)."""
     check_model_reference(spec.model)
     started = time.monotonic()
-    with Lease.acquire(spec.out, command=f"s2d generate (out={spec.out})") as lease:
+    if lease is not None:
         return _generate(spec, force, progress, lease, started)
+    with Lease.acquire(spec.out) as own:
+        return _generate(spec, force, progress, own, started)
 
 
 def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started: float) -> GenerateSummary:

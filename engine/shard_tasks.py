@@ -121,7 +121,11 @@ def write_shard(
         return {"incomplete": arrived}
     if arrived > expected:
         raise RuntimeError(f"shard {shard}: {arrived} inputs came out of the pipeline for {expected} sent")
-    inputs = location.read_table(INPUTS, shard_input_name(shard), schema=INPUT_SCHEMA)
+    inputs = (  # no file: no input hashes to this shard
+        location.read_table(INPUTS, shard_input_name(shard), schema=INPUT_SCHEMA)
+        if location.exists(INPUTS, shard_input_name(shard))
+        else INPUT_SCHEMA.empty_table()
+    )
     quarantined = quarantined_from_inputs(inputs.filter(pc.is_valid(inputs.column("status"))), method, model)
     rows = pa.concat_tables([generated, quarantined.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)])
     entry, files = shard_tables(shard, rows, keep_samples)
