@@ -32,6 +32,7 @@ INPUTS = ".inputs"
 PLAN = "plan.json"
 UNIT_ROWS = 1_000_000  # rows per read unit of a Parquet source: a task's slice of the input
 CHUNK_ROWS = 1_000_000  # rows a partitioning task holds at once
+BUCKET_ROWS = 500_000  # inputs of the shards that share a partition bucket (what a compaction task holds)
 
 INPUT_SCHEMA = pa.schema(
     [
@@ -212,21 +213,36 @@ def partition_unit(spec, unit: ReadUnit, num_shards: int, resolve_here: bool) ->
 def _write_partitions(
     location: OutputLocation, table: pa.Table, part: str, resolve: bool, spec
 ) -> dict[str, list[int]]:
+    """Resolved: one file per shard. Otherwise one part per bucket of shards (a few files per unit however
+    many shards the job has), sorted by shard, for the compaction round."""
     shard_ids = table.column("shard_id").to_numpy()
     order = np.argsort(shard_ids, kind="stable")
     table = table.take(order)
+    found: dict[str, list[int]] = {"shards": [], "valid": [], "quarantined": []}
+    if not resolve:
+        per_bucket = shards_per_bucket(spec.output.inputs_per_shard)
+        buckets, starts, counts = np.unique(shard_ids[order] // per_bucket, return_index=True, return_counts=True)
+        for bucket, start, count in zip(buckets.tolist(), starts.tolist(), counts.tolist()):
+            location.makedirs(INPUTS, bucket_folder(bucket))
+            location.write_table_atomic(table.slice(start, count), INPUTS, bucket_folder(bucket), part)
+        found["shards"] = np.unique(shard_ids).tolist()
+        return found
     shards, starts, counts = np.unique(shard_ids[order], return_index=True, return_counts=True)
-    found: dict[str, list[int]] = {"shards": shards.tolist(), "valid": [], "quarantined": []}
     for shard, start, count in zip(shards.tolist(), starts.tolist(), counts.tolist()):
-        rows = table.slice(start, count)
-        if resolve:
-            rows = resolve_duplicates(rows, spec.data.columns.id is not None)
-            location.write_table_atomic(rows, INPUTS, shard_input_name(shard))
-            _count(found, rows)
-        else:
-            location.makedirs(INPUTS, f"shard-{shard:05d}")
-            location.write_table_atomic(rows, INPUTS, f"shard-{shard:05d}", part)
+        rows = resolve_duplicates(table.slice(start, count), spec.data.columns.id is not None)
+        location.write_table_atomic(rows, INPUTS, shard_input_name(shard))
+        found["shards"].append(shard)
+        _count(found, rows)
     return found
+
+
+def shards_per_bucket(inputs_per_shard: int) -> int:
+    """Shards per partition bucket: a bucket holds about BUCKET_ROWS inputs (what a compaction task holds)."""
+    return max(1, BUCKET_ROWS // inputs_per_shard)
+
+
+def bucket_folder(bucket: int) -> str:
+    return f"bucket-{bucket:05d}"
 
 
 def _count(found: dict[str, list[int]], rows: pa.Table) -> None:
@@ -235,22 +251,24 @@ def _count(found: dict[str, list[int]], rows: pa.Table) -> None:
     found["quarantined"].append(quarantined)
 
 
-def compact_shards(out: str, shards: list[int], by_id: bool) -> dict[str, list[int]]:
-    """Second round (sources of several units): each shard's parts -> one resolved `.inputs` file."""
+def compact_bucket(out: str, bucket: int, by_id: bool) -> dict[str, list[int]]:
+    """Second round (sources of several units or chunks): a bucket's parts -> one resolved file per shard."""
     location = OutputLocation.of(out)
+    folder = bucket_folder(bucket)
+    names = location.list_files(INPUTS, folder, suffix=".parquet")
+    parts = [location.read_table(INPUTS, folder, name, schema=INPUT_SCHEMA) for name in names]
+    table = pa.concat_tables(parts) if parts else INPUT_SCHEMA.empty_table()
+    shard_ids = table.column("shard_id").to_numpy()
+    order = np.argsort(shard_ids, kind="stable")
+    table = table.take(order)
+    shards, starts, counts = np.unique(shard_ids[order], return_index=True, return_counts=True)
     found: dict[str, list[int]] = {"shards": [], "valid": [], "quarantined": []}
-    for shard in shards:
-        folder = f"shard-{shard:05d}"
-        parts = [
-            location.read_table(INPUTS, folder, name, schema=INPUT_SCHEMA)
-            for name in location.list_files(INPUTS, folder, suffix=".parquet")
-        ]
-        rows = pa.concat_tables(parts).sort_by("row") if parts else INPUT_SCHEMA.empty_table()
-        rows = resolve_duplicates(rows, by_id)
+    for shard, start, count in zip(shards.tolist(), starts.tolist(), counts.tolist()):
+        rows = resolve_duplicates(table.slice(start, count), by_id)
         location.write_table_atomic(rows, INPUTS, shard_input_name(shard))
-        location.delete(INPUTS, folder)
         found["shards"].append(shard)
         _count(found, rows)
+    location.delete(INPUTS, folder)
     return found
 
 
@@ -316,13 +334,13 @@ def prepare_inputs(ray, spec, num_inputs: int, units: list[ReadUnit], num_shards
 
     partition = ray.remote(partition_unit).options(max_retries=3)
     results = ray.get([partition.remote(spec, unit, num_shards, len(units) == 1) for unit in units])
-    to_compact = sorted({shard for result in results for shard in result.get("compact", [])})
+    per_bucket = shards_per_bucket(spec.output.inputs_per_shard)
+    buckets = sorted({shard // per_bucket for result in results for shard in result.get("compact", [])})
     for result in results:
         if "compact" not in result:
             add(result)
-    compact = ray.remote(compact_shards).options(max_retries=3)
-    groups = [to_compact[start : start + 64] for start in range(0, len(to_compact), 64)]
-    for result in ray.get([compact.remote(spec.out, group, spec.data.columns.id is not None) for group in groups]):
+    compact = ray.remote(compact_bucket).options(max_retries=3)
+    for result in ray.get([compact.remote(spec.out, bucket, spec.data.columns.id is not None) for bucket in buckets]):
         add(result)
     if int(valid.sum() + quarantined.sum()) != num_inputs:
         raise RuntimeError(

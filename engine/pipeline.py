@@ -22,21 +22,19 @@ import re
 import time
 import uuid
 import warnings
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from engine.accounting import accounting_from_entries
 from engine.card import write_card
+from engine.commits import ShardCommits
 from engine.consistency import curate_generated, curate_kwargs
 from engine.inputs import INPUTS, InputPlan, prepare_inputs, read_units
 from engine.lease import Lease
 from engine.models import check_model_reference
 from engine.progress import JobProgress, ProgressDisplay, write_metrics
-from engine.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs, part_folder, write_shard
+from engine.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs
 from engine.shards import (
     PARTS,
     curated_table,
@@ -44,7 +42,6 @@ from engine.shards import (
     open_manifest,
     shard_of,
     spec_fingerprint,
-    write_manifest,
 )
 from engine.sources import Quarantined, iter_inputs, preview, source_fingerprint
 from engine.spec import JobSpec
@@ -52,8 +49,6 @@ from engine.storage import OutputLocation
 from engine.tasks import TaskInput, get_task
 
 BATCHES_PER_REPLICA = 2  # batches a generation replica runs at once (see _replica_stage)
-SHARD_WRITES_IN_FLIGHT = 4  # shard-writing tasks at once (each a shard's rows: bounded memory and I/O)
-COMMIT_INTERVAL_S = 1.0  # finished shards are committed together, at most one manifest rewrite per interval
 
 
 @dataclass(frozen=True)
@@ -257,127 +252,6 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
 
 def _entry_inputs(entry: dict[str, Any]) -> int:
     return entry.get("accepted", 0) + entry.get("rejected", 0) + entry.get("quarantined", 0)
-
-
-class ShardCommits:
-    """The driver's side of shard commits: per shard a few integers (inputs expected, rows seen, state),
-    the shard-writing tasks in flight, and the manifest, rewritten once per batch of finished shards."""
-
-    def __init__(
-        self, location: OutputLocation, manifest: dict[str, Any], lease: Lease, spec: JobSpec, num_shards: int
-    ):
-        self.location, self.manifest, self.lease, self.spec = location, manifest, lease, spec
-        self.num_shards = num_shards
-        self.done = np.zeros(num_shards, bool)
-        self.done[[int(shard) for shard in manifest["shards"]]] = True
-        self.expected = np.zeros(num_shards, np.int64)  # generated inputs per shard
-        self.received = np.zeros(num_shards, np.int64)  # rows seen per shard, a retry's repeats included
-        self.writing = np.zeros(num_shards, bool)
-        self.waiting: deque[int] = deque()  # ready to write, over the in-flight bound
-        self.in_flight: dict[Any, int] = {}
-        self.received_at_launch: dict[int, int] = {}
-        self.finished: dict[int, dict[str, Any]] = {}
-        self.last_commit = 0.0
-        self.duplicates_dropped = 0
-        self.job = lease.owner
-        self._write = None
-
-    def start(self, ray, plan: InputPlan) -> None:
-        self.ray = ray
-        self._write = ray.remote(write_shard).options(num_cpus=0, max_retries=3)
-        self.expected[:] = plan.valid
-        # Shards with nothing to generate (empty, or only quarantined inputs) are written at once.
-        for shard in np.flatnonzero((plan.valid == 0) & ~self.done).tolist():
-            self._ready(shard)
-
-    def pending_shards(self) -> list[int]:
-        return np.flatnonzero(~self.done & (self.expected > 0)).tolist()
-
-    def add_part(self, shard: int, rows: int, part: str) -> bool:
-        """Count a part's rows; False when the shard is already committed (a retried batch's copies)."""
-        if self.done[shard]:
-            self.duplicates_dropped += rows
-            self.location.delete(PARTS, part_folder(shard), part)
-            return False
-        self.received[shard] += rows
-        if self.received[shard] >= self.expected[shard] and not self.writing[shard]:
-            self._ready(shard)
-        return True
-
-    def _ready(self, shard: int) -> None:
-        self.writing[shard] = True
-        self.waiting.append(shard)
-        self._launch()
-
-    def _launch(self) -> None:
-        spec = self.spec
-        while self.waiting and len(self.in_flight) < SHARD_WRITES_IN_FLIGHT:
-            shard = self.waiting.popleft()
-            ref = self._write.remote(
-                spec.out,
-                shard,
-                self.num_shards,
-                int(self.expected[shard]),
-                spec.output.keep_samples,
-                self.job,
-                spec.method.name,
-                spec.model,
-            )
-            self.in_flight[ref] = shard
-            self.received_at_launch[shard] = int(self.received[shard])
-
-    def poll(self, wait: bool = False) -> None:
-        """Collect finished shard writes (all of them when `wait`), and commit what is due."""
-        while self.in_flight:
-            ready, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=None if wait else 0)
-            if wait and not ready:
-                continue
-            for ref in ready:
-                shard = self.in_flight.pop(ref)
-                entry = _shard_result(self.ray, ref)
-                since_launch = self.received[shard] - self.received_at_launch.pop(shard)
-                if "incomplete" in entry:  # a retry's repeats were counted as new rows: wait for the rest
-                    self.writing[shard] = False
-                    self.received[shard] = entry["incomplete"] + since_launch
-                    if self.received[shard] >= self.expected[shard]:
-                        self._ready(shard)
-                else:
-                    self.finished[shard] = entry
-            self._launch()
-            if not wait:
-                break
-        self.commit(force=wait)
-
-    def commit(self, force: bool = False) -> None:
-        if not self.finished or (not force and time.monotonic() - self.last_commit < COMMIT_INTERVAL_S):
-            return
-        self.lease.check()  # a job that lost its lease must not commit over the new holder
-        for shard, entry in self.finished.items():
-            self.duplicates_dropped += entry.pop("duplicates_dropped", 0)
-            self.manifest["shards"][str(shard)] = entry
-            self.done[shard] = True
-        write_manifest(self.location, self.manifest)  # the commit point
-        for shard in self.finished:
-            self.location.delete(PARTS, part_folder(shard))
-        self.finished = {}
-        self.last_commit = time.monotonic()
-
-    def finish(self) -> None:
-        self.poll(wait=True)
-        missing = np.flatnonzero(~self.done).tolist()
-        if missing:
-            raise RuntimeError(f"{len(missing)} shards never completed (first: {missing[:5]}); rerun to resume")
-
-
-def _shard_result(ray, ref) -> dict[str, Any]:
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as error:
-        from engine.storage import OutputError
-
-        if isinstance(error.cause, OutputError):
-            raise error.cause from None  # a full disk or an unwritable out: its own one line
-        raise
 
 
 def _connect_quietly():

@@ -7,7 +7,10 @@ Layout under <out>/ (a local path or a pyarrow filesystem URI, see engine.storag
   samples/shard-00003.parquet      every System 2 sample of shard 3's generated inputs (engine.samples;
                                    unless output.keep_samples is off)
   manifest.json                    the commit record: committed shards with counts, the spec fingerprint
-  .staging/                        rows of uncommitted shards spilled to disk (discarded on resume)
+  .inputs/                         the job's inputs partitioned by shard (engine.inputs; removed at the end)
+  .parts/                          curated rows of uncommitted shards, written by workers (engine.shard_tasks)
+  .staging/                        rows the driver-side ShardWriter spilled to disk (discarded on resume)
+  .lease.json                      who is writing this output (engine.lease)
 
 Every input belongs to one shard, by a hash of its input_id. A shard is committed once all its inputs
 have come out of the pipeline: its files (one per table) are published (temporary name, then rename), then the
@@ -16,7 +19,9 @@ only shards the manifest lists, and reopening an output deletes files no manifes
 interrupted commit is simply redone. Rows of a shard are deduplicated by input_id before commit, so a
 retried replica batch cannot produce a row twice.
 
-The writer takes curated rows as Arrow tables (CURATED_SCHEMA) and works on whole columns: splitting a
+The generate stage writes shards on the workers (engine.shard_tasks) and commits them on the driver
+(engine.commits); `ShardWriter` is the same mechanism in one process (tests, benchmarks, small tools): both
+make a shard's tables with `shard_tables`. The writer takes curated rows as Arrow tables (CURATED_SCHEMA) and works on whole columns: splitting a
 batch by shard, counting, deduplicating and selecting by status are array operations, so a job of
 millions of inputs spends no Python per row here.
 """
@@ -335,7 +340,7 @@ def write_manifest(location: OutputLocation, manifest: dict[str, Any]) -> None:
         "committed_shards": len(shards)
     }
     manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
-    location.write_bytes_atomic(json.dumps(manifest, indent=2).encode(), MANIFEST)
+    location.write_bytes_atomic(json.dumps(manifest, separators=(",", ":")).encode(), MANIFEST)
 
 
 def _first_of_each_input(rows: pa.Table) -> pa.Table:

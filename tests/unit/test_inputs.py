@@ -7,7 +7,15 @@ import pyarrow.parquet as pq
 from bad_rows import catalogue_file
 
 import engine.inputs as inputs
-from engine.inputs import INPUT_SCHEMA, INPUTS, compact_shards, partition_unit, read_units, shard_input_name
+from engine.inputs import (
+    INPUT_SCHEMA,
+    INPUTS,
+    compact_bucket,
+    partition_unit,
+    read_units,
+    shard_input_name,
+    shards_per_bucket,
+)
 from engine.shards import shard_of
 from engine.sources import Quarantined, iter_inputs
 from engine.spec import parse_spec
@@ -31,9 +39,9 @@ def _partition(spec, num_shards):
     num_inputs, units = read_units(spec)
     OutputLocation.of(spec.out).makedirs(INPUTS)
     results = [partition_unit(spec, unit, num_shards, len(units) == 1) for unit in units]
-    compact = sorted({shard for result in results for shard in result.get("compact", [])})
-    if compact:
-        compact_shards(spec.out, compact, spec.data.columns.id is not None)
+    per_bucket = shards_per_bucket(spec.output.inputs_per_shard)
+    for bucket in sorted({shard // per_bucket for result in results for shard in result.get("compact", [])}):
+        compact_bucket(spec.out, bucket, spec.data.columns.id is not None)
     location = OutputLocation.of(spec.out)
     tables = [
         location.read_table(INPUTS, shard_input_name(shard), schema=INPUT_SCHEMA)
@@ -66,6 +74,7 @@ def test_partitioned_inputs_match_the_single_process_reader(tmp_path):
 
 def test_duplicates_across_units_resolve_by_source_order(tmp_path, monkeypatch):
     monkeypatch.setattr(inputs, "UNIT_ROWS", 2)  # several read units: parts, then a compaction round
+    monkeypatch.setattr(inputs, "BUCKET_ROWS", 1)  # one shard per bucket
     questions = ["a?", "b?", "a?", "c?", "b?", "a?"]
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"q": questions}), path, row_group_size=2)
