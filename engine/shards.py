@@ -21,9 +21,9 @@ retried replica batch cannot produce a row twice.
 
 The generate stage writes shards on the workers (engine.shard_tasks) and commits them on the driver
 (engine.commits); `ShardWriter` is the same mechanism in one process (tests, benchmarks, small tools): both
-make a shard's tables with `shard_tables`. The writer takes curated rows as Arrow tables (CURATED_SCHEMA) and works on whole columns: splitting a
-batch by shard, counting, deduplicating and selecting by status are array operations, so a job of
-millions of inputs spends no Python per row here.
+make a shard's tables with `shard_tables`. The writer takes curated rows as Arrow tables (CURATED_SCHEMA)
+and works on whole columns: splitting a batch by shard, counting, deduplicating and selecting by status are
+array operations, so a job of millions of inputs spends no Python per row here.
 """
 
 from __future__ import annotations
