@@ -1,7 +1,8 @@
 """Internet-scale generate, its data path: driver memory, object store and throughput at 1M and 5M inputs.
 
-    s2d-timed .venv/bin/python bench/scale.py                      # 1M and 5M inputs, this checkout (~10 min)
+    s2d-timed .venv/bin/python bench/scale.py                      # 1M and 5M inputs, this checkout
     .venv/bin/python bench/scale.py --code /tmp/main --sizes 1000000   # the same on another checkout (today's code)
+    .venv/bin/python bench/scale.py --keep-samples --sizes 1000000     # with output.keep_samples (8 rows per input)
 
 The real `s2d generate` pipeline (`engine.pipeline.run_generate`: lease, partitioning, Ray Data, curation,
 shard writing and commits, accounting, dataset card) on a user Parquet file of small inputs, with one thing
@@ -50,8 +51,9 @@ class StandInReplica:
         texts, tokens, steps = [], [], []
         for question in batch["question"]:
             word = str(question).rsplit(" ", 1)[-1].rstrip("?")
-            # Mostly the right last letter, sometimes another: accepts and rejects both occur.
-            answers = [word[-1] if sample % 4 else word[0] for sample in range(self.n)]
+            # Mostly the right last letter (accepted); for one word in four, split votes (rejected as a tie).
+            wrong_every = 2 if len(word) % 4 == 0 else 4
+            answers = [word[-1] if sample % wrong_every else word[0] for sample in range(self.n)]
             chain = [f"The answer is {answer}." for answer in answers]
             texts.append(chain)
             tokens.append([6] * self.n)
@@ -124,6 +126,7 @@ def child(args: argparse.Namespace) -> None:
         f"generation.batch_size={args.batch_size}",
         "generation.replicas=2",
         "output.inputs_per_shard=5000",
+        f"output.keep_samples={str(args.keep_samples).lower()}",
         f"out={args.out}",
     ]
     spec = load_spec(Path(args.code) / "configs" / "demo.yaml", overrides)
@@ -161,6 +164,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,5000000", help="input counts, comma-separated")
     parser.add_argument("--code", default=str(ROOT), help="the checkout whose engine runs (default: this one)")
     parser.add_argument("--batch-size", type=int, default=1024, help="generation.batch_size (inputs per call)")
+    parser.add_argument(
+        "--keep-samples", action="store_true", help="also write every sample (output.keep_samples; 8x the rows)"
+    )
     parser.add_argument("--work", default=os.environ.get("S2D_SCALE_DIR", tempfile.gettempdir() + "/s2d-scale"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -179,7 +185,7 @@ def main() -> None:
         out = work / f"out-{size}-{Path(args.code).name}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
         command = [sys.executable, __file__, "--child", "--code", args.code, "--data", str(data), "--out", str(out)]
-        command += ["--batch-size", str(args.batch_size)]
+        command += ["--batch-size", str(args.batch_size)] + (["--keep-samples"] if args.keep_samples else [])
         env = os.environ | {"PYTHONPATH": args.code}
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -189,7 +195,10 @@ def main() -> None:
         results[size] = json.loads(lines[-1])
         print(f"{size}: {lines[-1]}", flush=True)
         subprocess.run(["rm", "-rf", str(out)], check=True)
-    print(f"\ncode: {args.code}; stand-in replica (instant answers), n={N_SAMPLES}, batch {args.batch_size}")
+    print(
+        f"\ncode: {args.code}; stand-in replica (instant answers), n={N_SAMPLES}, batch {args.batch_size}, "
+        f"keep_samples {args.keep_samples}"
+    )
     print("| inputs | wall | inputs/s (job) | inputs/s (pipeline) | driver peak RSS | object store peak | spilled |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for size, found in results.items():
