@@ -200,7 +200,7 @@ def partition_unit(spec, unit: ReadUnit, num_shards: int, resolve_here: bool) ->
         else:
             assert isinstance(item, TaskInput)
             prompt = task.system1_prompt(item.question)
-            fields = json.dumps(item.fields, ensure_ascii=False)
+            fields = json.dumps(item.fields, ensure_ascii=False) if item.fields else "{}"
             values = (index if user_file else None, item.question, prompt, fields, None, None, None, None)
         for name, value in zip(INPUT_SCHEMA.names[3:], values):
             columns[name].append(value)
