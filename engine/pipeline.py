@@ -346,11 +346,19 @@ def root_cause(error: BaseException) -> str:
     return f"{name}: {message.strip()}" + (f" ({detail[:300]})" if detail else "")
 
 
+def replica_class():
+    """The replica actor class of the pool (tests swap in a subclass here)."""
+    from actors.replica import GenerationReplica
+
+    return GenerationReplica
+
+
 def _replica_stage(ray, spec: JobSpec, inputs, ledger_name: str):
-    from actors.replica import RUNTIME_ENV, GenerationReplica
+    from actors.replica import RUNTIME_ENV
     from cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
 
     placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
+    GenerationReplica = replica_class()  # noqa: N806 - a class
     return inputs.map_batches(
         GenerationReplica,
         fn_constructor_kwargs=GenerationReplica.for_job(spec)

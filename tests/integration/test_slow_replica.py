@@ -63,13 +63,13 @@ def test_a_ten_times_slower_replica_does_not_stall_the_job(tmp_path, ray_session
     import cloudpickle
     from test_faults import assert_exactly_once
 
-    import actors.replica
+    import engine.pipeline
     from engine.pipeline import run_generate
     from engine.spec import load_spec
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
     counter = ray_session.remote(BatchCounter).options(name=COUNTER, num_cpus=0).remote()
-    monkeypatch.setattr(actors.replica, "GenerationReplica", slow_replica_class())
+    monkeypatch.setattr(engine.pipeline, "replica_class", slow_replica_class)
     out = tmp_path / "run"
     spec = load_spec(
         DEMO,
