@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -108,9 +109,10 @@ class GenerationReplica:
         keep_samples: bool = False,
         step_barrier: bool = False,
     ):
+        started = time.perf_counter()
         import torch
 
-        from actors.vllm_backend import VLLMGenerator
+        from actors.vllm_backend import VLLMGenerator, import_vllm
         from cluster.resources import cpu_thread_env
 
         self.failure_ledger = failure_ledger
@@ -123,8 +125,19 @@ class GenerationReplica:
             # Before the engine starts: its core process inherits this environment.
             os.environ.update(cpu_thread_env(replicas, os.cpu_count() or 1))
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
+        imported = time.perf_counter()
         self.model_path = resolve_model(model)
+        resolved = time.perf_counter()
+        import_vllm()
+        vllm_imported = time.perf_counter()
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
+        # Where this replica's start-up went (bench/replica_start.py).
+        self.startup_s = {
+            "imports": imported - started,
+            "resolve_model": resolved - imported,
+            "import_vllm": vllm_imported - resolved,
+            "engine_start": time.perf_counter() - vllm_imported,
+        }
         # What methods run on: chains flow through the async engine, or (step_barrier, for benchmarks) each step
         # runs over the whole batch as before.
         self.backend = StepBarrier(self.generator) if step_barrier else self.generator

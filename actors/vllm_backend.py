@@ -22,7 +22,7 @@ T = TypeVar("T")
 UNLOAD_TIMEOUT_S = 30.0
 
 
-def _import_vllm() -> Any:
+def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -57,8 +57,9 @@ class VLLMGenerator:
 
     @classmethod
     def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> VLLMGenerator:
-        _import_vllm()
+        import_vllm()
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         kwargs: dict[str, Any] = dict(
@@ -82,7 +83,10 @@ class VLLMGenerator:
         thread.start()
 
         async def start() -> Any:  # in the loop: the engine's output handler lives there
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+            # The offline (`vllm.LLM`) scheduler defaults, not AsyncLLM's server ones: a batch job wants the
+            # largest running batch. AsyncLLM's default context gets 128 sequences / 2048 batched tokens on every
+            # device; `LLM` gets 256 / 4096 on CPU and 1024 / 16384 on an H100-class GPU.
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs), usage_context=UsageContext.LLM_CLASS)
 
         try:
             llm = asyncio.run_coroutine_threadsafe(start(), loop).result()
@@ -176,7 +180,7 @@ async def _shutdown(engine: Any) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _sampling_params(request: SamplingRequest) -> Any:
-    vllm = _import_vllm()
+    vllm = import_vllm()
     from vllm.sampling_params import RequestOutputKind
 
     return vllm.SamplingParams(

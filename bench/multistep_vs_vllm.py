@@ -1,7 +1,8 @@
 """Side by side: multi-step System 2 methods on s2d's replica vs a raw vLLM script, in output tokens/s, in one run.
 
-    .venv/bin/python bench/multistep_vs_vllm.py                         # rar2, ~10 minutes on 2 cores
-    .venv/bin/python bench/multistep_vs_vllm.py --methods s2a bsm       # the other multi-step methods
+    .venv/bin/python bench/multistep_vs_vllm.py                         # rar2, ~12 minutes on 2 cores
+    .venv/bin/python bench/multistep_vs_vllm.py --methods s2a           # one method per command (~8-10 min each)
+    .venv/bin/python bench/multistep_vs_vllm.py --methods bsm
 
 For each method, the same inputs, n, max_tokens, temperature, engine seed and engine arguments (s2d's
 defaults) and the same CPU thread binding (every core computing) on three sides, each in its own process:
@@ -10,13 +11,16 @@ defaults) and the same CPU thread binding (every core computing) on three sides,
            of every chain), the prompts rendered from the same method files, what a user writes by hand;
 - barrier: s2d's replica actor (Ray, the pipeline's batches, two in flight) running each step over its batch,
            as s2d did before chains flowed (`GenerationReplica(step_barrier=True)`);
-- flow:    the same replica with chains that flow: each sample's next call goes out when its last returns.
+- flow:    the same replica with chains that flow: each sample's next call goes out when its last returns;
+- raw+ray (only when asked): the raw side with a local Ray started beside it and left idle.
 
-Sizing: the flow side runs a warm-up (it also starts the engine's kernels) and sizes each run from its
-measured tokens/s so that the run generates for at least `--seconds` (60 s); the other sides run the same
-inputs. Each side then runs `--runs` times on fresh inputs (prompts never repeat, so prefix caching cannot
-replay a run). Engine start-up and the warm-up are excluded. Prints each run, the mean and spread per side;
-the last line is rar2's flow / raw ratio (or the first method's when rar2 is not run).
+Sizing: the first side runs a warm-up (it also starts the engine's kernels) and sizes each run from its measured
+tokens/s so that the run generates for at least `--seconds` (60 s); the other sides run the same inputs (`--per-run
+N` skips the sizing and repeats an earlier command's inputs). Each side then runs `--runs` times on fresh inputs
+(prompts never repeat, so prefix caching cannot replay a run). Engine start-up and the warm-up are excluded. Prints
+each run, the mean and spread per side; the last line is rar2's flow / raw ratio (or the first method's when rar2 is
+not run). Each run also prints its profile (bench/engine_profile.py): CPU seconds by process role, how often the
+engine worker's threads were preempted, and how many sequences the engine held (against its max_num_seqs).
 """
 
 from __future__ import annotations
@@ -31,9 +35,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK_OF = {"rar2": "last_letter", "s2a": "sycophancy", "bsm": "pairwise_judge", "system1": "last_letter"}
-SIDES = ("flow", "barrier", "raw")
-WARMUP_INPUTS = 10  # 2 to warm the engine up, 8 to size the runs
+BENCH = str(Path(__file__).resolve().parent)
+TASK_OF = {
+    "rar2": "last_letter",
+    "s2a": "sycophancy",
+    "bsm": "pairwise_judge",
+    "system1": "last_letter",
+}
+SIDES = ("flow", "barrier", "raw", "raw+ray")
+# Per method: inputs that warm the engine up, inputs that size the runs, and how far over the target the runs
+# are sized (the runs' larger batches generate faster than the sizing batch's, unless that already fills the
+# engine: bsm's 8 chains x 5 criteria per input do).
+WARMUP = {"bsm": (1, 3, 1.25)}
+DEFAULT_WARMUP = (2, 8, 2.0)
 
 
 def job(method: str, n: int, max_tokens: int, temperature: float = 0.7, seed: int = 0) -> dict:
@@ -42,7 +56,12 @@ def job(method: str, n: int, max_tokens: int, temperature: float = 0.7, seed: in
         "out": "unused",
         "task": {"name": TASK_OF[method], "seed": 0},
         "method": {"name": method},
-        "sampling": {"n": n, "temperature": temperature, "max_tokens": max_tokens, "seed": seed},
+        "sampling": {
+            "n": n,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "seed": seed,
+        },
     }
 
 
@@ -52,7 +71,8 @@ def input_rows(spec, count: int) -> list[dict]:
 
     return list(
         pipeline_rows(
-            spec.model_copy(update={"task": spec.task.model_copy(update={"num_inputs": count})}), num_shards=1
+            spec.model_copy(update={"task": spec.task.model_copy(update={"num_inputs": count})}),
+            num_shards=1,
         )
     )
 
@@ -86,9 +106,16 @@ class RawChat:
         from engine.program import Completion
 
         params = SamplingParams(
-            n=request.n, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens
+            n=request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
         )
-        outputs = self.llm.chat([[{"role": "user", "content": prompt}] for prompt in prompts], params, use_tqdm=False)
+        outputs = self.llm.chat(
+            [[{"role": "user", "content": prompt}] for prompt in prompts],
+            params,
+            use_tqdm=False,
+        )
         completions = [[Completion(o.text, len(o.token_ids)) for o in output.outputs] for output in outputs]
         self.output_tokens += sum(c.num_tokens for per_prompt in completions for c in per_prompt)
         return completions
@@ -101,8 +128,14 @@ class RawSide:
         from engine.methods import resolve_method
         from engine.tasks import get_task
 
-        self.backend, self.method = RawChat(spec), resolve_method(spec.method.model_dump())
-        self.task, self.request = get_task(spec.task.name), sampling_request(spec.sampling)
+        self.backend, self.method = (
+            RawChat(spec),
+            resolve_method(spec.method.model_dump()),
+        )
+        self.task, self.request = (
+            get_task(spec.task.name),
+            sampling_request(spec.sampling),
+        )
         self.input_context = input_context
 
     def run(self, rows: list[dict]) -> tuple[int, int]:
@@ -110,12 +143,26 @@ class RawSide:
         from engine.tasks import TaskInput
 
         contexts = [
-            self.input_context(self.task, TaskInput(row["input_id"], row["question"], None, json.loads(row["fields"])))
+            self.input_context(
+                self.task,
+                TaskInput(row["input_id"], row["question"], None, json.loads(row["fields"])),
+            )
             for row in rows
         ]
         before = self.backend.output_tokens
         chains = run_method(self.backend, self.method, contexts, self.request)
         return self.backend.output_tokens - before, sum(map(len, chains))
+
+    def front_end_pids(self) -> set[int]:
+        return {os.getpid()}
+
+    def start_sampling(self) -> None:
+        from engine_profile import OccupancySampler, engine_counter
+
+        self.sampler = OccupancySampler(*engine_counter(self.backend.llm.llm_engine))
+
+    def stop_sampling(self) -> dict:
+        return self.sampler.stop()
 
 
 class ReplicaSide:
@@ -129,7 +176,11 @@ class ReplicaSide:
         from engine.pipeline import BATCHES_PER_REPLICA
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        self.ray, self.in_flight, self.batch_size = ray, BATCHES_PER_REPLICA, spec.generation.batch_size
+        self.ray, self.in_flight, self.batch_size = (
+            ray,
+            BATCHES_PER_REPLICA,
+            spec.generation.batch_size,
+        )
         self.replica = (
             ray.remote(GenerationReplica)
             .options(**replica_resources(spec, 0), max_concurrency=BATCHES_PER_REPLICA)
@@ -154,22 +205,70 @@ class ReplicaSide:
         after = self.ray.get(self.replica.stats.remote())["output_tokens"]
         return after - before, sum(len(texts) for result in results for texts in result["sample_texts"])
 
+    def front_end_pids(self) -> set[int]:
+        return {
+            os.getpid(),
+            self.ray.get(self.replica.__ray_call__.remote(lambda replica: os.getpid())),
+        }
+
+    def start_sampling(self) -> None:
+        self.ray.get(self.replica.__ray_call__.remote(_start_sampler))
+
+    def stop_sampling(self) -> dict:
+        return self.ray.get(self.replica.__ray_call__.remote(_stop_sampler))
+
+
+def _start_sampler(replica) -> None:  # runs inside the replica actor
+    sys.path.insert(0, BENCH)
+    from engine_profile import OccupancySampler, engine_counter
+
+    replica.bench_sampler = OccupancySampler(*engine_counter(replica.generator._engine))
+
+
+def _stop_sampler(replica) -> dict:
+    return replica.bench_sampler.stop()
+
 
 def measure(side: str, spec, per_run: int | None, runs: int, seconds: float) -> dict:
     """In the side's own process: warm up, size the runs if `per_run` is None, then time each run."""
-    runner = RawSide(spec) if side == "raw" else ReplicaSide(spec, step_barrier=side == "barrier")
-    timed(runner, input_rows(spec, WARMUP_INPUTS)[:2])  # the engine's first calls are slow: not measured
+    if side == "raw+ray":
+        # The raw script with a local Ray started beside it and left idle: what Ray's processes alone cost the
+        # engine on these cores.
+        import ray
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    if side.startswith("raw"):
+        runner = RawSide(spec)
+    else:
+        runner = ReplicaSide(spec, step_barrier=side == "barrier")
+    warm, size, over = WARMUP.get(spec.method.name, DEFAULT_WARMUP)
+    timed(runner, input_rows(spec, warm))  # the engine's first calls are slow: not measured
     if per_run is None:
-        # Sized 1.8x over the target: the runs' larger batches generate faster than the sizing warm-up's
-        # (1.33x gave rar2 runs of 42-50 s for a 60 s target).
-        sizing = timed(runner, input_rows(spec, WARMUP_INPUTS)[2:])
-        tokens_per_input = sizing["tokens"] / (WARMUP_INPUTS - 2)
-        per_run = math.ceil(1.8 * seconds * sizing["tokens_per_s"] / tokens_per_input)
-        per_run = min(per_run, (available_inputs(spec) - WARMUP_INPUTS) // runs)
-    rows = input_rows(spec, WARMUP_INPUTS + runs * per_run)[WARMUP_INPUTS:]
+        # (rar2 runs sized 1.33x over an 8-input sizing batch generated for 42-50 s of a 60 s target.)
+        sizing = timed(runner, input_rows(spec, warm + size)[warm:])
+        tokens_per_input = sizing["tokens"] / size
+        per_run = math.ceil(over * seconds * sizing["tokens_per_s"] / tokens_per_input)
+        per_run = min(per_run, (available_inputs(spec) - warm - size) // runs)
+    rows = input_rows(spec, warm + size + runs * per_run)[warm + size :]
     return {
         "per_run": per_run,
-        "runs": [timed(runner, rows[index * per_run : (index + 1) * per_run]) for index in range(runs)],
+        "runs": [profiled(runner, rows[index * per_run : (index + 1) * per_run]) for index in range(runs)],
+    }
+
+
+def profiled(runner, rows: list[dict]) -> dict:
+    """`timed`, with the CPU seconds of every process on the machine by role and the engine's occupancy."""
+    from engine_profile import cpu_by_role, cpu_snapshot
+
+    front_end = runner.front_end_pids()
+    runner.start_sampling()
+    before = cpu_snapshot()
+    result = timed(runner, rows)
+    after = cpu_snapshot()
+    return {
+        **result,
+        "cpu": cpu_by_role(before, after, front_end),
+        "occupancy": runner.stop_sampling(),
     }
 
 
@@ -189,7 +288,12 @@ def timed(runner, rows: list[dict]) -> dict:
     started = time.perf_counter()
     tokens, samples = runner.run(rows)
     seconds = time.perf_counter() - started
-    return {"tokens": tokens, "samples": samples, "seconds": seconds, "tokens_per_s": tokens / seconds}
+    return {
+        "tokens": tokens,
+        "samples": samples,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+    }
 
 
 def run_side(side: str, settings: dict, per_run: int | None) -> dict:
@@ -198,10 +302,15 @@ def run_side(side: str, settings: dict, per_run: int | None) -> dict:
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # The raw side gets the binding s2d's lone replica sets for itself, so both compute on every core.
-    env.update(cpu_thread_env(1, os.cpu_count() or 1) if side == "raw" else {})
+    env.update(cpu_thread_env(1, os.cpu_count() or 1) if side.startswith("raw") else {})
     argument = json.dumps({**settings, "side": side, "per_run": per_run})
     child = subprocess.run(
-        [sys.executable, __file__, "--child", argument], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
+        [sys.executable, __file__, "--child", argument],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
     if child.returncode or not lines:
@@ -209,11 +318,31 @@ def run_side(side: str, settings: dict, per_run: int | None) -> dict:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def compare(method: str, sides: list[str], n: int, max_tokens: int, runs: int, seconds: float) -> dict[str, float]:
+ROLES = ("front end", "engine core", "engine worker", "ray", "other")
+
+
+def compare(
+    method: str,
+    sides: list[str],
+    n: int,
+    max_tokens: int,
+    runs: int,
+    seconds: float,
+    per_run: int | None = None,
+) -> dict[str, float]:
     """Run the sides one after another on the same inputs; print each run; mean tokens/s per side."""
-    settings = {"method": method, "n": n, "max_tokens": max_tokens, "runs": runs, "seconds": seconds}
-    print(f"\n{method} ({TASK_OF[method]}), n={n}, max_tokens={max_tokens}, {runs} runs per side", flush=True)
-    per_run, means = None, {}
+    settings = {
+        "method": method,
+        "n": n,
+        "max_tokens": max_tokens,
+        "runs": runs,
+        "seconds": seconds,
+    }
+    print(
+        f"\n{method} ({TASK_OF[method]}), n={n}, max_tokens={max_tokens}, {runs} runs per side",
+        flush=True,
+    )
+    means = {}
     for side in sides:
         result = run_side(side, settings, per_run)
         per_run = result["per_run"]  # the first side sizes the runs, the others repeat its inputs
@@ -225,15 +354,34 @@ def compare(method: str, sides: list[str], n: int, max_tokens: int, runs: int, s
                 f"tokens in {run['seconds']:6.1f} s = {run['tokens_per_s']:6.1f} tok/s",
                 flush=True,
             )
+        for index, run in enumerate(result["runs"], 1):
+            cpu, occupancy = run["cpu"], run["occupancy"]
+            print(
+                f"  {side:<8} run {index} CPU s of {cpu['capacity']:.0f} (wall x cores): "
+                + ", ".join(f"{role} {cpu[role]:.1f}" for role in ROLES)
+                + f"; machine busy {cpu['machine']:.1f}; worker threads preempted {cpu['worker_preempted']}"
+                f" times. Engine: {occupancy['mean_unfinished']:.0f} sequences "
+                f"unfinished on average, running <= max_num_seqs {occupancy['max_num_seqs']}: mean "
+                f"{occupancy['mean_running']:.0f}, below the cap {occupancy['below_cap'] * 100:.0f}% of the time",
+                flush=True,
+            )
         spread = (max(rates) - min(rates)) / means[side] * 100
         print(
             f"  {side:<8} mean {means[side]:6.1f} tok/s, spread {min(rates):.1f}-{max(rates):.1f} ({spread:.1f}%)"
             + ("  [a run generated < 60 s]" if min(r["seconds"] for r in result["runs"]) < 60 else ""),
             flush=True,
         )
-    for numerator, denominator in (("flow", "raw"), ("flow", "barrier"), ("barrier", "raw")):
+    for numerator, denominator in (
+        ("flow", "raw"),
+        ("flow", "barrier"),
+        ("barrier", "raw"),
+        ("raw+ray", "raw"),
+    ):
         if numerator in means and denominator in means:
-            print(f"  {method}: {numerator} / {denominator} = {means[numerator] / means[denominator]:.3f}", flush=True)
+            print(
+                f"  {method}: {numerator} / {denominator} = {means[numerator] / means[denominator]:.3f}",
+                flush=True,
+            )
     return means
 
 
@@ -244,11 +392,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=60.0, help="generation time each run is sized for")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="generation time each run is sized for",
+    )
+    parser.add_argument(
+        "--per-run",
+        type=int,
+        help="inputs per run (skips the sizing warm-up): repeat earlier runs",
+    )
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; sides in order: {', '.join(args.sides)}", flush=True)
     results = {
-        method: compare(method, args.sides, args.n, args.max_tokens, args.runs, args.seconds) for method in args.methods
+        method: compare(
+            method,
+            args.sides,
+            args.n,
+            args.max_tokens,
+            args.runs,
+            args.seconds,
+            args.per_run,
+        )
+        for method in args.methods
     }
     headline = "rar2" if "rar2" in results else args.methods[0]
     means = results[headline]
@@ -259,11 +426,21 @@ def main() -> None:
 def child(argument: str) -> None:
     from engine.spec import parse_spec
 
+    sys.path.insert(0, BENCH)
+
     settings = json.loads(argument)
     spec = parse_spec(job(settings["method"], settings["n"], settings["max_tokens"]))
     print(
         "RESULT "
-        + json.dumps(measure(settings["side"], spec, settings["per_run"], settings["runs"], settings["seconds"])),
+        + json.dumps(
+            measure(
+                settings["side"],
+                spec,
+                settings["per_run"],
+                settings["runs"],
+                settings["seconds"],
+            )
+        ),
         flush=True,
     )
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/paper.py               # every pairing below, then the probe; <= 60 min on 2 cores
     .venv/bin/python scripts/paper.py --only demo --skip-probe   # one pairing; the others keep their last runs
+    .venv/bin/python scripts/paper.py --only "" --skip-probe     # rewrite the page from the runs on disk
 
 Each pairing is one job file of configs/, run as a user runs it (`s2d run FILE out=runs/paper/NAME`), at the
 sizes the file holds. The System 2 probe (bench/system2_probe.py) adds System 1 vs System 2 for every task x
@@ -109,7 +110,7 @@ def _systems(metrics: dict) -> dict[str, dict]:
 
 
 def render(rows: list[dict], probe: str | None, total_seconds: float | None) -> str:
-    missing = [row["name"] for row in rows if not row["eval"]] + ([] if probe else ["the probe"])
+    missing = [row["name"] for row in rows if not row["run"]] + ([] if probe else ["the probe"])
     cost = (
         f"`make paper`'s jobs and probe took {total_seconds / 60:.0f} min in all."
         if not missing
@@ -127,8 +128,7 @@ def render(rows: list[dict], probe: str | None, total_seconds: float | None) -> 
     ]
     for row in rows:
         if not row["eval"]:
-            reason = f"failed, see runs/paper/{row['name']}.log" if row["run"] else "not run"
-            lines.append(f"| {row['name']} | {reason} |||||||||")
+            lines.append(f"| {row['name']} | {_why_no_eval(row)} |||||||||")
             continue
         systems = _systems(row["eval"])
         s1, s2, s2m, distilled = (systems.get(k) for k in ("system1", "system2", "system2_majority", "distilled"))
@@ -147,6 +147,20 @@ def render(rows: list[dict], probe: str | None, total_seconds: float | None) -> 
     return "\n".join(lines) + "\n"
 
 
+def _why_no_eval(row: dict) -> str:
+    """A row without an evaluation: not run, nothing accepted to distil (a result), or a failure (see its log)."""
+    generate = row["generate"] or {}
+    if not row["run"]:
+        return "not run"
+    if generate and generate.get("committed_accepted") == 0:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in generate.get("rejected_by_reason", {}).items())
+        return (
+            f"nothing to distil: 0 of {generate.get('total_inputs')} inputs passed the vote ({reasons}); "
+            f"runs/paper/{row['name']}.log"
+        )
+    return f"failed, see runs/paper/{row['name']}.log"
+
+
 def write_results(body: str) -> None:
     text = RESULTS.read_text() if RESULTS.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
@@ -156,10 +170,12 @@ def write_results(body: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help="comma-separated pairing names to rerun (the others keep their last runs)")
+    parser.add_argument(
+        "--only", help='comma-separated pairing names to rerun (the others keep their last runs; "" reruns none)'
+    )
     parser.add_argument("--skip-probe", action="store_true", help="keep the last probe table")
     args = parser.parse_args()
-    chosen = set(args.only.split(",")) if args.only else {name for name, *_ in PAIRINGS}
+    chosen = set(filter(None, args.only.split(","))) if args.only is not None else {name for name, *_ in PAIRINGS}
     unknown = chosen - {name for name, *_ in PAIRINGS}
     if unknown:
         parser.error(f"unknown pairings {sorted(unknown)}; known: {[name for name, *_ in PAIRINGS]}")

@@ -188,3 +188,15 @@ def test_consistency_criteria_through_the_replica_stage(replica, ray_session, me
             assert curated["num_samples"] == n * curate["variants"]
         else:
             assert -1 <= row["usc_choice"] < n and row["usc_tokens"] > 0
+
+
+def test_engine_runs_vllm_offline_batch_sizes_and_records_its_start(replica, ray_session):
+    # AsyncLLM's default (server) context caps the running batch at 128 sequences on any device; a batch job
+    # gets `vllm.LLM`'s offline defaults (256 on CPU, 1024 on an H100-class GPU).
+    max_num_seqs = ray_session.get(
+        replica.__ray_call__.remote(lambda actor: actor.generator._engine.vllm_config.scheduler_config.max_num_seqs)
+    )
+    assert max_num_seqs >= 256
+    startup = ray_session.get(replica.__ray_call__.remote(lambda actor: actor.startup_s))
+    assert set(startup) == {"imports", "resolve_model", "import_vllm", "engine_start"}
+    assert all(seconds >= 0 for seconds in startup.values())

@@ -54,7 +54,15 @@ def test_the_table_has_a_row_per_pairing_and_says_which_failed(tmp_path, monkeyp
         )
     )
     (out / "metrics.json").write_text(json.dumps({"committed_accepted": 120, "total_inputs": 400}))
-    runs = {"demo": {"exit": 0, "seconds": 480}, "cot_arithmetic": {"exit": 1, "seconds": 20}}
+    (tmp_path / "bsm_pairwise_judge").mkdir()
+    (tmp_path / "bsm_pairwise_judge" / "metrics.json").write_text(
+        json.dumps({"committed_accepted": 0, "total_inputs": 36, "rejected_by_reason": {"variant_no_answer": 36}})
+    )
+    runs = {
+        "demo": {"exit": 0, "seconds": 480},
+        "cot_arithmetic": {"exit": 1, "seconds": 20},
+        "bsm_pairwise_judge": {"exit": 1, "seconds": 230},
+    }
     rows = [
         paper.collect(name, job, experiment, numbers, runs.get(name))
         for name, job, experiment, numbers in paper.PAIRINGS
@@ -64,6 +72,7 @@ def test_the_table_has_a_row_per_pairing_and_says_which_failed(tmp_path, monkeyp
     assert "| 300 | 120 / 400 | 10% [5%, 15%] | 20% [15%, 25%] | 30% [25%, 35%] | 25% [20%, 30%] |" in demo
     assert "20% [10%, 30%] → 60% [50%, 70%]" in demo and "8.0 min" in demo
     assert "| cot_arithmetic | failed, see runs/paper/cot_arithmetic.log |" in table
+    assert "| bsm_pairwise_judge | nothing to distil: 0 of 36 inputs passed the vote (variant_no_answer 36);" in table
     assert "| rar1_last_letter | not run |" in table and table.rstrip().endswith("| probe |")
 
 

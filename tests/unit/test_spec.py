@@ -16,12 +16,12 @@ def test_every_config_file_validates(path):
 def test_demo_has_the_documented_keys():
     spec = load_spec(Path(__file__).parents[2] / "configs" / "demo.yaml")
     assert spec.model == "smollm2-135m" and spec.out == "runs/demo"
-    assert (spec.task.name, spec.task.num_inputs, spec.task.seed) == ("last_letter_one", 320, 0)
+    assert (spec.task.name, spec.task.num_inputs, spec.task.seed) == ("last_letter_one", 288, 0)
     assert spec.method.name == "cot_fewshot"
     assert (spec.sampling.n, spec.sampling.seed) == (8, 0)
     assert (spec.curate.rule, spec.curate.threshold) == ("majority", 0.3)
-    assert (spec.train.deepspeed, spec.train.lora.r, spec.train.epochs) == ("zero2", 16, 4)
-    assert spec.eval.num_inputs == 250 and spec.eval.system2_samples is None  # System 2 sampled n times
+    assert (spec.train.deepspeed, spec.train.lora.r, spec.train.epochs) == ("zero2", 16, 3)
+    assert spec.eval.num_inputs == 200 and spec.eval.system2_samples is None  # System 2 sampled n times
 
 
 def test_dotted_overrides_are_parsed_as_yaml():

@@ -1,0 +1,96 @@
+"""Where a generation replica's start-up goes: the driver's imports, Ray, the actor, vLLM, the first batch.
+
+    .venv/bin/python bench/replica_start.py            # ~2 minutes on 2 cores
+
+Each run is one fresh process, as `s2d generate` starts one: imports, `ray.init` (no dashboard), one
+`GenerationReplica` actor with a job's engine settings (the packaged model, already converted) and the
+pipeline's runtime_env, `ready()`, then one small System 1 batch (4 inputs, n=8, 32 tokens). The actor's own
+phases come from the replica (`startup_s`: its imports, model resolution, `import vllm`, the engine start: vLLM
+spawns its engine core, which spawns its worker, each importing torch and vLLM afresh, then loads the model).
+The rest of "actor ready" is Ray starting the actor's worker process. Prints each phase per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child() -> dict:
+    started = time.perf_counter()
+    import pyarrow as pa
+    import ray
+
+    from actors.replica import RUNTIME_ENV, GenerationReplica
+    from engine.pipeline import BATCHES_PER_REPLICA, input_rows
+    from engine.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "model": "smollm2-135m",
+            "out": "unused",
+            "task": {"name": "last_letter", "num_inputs": 4, "seed": 0},
+            "method": {"name": "system1"},
+            "sampling": {"n": 8, "temperature": 0.7, "max_tokens": 32, "seed": 0},
+        }
+    )
+    imported = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray_started = time.perf_counter()
+    replica = (
+        ray.remote(GenerationReplica)
+        .options(num_cpus=1, max_concurrency=BATCHES_PER_REPLICA, runtime_env=RUNTIME_ENV)
+        .remote(**GenerationReplica.for_job(spec))
+    )
+    ray.get(replica.ready.remote())
+    ready = time.perf_counter()
+    rows = list(input_rows(spec, num_shards=1))
+    result = ray.get(replica.__call__.remote(pa.Table.from_pylist(rows).to_pydict()))
+    first = time.perf_counter()
+    inside = ray.get(replica.__ray_call__.remote(lambda actor: actor.startup_s))
+    ray.get(replica.__ray_call__.remote(lambda actor: actor.close()))
+    ray.shutdown()
+    return {
+        "driver imports": imported - started,
+        "ray.init": ray_started - imported,
+        "actor ready": ready - ray_started,
+        **{f"  actor {name}": value for name, value in inside.items()},
+        "first batch": first - ready,
+        "total": first - started,
+        "samples": sum(len(texts) for texts in result["sample_texts"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    for index in range(args.runs):
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        run = subprocess.run(
+            [sys.executable, __file__, "--child"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+        lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+        if run.returncode or not lines:
+            sys.exit(f"run {index + 1} failed\n{run.stderr[-3000:]}")
+        result = json.loads(lines[-1].removeprefix("RESULT "))
+        print(
+            f"run {index + 1}: "
+            + ", ".join(f"{name.strip()} {value:.1f} s" for name, value in result.items() if name != "samples")
+            + f" ({result['samples']} samples)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        print("RESULT " + json.dumps(child()), flush=True)
+    else:
+        main()
