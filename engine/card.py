@@ -140,11 +140,18 @@ def write_card(spec: JobSpec, when: datetime.datetime | None = None) -> str:
     """Write `<out>/README.md` for the committed output of `spec`; returns its path."""
     location = OutputLocation.of(spec.out)
     manifest = read_manifest(location)
-    reasons = {
-        status: Counter(read_committed(location, kind, columns=["reason"]).column("reason").to_pylist())
-        for kind, (status, _) in KINDS.items()
-        if kind != "shards"
-    }
+    entries = list(manifest["shards"].values())
+    if entries and all("reasons" in entry for entry in entries):  # counted by the workers that wrote each shard
+        reasons = {status: Counter() for kind, (status, _) in KINDS.items() if kind != "shards"}
+        for entry in entries:
+            for status, counts in entry["reasons"].items():
+                reasons[status].update(counts)
+    else:
+        reasons = {
+            status: Counter(read_committed(location, kind, columns=["reason"]).column("reason").to_pylist())
+            for kind, (status, _) in KINDS.items()
+            if kind != "shards"
+        }
     when = when or datetime.datetime.now(datetime.UTC)
     location.write_bytes_atomic(card_text(spec, manifest, reasons, when).encode(), CARD)
     return location.path(CARD)

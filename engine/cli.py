@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engine.console import error, log_path_for, quiet, say
 from engine.export import FORMATS as EXPORT_FORMATS
+from engine.lease import Lease, LeaseLost, OutputBusy
 from engine.models import ModelNotFound, check_model_reference
 from engine.pipeline import GenerationFailed
 from engine.shards import OutputConflict
@@ -30,7 +31,9 @@ EPILOG = """examples:
 Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, true, [q_proj, v_proj])."""
 
 # Failures whose message says it all (no traceback needed to act on them).
-EXPECTED_ERRORS = (OutputConflict, ValueError, FileNotFoundError, OutputError, GenerationFailed)
+EXPECTED_ERRORS = (OutputConflict, ValueError, FileNotFoundError, OutputError, GenerationFailed, OutputBusy, LeaseLost)
+# Another job holds <out> (engine.lease): try again later (EX_TEMPFAIL).
+EXIT_BUSY = 75
 
 STAGE_HELP = {
     "run": "generate -> train -> eval in one go",
@@ -276,6 +279,9 @@ def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | N
         if isinstance(problem, OutputConflict):
             error(f"s2d: error: {problem}")
             return 2
+        if isinstance(problem, (OutputBusy, LeaseLost)):
+            error(f"s2d: {problem}")  # one line: who holds <out>, and what to do
+            return EXIT_BUSY
         if isinstance(problem, EXPECTED_ERRORS):
             error(f"s2d: error: {problem}{where}")
             return 1
@@ -288,7 +294,6 @@ def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | N
 def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None) -> int:
     from engine.storage import OutputLocation
 
-    out = spec.out_path
     location = OutputLocation.of(spec.out)
     stages = ["generate", "train", "eval"] if args.command == "run" else [args.command]
     if not location.is_local and stages != ["generate"]:
@@ -297,14 +302,25 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None
             "filesystem URI (copy the shards to a mounted path, or mount the bucket)"
         )
     location.makedirs()
-    location.write_bytes_atomic(dump_spec(spec).encode(), "job.yaml")
+    with contextlib.ExitStack() as held:
+        # generate's lease first: a job refused because another writes <out> must not touch it (job.yaml).
+        lease = held.enter_context(Lease.acquire(spec.out)) if "generate" in stages else None
+        location.write_bytes_atomic(dump_spec(spec).encode(), "job.yaml")
+        return _stages(args, spec, stages, lease, log)
+
+
+def _stages(args: argparse.Namespace, spec: JobSpec, stages: list[str], lease, log: Path | None) -> int:
+    from engine.storage import OutputLocation
+
+    out = spec.out_path
+    location = OutputLocation.of(spec.out)
     progress = not args.no_progress
     for stage in stages:
         started = time.monotonic()
         if stage == "generate":
             from engine.pipeline import run_generate
 
-            summary = run_generate(spec, force=args.force, progress=progress)
+            summary = run_generate(spec, force=args.force, progress=progress, lease=lease)
             say(
                 f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
                 f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.quarantined} quarantined "

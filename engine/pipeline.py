@@ -1,15 +1,18 @@
 """The generate stage: inputs -> vLLM replicas (sampling) -> curation -> Parquet shards, as one Ray Data pipeline.
 
-Two passes over the source. The first validates every row and counts the inputs of each shard (so a
-shard knows when it is complete); the second feeds the inputs of uncommitted shards into Ray Data as
-blocks in the object store (which spills to disk, so the driver's memory does not grow with the job).
-Ray Data streams the blocks through a pool of replica actors and a curation stage; the driver commits
-each shard when its last input arrives. Every input comes out exactly once: accepted (shards/),
-rejected with the criterion's reason (rejected/), or quarantined as bad input (quarantine/).
+A shard is the unit of work; the driver plans and commits shards and never holds an input. It takes the
+output's lease (engine.lease: one writer per `out`), counts the source, and has Ray tasks partition the
+inputs by shard into `<out>/.inputs/` (engine.inputs). Ray Data then streams the uncommitted shards: a task
+loads a shard's inputs, the replica actors sample them, a task curates each batch and writes it as a part
+file of its shard (engine.shard_tasks). The driver sees one row of counts per part; when all of a shard's
+inputs have come out, a Ray task writes the shard's tables and checks it (exactly once within the shard),
+and the driver commits the entries it returns with one manifest rewrite. Every input comes out exactly
+once: accepted (shards/), rejected with the criterion's reason (rejected/), or quarantined (quarantine/).
 
 Fault tolerance: a replica whose process dies (kill -9, OOM) is restarted by Ray and its in-flight batch
-retried (the shard writer drops any row it has already seen); an engine error restarts the replica the
+retried (the shard's writer keeps the first row of each input); an engine error restarts the replica the
 same way until `generation.max_engine_failures` is reached job-wide, which fails the job with the cause.
+A killed driver loses nothing committed: the rerun reuses the partitioned inputs and redoes the rest.
 """
 
 from __future__ import annotations
@@ -19,22 +22,33 @@ import re
 import time
 import uuid
 import warnings
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from engine.accounting import accounting_from_entries
 from engine.card import write_card
+from engine.commits import ShardCommits
 from engine.consistency import curate_generated, curate_kwargs
+from engine.inputs import INPUTS, InputPlan, prepare_inputs, read_units
+from engine.lease import Lease
 from engine.models import check_model_reference
 from engine.progress import JobProgress, ProgressDisplay, write_metrics
-from engine.shards import ShardWriter, check_accounting, curated_table, num_shards_for, shard_of, spec_fingerprint
+from engine.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs
+from engine.shards import (
+    PARTS,
+    curated_table,
+    num_shards_for,
+    open_manifest,
+    shard_of,
+    spec_fingerprint,
+)
 from engine.sources import Quarantined, iter_inputs, preview, source_fingerprint
 from engine.spec import JobSpec
+from engine.storage import OutputLocation
 from engine.tasks import TaskInput, get_task
 
 BATCHES_PER_REPLICA = 2  # batches a generation replica runs at once (see _replica_stage)
-CURATE_SECONDS_KEY = b"s2d_curate_seconds"
 
 
 @dataclass(frozen=True)
@@ -62,23 +76,11 @@ def generation_fingerprint(spec: JobSpec) -> str:
             "keep_samples": spec.output.keep_samples,
             "data": spec.data.model_dump(exclude={"eval_path"}),
             "data_content": source_fingerprint(spec),
+            # User files: duplicates stay in the shard of the input they repeat (engine.inputs); outputs
+            # written before that must not be resumed by this code.
+            **({"input_layout": 2} if spec.data.path else {}),
         }
     )
-
-
-@dataclass(frozen=True)
-class InputPlan:
-    num_inputs: int
-    num_shards: int
-    per_shard: dict[int, int]
-
-
-def plan_inputs(spec: JobSpec) -> InputPlan:
-    """First pass: how many inputs, and how many in each shard. Shards are fixed per job by the input count."""
-    ids = [item.input_id for batch in iter_inputs(spec) for item in batch]
-    num_shards = num_shards_for(len(ids), spec.output.inputs_per_shard)
-    counts = Counter(shard_of(input_id, num_shards) for input_id in ids)
-    return InputPlan(len(ids), num_shards, {shard: counts.get(shard, 0) for shard in range(num_shards)})
 
 
 def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:
@@ -138,16 +140,25 @@ def quarantined_row(
     }
 
 
+def quarantined_from_inputs(inputs, method: str, model: str):
+    """Inputs quarantined before generation (engine.inputs rows with a status) -> curated rows."""
+    rows = inputs.select(["input_id", "shard_id", "reason", "detail", "raw", "source_row"]).to_pylist()
+    return curated_table(
+        quarantined_row(
+            row["input_id"], row["shard_id"], row["reason"], row["detail"], method, model, row["raw"], row["source_row"]
+        )
+        for row in rows
+    )
+
+
 def _curate_batch(batch, **criterion: Any):
-    """Generated rows -> the curated table, by the job's consistency criterion (engine.consistency).
-    A row the replica could not run (`input_error`, e.g. too long for the context) is quarantined."""
+    """Generated rows -> the curated table (bench/streaming_memory.py times this stage on its own)."""
     started = time.perf_counter()
-    curated = _curate_generated_or_quarantine(batch, criterion)
-    # The time travels with the batch (schema metadata survives Ray Data) for the job's stage timings.
+    curated = curate_generated_or_quarantine(batch, criterion)
     return curated.replace_schema_metadata({CURATE_SECONDS_KEY: str(time.perf_counter() - started).encode()})
 
 
-def _curate_generated_or_quarantine(batch, criterion: dict[str, Any]):
+def curate_generated_or_quarantine(batch, criterion: dict[str, Any]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -173,72 +184,62 @@ def _curate_generated_or_quarantine(batch, criterion: dict[str, Any]):
     )
 
 
-def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> GenerateSummary:
+def run_generate(
+    spec: JobSpec, force: bool = False, progress: bool = True, lease: Lease | None = None
+) -> GenerateSummary:
+    """Generate into `spec.out` under its lease (`lease`: one the caller already holds)."""
     check_model_reference(spec.model)
     started = time.monotonic()
-    plan = plan_inputs(spec)
-    writer = ShardWriter.open(
-        spec.out,
-        plan.num_shards,
-        generation_fingerprint(spec),
-        plan.per_shard,
-        force=force,
-        keep_samples=spec.output.keep_samples,
-    )
-    committed = writer.committed_shards
-    skipped = sum(count for shard, count in plan.per_shard.items() if shard in committed)
-    tally = JobProgress(total_inputs=plan.num_inputs - skipped, skipped_inputs=skipped)
-    display = ProgressDisplay(tally, enabled=progress)
-    ray = _connect_quietly() if tally.total_inputs else None
-    rows = input_rows(spec, plan.num_shards)
-    if not spec.data.path:
-        # Built-in inputs are generated in memory anyway: feed them shard by shard, so shards commit early.
-        rows = iter(sorted(rows, key=lambda row: (row["shard_id"], row["input_id"])))
-    blocks, block, quarantined = [], [], []
-    for row in rows:
-        if row["shard_id"] in committed:
-            continue
-        if row.get("status") == "quarantined":
-            quarantined.append(row)
-            if len(quarantined) == spec.generation.batch_size:
-                _quarantine(writer, tally, quarantined)
-                quarantined = []
-            continue
-        block.append(row)
-        if len(block) == spec.generation.batch_size:
-            blocks.append(_put_block(ray, block))  # the object store spills to disk: driver memory stays flat
-            block = []
-    if block:
-        blocks.append(_put_block(ray, block))
-    _quarantine(writer, tally, quarantined)
-    display.refresh()
+    if lease is not None:
+        return _generate(spec, force, progress, lease, started)
+    with Lease.acquire(spec.out) as own:
+        return _generate(spec, force, progress, own, started)
+
+
+def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started: float) -> GenerateSummary:
+    location = OutputLocation.of(spec.out)
+    fingerprint = generation_fingerprint(spec)
+    num_inputs, units = read_units(spec)
+    num_shards = num_shards_for(num_inputs, spec.output.inputs_per_shard)
+    manifest = open_manifest(location, num_shards, fingerprint, num_inputs, force, spec.output.keep_samples)
+    if force:
+        location.delete(INPUTS)
+    committed = {int(shard) for shard in manifest["shards"]}
+    skipped = sum(_entry_inputs(entry) for entry in manifest["shards"].values())
+    tally = JobProgress(total_inputs=num_inputs - skipped, skipped_inputs=skipped)
     stage_seconds = {
-        "plan, Ray start, inputs": time.monotonic() - started,
+        "plan, Ray start, inputs": 0.0,
         "curate (in Ray tasks)": 0.0,
         "shard commit + accounting (driver)": 0.0,
     }
-    if blocks:
-        _generate_and_commit(ray, spec, blocks, writer, tally, display, stage_seconds)
-    display.close()
+    commits = ShardCommits(location, manifest, lease, spec, num_shards)
+    if len(committed) < num_shards:
+        ray = _connect_quietly()
+        plan = prepare_inputs(ray, spec, num_inputs, units, num_shards, fingerprint)
+        stage_seconds["plan, Ray start, inputs"] = time.monotonic() - started
+        display = ProgressDisplay(tally, enabled=progress)
+        _generate_and_commit(ray, spec, plan, commits, tally, display, stage_seconds)
+        display.close()
     finishing = time.monotonic()
-    manifest = writer.finish()
-    accounting = check_accounting(spec.out)
+    accounting = accounting_from_entries(manifest)
     if not accounting.ok:
         raise RuntimeError(f"accounting check failed for {spec.out}: {'; '.join(accounting.problems())}")
+    for leftover in (PARTS, INPUTS, ".staging"):
+        location.delete(leftover)
     write_card(spec)  # the dataset card, once the output is complete and checked
     stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - finishing
     counts = manifest["counts"]
     write_metrics(
-        writer.location,
+        location,
         tally,
         {f"committed_{k}": v for k, v in counts.items()}
         | {
-            "duplicates_dropped": writer.duplicates_dropped,
+            "duplicates_dropped": commits.duplicates_dropped,
             "stage_seconds": {name: round(seconds, 3) for name, seconds in stage_seconds.items()},
         },
     )
     return GenerateSummary(
-        plan.num_inputs,
+        num_inputs,
         skipped,
         counts["accepted"],
         counts["rejected"],
@@ -249,9 +250,8 @@ def run_generate(spec: JobSpec, force: bool = False, progress: bool = True) -> G
     )
 
 
-def _quarantine(writer: ShardWriter, tally: JobProgress, rows: list[dict[str, Any]]) -> None:
-    writer.add(curated_table(rows))
-    tally.add(rows)
+def _entry_inputs(entry: dict[str, Any]) -> int:
+    return entry.get("accepted", 0) + entry.get("rejected", 0) + entry.get("quarantined", 0)
 
 
 def _connect_quietly():
@@ -265,49 +265,58 @@ def _connect_quietly():
     return ray
 
 
-def _put_block(ray, rows: list[dict[str, Any]]):
-    import pyarrow as pa
-
-    return ray.put(pa.Table.from_pylist(rows))
-
-
 def _generate_and_commit(
     ray,
     spec: JobSpec,
-    blocks: list,
-    writer: ShardWriter,
+    plan: InputPlan,
+    commits: ShardCommits,
     tally: JobProgress,
     display: ProgressDisplay,
     stage_seconds: dict[str, float],
 ) -> None:
-    """Run the pipeline over `blocks`, committing curated batches as they come; adds where the time went to
-    `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
+    """Run the pipeline over the uncommitted shards, committing them as they finish; adds where the time went
+    to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
     from actors.replica import EngineFailures
     from cluster.metrics import RayMetricsExporter
 
+    commits.start(ray, plan)
+    shards = commits.pending_shards()
+    exporter = RayMetricsExporter(job=str(spec.out))
+    if not shards:
+        commits.finish()
+        return
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
+    inputs = ray.data.from_items([{"shard_id": shard} for shard in shards]).map_batches(
+        load_shard_inputs,
+        batch_size=1,
+        fn_kwargs={"out": spec.out, "rows_per_block": spec.generation.batch_size},
+    )
     with warnings.catch_warnings():
         # Ray 2.60 deprecates ray_remote_args but names no parameter for actor restarts; it is the only way to
         # bound them (Ray Data's default restarts a crashing replica forever).
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-        generated = _replica_stage(ray, spec, blocks, ledger_name)
-    curated = generated.map_batches(
-        _curate_batch, batch_format="pyarrow", batch_size=None, fn_kwargs=curate_kwargs(spec)
+        generated = _replica_stage(ray, spec, inputs, ledger_name)
+    parts = generated.map_batches(
+        curate_and_write,
+        batch_format="pyarrow",
+        batch_size=None,
+        fn_kwargs={"out": spec.out, "criterion": curate_kwargs(spec)},
     )
-    exporter = RayMetricsExporter(job=str(spec.out))
     started = time.monotonic()
     try:
-        for batch in curated.iter_batches(batch_format="pyarrow", batch_size=None):
+        for batch in parts.iter_batches(batch_format="pyarrow", batch_size=None):
             stage_seconds.setdefault("replica start + first batch", time.monotonic() - started)
             stage_seconds["curate (in Ray tasks)"] += float((batch.schema.metadata or {}).get(CURATE_SECONDS_KEY, 0))
-            batch = batch.replace_schema_metadata(None)
             committing = time.monotonic()
-            writer.add(batch)
-            tally.add(batch.select(["status", "reason", "num_samples", "system2_tokens"]).to_pylist())
+            for row in batch.to_pylist():
+                if commits.add_part(row["shard_id"], row["rows"], row["part"]):
+                    tally.add_counts(row)
+            commits.poll()
             display.refresh()
             exporter.update(tally.snapshot())
             stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
+        commits.finish()
         stage_seconds["generate + curate pipeline"] = time.monotonic() - started
     except ray.exceptions.RayError as error:
         raise GenerationFailed(
@@ -337,12 +346,20 @@ def root_cause(error: BaseException) -> str:
     return f"{name}: {message.strip()}" + (f" ({detail[:300]})" if detail else "")
 
 
-def _replica_stage(ray, spec: JobSpec, blocks: list, ledger_name: str):
-    from actors.replica import RUNTIME_ENV, GenerationReplica
+def replica_class():
+    """The replica actor class of the pool (tests swap in a subclass here)."""
+    from actors.replica import GenerationReplica
+
+    return GenerationReplica
+
+
+def _replica_stage(ray, spec: JobSpec, inputs, ledger_name: str):
+    from actors.replica import RUNTIME_ENV
     from cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
 
     placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
-    return ray.data.from_arrow_refs(blocks).map_batches(
+    GenerationReplica = replica_class()  # noqa: N806 - a class
+    return inputs.map_batches(
         GenerationReplica,
         fn_constructor_kwargs=GenerationReplica.for_job(spec)
         | {"failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures},

@@ -57,6 +57,17 @@ class JobProgress:
                 self.rejected += 1
                 self.reasons[row.get("reason") or "unknown"] += 1
 
+    def add_counts(self, part: dict[str, Any]) -> None:
+        """Count a part of curated rows by its totals (engine.shard_tasks.PART_COUNTS_SCHEMA): what the driver
+        receives instead of the rows."""
+        self.inputs += int(part["rows"])
+        self.samples += int(part["samples"])
+        self.tokens += float(part["tokens"])
+        self.accepted += int(part["accepted"])
+        self.rejected += int(part["rejected"])
+        self.quarantined += int(part["quarantined"])
+        self.reasons.update(json.loads(part["reasons"]))
+
     @property
     def elapsed(self) -> float:
         return max(self.clock() - self.started, 0.0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,16 +40,6 @@ def chain_json(steps: dict[str, str | list[str]]) -> str:
     return json.dumps(steps, ensure_ascii=False)
 
 
-def _steps(encoded: str) -> list[dict[str, Any]]:
-    steps = []
-    for name, text in json.loads(encoded).items():
-        if isinstance(text, list):
-            steps.extend({"name": name, "item": item, "text": part} for item, part in enumerate(text))
-        else:
-            steps.append({"name": name, "item": None, "text": text})
-    return steps
-
-
 def samples_column(
     chains: Sequence[Sequence[str] | None],
     extracted: Sequence[str | None],
@@ -60,27 +49,52 @@ def samples_column(
 ) -> pa.Array:
     """The `samples` column of a batch of curated rows: per input, its chains (None: no samples) in generation
     order, variant by variant with `per_variant` samples each for perturbation. `extracted`, `answers` and
-    `tokens` hold one value per sample of the whole batch, in the same order."""
-    values, position = [], 0
+    `tokens` hold one value per sample of the whole batch, in the same order.
+
+    Built column by column (offsets and flat arrays, no dict per sample): this runs on every sample of a job."""
+    input_offsets, valid = [0], []
+    step_offsets, names, items, texts = [0], [], [], []
+    variants: list[int | None] = []
+    indices: list[int] = []
     for encoded in chains:
-        if encoded is None:
-            values.append(None)
-            continue
-        samples = []
-        for index, chain in enumerate(encoded):
-            samples.append(
-                {
-                    "variant": None if per_variant is None else index // per_variant,
-                    "sample": index if per_variant is None else index % per_variant,
-                    "steps": _steps(chain),
-                    "extracted": extracted[position],
-                    "answer": answers[position],
-                    "tokens": int(tokens[position]),
-                }
-            )
-            position += 1
-        values.append(samples)
-    return pa.array(values, type=SAMPLES_COLUMN[1])
+        valid.append(encoded is not None)
+        for index, chain in enumerate(encoded or ()):
+            for name, text in json.loads(chain).items():
+                if isinstance(text, list):
+                    names.extend([name] * len(text))
+                    items.extend(range(len(text)))
+                    texts.extend(text)
+                else:
+                    names.append(name)
+                    items.append(None)
+                    texts.append(text)
+            step_offsets.append(len(names))
+            variants.append(None if per_variant is None else index // per_variant)
+            indices.append(index if per_variant is None else index % per_variant)
+        input_offsets.append(len(indices))
+    count = len(indices)
+    steps = pa.ListArray.from_arrays(
+        pa.array(step_offsets, pa.int32()),
+        pa.StructArray.from_arrays(
+            [pa.array(names, pa.string()), pa.array(items, pa.int32()), pa.array(texts, pa.string())],
+            fields=list(STEP_TYPE),
+        ),
+    )
+    fields = dict(SAMPLE_FIELDS)
+    samples = pa.StructArray.from_arrays(
+        [
+            pa.array(variants, fields["variant"]),
+            pa.array(indices, fields["sample"]),
+            steps,
+            pa.array(list(extracted[:count]), fields["extracted"]),
+            pa.array(list(answers[:count]), fields["answer"]),
+            pa.array([int(value) for value in tokens[:count]], fields["tokens"]),
+        ],
+        fields=[pa.field(name, kind) for name, kind in SAMPLE_FIELDS],
+    )
+    return pa.ListArray.from_arrays(
+        pa.array(input_offsets, pa.int32()), samples, mask=pa.array([not ok for ok in valid], pa.bool_())
+    ).cast(SAMPLES_COLUMN[1])
 
 
 def flatten_samples(rows: pa.Table) -> pa.Table:

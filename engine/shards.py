@@ -7,7 +7,10 @@ Layout under <out>/ (a local path or a pyarrow filesystem URI, see engine.storag
   samples/shard-00003.parquet      every System 2 sample of shard 3's generated inputs (engine.samples;
                                    unless output.keep_samples is off)
   manifest.json                    the commit record: committed shards with counts, the spec fingerprint
-  .staging/                        rows of uncommitted shards spilled to disk (discarded on resume)
+  .inputs/                         the job's inputs partitioned by shard (engine.inputs; removed at the end)
+  .parts/                          curated rows of uncommitted shards, written by workers (engine.shard_tasks)
+  .staging/                        rows the driver-side ShardWriter spilled to disk (discarded on resume)
+  .lease.json                      who is writing this output (engine.lease)
 
 Every input belongs to one shard, by a hash of its input_id. A shard is committed once all its inputs
 have come out of the pipeline: its files (one per table) are published (temporary name, then rename), then the
@@ -16,9 +19,11 @@ only shards the manifest lists, and reopening an output deletes files no manifes
 interrupted commit is simply redone. Rows of a shard are deduplicated by input_id before commit, so a
 retried replica batch cannot produce a row twice.
 
-The writer takes curated rows as Arrow tables (CURATED_SCHEMA) and works on whole columns: splitting a
-batch by shard, counting, deduplicating and selecting by status are array operations, so a job of
-millions of inputs spends no Python per row here.
+The generate stage writes shards on the workers (engine.shard_tasks) and commits them on the driver
+(engine.commits); `ShardWriter` is the same mechanism in one process (tests, benchmarks, small tools): both
+make a shard's tables with `shard_tables`. The writer takes curated rows as Arrow tables (CURATED_SCHEMA)
+and works on whole columns: splitting a batch by shard, counting, deduplicating and selecting by status are
+array operations, so a job of millions of inputs spends no Python per row here.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.curate import ANSWER_COUNTS_TYPE
-from engine.samples import SAMPLES, SAMPLES_COLUMN, SAMPLES_SCHEMA, flatten_samples, sample_count_problems
+from engine.samples import SAMPLES, SAMPLES_COLUMN, SAMPLES_SCHEMA, flatten_samples
 from engine.storage import OutputLocation
 
 ACCEPTED_SCHEMA = pa.schema(
@@ -102,6 +107,7 @@ CURATED_SCHEMA = pa.schema(
 TABLE_SCHEMAS = {kind: schema for kind, (_, schema) in KINDS.items()} | {SAMPLES: SAMPLES_SCHEMA}
 MANIFEST = "manifest.json"
 STAGING = ".staging"
+PARTS = ".parts"  # curated rows of uncommitted shards, written by the workers (engine.shard_tasks)
 
 
 class OutputConflict(RuntimeError):
@@ -167,24 +173,10 @@ class ShardWriter:
         keep_samples: bool = False,
     ) -> ShardWriter:
         location = OutputLocation.of(out)
-        location.makedirs()
-        manifest = read_manifest(location)
-        if manifest and not force and (manifest["fingerprint"] != fingerprint or manifest["num_shards"] != num_shards):
-            raise OutputConflict(
-                f"{out} holds output of a different job spec (fingerprint {manifest['fingerprint']}, "
-                f"this job {fingerprint}); choose another `out` or pass --force to discard it"
-            )
-        if not manifest or force:
-            manifest = {"fingerprint": fingerprint, "num_shards": num_shards, "shards": {}}
-        manifest["num_inputs"] = sum(expected.values())
-        manifest[SAMPLES] = keep_samples  # the fingerprint covers it: a resumed job keeps the same tables
-        _discard_uncommitted(location, manifest)
-        for kind in _tables(manifest):
-            location.makedirs(kind)
+        manifest = open_manifest(location, num_shards, fingerprint, sum(expected.values()), force, keep_samples)
         committed = {int(shard) for shard in manifest["shards"]}
         remaining = {shard: count for shard, count in expected.items() if shard not in committed}
         writer = cls(location, num_shards, fingerprint, remaining, manifest, max_buffered_rows, keep_samples)
-        writer._write_manifest()
         # A shard no input hashes to: commit it empty so the manifest is complete.
         writer._commit([shard for shard, count in remaining.items() if count == 0])
         return writer
@@ -265,14 +257,11 @@ class ShardWriter:
         if not shards:
             return
         prepared = {shard: self._files(shard) for shard in shards}
-        files = [file for _, shard_files in prepared.values() for file in shard_files]
-        # Parquet encoding and fsync release the GIL: the files of a batch's shards are written side by side.
-        with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
-            list(pool.map(lambda file: self.location.write_table_atomic(*file), files))
+        publish_files(self.location, [file for _, shard_files in prepared.values() for file in shard_files])
         for shard, (entry, _) in prepared.items():
             self.manifest["shards"][str(shard)] = entry
             del self.expected[shard]
-        self._write_manifest()  # the commit point
+        write_manifest(self.location, self.manifest)  # the commit point
         for shard in shards:
             self.location.delete(STAGING, f"shard-{shard:05d}")
 
@@ -289,26 +278,69 @@ class ShardWriter:
         )
         self.duplicates_dropped += self._received.pop(shard, 0) - rows.num_rows
         self._received_ids.pop(shard, None)
-        entry: dict[str, Any] = {"file": shard_name(shard)}
-        files = []
-        for kind, (status, schema) in KINDS.items():
-            selected = rows.filter(pc.equal(rows.column("status"), status)).select(schema.names).cast(schema)
-            files.append((selected, kind, entry["file"]))
-            entry[status] = selected.num_rows
-        if self.keep_samples:
-            samples = flatten_samples(rows)
-            files.append((samples, SAMPLES, entry["file"]))
-            entry[SAMPLES] = samples.num_rows
-        return entry, files
+        return shard_tables(shard, rows, self.keep_samples)
 
-    def _write_manifest(self) -> None:
-        shards = self.manifest["shards"]
-        counted = [status for status, _ in KINDS.values()] + ([SAMPLES] if self.keep_samples else [])
-        self.manifest["counts"] = {name: sum(entry.get(name, 0) for entry in shards.values()) for name in counted} | {
-            "committed_shards": len(shards)
-        }
-        self.manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
-        self.location.write_bytes_atomic(json.dumps(self.manifest, indent=2).encode(), MANIFEST)
+
+def shard_tables(
+    shard: int, rows: pa.Table, keep_samples: bool
+) -> tuple[dict[str, Any], list[tuple[pa.Table, str, str]]]:
+    """A complete shard's curated rows (one per input) -> its manifest entry (counts), and each of its tables
+    (accepted, rejected, quarantined, samples) with where it goes. The one way a shard's files are made: the
+    driver's ShardWriter and the workers' shard tasks (engine.shard_tasks) both use it."""
+    entry: dict[str, Any] = {"file": shard_name(shard)}
+    files = []
+    for kind, (status, schema) in KINDS.items():
+        selected = rows.filter(pc.equal(rows.column("status"), status)).select(schema.names).cast(schema)
+        files.append((selected, kind, entry["file"]))
+        entry[status] = selected.num_rows
+    if keep_samples:
+        samples = flatten_samples(rows)
+        files.append((samples, SAMPLES, entry["file"]))
+        entry[SAMPLES] = samples.num_rows
+    return entry, files
+
+
+def publish_files(location: OutputLocation, files: list[tuple[pa.Table, str, str]]) -> None:
+    """Write tables under temporary names and rename them in place."""
+    if not files:
+        return
+    # Parquet encoding and fsync release the GIL: the files are written side by side.
+    with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
+        list(pool.map(lambda file: location.write_table_atomic(*file), files))
+
+
+def open_manifest(
+    location: OutputLocation, num_shards: int, fingerprint: str, num_inputs: int, force: bool, keep_samples: bool
+) -> dict[str, Any]:
+    """The manifest of `<out>` for this job: refused when it holds another job's output (unless `force`);
+    what no commit owns (files of an interrupted commit, staged parts) is deleted."""
+    location.makedirs()
+    manifest = read_manifest(location)
+    if manifest and not force and (manifest["fingerprint"] != fingerprint or manifest["num_shards"] != num_shards):
+        raise OutputConflict(
+            f"{location.root} holds output of a different job spec (fingerprint {manifest['fingerprint']}, "
+            f"this job {fingerprint}); choose another `out` or pass --force to discard it"
+        )
+    if not manifest or force:
+        manifest = {"fingerprint": fingerprint, "num_shards": num_shards, "shards": {}}
+    manifest["num_inputs"] = num_inputs
+    manifest[SAMPLES] = keep_samples  # the fingerprint covers it: a resumed job keeps the same tables
+    _discard_uncommitted(location, manifest)
+    for kind in _tables(manifest):
+        location.makedirs(kind)
+    write_manifest(location, manifest)
+    return manifest
+
+
+def write_manifest(location: OutputLocation, manifest: dict[str, Any]) -> None:
+    """Rewrite manifest.json (atomically): the commit point of every shard it lists."""
+    shards = manifest["shards"]
+    counted = [status for status, _ in KINDS.values()] + ([SAMPLES] if manifest.get(SAMPLES) else [])
+    manifest["counts"] = {name: sum(entry.get(name, 0) for entry in shards.values()) for name in counted} | {
+        "committed_shards": len(shards)
+    }
+    manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
+    location.write_bytes_atomic(json.dumps(manifest, separators=(",", ":")).encode(), MANIFEST)
 
 
 def _first_of_each_input(rows: pa.Table) -> pa.Table:
@@ -321,6 +353,7 @@ def _first_of_each_input(rows: pa.Table) -> pa.Table:
 def _discard_uncommitted(location: OutputLocation, manifest: dict[str, Any]) -> None:
     """Delete what an interrupted run left behind: staged parts, temporary files, shard files of no commit."""
     location.delete(STAGING)
+    location.delete(PARTS)
     owned = {entry["file"] for entry in manifest["shards"].values()}
     for kind in TABLE_SCHEMAS:
         for name in location.list_files(kind):
@@ -357,69 +390,11 @@ def read_committed(
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-@dataclass(frozen=True)
-class Accounting:
-    """Where every input went. `ok` is the exactly-once invariant of a finished job."""
+def __getattr__(name: str) -> Any:
+    """`from engine.shards import check_accounting, Accounting` still works: they live in engine.accounting,
+    which imports this module (hence not imported at the top)."""
+    if name in ("Accounting", "check_accounting"):
+        import engine.accounting
 
-    num_inputs: int
-    total_shards: int
-    committed_shards: int
-    counts: dict[str, int]
-    duplicated_ids: list[str]
-    samples: int | None = None  # committed sample rows; None when the job keeps no samples
-    sample_problems: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return self.committed_shards == self.total_shards
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.complete
-            and not self.duplicated_ids
-            and not self.sample_problems
-            and sum(self.counts.values()) == self.num_inputs
-        )
-
-    def problems(self) -> list[str]:
-        found = []
-        if not self.complete:
-            found.append(f"{self.total_shards - self.committed_shards} of {self.total_shards} shards not committed")
-        if self.duplicated_ids:
-            found.append(
-                f"{len(self.duplicated_ids)} input_ids appear more than once (first: {self.duplicated_ids[0]})"
-            )
-        if self.complete and sum(self.counts.values()) != self.num_inputs:
-            found.append(f"{sum(self.counts.values())} rows committed for {self.num_inputs} inputs")
-        return found + self.sample_problems
-
-
-def check_accounting(out: Any) -> Accounting:
-    """Read the input_id column of every committed file and check that each input is in exactly one place,
-    and, when the job keeps samples, that each generated input has its num_samples samples exactly once."""
-    manifest = read_manifest(out)
-    if manifest is None:
-        raise FileNotFoundError(f"{out} has no {MANIFEST}: not the output of `s2d generate`")
-    counts, seen = {}, []
-    for kind, (status, _) in KINDS.items():
-        ids = read_committed(out, kind, columns=["input_id"]).column("input_id").to_pylist()
-        counts[status] = len(ids)
-        seen.extend(ids)
-    duplicated = sorted(input_id for input_id, times in Counter(seen).items() if times > 1)
-    samples, sample_problems = None, []
-    if manifest.get(SAMPLES):
-        table = read_committed(out, SAMPLES, columns=["input_id", "variant", "sample"])
-        generated = pa.concat_tables(
-            [read_committed(out, kind, columns=["input_id", "num_samples"]) for kind in ("shards", "rejected")]
-        )
-        samples, sample_problems = table.num_rows, sample_count_problems(generated, table)
-    return Accounting(
-        manifest.get("num_inputs", 0),
-        manifest["num_shards"],
-        len(manifest["shards"]),
-        counts,
-        duplicated,
-        samples,
-        sample_problems,
-    )
+        return getattr(engine.accounting, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -108,7 +108,12 @@ def source_fingerprint(spec) -> str | None:
 
 
 class _Validator:
-    def __init__(self, spec):
+    """One source row -> a TaskInput or a Quarantined record. With `dedupe` off (the partitioning pass, where
+    rows are checked in parallel) a row is checked on its own; duplicates are then found per shard
+    (engine.inputs): a row's id decides its shard, so every copy of an input meets the others there."""
+
+    def __init__(self, spec, dedupe: bool = True):
+        self.dedupe = dedupe
         self.task = get_task(spec.task.name)
         self.task_name = spec.task.name
         self.columns = spec.data.columns
@@ -129,7 +134,7 @@ class _Validator:
             input_id = self._input_id(record, question)
         except _BadRecord as bad:
             return Quarantined(self._quarantine_id(index, record), index, bad.reason, bad.detail, preview(bad.raw))
-        first = self.first_row_of.setdefault(input_id, index)
+        first = self.first_row_of.setdefault(input_id, index) if self.dedupe else index
         if first != index:
             same = "id" if self.columns.id is not None else "input"
             return Quarantined(
@@ -141,7 +146,7 @@ class _Validator:
         """A bad row's input_id: the user's id when the row has a usable one that no earlier row took (so the
         user finds the row by it), else one derived from the row number (unique either way)."""
         value = record.get(self.columns.id) if self.columns.id is not None and isinstance(record, dict) else None
-        if _usable_id(value) and self.first_row_of.setdefault(str(value), index) == index:
+        if _usable_id(value) and (not self.dedupe or self.first_row_of.setdefault(str(value), index) == index):
             return str(value)
         return make_input_id("row", str(index))
 

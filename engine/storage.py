@@ -137,6 +137,17 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as the bytes of a Parquet file (to checksum what is written)."""
+    sink = pa.BufferOutputStream()
+    if table.num_rows:
+        pq.write_table(table, sink)
+    else:
+        with pq.ParquetWriter(sink, table.schema):  # no row group: see _write_parquet
+            pass
+    return sink.getvalue().to_pybytes()
+
+
 def _write_parquet(table: pa.Table, path: str, fs) -> None:
     if table.num_rows:
         pq.write_table(table, path, filesystem=fs)

@@ -315,3 +315,41 @@ def test_engine_errors_restart_the_replica_until_the_job_limit(tmp_path, ray_ses
         else:
             assert code == 1 and "generation failed" in last_line and "failed 1 time(s)" in last_line, last_line
             assert "EngineProcessDied" in last_line
+
+
+def test_two_generate_jobs_on_one_out_one_writes_the_other_stops_with_one_line(tmp_path):
+    """A double submit: two `s2d generate` on one `out` started together. One holds the output's lease and
+    writes every shard; the other stops before touching `out`, with one line naming the holder."""
+    out = tmp_path / "run"
+    args = [*chaos_job(6, out), "generation.batch_size=2"]
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        outputs = [job.communicate(timeout=600) for job in jobs]
+    finally:
+        for job in jobs:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+    codes = [job.returncode for job in jobs]
+    assert sorted(codes) == [0, 75], (codes, outputs)
+    stdout, stderr = outputs[codes.index(75)]
+    lines = [line for line in stderr.splitlines() if line.startswith("s2d:")]
+    assert len(lines) == 1 and "is being written by job" in lines[0] and "rerun to resume" in lines[0], stderr
+    assert f"pid {jobs[codes.index(0)].pid}" in lines[0], "it names the holder"
+    assert "generate:" not in stdout, "the stopped job generated nothing"
+    assert_exactly_once(out, 6)
+    entries = read_manifest(out)["shards"].values()
+    assert len({entry["job"] for entry in entries}) == 1, "every shard written once, by one job"
+    assert json.loads((out / "metrics.json").read_text())["duplicates_dropped"] == 0
+    assert not (out / ".lease.json").exists()

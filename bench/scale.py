@@ -1,0 +1,217 @@
+"""Internet-scale generate, its data path: driver memory, object store and throughput at 1M and 5M inputs.
+
+    s2d-timed .venv/bin/python bench/scale.py                      # 1M and 5M inputs, this checkout
+    .venv/bin/python bench/scale.py --code /tmp/main --sizes 1000000   # the same on another checkout (today's code)
+    .venv/bin/python bench/scale.py --keep-samples --sizes 1000000     # with output.keep_samples (8 rows per input)
+
+The real `s2d generate` pipeline (`engine.pipeline.run_generate`: lease, partitioning, Ray Data, curation,
+shard writing and commits, accounting, dataset card) on a user Parquet file of small inputs, with one thing
+replaced: the replica is a STAND-IN that answers instantly (`StandInReplica`: the row contract of
+`actors.replica.GenerationReplica`, n sample texts, token counts and chains per input), so what is measured
+is the data path, not vLLM. Each size runs in a fresh driver process (its peak RSS is its own), on an
+embedded local Ray with 4 logical CPUs over this machine's cores (two stand-in replicas at 1 CPU each leave
+room for the curation tasks). A sampler reads the head node's object store (plasma) use and spilled bytes
+every second (`ray memory --stats-only`). The last lines are the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+N_SAMPLES = 8
+WORDS = ["apple", "river", "stone", "cloud", "maple", "tiger", "lemon", "piano", "ocean", "zebra"]
+
+
+class StandInReplica:
+    """STAND-IN for actors.replica.GenerationReplica: the same constructor interface (`for_job`) and row
+    contract (engine.consistency.generate_for_curation, majority rule), answering at once without a model."""
+
+    def __init__(self, n: int, keep_samples: bool, **_: object):
+        self.n, self.keep_samples = n, keep_samples
+
+    @classmethod
+    def for_job(cls, spec, max_lora_rank=None) -> dict:
+        return {"n": spec.sampling.n, "keep_samples": spec.output.keep_samples}
+
+    def __call__(self, batch: dict) -> dict:
+        from engine.samples import chain_json
+
+        rows = len(batch["input_id"])
+        texts, tokens, steps = [], [], []
+        for question in batch["question"]:
+            word = str(question).rsplit(" ", 1)[-1].rstrip("?")
+            # Mostly the right last letter (accepted); for one word in four, split votes (rejected as a tie).
+            wrong_every = 2 if len(word) % 4 == 0 else 4
+            answers = [word[-1] if sample % wrong_every else word[0] for sample in range(self.n)]
+            chain = [f"The answer is {answer}." for answer in answers]
+            texts.append(chain)
+            tokens.append([6] * self.n)
+            if self.keep_samples:
+                steps.append([chain_json({"answer": text}) for text in chain])
+        columns = {
+            "input_id": list(batch["input_id"]),
+            "shard_id": [int(shard) for shard in batch["shard_id"]],
+            "prompt": list(batch["prompt"]),
+            "sample_texts": texts,
+            "sample_tokens": tokens,
+            "input_error": [None] * rows,
+        }
+        if self.keep_samples:
+            columns["sample_steps"] = steps
+        return columns
+
+
+def make_inputs(path: Path, count: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(path, pa.schema([("question", pa.string())])) as writer:
+        for start in range(0, count, 1_000_000):
+            stop = min(count, start + 1_000_000)
+            questions = [f"What is the last letter of {WORDS[i % 10]}{i}x?" for i in range(start, stop)]
+            writer.write_table(pa.table({"question": questions}), row_group_size=250_000)
+
+
+class StoreSampler(threading.Thread):
+    """Peak plasma use and spilled bytes of this Ray session, every `interval` seconds."""
+
+    def __init__(self, interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.interval, self.stop, self.peak_mib, self.spilled_mib = interval, threading.Event(), 0.0, 0.0
+
+    def run(self) -> None:
+        from ray._private.internal_api import memory_summary
+
+        while not self.stop.wait(self.interval):
+            try:
+                text = memory_summary(stats_only=True)
+            except Exception:  # noqa: BLE001 - a sampling miss, not a result
+                continue
+            if used := re.search(r"Plasma memory usage (\d+) MiB", text):
+                self.peak_mib = max(self.peak_mib, float(used.group(1)))
+            if spilled := re.search(r"Spilled (\d+) MiB", text):
+                self.spilled_mib = max(self.spilled_mib, float(spilled.group(1)))
+
+
+def child(args: argparse.Namespace) -> None:
+    """One job in this process: patch in the stand-in, run `run_generate`, print one JSON line of figures."""
+    sys.path.insert(0, args.code)
+    import ray
+
+    import actors.replica as replica_module
+    from engine.pipeline import run_generate
+    from engine.spec import load_spec
+
+    replica_module.GenerationReplica = StandInReplica  # run_generate imports it from there at call time
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    overrides = [
+        f"data.path={args.data}",
+        "task.name=freeform",
+        "data.columns.input=question",
+        "method.name=system1",
+        f"sampling.n={N_SAMPLES}",
+        "curate.threshold=0.5",
+        f"generation.batch_size={args.batch_size}",
+        "generation.replicas=2",
+        "output.inputs_per_shard=5000",
+        f"output.keep_samples={str(args.keep_samples).lower()}",
+        f"out={args.out}",
+    ]
+    spec = load_spec(Path(args.code) / "configs" / "demo.yaml", overrides)
+    sampler = StoreSampler()
+    sampler.start()
+    started = time.monotonic()
+    summary = run_generate(spec, progress=False)
+    seconds = time.monotonic() - started
+    sampler.stop.set()
+    sampler.join()
+    metrics = json.loads((Path(args.out) / "metrics.json").read_text())
+    print(
+        json.dumps(
+            {
+                "inputs": summary.inputs,
+                "accepted": summary.accepted,
+                "rejected": summary.rejected,
+                "seconds": round(seconds, 1),
+                "inputs_per_s": round(summary.inputs / seconds),
+                "pipeline_inputs_per_s": round(
+                    summary.inputs / metrics["stage_seconds"].get("generate + curate pipeline", seconds)
+                ),
+                "stage_seconds": metrics["stage_seconds"],
+                "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "object_store_peak_mib": sampler.peak_mib,
+                "spilled_mib": sampler.spilled_mib,
+            }
+        )
+    )
+    ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,5000000", help="input counts, comma-separated")
+    parser.add_argument("--code", default=str(ROOT), help="the checkout whose engine runs (default: this one)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="generation.batch_size (inputs per call)")
+    parser.add_argument(
+        "--keep-samples", action="store_true", help="also write every sample (output.keep_samples; 8x the rows)"
+    )
+    parser.add_argument("--work", default=os.environ.get("S2D_SCALE_DIR", tempfile.gettempdir() + "/s2d-scale"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for size in [int(size) for size in args.sizes.split(",")]:
+        data = work / f"inputs-{size}.parquet"
+        if not data.exists():
+            make_inputs(data, size)
+        out = work / f"out-{size}-{Path(args.code).name}"
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        command = [sys.executable, __file__, "--child", "--code", args.code, "--data", str(data), "--out", str(out)]
+        command += ["--batch-size", str(args.batch_size)] + (["--keep-samples"] if args.keep_samples else [])
+        env = os.environ | {"PYTHONPATH": args.code}
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode or not lines:
+            print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"size {size}: the job failed (exit {done.returncode})")
+        results[size] = json.loads(lines[-1])
+        print(f"{size}: {lines[-1]}", flush=True)
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    print(
+        f"\ncode: {args.code}; stand-in replica (instant answers), n={N_SAMPLES}, batch {args.batch_size}, "
+        f"keep_samples {args.keep_samples}"
+    )
+    print("| inputs | wall | inputs/s (job) | inputs/s (pipeline) | driver peak RSS | object store peak | spilled |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for size, found in results.items():
+        print(
+            f"| {size:,} | {found['seconds']:.0f} s | {found['inputs_per_s']:,} | {found['pipeline_inputs_per_s']:,} "
+            f"| {found['driver_peak_rss_mib']} MiB | {found['object_store_peak_mib']:.0f} MiB "
+            f"| {found['spilled_mib']:.0f} MiB |"
+        )
+    if len(results) >= 2:
+        sizes = sorted(results)
+        ratio = results[sizes[-1]]["driver_peak_rss_mib"] / results[sizes[0]]["driver_peak_rss_mib"]
+        print(f"driver peak RSS {sizes[-1]:,} / {sizes[0]:,}: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

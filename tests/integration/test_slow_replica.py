@@ -1,0 +1,98 @@
+"""A replica ten times slower than the other does not stall the job: Ray Data's pool hands each replica at most
+two batches at a time, so the fast replica takes the rest of the stream (issue 5 left this test out).
+
+Real Ray, real vLLM (two replicas of the packaged model). The slow one is the real replica with a delay added
+after each batch, nine times the batch's own time, so it runs at a tenth of its speed; which replica is slow
+is decided by a small named actor (the first to start).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.shards import read_manifest
+
+pytestmark = pytest.mark.integration
+
+DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
+COUNTER = "s2d-test-slow-replica-counter"
+
+
+class BatchCounter:
+    def __init__(self):
+        self.started, self.batches = 0, {True: 0, False: 0}
+
+    def join(self) -> bool:
+        self.started += 1
+        return self.started == 1  # the first replica to start is the slow one
+
+    def done(self, slow: bool) -> None:
+        self.batches[slow] += 1
+
+    def counts(self) -> dict:
+        return dict(self.batches)
+
+
+def slow_replica_class():
+    from actors.replica import GenerationReplica
+
+    class OneSlowReplica(GenerationReplica):
+        def __init__(self, *args, **kwargs):
+            import ray
+
+            super().__init__(*args, **kwargs)
+            self.counter = ray.get_actor(COUNTER)
+            self.slow = ray.get(self.counter.join.remote())
+
+        def __call__(self, batch):
+            started = time.monotonic()
+            result = super().__call__(batch)
+            if self.slow:
+                time.sleep(9 * (time.monotonic() - started))
+            self.counter.done.remote(self.slow)
+            return result
+
+    return OneSlowReplica
+
+
+def test_a_ten_times_slower_replica_does_not_stall_the_job(tmp_path, ray_session, monkeypatch):
+    import cloudpickle
+    from test_faults import assert_exactly_once
+
+    import engine.pipeline
+    from engine.pipeline import run_generate
+    from engine.spec import load_spec
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
+    counter = ray_session.remote(BatchCounter).options(name=COUNTER, num_cpus=0).remote()
+    monkeypatch.setattr(engine.pipeline, "replica_class", slow_replica_class)
+    out = tmp_path / "run"
+    spec = load_spec(
+        DEMO,
+        [
+            "task.num_inputs=16",
+            "method.name=system1",
+            "sampling.n=2",
+            "sampling.max_tokens=16",
+            "curate.threshold=0.0",
+            "output.inputs_per_shard=4",
+            "generation.replicas=2",
+            "generation.batch_size=1",
+            "generation.cpus_per_replica=0.5",
+            "engine.gpu_memory_utilization=0.1",
+            f"out={out}",
+        ],
+    )
+    try:
+        summary = run_generate(spec, progress=False)
+        counts = ray_session.get(counter.counts.remote())
+    finally:
+        ray_session.kill(counter)
+    assert summary.inputs == 16 and read_manifest(out)["counts"]["committed_shards"] == 4
+    assert_exactly_once(out, 16)
+    # The fast replica took most of the stream; the slow one held back no more than its in-flight batches.
+    assert counts[False] >= 3 * max(counts[True], 1), counts
