@@ -111,19 +111,19 @@ def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
     }
 
 
+def start_user_job(args: list[str], **popen: object) -> subprocess.Popen:
+    """`s2d ARGS` as a user runs it: its own process group and its own embedded Ray (never the tests' one)."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, start_new_session=True, **popen
+    )
+
+
 def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     """Run a job as a user would (its own process and embedded Ray); kill -9 the process group at a random moment
     after its first commit; rerun the same command here: it resumes, and every input lands exactly once."""
     args = chaos_job(num_inputs, out)
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_user_job(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         while not (read_manifest(out) or {}).get("shards") and driver.poll() is None:
@@ -214,16 +214,8 @@ def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     once it committed again, kill -9 the driver at a random moment; rerun the same command here."""
     rng = random.Random(seed)
     args = chaos_job(num_inputs, out)
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
     log = open(out.parent / f"{out.name}-driver.log", "wb")  # the killed driver's own account, for a failed round
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    driver = start_user_job(args, stdout=log, stderr=subprocess.STDOUT)
     committed = lambda: len((read_manifest(out) or {"shards": {}})["shards"])  # noqa: E731
     result = {"seed": seed}
     try:
@@ -324,19 +316,7 @@ def test_two_generate_jobs_on_one_out_one_writes_the_other_stops_with_one_line(t
     writes every shard; the other stops before touching `out`, with one line naming the holder."""
     out = tmp_path / "run"
     args = [*chaos_job(6, out), "generation.batch_size=2"]
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
-    jobs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        for _ in range(2)
-    ]
+    jobs = [start_user_job(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         outputs = [job.communicate(timeout=600) for job in jobs]
     finally:
