@@ -8,9 +8,12 @@ COMMIT_INTERVAL_S apart, and at least COMMIT_COST_FACTOR times as long as the la
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +27,8 @@ from engine.storage import OutputLocation
 SHARD_WRITES_IN_FLIGHT = 4  # shard-writing tasks at once (each a shard's rows: bounded memory and I/O)
 COMMIT_INTERVAL_S = 1.0  # finished shards are committed together, at most one manifest rewrite per interval
 COMMIT_COST_FACTOR = 20  # ...and a rewrite at most 1/20 of the driver's time
+
+T = TypeVar("T")
 
 
 class ShardCommits:
@@ -149,3 +154,48 @@ def _shard_result(ray, ref) -> dict[str, Any]:
         if isinstance(error.cause, OutputError):
             raise error.cause from None  # a full disk or an unwritable out: its own one line
         raise
+
+
+def with_ticks(items: Iterable[T], interval: float) -> Iterator[T | None]:
+    """`items`, with a None whenever the next one takes longer than `interval` seconds to come, so that the
+    driver commits finished shards on time while the pipeline has nothing for it (long batches, a slow
+    replica, the tail of a job). A thread pulls the items one ahead at most: backpressure is unchanged."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pull() -> None:
+        try:
+            for item in items:
+                if not hand_over((item, None)):
+                    return
+            hand_over((_END, None))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer's thread
+            hand_over((_END, error))
+
+    threading.Thread(target=pull, name="s2d-pipeline-output", daemon=True).start()
+    try:
+        while True:
+            try:
+                item, error = handoff.get(timeout=interval)
+            except queue.Empty:
+                yield None
+                continue
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+_END = object()

@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.accounting import accounting_from_entries
 from engine.card import write_card
-from engine.commits import ShardCommits
+from engine.commits import COMMIT_INTERVAL_S, ShardCommits, with_ticks
 from engine.consistency import curate_generated, curate_kwargs
 from engine.inputs import INPUTS, InputPlan, prepare_inputs, read_units
 from engine.lease import Lease
@@ -305,14 +305,17 @@ def _generate_and_commit(
     )
     started = time.monotonic()
     try:
-        for batch in parts.iter_batches(batch_format="pyarrow", batch_size=None):
-            stage_seconds.setdefault("replica start + first batch", time.monotonic() - started)
-            stage_seconds["curate (in Ray tasks)"] += float((batch.schema.metadata or {}).get(CURATE_SECONDS_KEY, 0))
+        for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
             committing = time.monotonic()
-            for row in batch.to_pylist():
-                if commits.add_part(row["shard_id"], row["rows"], row["part"]):
-                    tally.add_counts(row)
-            commits.poll()
+            if batch is not None:
+                stage_seconds.setdefault("replica start + first batch", committing - started)
+                stage_seconds["curate (in Ray tasks)"] += float(
+                    (batch.schema.metadata or {}).get(CURATE_SECONDS_KEY, 0)
+                )
+                for row in batch.to_pylist():
+                    if commits.add_part(row["shard_id"], row["rows"], row["part"]):
+                        tally.add_counts(row)
+            commits.poll()  # also between batches (a None): finished shards commit without waiting for more
             display.refresh()
             exporter.update(tally.snapshot())
             stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
