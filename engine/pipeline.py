@@ -287,10 +287,12 @@ def _generate_and_commit(
         return
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
-    inputs = ray.data.from_items([{"shard_id": shard} for shard in shards]).map_batches(
-        load_shard_inputs,
-        batch_size=1,
-        fn_kwargs={"out": spec.out, "rows_per_block": spec.generation.batch_size},
+    inputs = (
+        ray.data.from_items([{"shard_id": shard} for shard in shards])
+        .map_batches(load_shard_inputs, batch_size=1, fn_kwargs={"out": spec.out})
+        # One block per replica batch: Ray Data hands an actor a whole block as one task, so blocks of a
+        # shard would let a slow replica hold a shard's batches while the others idle.
+        .repartition(target_num_rows_per_block=spec.generation.batch_size, strict=True)
     )
     with warnings.catch_warnings():
         # Ray 2.60 deprecates ray_remote_args but names no parameter for actor restarts; it is the only way to

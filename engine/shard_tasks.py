@@ -1,7 +1,7 @@
 """What the workers of the generate stage do with a shard: load its inputs, write its curated rows, write
 its tables. The driver only plans, schedules and commits (engine.pipeline); rows never reach it.
 
-- `load_shard_inputs`: a shard's valid inputs from `.inputs/` (engine.inputs), in blocks for the replicas.
+- `load_shard_inputs`: a shard's valid inputs from `.inputs/` (engine.inputs).
 - `curate_and_write`: a batch of generated rows -> the curated table (engine.consistency) -> one part file
   per shard under `.parts/shard-NNNNN/`; what comes back is a row of counts per shard.
 - `write_shard`: when the driver has seen all of a shard's rows, its parts (deduplicated: a retried replica
@@ -48,14 +48,13 @@ def part_folder(shard: int) -> str:
     return f"shard-{shard:05d}"
 
 
-def load_shard_inputs(batch: dict, out: str, rows_per_block: int):
-    """Ray Data stage: shard ids in, their valid inputs out, `rows_per_block` rows at a time."""
+def load_shard_inputs(batch: dict, out: str):
+    """Ray Data stage: shard ids in, their valid inputs out (Ray Data joins what one task yields into one
+    block; the pipeline splits it into replica batches)."""
     location = OutputLocation.of(out)
     for shard in batch["shard_id"]:
         table = location.read_table(INPUTS, shard_input_name(int(shard)), schema=INPUT_SCHEMA)
-        table = table.filter(pc.is_null(table.column("status"))).select(GENERATION_COLUMNS)
-        for start in range(0, table.num_rows, rows_per_block):
-            yield table.slice(start, rows_per_block)
+        yield table.filter(pc.is_null(table.column("status"))).select(GENERATION_COLUMNS)
 
 
 def curate_and_write(batch: pa.Table, out: str, criterion: dict[str, Any]) -> pa.Table:
