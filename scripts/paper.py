@@ -71,11 +71,12 @@ def run_pairing(name: str, job: str) -> dict:
             stderr=subprocess.STDOUT,
         )
     seconds = time.monotonic() - started
-    print(
-        f"paper: {name}: {'ok' if code == 0 else f'failed (exit {code}), see {RUNS / name}.log'} in {seconds:.0f} s",
-        flush=True,
-    )
-    return {"name": name, "exit": code, "seconds": round(seconds)}
+    generate = out / "metrics.json"
+    # A job whose vote passed no input stops before training: a result of the pairing, not a failure of s2d.
+    nothing = code != 0 and generate.is_file() and json.loads(generate.read_text()).get("committed_accepted") == 0
+    outcome = "ok" if code == 0 else "nothing to distil" if nothing else f"failed (exit {code}), see {out}.log"
+    print(f"paper: {name}: {outcome} in {seconds:.0f} s", flush=True)
+    return {"name": name, "exit": code, "seconds": round(seconds), "nothing_to_distil": nothing}
 
 
 def collect(name: str, job: str, experiment: str, paper: dict | None, run: dict | None) -> dict:
@@ -212,7 +213,8 @@ def main() -> int:
     print(
         f"paper: wrote {RESULTS.relative_to(ROOT)} and docs/results.png in {(time.monotonic() - started) / 60:.0f} min"
     )
-    return 0 if all(runs.get(name, {}).get("exit") == 0 for name in chosen) else 1
+    done = [runs.get(name, {}) for name in chosen]
+    return 0 if all(run.get("exit") == 0 or run.get("nothing_to_distil") for run in done) else 1
 
 
 if __name__ == "__main__":

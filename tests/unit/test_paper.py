@@ -85,3 +85,18 @@ def test_regenerating_keeps_the_hand_written_text_around_the_markers(tmp_path, m
         results.read_text()
         == f"# Results\n\nintro\n\n{paper.BEGIN}\nnew table\n{paper.END}\n\n## What was tried\nnotes\n"
     )
+
+
+@pytest.mark.parametrize("accepted, outcome", [(0, "nothing to distil"), (5, "failed (exit 1)")])
+def test_a_job_whose_vote_passed_nothing_is_a_result_not_a_failure(tmp_path, monkeypatch, capsys, accepted, outcome):
+    monkeypatch.setattr(paper, "RUNS", tmp_path)
+
+    def job_stopping_before_training(command, **_):
+        (tmp_path / "bsm").mkdir()
+        (tmp_path / "bsm" / "metrics.json").write_text(json.dumps({"committed_accepted": accepted}))
+        return 1
+
+    monkeypatch.setattr(paper.subprocess, "call", job_stopping_before_training)
+    run = paper.run_pairing("bsm", "configs/bsm_pairwise_judge.yaml")
+    assert run["nothing_to_distil"] is (accepted == 0)
+    assert f"paper: bsm: {outcome}" in capsys.readouterr().out
