@@ -11,7 +11,8 @@ replaced: the replica is a STAND-IN that answers instantly (`StandInReplica`: th
 is the data path, not vLLM. Each size runs in a fresh driver process (its peak RSS is its own), on an
 embedded local Ray with 4 logical CPUs over this machine's cores (two stand-in replicas at 1 CPU each leave
 room for the curation tasks). A sampler reads the head node's object store (plasma) use and spilled bytes
-every second (`ray memory --stats-only`). The last lines are the figures.
+every second (`ray memory --stats-only`), and the driver's RSS. The last lines are the figures, then both
+memories over time (a peak that plateaus is bounded; one that climbs grows with the input).
 """
 
 from __future__ import annotations
@@ -84,24 +85,44 @@ def make_inputs(path: Path, count: int) -> None:
 
 
 class StoreSampler(threading.Thread):
-    """Peak plasma use and spilled bytes of this Ray session, every `interval` seconds."""
+    """Every `interval` seconds: this Ray session's plasma use and spilled bytes, and this driver's RSS (a
+    time series, so that a peak can be told apart from growth: `curve`)."""
 
     def __init__(self, interval: float = 1.0):
         super().__init__(daemon=True)
         self.interval, self.stop, self.peak_mib, self.spilled_mib = interval, threading.Event(), 0.0, 0.0
+        self.series: list[tuple[float, float, float]] = []  # (seconds, driver RSS MiB, plasma MiB)
 
     def run(self) -> None:
         from ray._private.internal_api import memory_summary
 
+        started = time.monotonic()
         while not self.stop.wait(self.interval):
             try:
                 text = memory_summary(stats_only=True)
             except Exception:  # noqa: BLE001 - a sampling miss, not a result
                 continue
+            plasma = 0.0
             if used := re.search(r"Plasma memory usage (\d+) MiB", text):
-                self.peak_mib = max(self.peak_mib, float(used.group(1)))
+                plasma = float(used.group(1))
+                self.peak_mib = max(self.peak_mib, plasma)
             if spilled := re.search(r"Spilled (\d+) MiB", text):
                 self.spilled_mib = max(self.spilled_mib, float(spilled.group(1)))
+            self.series.append((round(time.monotonic() - started, 1), _rss_mib(), plasma))
+
+    def curve(self, points: int = 10) -> list[tuple[float, float, float]]:
+        """The series at `points` evenly spaced moments (the last sample included)."""
+        if not self.series:
+            return []
+        step = max(1, len(self.series) // points)
+        return self.series[step - 1 :: step][: points - 1] + [self.series[-1]]
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024)
+    return 0.0
 
 
 def child(args: argparse.Namespace) -> None:
@@ -130,11 +151,25 @@ def child(args: argparse.Namespace) -> None:
         f"out={args.out}",
     ]
     spec = load_spec(Path(args.code) / "configs" / "demo.yaml", overrides)
-    sampler = StoreSampler()
+    rss_before_job = _rss_mib()
+    sampler = StoreSampler(interval=0.5)
     sampler.start()
+    if args.trace_memory:
+        import tracemalloc
+
+        tracemalloc.start(8)
+        first = threading.Timer(args.trace_memory, lambda: setattr(sampler, "first", tracemalloc.take_snapshot()))
+        first.start()
     started = time.monotonic()
     summary = run_generate(spec, progress=False)
     seconds = time.monotonic() - started
+    if args.trace_memory and getattr(sampler, "first", None) is not None:
+        _print_growth(sampler.first, tracemalloc.take_snapshot())
+    import ctypes
+
+    rss_at_end = _rss_mib()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # what of the RSS is freed memory glibc kept, not live objects
+    rss_trimmed = _rss_mib()
     sampler.stop.set()
     sampler.join()
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
@@ -153,10 +188,22 @@ def child(args: argparse.Namespace) -> None:
                 "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 "object_store_peak_mib": sampler.peak_mib,
                 "spilled_mib": sampler.spilled_mib,
+                "curve_s_rss_plasma_mib": sampler.curve(),
+                "driver_rss_before_job_mib": rss_before_job,
+                "driver_rss_at_end_mib": rss_at_end,
+                "driver_rss_after_malloc_trim_mib": rss_trimmed,
             }
         )
     )
     ray.shutdown()
+
+
+def _print_growth(first, last) -> None:
+    """Where the driver's Python heap grew between two snapshots (--trace-memory), largest first."""
+    for stat in last.compare_to(first, "traceback")[:12]:
+        print(f"grew {stat.size_diff / 2**20:+.1f} MiB in {stat.count_diff:+,} blocks at:", file=sys.stderr)
+        for line in stat.traceback.format()[-8:]:
+            print(f"    {line}", file=sys.stderr)
 
 
 def main() -> None:
@@ -166,6 +213,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024, help="generation.batch_size (inputs per call)")
     parser.add_argument(
         "--keep-samples", action="store_true", help="also write every sample (output.keep_samples; 8x the rows)"
+    )
+    parser.add_argument(
+        "--trace-memory",
+        type=float,
+        default=0,
+        metavar="S",
+        help="trace the driver's Python allocations and print where they grew between S seconds in and the end",
     )
     parser.add_argument("--work", default=os.environ.get("S2D_SCALE_DIR", tempfile.gettempdir() + "/s2d-scale"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -186,8 +240,11 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(out)], check=True)
         command = [sys.executable, __file__, "--child", "--code", args.code, "--data", str(data), "--out", str(out)]
         command += ["--batch-size", str(args.batch_size)] + (["--keep-samples"] if args.keep_samples else [])
+        command += ["--trace-memory", str(args.trace_memory)]
         env = os.environ | {"PYTHONPATH": args.code}
         done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if args.trace_memory and "grew " in done.stderr:
+            print(done.stderr[done.stderr.find("grew ") :], file=sys.stderr)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode or not lines:
             print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
@@ -206,6 +263,14 @@ def main() -> None:
             f"| {size:,} | {found['seconds']:.0f} s | {found['inputs_per_s']:,} | {found['pipeline_inputs_per_s']:,} "
             f"| {found['driver_peak_rss_mib']} MiB | {found['object_store_peak_mib']:.0f} MiB "
             f"| {found['spilled_mib']:.0f} MiB |"
+        )
+    for size, found in results.items():
+        curve = ", ".join(f"{t:.0f} s {rss:.0f}/{plasma:.0f}" for t, rss, plasma in found["curve_s_rss_plasma_mib"])
+        print(f"{size:,} over time (driver RSS / object store, MiB): {curve}")
+        print(
+            f"{size:,} driver RSS: {found['driver_rss_before_job_mib']:.0f} MiB before the job, "
+            f"{found['driver_rss_at_end_mib']:.0f} at its end, {found['driver_rss_after_malloc_trim_mib']:.0f} "
+            "after malloc_trim (the rest is live memory)"
         )
     if len(results) >= 2:
         sizes = sorted(results)
