@@ -317,9 +317,9 @@ def _generate_and_commit(
                 for row in batch.to_pylist():
                     if commits.add_part(row["shard_id"], row["rows"], row["part"]):
                         tally.add_counts(row)
+                display.refresh()  # only when counts change: a redraw per tick is a line per second in a log
+                exporter.update(tally.snapshot())
             commits.poll()  # also between batches (a None): finished shards commit without waiting for more
-            display.refresh()
-            exporter.update(tally.snapshot())
             stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
         commits.finish()
         stage_seconds["generate + curate pipeline"] = time.monotonic() - started
