@@ -238,11 +238,22 @@ def main() -> None:
             make_inputs(data, size)
         out = work / f"out-{size}-{Path(args.code).name}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
-        command = [sys.executable, __file__, "--child", "--code", args.code, "--data", str(data), "--out", str(out)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            "--code",
+            args.code,
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ]
         command += ["--batch-size", str(args.batch_size)] + (["--keep-samples"] if args.keep_samples else [])
         command += ["--trace-memory", str(args.trace_memory)]
         env = os.environ | {"PYTHONPATH": args.code}
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        # cwd: Ray puts the driver's working directory on its workers' path, so they import the same checkout
+        done = subprocess.run(command, env=env, cwd=args.code, capture_output=True, text=True)
         if args.trace_memory and "grew " in done.stderr:
             print(done.stderr[done.stderr.find("grew ") :], file=sys.stderr)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
