@@ -156,6 +156,9 @@ def _shard_result(ray, ref) -> dict[str, Any]:
         raise
 
 
+_END = object()  # with_ticks: the items ran out (or failed)
+
+
 def with_ticks(items: Iterable[T], interval: float) -> Iterator[T | None]:
     """`items`, with a None whenever the next one takes longer than `interval` seconds to come, so that the
     driver commits finished shards on time while the pipeline has nothing for it (long batches, a slow
@@ -197,5 +200,3 @@ def with_ticks(items: Iterable[T], interval: float) -> Iterator[T | None]:
     finally:
         stop.set()
 
-
-_END = object()

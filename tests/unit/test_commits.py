@@ -19,7 +19,7 @@ def slow_items(delays: list[float], pulled: list[int] | None = None):
 
 
 def test_items_come_through_in_order_with_ticks_while_one_is_slow():
-    seen = list(with_ticks(slow_items([0.0, 0.35, 0.0]), interval=0.1))
+    seen = list(with_ticks(slow_items([0.0, 0.6, 0.0]), interval=0.1))
     assert [item for item in seen if item is not None] == [0, 1, 2]
     assert seen[0] == 0 and seen[-1] == 2
     ticks = seen.index(1) - 1  # the Nones between item 0 and item 1
