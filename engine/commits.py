@@ -199,4 +199,3 @@ def with_ticks(items: Iterable[T], interval: float) -> Iterator[T | None]:
             yield item
     finally:
         stop.set()
-
