@@ -88,7 +88,7 @@ def main() -> None:
 
     import ray
 
-    from engine.pipeline import _curate_batch
+    from engine.shard_tasks import curate_generated_or_quarantine
 
     ray.init(num_cpus=2, object_store_memory=args.object_store_mib * 2**20, include_dashboard=False)
     context = ray.data.DataContext.get_current()
@@ -110,10 +110,10 @@ def main() -> None:
         num_cpus=0.5,
     )
     curated = generated.map_batches(
-        _curate_batch,
+        curate_generated_or_quarantine,
         batch_format="pyarrow",
         batch_size=None,
-        fn_kwargs={"task": "arithmetic", "threshold": 0.5, "method": "bench", "model": "stand-in"},
+        fn_kwargs={"criterion": {"task": "arithmetic", "threshold": 0.5, "method": "bench", "model": "stand-in"}},
     )
     rows = accepted = 0
     peak_store = 0

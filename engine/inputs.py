@@ -167,6 +167,13 @@ def _unit_records(spec, unit: ReadUnit):
             index += 1
 
 
+def prompt_and_fields(task, item: TaskInput) -> tuple[str, str]:
+    """What the replicas get of a valid input: the direct (System 1) prompt, and its structured parts
+    (pairwise_judge's responses, multiple_choice's options) for method templates and perturbations, as JSON so
+    that every task's rows share one Arrow type."""
+    return task.system1_prompt(item.question), json.dumps(item.fields, ensure_ascii=False) if item.fields else "{}"
+
+
 def partition_unit(spec, unit: ReadUnit, num_shards: int, resolve_here: bool) -> dict[str, Any]:
     """Read, check and partition one unit into `.inputs/`, a chunk of rows at a time (a worker's memory is
     bounded by CHUNK_ROWS, not the unit). `resolve_here` (the whole source is this unit): when it fits one
@@ -199,8 +206,7 @@ def partition_unit(spec, unit: ReadUnit, num_shards: int, resolve_here: bool) ->
             values = (item.source_row, None, None, None, "quarantined", item.reason, item.detail, item.raw)
         else:
             assert isinstance(item, TaskInput)
-            prompt = task.system1_prompt(item.question)
-            fields = json.dumps(item.fields, ensure_ascii=False) if item.fields else "{}"
+            prompt, fields = prompt_and_fields(task, item)
             values = (index if user_file else None, item.question, prompt, fields, None, None, None, None)
         for name, value in zip(INPUT_SCHEMA.names[3:], values):
             columns[name].append(value)

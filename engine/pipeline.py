@@ -17,7 +17,6 @@ A killed driver loses nothing committed: the rerun reuses the partitioned inputs
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -29,21 +28,20 @@ from typing import Any
 from engine.accounting import accounting_from_entries
 from engine.card import write_card
 from engine.commits import COMMIT_INTERVAL_S, ShardCommits, with_ticks
-from engine.consistency import curate_generated, curate_kwargs
-from engine.inputs import INPUTS, InputPlan, prepare_inputs, read_units
+from engine.consistency import curate_kwargs
+from engine.inputs import INPUTS, InputPlan, prepare_inputs, prompt_and_fields, read_units
 from engine.lease import Lease
 from engine.models import check_model_reference
 from engine.progress import JobProgress, ProgressDisplay, write_metrics
-from engine.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs
+from engine.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs, quarantined_row
 from engine.shards import (
     PARTS,
-    curated_table,
     num_shards_for,
     open_manifest,
     shard_of,
     spec_fingerprint,
 )
-from engine.sources import Quarantined, iter_inputs, preview, source_fingerprint
+from engine.sources import Quarantined, iter_inputs, source_fingerprint
 from engine.spec import JobSpec
 from engine.storage import OutputLocation
 from engine.tasks import TaskInput, get_task
@@ -105,83 +103,8 @@ def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:
 
 
 def _generation_row(item: TaskInput, shard: int, task) -> dict[str, Any]:
-    return {
-        "input_id": item.input_id,
-        "shard_id": shard,
-        "question": item.question,
-        "prompt": task.system1_prompt(item.question),
-        # Structured inputs (pairwise_judge's responses, multiple_choice's options) for method templates and
-        # perturbations; JSON so that every task's rows share one Arrow type.
-        "fields": json.dumps(item.fields, ensure_ascii=False),
-    }
-
-
-def quarantined_row(
-    input_id: str,
-    shard: int,
-    reason: str,
-    detail: str,
-    method: str,
-    model: str,
-    raw: str = "",
-    source_row: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "input_id": input_id,
-        "shard_id": shard,
-        "status": "quarantined",
-        "reason": reason,
-        "detail": detail,
-        "raw": raw,
-        "source_row": source_row,
-        "method": method,
-        "model": model,
-        "num_samples": 0,
-    }
-
-
-def quarantined_from_inputs(inputs, method: str, model: str):
-    """Inputs quarantined before generation (engine.inputs rows with a status) -> curated rows."""
-    rows = inputs.select(["input_id", "shard_id", "reason", "detail", "raw", "source_row"]).to_pylist()
-    return curated_table(
-        quarantined_row(
-            row["input_id"], row["shard_id"], row["reason"], row["detail"], method, model, row["raw"], row["source_row"]
-        )
-        for row in rows
-    )
-
-
-def _curate_batch(batch, **criterion: Any):
-    """Generated rows -> the curated table (bench/streaming_memory.py times this stage on its own)."""
-    started = time.perf_counter()
-    curated = curate_generated_or_quarantine(batch, criterion)
-    return curated.replace_schema_metadata({CURATE_SECONDS_KEY: str(time.perf_counter() - started).encode()})
-
-
-def curate_generated_or_quarantine(batch, criterion: dict[str, Any]):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if "input_error" not in batch.column_names or batch.column("input_error").null_count == batch.num_rows:
-        return curate_generated(batch, **criterion)
-    failed = pc.is_valid(batch.column("input_error"))
-    quarantined = []
-    for row in batch.filter(failed).select(["input_id", "shard_id", "prompt", "input_error"]).to_pylist():
-        reason, _, detail = row["input_error"].partition(": ")
-        quarantined.append(
-            quarantined_row(
-                row["input_id"],
-                row["shard_id"],
-                reason,
-                detail,
-                criterion["method"],
-                criterion["model"],
-                preview(row["prompt"]),
-            )
-        )
-    return pa.concat_tables(
-        [curate_generated(batch.filter(pc.invert(failed)), **criterion), curated_table(quarantined)]
-    )
+    prompt, fields = prompt_and_fields(task, item)
+    return {"input_id": item.input_id, "shard_id": shard, "question": item.question, "prompt": prompt, "fields": fields}
 
 
 def run_generate(

@@ -23,9 +23,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.consistency import curate_generated
 from engine.inputs import GENERATION_COLUMNS, INPUT_SCHEMA, INPUTS, shard_input_name
 from engine.samples import SAMPLES
-from engine.shards import CURATED_SCHEMA, PARTS, _first_of_each_input, shard_tables
+from engine.shards import CURATED_SCHEMA, PARTS, _first_of_each_input, curated_table, shard_tables
+from engine.sources import preview
 from engine.storage import OutputLocation, parquet_bytes
 
 CURATE_SECONDS_KEY = b"s2d_curate_seconds"
@@ -57,11 +59,69 @@ def load_shard_inputs(batch: dict, out: str):
         yield table.filter(pc.is_null(table.column("status"))).select(GENERATION_COLUMNS)
 
 
+def quarantined_row(
+    input_id: str,
+    shard: int,
+    reason: str,
+    detail: str,
+    method: str,
+    model: str,
+    raw: str = "",
+    source_row: int | None = None,
+) -> dict[str, Any]:
+    """A curated row for an input that never reached the replicas, with the reason."""
+    return {
+        "input_id": input_id,
+        "shard_id": shard,
+        "status": "quarantined",
+        "reason": reason,
+        "detail": detail,
+        "raw": raw,
+        "source_row": source_row,
+        "method": method,
+        "model": model,
+        "num_samples": 0,
+    }
+
+
+def quarantined_from_inputs(inputs, method: str, model: str):
+    """Inputs quarantined before generation (engine.inputs rows with a status) -> curated rows."""
+    rows = inputs.select(["input_id", "shard_id", "reason", "detail", "raw", "source_row"]).to_pylist()
+    return curated_table(
+        quarantined_row(
+            row["input_id"], row["shard_id"], row["reason"], row["detail"], method, model, row["raw"], row["source_row"]
+        )
+        for row in rows
+    )
+
+
+def curate_generated_or_quarantine(batch: pa.Table, criterion: dict[str, Any]) -> pa.Table:
+    """Generated rows -> curated rows; a row the replica could not run (`input_error`) is quarantined."""
+    if "input_error" not in batch.column_names or batch.column("input_error").null_count == batch.num_rows:
+        return curate_generated(batch, **criterion)
+    failed = pc.is_valid(batch.column("input_error"))
+    quarantined = []
+    for row in batch.filter(failed).select(["input_id", "shard_id", "prompt", "input_error"]).to_pylist():
+        reason, _, detail = row["input_error"].partition(": ")
+        quarantined.append(
+            quarantined_row(
+                row["input_id"],
+                row["shard_id"],
+                reason,
+                detail,
+                criterion["method"],
+                criterion["model"],
+                preview(row["prompt"]),
+            )
+        )
+    return pa.concat_tables(
+        [curate_generated(batch.filter(pc.invert(failed)), **criterion), curated_table(quarantined)]
+    )
+
+
 def curate_and_write(batch: pa.Table, out: str, criterion: dict[str, Any]) -> pa.Table:
     """Ray Data stage: generated rows -> curated (the job's criterion) -> one part file per shard of the batch.
     A row the replica could not run (`input_error`) is quarantined. Returns PART_COUNTS_SCHEMA rows."""
-    from engine.pipeline import curate_generated_or_quarantine
-
     started = time.perf_counter()
     curated = curate_generated_or_quarantine(batch, criterion)
     curated = curated.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
@@ -108,7 +168,6 @@ def write_shard(
     """A shard's parts and quarantined inputs -> its tables, written and checked. Returns the manifest entry,
     or {"incomplete": n} when only n of its `expected` generated inputs have arrived."""
     from engine.accounting import check_shard_tables
-    from engine.pipeline import quarantined_from_inputs
 
     location = OutputLocation.of(out)
     folder = part_folder(shard)
