@@ -43,9 +43,10 @@ def three_nodes(packaged_model_dir):
     import ray
     from ray.cluster_utils import Cluster
 
-    from cluster.connect import WORKER_ENV_VARS
+    from cluster.connect import WORKER_ENV_VARS, connect
 
-    if ray.is_initialized():  # the session's embedded Ray (other modules) reconnects on its next use
+    session_ray = ray.is_initialized()  # the session's embedded Ray (ray_session): restarted after this module
+    if session_ray:
         ray.shutdown()
     cluster = Cluster(
         initialize_head=True,
@@ -66,6 +67,8 @@ def three_nodes(packaged_model_dir):
     finally:
         ray.shutdown()
         cluster.shutdown()
+        if session_ray:  # tests after this module expect ray_session's Ray to be up, as they left it
+            connect(address=None)
 
 
 def test_replicas_land_on_different_nodes_and_every_input_is_accounted_for(three_nodes, tmp_path):
