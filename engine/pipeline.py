@@ -8,6 +8,8 @@ file of its shard (engine.shard_tasks). The driver sees one row of counts per pa
 inputs have come out, a Ray task writes the shard's tables and checks it (exactly once within the shard),
 and the driver commits the entries it returns with one manifest rewrite. Every input comes out exactly
 once: accepted (shards/), rejected with the criterion's reason (rejected/), or quarantined (quarantine/).
+No stage runs more than a few batches ahead of the next (cluster.backpressure), so neither the driver nor the
+object store grows with the input.
 
 Fault tolerance: a replica whose process dies (kill -9, OOM) is restarted by Ray and its in-flight batch
 retried (the shard's writer keeps the first row of each input); an engine error restarts the replica the
@@ -47,6 +49,9 @@ from engine.storage import OutputLocation
 from engine.tasks import TaskInput, get_task
 
 BATCHES_PER_REPLICA = 2  # batches a generation replica runs at once (see _replica_stage)
+# Rows that may wait between two stages, in rounds of the replica pool's in-flight work (cluster.backpressure):
+# enough that no replica waits for input, few enough that driver memory does not grow with the input.
+QUEUED_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,7 @@ def _generate_and_commit(
     """Run the pipeline over the uncommitted shards, committing them as they finish; adds where the time went
     to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
     from actors.replica import EngineFailures
+    from cluster.backpressure import install as cap_queued_rows
     from cluster.metrics import RayMetricsExporter
 
     commits.start(ray, plan)
@@ -208,6 +214,8 @@ def _generate_and_commit(
     if not shards:
         commits.finish()
         return
+    pool_rows = spec.generation.max_replicas * BATCHES_PER_REPLICA * spec.generation.batch_size
+    cap_queued_rows(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows)
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
     inputs = (
