@@ -9,10 +9,13 @@ shard writing and commits, accounting, dataset card) on a user Parquet file of s
 replaced: the replica is a STAND-IN that answers instantly (`StandInReplica`: the row contract of
 `actors.replica.GenerationReplica`, n sample texts, token counts and chains per input), so what is measured
 is the data path, not vLLM. Each size runs in a fresh driver process (its peak RSS is its own), on an
-embedded local Ray with 4 logical CPUs over this machine's cores (two stand-in replicas at 1 CPU each leave
-room for the curation tasks). A sampler reads the head node's object store (plasma) use and spilled bytes
-every second (`ray memory --stats-only`), and the driver's RSS. The last lines are the figures, then both
-memories over time (a peak that plateaus is bounded; one that climbs grows with the input).
+embedded local Ray with 6 logical CPUs over this machine's cores (`--cpus`): two stand-in replicas at 1 CPU
+each, and Ray Data reserves a task's CPU for each of the three task stages while it is alive (loading,
+splitting into batches, curation; cluster.backpressure keeps them all alive to the end), which leaves one more
+for curation. With 4, curation runs one task at a time and the data path halves. A sampler reads the head
+node's object store (plasma) use and spilled bytes every second (`ray memory --stats-only`), and the driver's
+RSS. The last lines are the figures, then both memories over time (a peak that plateaus is bounded; one that
+climbs grows with the input).
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ def child(args: argparse.Namespace) -> None:
     from engine.spec import load_spec
 
     replica_module.GenerationReplica = StandInReplica  # run_generate imports it from there at call time
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     overrides = [
         f"data.path={args.data}",
@@ -211,6 +214,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,5000000", help="input counts, comma-separated")
     parser.add_argument("--code", default=str(ROOT), help="the checkout whose engine runs (default: this one)")
     parser.add_argument("--batch-size", type=int, default=1024, help="generation.batch_size (inputs per call)")
+    parser.add_argument("--cpus", type=int, default=6, help="logical CPUs of the embedded Ray (see the top)")
     parser.add_argument(
         "--keep-samples", action="store_true", help="also write every sample (output.keep_samples; 8x the rows)"
     )
@@ -249,7 +253,8 @@ def main() -> None:
             "--out",
             str(out),
         ]
-        command += ["--batch-size", str(args.batch_size)] + (["--keep-samples"] if args.keep_samples else [])
+        command += ["--batch-size", str(args.batch_size), "--cpus", str(args.cpus)]
+        command += ["--keep-samples"] if args.keep_samples else []
         command += ["--trace-memory", str(args.trace_memory)]
         env = os.environ | {"PYTHONPATH": args.code}
         # cwd: Ray puts the driver's working directory on its workers' path, so they import the same checkout
