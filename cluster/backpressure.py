@@ -20,17 +20,21 @@ tests/integration/test_backpressure.py runs it on a real execution and shows wha
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 ROWS_CAP_KEY = "s2d.queued_rows_cap"
 log = logging.getLogger(__name__)
 
 
-def install(context: Any, rows_cap: int) -> bool:
-    """Add the cap to `context`'s backpressure policies (once): at most `rows_cap` rows wait between stages.
-    False (and a warning) where this Ray's Data internals are not the ones the cap reads."""
+@contextlib.contextmanager
+def queued_rows_capped(context: Any, rows_cap: int) -> Iterator[None]:
+    """At most `rows_cap` rows wait between two stages of the datasets *built* inside the block (Ray Data takes
+    the DataContext's settings when it builds a dataset); `context`'s settings are as they were afterwards.
+    Uncapped, with a warning, where this Ray's Data internals are not the ones the cap reads."""
     try:
         from ray.data._internal.execution.backpressure_policy import (
             ENABLED_BACKPRESSURE_POLICIES,
@@ -40,17 +44,26 @@ def install(context: Any, rows_cap: int) -> bool:
         policy = queued_rows_cap_class()
     except (ImportError, AttributeError) as error:
         log.warning("queued-rows cap off (this Ray Data differs: %s); queues are bounded by bytes only", error)
-        return False
-    policies = list(context.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ENABLED_BACKPRESSURE_POLICIES))
+        yield
+        return
+    saved = {key: context.get_config(key, None) for key in (ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ROWS_CAP_KEY)}
+    policies = list(saved[ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY] or ENABLED_BACKPRESSURE_POLICIES)
     if policy not in policies:
         context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*policies, policy])
     context.set_config(ROWS_CAP_KEY, max(1, int(rows_cap)))
-    return True
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                context.remove_config(key)
+            else:
+                context.set_config(key, value)
 
 
 @functools.cache
 def queued_rows_cap_class():
-    """The policy class, defined on first use (its base class is Ray Data's) and once (install finds it again)."""
+    """The policy class, defined on first use (its base class is Ray Data's) and once (found again in the list)."""
     from ray.data._internal.execution.backpressure_policy import BackpressurePolicy
     from ray.data._internal.execution.operators.base_physical_operator import InternalQueueOperatorMixin
 

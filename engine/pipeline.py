@@ -205,7 +205,7 @@ def _generate_and_commit(
     """Run the pipeline over the uncommitted shards, committing them as they finish; adds where the time went
     to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
     from actors.replica import EngineFailures
-    from cluster.backpressure import install as cap_queued_rows
+    from cluster.backpressure import queued_rows_capped
     from cluster.metrics import RayMetricsExporter
 
     commits.start(ray, plan)
@@ -214,10 +214,40 @@ def _generate_and_commit(
     if not shards:
         commits.finish()
         return
-    pool_rows = spec.generation.max_replicas * BATCHES_PER_REPLICA * spec.generation.batch_size
-    cap_queued_rows(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows)
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
+    started = time.monotonic()
+    pool_rows = spec.generation.max_replicas * BATCHES_PER_REPLICA * spec.generation.batch_size
+    try:
+        # Before the datasets are built: Ray Data takes the DataContext's settings when it builds one.
+        with queued_rows_capped(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
+            parts = _pipeline_stages(ray, spec, shards, ledger_name)
+            for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
+                committing = time.monotonic()
+                if batch is not None:
+                    stage_seconds.setdefault("replica start + first batch", committing - started)
+                    stage_seconds["curate (in Ray tasks)"] += float(
+                        (batch.schema.metadata or {}).get(CURATE_SECONDS_KEY, 0)
+                    )
+                    for row in batch.to_pylist():
+                        if commits.add_part(row["shard_id"], row["rows"], row["part"]):
+                            tally.add_counts(row)
+                    display.refresh()  # only when counts change: a redraw per tick is a line per second in a log
+                    exporter.update(tally.snapshot())
+                commits.poll()  # also between batches (a None): finished shards commit without waiting for more
+                stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
+            commits.finish()
+            stage_seconds["generate + curate pipeline"] = time.monotonic() - started
+    except ray.exceptions.RayError as error:
+        raise GenerationFailed(
+            f"generation failed: {root_cause(error)}; committed shards are kept, rerun the same command to resume"
+        ) from error
+    finally:
+        ray.kill(ledger)
+
+
+def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str):
+    """The shards' inputs -> replicas -> curation and part files, as a Ray Data dataset of part counts."""
     inputs = (
         ray.data.from_items([{"shard_id": shard} for shard in shards])
         .map_batches(load_shard_inputs, batch_size=1, fn_kwargs={"out": spec.out})
@@ -230,36 +260,12 @@ def _generate_and_commit(
         # bound them (Ray Data's default restarts a crashing replica forever).
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         generated = _replica_stage(ray, spec, inputs, ledger_name)
-    parts = generated.map_batches(
+    return generated.map_batches(
         curate_and_write,
         batch_format="pyarrow",
         batch_size=None,
         fn_kwargs={"out": spec.out, "criterion": curate_kwargs(spec)},
     )
-    started = time.monotonic()
-    try:
-        for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
-            committing = time.monotonic()
-            if batch is not None:
-                stage_seconds.setdefault("replica start + first batch", committing - started)
-                stage_seconds["curate (in Ray tasks)"] += float(
-                    (batch.schema.metadata or {}).get(CURATE_SECONDS_KEY, 0)
-                )
-                for row in batch.to_pylist():
-                    if commits.add_part(row["shard_id"], row["rows"], row["part"]):
-                        tally.add_counts(row)
-                display.refresh()  # only when counts change: a redraw per tick is a line per second in a log
-                exporter.update(tally.snapshot())
-            commits.poll()  # also between batches (a None): finished shards commit without waiting for more
-            stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
-        commits.finish()
-        stage_seconds["generate + curate pipeline"] = time.monotonic() - started
-    except ray.exceptions.RayError as error:
-        raise GenerationFailed(
-            f"generation failed: {root_cause(error)}; committed shards are kept, rerun the same command to resume"
-        ) from error
-    finally:
-        ray.kill(ledger)
 
 
 class GenerationFailed(RuntimeError):

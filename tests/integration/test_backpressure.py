@@ -4,12 +4,13 @@ queues nearly the whole input (the driver-memory growth bench/scale.py measured)
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
 import pytest
 
-from cluster.backpressure import ROWS_CAP_KEY, install
+from cluster.backpressure import ROWS_CAP_KEY, queued_rows_capped
 
 pytestmark = pytest.mark.integration
 
@@ -55,30 +56,21 @@ class _SlowPool:
 
 
 def _peak_lead(ray, capped: bool) -> tuple[int, list[int]]:
-    from ray.data._internal.execution.backpressure_policy import ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY
-
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import a test module
     context = ray.data.DataContext.get_current()
-    saved = {key: context.get_config(key, None) for key in (ROWS_CAP_KEY, ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY)}
     ledger = ray.remote(_Lead).options(name=LEDGER, num_cpus=0).remote()
     try:
-        if capped:
-            install(context, 2 * BATCH)
-        rows = (
-            ray.data.from_items([{"shard": shard} for shard in range(SHARDS)])
-            .map_batches(_load, batch_size=1)
-            .repartition(target_num_rows_per_block=BATCH, strict=True)  # as engine.pipeline: keeps the stages apart
-            .map_batches(_SlowPool, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=1))
-            .take_all()
-        )
+        with queued_rows_capped(context, 2 * BATCH) if capped else contextlib.nullcontext():
+            rows = (
+                ray.data.from_items([{"shard": shard} for shard in range(SHARDS)])
+                .map_batches(_load, batch_size=1)
+                .repartition(target_num_rows_per_block=BATCH, strict=True)  # as engine.pipeline: stages apart
+                .map_batches(_SlowPool, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=1))
+                .take_all()
+            )
         return ray.get(ledger.peak.remote()), sorted(row["row"] for row in rows)
     finally:
         ray.kill(ledger)
-        for key, value in saved.items():
-            if value is None:
-                context.remove_config(key)
-            else:
-                context.set_config(key, value)
 
 
 def test_the_source_runs_at_most_the_cap_ahead_of_a_slow_pool(ray_session):
@@ -89,6 +81,7 @@ def test_the_source_runs_at_most_the_cap_ahead_of_a_slow_pool(ray_session):
     # and the pool's two batches in hand. The whole input is 640 rows.
     assert capped <= 2 * BATCH + 4 * ROWS_PER_SHARD + 2 * BATCH, capped
 
+    assert ray_session.data.DataContext.get_current().get_config(ROWS_CAP_KEY) is None  # the cap ended with its block
     uncapped, rows = _peak_lead(ray_session, capped=False)
     assert rows == everything
     assert uncapped > 3 * capped, (uncapped, capped)  # what the cap prevents: the source queues the input
