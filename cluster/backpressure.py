@@ -13,9 +13,16 @@ Its cost: the stages upstream stay alive until the end of the job instead of fin
 reserves at least one task's CPUs for each live stage; with too few logical CPUs for the replicas plus one
 task per stage, curation runs one task at a time (bench/RESULTS.md has both cases).
 
-It reads Ray Data's executor state (internal API, written against Ray 2.60): on a Ray whose internals differ
-the cap turns itself off with one warning in the job log, and the job runs as it would without it.
-tests/integration/test_backpressure.py runs it on a real execution and shows what it prevents.
+The same block also bounds what each operator keeps of finished blocks (`BlockStatsTail`): Ray Data keeps
+one stats record per output block and operator for the life of an execution, for `Dataset.stats()` (an open
+upstream bug, ray-project/ray#66016), about 1 KB each, and the driver's garbage collector walks them all.
+With one block per replica batch that is the driver's largest growth (measured at 2M inputs: ~15 bytes per
+input with them, ~3 without); the tail keeps the last BLOCK_STATS_KEPT per operator, so Ray Data's stats
+summary in its log covers those blocks only. s2d reports its own counts.
+
+Both read Ray Data's executor state (internal API, written against Ray 2.60): on a Ray whose internals differ
+they turn themselves off with one warning in the job log, and the job runs as it would without them.
+tests/integration/test_backpressure.py runs them on a real execution and shows what they prevent.
 """
 
 from __future__ import annotations
@@ -27,30 +34,38 @@ from collections.abc import Iterator
 from typing import Any
 
 ROWS_CAP_KEY = "s2d.queued_rows_cap"
+STATS_KEPT_KEY = "s2d.block_stats_kept"
+BLOCK_STATS_KEPT = 1000  # per operator: enough for Ray Data's end-of-execution summary to mean something
 log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def queued_rows_capped(context: Any, rows_cap: int) -> Iterator[None]:
-    """At most `rows_cap` rows wait between two stages of the datasets *built* inside the block (Ray Data takes
-    the DataContext's settings when it builds a dataset); `context`'s settings are as they were afterwards.
-    Uncapped, with a warning, where this Ray's Data internals are not the ones the cap reads."""
+def driver_memory_bounded(context: Any, rows_cap: int, stats_kept: int = BLOCK_STATS_KEPT) -> Iterator[None]:
+    """For the datasets *built* inside the block (Ray Data takes the DataContext's settings when it builds a
+    dataset): at most `rows_cap` rows wait between two stages, and each operator keeps the stats of its last
+    `stats_kept` blocks only. `context`'s settings are as they were afterwards. Neither, with a warning,
+    where this Ray's Data internals are not the ones they read."""
     try:
         from ray.data._internal.execution.backpressure_policy import (
             ENABLED_BACKPRESSURE_POLICIES,
             ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
         )
 
-        policy = queued_rows_cap_class()
+        rows_cap_policy, stats_policy = policy_classes()
     except (ImportError, AttributeError) as error:
-        log.warning("queued-rows cap off (this Ray Data differs: %s); queues are bounded by bytes only", error)
+        log.warning("driver-memory bounds off (this Ray Data differs: %s); queues are bounded by bytes only", error)
         yield
         return
-    saved = {key: context.get_config(key, None) for key in (ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ROWS_CAP_KEY)}
+    keys = (ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ROWS_CAP_KEY, STATS_KEPT_KEY)
+    saved = {key: context.get_config(key, None) for key in keys}
     policies = list(saved[ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY] or ENABLED_BACKPRESSURE_POLICIES)
-    if policy not in policies:
-        context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*policies, policy])
+    # The stats tail first: Ray Data stops asking at the first policy that holds an operator back.
+    context.set_config(
+        ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+        [stats_policy, *(p for p in policies if p not in (stats_policy, rows_cap_policy)), rows_cap_policy],
+    )
     context.set_config(ROWS_CAP_KEY, max(1, int(rows_cap)))
+    context.set_config(STATS_KEPT_KEY, max(1, int(stats_kept)))
     try:
         yield
     finally:
@@ -62,10 +77,9 @@ def queued_rows_capped(context: Any, rows_cap: int) -> Iterator[None]:
 
 
 @functools.cache
-def queued_rows_cap_class():
-    """The policy class, defined on first use (its base class is Ray Data's) and once (found again in the list)."""
+def policy_classes() -> tuple[type, type]:
+    """The two policies, defined on first use (their base class is Ray Data's) and once (found again in the list)."""
     from ray.data._internal.execution.backpressure_policy import BackpressurePolicy
-    from ray.data._internal.execution.operators.base_physical_operator import InternalQueueOperatorMixin
 
     class QueuedRowsCap(BackpressurePolicy):
         """No new task for an operator while `ROWS_CAP_KEY` rows of its output wait for the next operator."""
@@ -80,23 +94,47 @@ def queued_rows_cap_class():
             if cap is None or state is None:
                 return True
             try:
-                return rows_waiting_downstream(op, state, InternalQueueOperatorMixin) < cap
+                return rows_waiting_downstream(op, state) < cap
             except AttributeError as error:  # a Ray whose queues look different: never stall a job over it
                 log.warning("queued-rows cap off for this execution (%s)", error)
                 self._data_context.remove_config(ROWS_CAP_KEY)
                 return True
 
-    return QueuedRowsCap
+    class BlockStatsTail(BackpressurePolicy):
+        """Holds nothing back: Ray Data asks every operator that has input whether it may start a task, which
+        makes this the place to trim the operator's per-block stats to their last `STATS_KEPT_KEY`."""
+
+        @property
+        def name(self) -> str:
+            return "S2dBlockStatsTail"
+
+        def can_add_input(self, op) -> bool:
+            kept = self._data_context.get_config(STATS_KEPT_KEY, None)
+            if kept is not None:
+                trim_block_stats(op, kept)
+            return True
+
+    return QueuedRowsCap, BlockStatsTail
 
 
-def rows_waiting_downstream(op, state, queue_mixin) -> int:
+def trim_block_stats(op, kept: int) -> None:
+    """Drop all but the last `kept` of `op`'s per-block stats, once they reach twice that (a slice deletion per
+    `kept` blocks). An operator without that list (another kind, or another Ray) is left as it is."""
+    stats = getattr(op, "_output_blocks_stats", None)
+    if isinstance(stats, list) and len(stats) >= 2 * kept:
+        del stats[:-kept]
+
+
+def rows_waiting_downstream(op, state) -> int:
     """Rows `op` produced that no task has taken yet: its own output buffer, the queue to the next operator
     (`state.output_queue`), and the next operators' input buffers."""
+    from ray.data._internal.execution.operators.base_physical_operator import InternalQueueOperatorMixin as queues
+
     waiting = _queue_rows(state.output_queue)
-    if isinstance(op, queue_mixin):
+    if isinstance(op, queues):
         waiting += sum(queue.num_rows() or 0 for queue in op._output_queues)
     for downstream in op.output_dependencies:
-        if isinstance(downstream, queue_mixin):
+        if isinstance(downstream, queues):
             waiting += sum(queue.num_rows() or 0 for queue in downstream._input_queues)
     return waiting
 

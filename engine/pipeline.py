@@ -8,8 +8,8 @@ file of its shard (engine.shard_tasks). The driver sees one row of counts per pa
 inputs have come out, a Ray task writes the shard's tables and checks it (exactly once within the shard),
 and the driver commits the entries it returns with one manifest rewrite. Every input comes out exactly
 once: accepted (shards/), rejected with the criterion's reason (rejected/), or quarantined (quarantine/).
-No stage runs more than a few batches ahead of the next (cluster.backpressure), so neither the driver nor the
-object store grows with the input.
+No stage runs more than a few batches ahead of the next, and Ray Data keeps the stats of a bounded number of
+blocks (cluster.backpressure), so neither the driver nor the object store grows with the input.
 
 Fault tolerance: a replica whose process dies (kill -9, OOM) is restarted by Ray and its in-flight batch
 retried (the shard's writer keeps the first row of each input); an engine error restarts the replica the
@@ -205,7 +205,7 @@ def _generate_and_commit(
     """Run the pipeline over the uncommitted shards, committing them as they finish; adds where the time went
     to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
     from actors.replica import EngineFailures
-    from cluster.backpressure import queued_rows_capped
+    from cluster.backpressure import driver_memory_bounded
     from cluster.metrics import RayMetricsExporter
 
     commits.start(ray, plan)
@@ -220,7 +220,7 @@ def _generate_and_commit(
     pool_rows = spec.generation.max_replicas * BATCHES_PER_REPLICA * spec.generation.batch_size
     try:
         # Before the datasets are built: Ray Data takes the DataContext's settings when it builds one.
-        with queued_rows_capped(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
+        with driver_memory_bounded(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
             parts = _pipeline_stages(ray, spec, shards, ledger_name)
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 committing = time.monotonic()
