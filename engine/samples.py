@@ -35,9 +35,12 @@ SAMPLES_COLUMN = (SAMPLES, pa.list_(SAMPLE_TYPE))  # the curated row's column; n
 SAMPLES_SCHEMA = pa.schema([("input_id", pa.string()), ("shard_id", pa.int32()), *SAMPLE_FIELDS])
 
 
+_CHAIN_ENCODER = json.JSONEncoder(ensure_ascii=False)  # one encoder: json.dumps with options builds one per call
+
+
 def chain_json(steps: dict[str, str | list[str]]) -> str:
     """One sample's chain as the replica sends it (JSON keeps the step order)."""
-    return json.dumps(steps, ensure_ascii=False)
+    return _CHAIN_ENCODER.encode(steps)
 
 
 def samples_column(
