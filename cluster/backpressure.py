@@ -1,4 +1,5 @@
-"""Count-based backpressure for the generate pipeline: no stage runs more than a few batches ahead of the next.
+"""What Ray Data may keep in the driver during a generate job: no stage runs more than a few batches ahead of
+the next (count-based backpressure), and no operator keeps the stats of every block it produced.
 
 Ray Data backpressures an operator by object-store *bytes*. s2d's inputs are small (a batch of 1,024 short
 questions is tens of KB), so a byte budget lets a fast stage queue nearly the whole input in front of a slower
@@ -101,7 +102,7 @@ def policy_classes() -> tuple[type, type]:
                 return True
 
     class BlockStatsTail(BackpressurePolicy):
-        """Holds nothing back: Ray Data asks every operator that has input whether it may start a task, which
+        """Holds nothing back: Ray Data asks its policies about every operator at every scheduling step, which
         makes this the place to trim the operator's per-block stats to their last `STATS_KEPT_KEY`."""
 
         @property
