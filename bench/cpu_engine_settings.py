@@ -30,8 +30,8 @@ SETTINGS = {
 def measure(dtype: str) -> dict:
     from vllm import LLM, SamplingParams
 
-    from engine.models import resolve_model
-    from engine.tasks import get_task
+    from s2d.engine.core.tasks import get_task
+    from s2d.engine.data.models import resolve_model
 
     task = get_task("last_letter")
     llm = LLM(
@@ -55,7 +55,7 @@ def measure(dtype: str) -> dict:
 
 
 def main() -> None:
-    from cluster.resources import cpu_thread_env
+    from s2d.cluster.resources import cpu_thread_env
 
     results = {}
     for label, setting in SETTINGS.items():

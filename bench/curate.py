@@ -4,7 +4,7 @@
     .venv/bin/python bench/curate.py --inputs-per-shard 1000   # smaller shards: more files per sample
 
 A synthetic generate-stage output of 1.25M inputs x 8 samples (10M samples): content-hash input_ids (as
-`engine.tasks.base.make_input_id` makes them), shards of `output.inputs_per_shard` inputs by `shard_of`,
+`s2d.engine.core.tasks.base.make_input_id` makes them), shards of `output.inputs_per_shard` inputs by `shard_of`,
 last-letter style prompts, token counts, and answers drawn per input around a "true" answer with a
 per-input accuracy, so that accepts, ties, below-threshold and all-unparseable inputs all occur. Answers
 are given already extracted: extraction (a regex per sample) is the one per-sample Python step of
@@ -13,7 +13,7 @@ curation, and it is not what this compares.
 Each side runs in its own fresh process on the same Parquet file, so that each one's peak memory is its
 own; loading that file is not timed.
 - s2d: the pipeline's driver loop over curated batches of `--batch-inputs` inputs, in shard order as the
-  pipeline feeds built-in inputs: `engine.consistency.curate_majority` (the function `curate_generated`
+  pipeline feeds built-in inputs: `s2d.engine.data.curation.curate_majority` (the function `curate_generated`
   calls after extraction) then `ShardWriter.add`, writing and committing real shards (Parquet files,
   fsync, manifest) under a temporary folder; then `ShardWriter.finish`.
 - pyarrow: the long table (input_id, answer) of all samples; `group_by(["input_id", "answer"])` counts the
@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.spec import OutputSpec  # noqa: E402 - after the path set-up
+from s2d.engine.core.spec import OutputSpec  # noqa: E402 - after the path set-up
 
 N, THRESHOLD = 8, 0.5
 VOCABULARY = np.array(
@@ -56,8 +56,8 @@ VOCABULARY = np.array(
 
 def synthetic(num_inputs: int, inputs_per_shard: int, seed: int = 0) -> pa.Table:
     """One row per input: input_id, shard_id, prompt, answers (list of N, null = unparseable), sample_tokens."""
-    from engine.shards import num_shards_for, shard_of
-    from engine.tasks.base import make_input_id
+    from s2d.engine.core.tasks.base import make_input_id
+    from s2d.engine.data.shards import num_shards_for, shard_of
 
     rng = np.random.default_rng(seed)
     words = VOCABULARY[rng.integers(0, len(VOCABULARY), size=(num_inputs, 4))]
@@ -91,13 +91,13 @@ def synthetic(num_inputs: int, inputs_per_shard: int, seed: int = 0) -> pa.Table
             "sample_tokens": pa.ListArray.from_arrays(offsets, tokens),
         }
     )
-    # The pipeline feeds built-in inputs shard by shard (engine.pipeline.run_generate).
+    # The pipeline feeds built-in inputs shard by shard (s2d.engine.stages.generate.run_generate).
     return table.sort_by([("shard_id", "ascending"), ("input_id", "ascending")])
 
 
 def run_s2d(table: pa.Table, out: Path, batch_inputs: int) -> None:
-    from engine.consistency import curate_majority
-    from engine.shards import ShardWriter
+    from s2d.engine.data.curation import curate_majority
+    from s2d.engine.data.shards import ShardWriter
 
     num_shards = pc.max(table.column("shard_id")).as_py() + 1
     per_shard = np.bincount(table.column("shard_id").to_numpy(), minlength=num_shards)
@@ -112,7 +112,7 @@ def run_s2d(table: pa.Table, out: Path, batch_inputs: int) -> None:
 
 def committed_votes(out: Path) -> pa.Table:
     """(input_id, top answer, its votes) from committed output; inputs without a parsed answer are left out."""
-    from engine.shards import read_committed
+    from s2d.engine.data.shards import read_committed
 
     accepted, rejected = read_committed(out), read_committed(out, "rejected")
     parsed = rejected.filter(pc.greater(pc.list_value_length(rejected.column("answer_counts")), 0))
@@ -159,8 +159,8 @@ def side(name: str, data: Path, result: Path, batch_inputs: int, threads: int | 
     """One side, in this process: load (untimed), run (timed), report JSON on stdout."""
     import psutil
 
-    import engine.consistency  # noqa: F401 - imports are not what is measured
-    import engine.shards  # noqa: F401
+    import s2d.engine.data.curation  # noqa: F401 - imports are not what is measured
+    import s2d.engine.data.shards  # noqa: F401
 
     if threads:
         pa.set_cpu_count(threads)

@@ -37,10 +37,10 @@ JOB = {
 RAW_SCRIPT = """
 import sys
 from vllm import LLM, SamplingParams
-from actors.vllm_backend import resolve_block_size, resolve_dtype
-from engine.models import resolve_model
-from engine.pipeline import input_rows
-from engine.spec import parse_spec
+from s2d.actors.vllm_backend import resolve_block_size, resolve_dtype
+from s2d.engine.data.models import resolve_model
+from s2d.engine.stages.generate import input_rows
+from s2d.engine.core.spec import parse_spec
 import json
 
 if __name__ == "__main__":
@@ -65,7 +65,7 @@ def _timed_child(command: list[str], env: dict[str, str]) -> tuple[subprocess.Co
 
 
 def run_raw() -> dict:
-    from cluster.resources import cpu_thread_env
+    from s2d.cluster.resources import cpu_thread_env
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), **cpu_thread_env(1, os.cpu_count() or 1))
     child, seconds = _timed_child([sys.executable, "-c", RAW_SCRIPT, json.dumps({**JOB, "out": "unused"})], env)
@@ -80,7 +80,9 @@ def run_s2d(workdir: Path) -> dict:
     job_file = workdir / "job.yaml"
     job_file.write_text(yaml.safe_dump({**JOB, "out": str(out)}))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child, seconds = _timed_child([sys.executable, "-m", "engine.cli", "generate", str(job_file), "--no-progress"], env)
+    child, seconds = _timed_child(
+        [sys.executable, "-m", "s2d.engine.cli", "generate", str(job_file), "--no-progress"], env
+    )
     if child.returncode:
         sys.exit(f"s2d: failed\n{child.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())

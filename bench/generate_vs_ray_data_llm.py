@@ -11,7 +11,7 @@ briefly (~15 tokens per sample), so prefilling the ~77-token prompt is much of t
 both use s2d's 32-token KV blocks (vLLM's CPU default of 128 is too coarse to share a shorter prompt
 between the samples of `n` or between Ray Data LLM's copies).
 
-- s2d: `engine.pipeline.run_generate` on a JobSpec (one replica, vLLM's `n` = N, curation and shard commit
+- s2d: `s2d.engine.stages.generate.run_generate` on a JobSpec (one replica, vLLM's `n` = N, curation and shard commit
   included), its samples and output tokens read from the job's metrics.json.
 - Ray Data LLM: `ray.data.llm.build_processor` with a `vLLMEngineProcessorConfig`. It keeps only the first
   of a request's n samples, so every input goes in N times with n=1, its copies adjacent and prefix caching
@@ -19,7 +19,7 @@ between the samples of `n` or between Ray Data LLM's copies).
   template as one user turn), temperature, top_p, max_tokens and engine seed (per-request seeds crash
   vLLM's CPU build, FACTS.md), dtype, max_model_len, KV cache size and block size as s2d's replica. Measured twice:
   with its defaults (vLLM keeps one core for its front end) and with the thread binding s2d gives its only
-  replica (cluster.resources.cpu_thread_env, every core computing) passed through the processor's
+  replica (s2d.cluster.resources.cpu_thread_env, every core computing) passed through the processor's
   runtime_env; the headline compares s2d with the faster of the two.
 
 Each side runs in its own process with its own embedded Ray (the same `ray.init` arguments), so no engine or
@@ -119,11 +119,11 @@ def start_profile(pid: int, path: str) -> subprocess.Popen:
 
 def job_prompts() -> list[tuple[str, str]]:
     """(input_id, first-step prompt) of the job's inputs, rendered exactly as s2d's replica renders them."""
-    from engine.consistency import input_context
-    from engine.methods import resolve_method
-    from engine.sources import iter_inputs
-    from engine.spec import parse_spec
-    from engine.tasks import get_task
+    from s2d.engine.core.criteria import input_context
+    from s2d.engine.core.methods import resolve_method
+    from s2d.engine.core.spec import parse_spec
+    from s2d.engine.core.tasks import get_task
+    from s2d.engine.data.sources import iter_inputs
 
     spec = parse_spec(JOB)
     task, method = get_task(spec.task.name), resolve_method(spec.method.model_dump())
@@ -135,7 +135,7 @@ def job_prompts() -> list[tuple[str, str]]:
 def start_ray():
     import ray
 
-    from cluster.connect import embedded_init_kwargs
+    from s2d.cluster.connect import embedded_init_kwargs
 
     started = time.perf_counter()
     ray.init(**embedded_init_kwargs())
@@ -146,8 +146,8 @@ def start_ray():
 
 
 def measure_s2d(out: str, profile_to: str | None) -> dict:
-    from engine.pipeline import run_generate
-    from engine.spec import parse_spec
+    from s2d.engine.core.spec import parse_spec
+    from s2d.engine.stages.generate import run_generate
 
     spec = parse_spec(JOB | {"out": out})
     ray, ray_init_s = start_ray()
@@ -173,10 +173,10 @@ def measure_s2d(out: str, profile_to: str | None) -> dict:
 def measure_ray_data_llm(s2d_threads: bool, profile_to: str | None) -> dict:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from actors.vllm_backend import resolve_block_size, resolve_dtype
-    from cluster.resources import cpu_thread_env
-    from engine.models import resolve_model
-    from engine.spec import EngineSpec
+    from s2d.actors.vllm_backend import resolve_block_size, resolve_dtype
+    from s2d.cluster.resources import cpu_thread_env
+    from s2d.engine.core.spec import EngineSpec
+    from s2d.engine.data.models import resolve_model
 
     engine = EngineSpec()  # s2d's replica engine settings, as the job above runs them
     config = vLLMEngineProcessorConfig(

@@ -40,7 +40,7 @@ def run(keep: bool, extra: list[str]) -> dict:
         [
             sys.executable,
             "-m",
-            "engine.cli",
+            "s2d.engine.cli",
             "generate",
             str(ROOT / "configs" / "demo.yaml"),
             f"out={out}",
@@ -62,7 +62,7 @@ def run(keep: bool, extra: list[str]) -> dict:
         **{f"{table}_bytes": folder_bytes(out / table) for table in TABLES},
     }
     if keep:
-        from engine.shards import read_committed
+        from s2d.engine.data.shards import read_committed
 
         result["samples_arrow_bytes"] = read_committed(out, "samples").nbytes
     return result
@@ -71,10 +71,10 @@ def run(keep: bool, extra: list[str]) -> dict:
 def work_only(out: Path, copies: int) -> None:
     import pyarrow as pa
 
-    from engine.consistency import curate_generated
-    from engine.samples import chain_json
-    from engine.shards import ShardWriter, read_committed
-    from engine.spec import load_spec
+    from s2d.engine.core.spec import load_spec
+    from s2d.engine.data.curation import curate_generated
+    from s2d.engine.data.samples import chain_json
+    from s2d.engine.data.shards import ShardWriter, read_committed
 
     spec = load_spec(out / "job.yaml")
     samples = read_committed(out, "samples").to_pylist()

@@ -67,7 +67,7 @@ def job(method: str, n: int, max_tokens: int, temperature: float = 0.7, seed: in
 
 def input_rows(spec, count: int) -> list[dict]:
     """`count` distinct inputs of the job's task, as the pipeline feeds them to a replica."""
-    from engine.pipeline import input_rows as pipeline_rows
+    from s2d.engine.stages.generate import input_rows as pipeline_rows
 
     return list(
         pipeline_rows(
@@ -83,8 +83,8 @@ class RawChat:
     def __init__(self, spec):
         from vllm import LLM
 
-        from actors.vllm_backend import resolve_block_size, resolve_dtype
-        from engine.models import resolve_model
+        from s2d.actors.vllm_backend import resolve_block_size, resolve_dtype
+        from s2d.engine.data.models import resolve_model
 
         engine = spec.engine
         self.llm = LLM(
@@ -103,7 +103,7 @@ class RawChat:
     def generate(self, prompts, request, adapter=None):
         from vllm import SamplingParams
 
-        from engine.program import Completion
+        from s2d.engine.core.program import Completion
 
         params = SamplingParams(
             n=request.n,
@@ -123,10 +123,10 @@ class RawChat:
 
 class RawSide:
     def __init__(self, spec):
-        from actors.replica import sampling_request
-        from engine.consistency import input_context
-        from engine.methods import resolve_method
-        from engine.tasks import get_task
+        from s2d.actors.replica import sampling_request
+        from s2d.engine.core.criteria import input_context
+        from s2d.engine.core.methods import resolve_method
+        from s2d.engine.core.tasks import get_task
 
         self.backend, self.method = (
             RawChat(spec),
@@ -139,8 +139,8 @@ class RawSide:
         self.input_context = input_context
 
     def run(self, rows: list[dict]) -> tuple[int, int]:
-        from engine.program import run_method
-        from engine.tasks import TaskInput
+        from s2d.engine.core.program import run_method
+        from s2d.engine.core.tasks import TaskInput
 
         contexts = [
             self.input_context(
@@ -171,9 +171,9 @@ class ReplicaSide:
     def __init__(self, spec, step_barrier: bool):
         import ray
 
-        from actors.replica import GenerationReplica
-        from cluster.resources import replica_resources
-        from engine.pipeline import BATCHES_PER_REPLICA
+        from s2d.actors.replica import GenerationReplica
+        from s2d.cluster.resources import replica_resources
+        from s2d.engine.stages.generate import BATCHES_PER_REPLICA
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         self.ray, self.in_flight, self.batch_size = (
@@ -274,7 +274,7 @@ def profiled(runner, rows: list[dict]) -> dict:
 
 def available_inputs(spec) -> int:
     """Distinct training inputs the task can generate (pairwise_judge has a few dozen)."""
-    from engine.tasks import get_task
+    from s2d.engine.core.tasks import get_task
 
     task, count = get_task(spec.task.name), 4096
     while True:
@@ -298,7 +298,7 @@ def timed(runner, rows: list[dict]) -> dict:
 
 def run_side(side: str, settings: dict, per_run: int | None) -> dict:
     """One side in a child process (vLLM reads its thread binding at engine start); its result dict."""
-    from cluster.resources import cpu_thread_env
+    from s2d.cluster.resources import cpu_thread_env
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # The raw side gets the binding s2d's lone replica sets for itself, so both compute on every core.
@@ -424,7 +424,7 @@ def main() -> None:
 
 
 def child(argument: str) -> None:
-    from engine.spec import parse_spec
+    from s2d.engine.core.spec import parse_spec
 
     sys.path.insert(0, BENCH)
 

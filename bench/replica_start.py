@@ -28,9 +28,9 @@ def child() -> dict:
     import pyarrow as pa
     import ray
 
-    from actors.replica import RUNTIME_ENV, GenerationReplica
-    from engine.pipeline import BATCHES_PER_REPLICA, input_rows
-    from engine.spec import parse_spec
+    from s2d.actors.replica import RUNTIME_ENV, GenerationReplica
+    from s2d.engine.core.spec import parse_spec
+    from s2d.engine.stages.generate import BATCHES_PER_REPLICA, input_rows
 
     spec = parse_spec(
         {

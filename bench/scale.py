@@ -4,14 +4,14 @@
     .venv/bin/python bench/scale.py --code /tmp/main --sizes 1000000   # the same on another checkout (today's code)
     .venv/bin/python bench/scale.py --keep-samples --sizes 1000000     # with output.keep_samples (8 rows per input)
 
-The real `s2d generate` pipeline (`engine.pipeline.run_generate`: lease, partitioning, Ray Data, curation,
+The real `s2d generate` pipeline (`s2d.engine.stages.generate.run_generate`: lease, partitioning, Ray Data, curation,
 shard writing and commits, accounting, dataset card) on a user Parquet file of small inputs, with one thing
 replaced: the replica is a STAND-IN that answers instantly (`StandInReplica`: the row contract of
-`actors.replica.GenerationReplica`, n sample texts, token counts and chains per input), so what is measured
+`s2d.actors.replica.GenerationReplica`, n sample texts, token counts and chains per input), so what is measured
 is the data path, not vLLM. Each size runs in a fresh driver process (its peak RSS is its own), on an
 embedded local Ray with 6 logical CPUs over this machine's cores (`--cpus`): two stand-in replicas at 1 CPU
 each, and Ray Data reserves a task's CPU for each of the three task stages while it is alive (loading,
-splitting into batches, curation; cluster.backpressure keeps them all alive to the end), which leaves one more
+splitting into batches, curation; s2d.cluster.backpressure keeps them all alive to the end), which leaves one more
 for curation. With 4, curation runs one task at a time and the data path halves. A sampler reads the head
 node's object store (plasma) use and spilled bytes every second (`ray memory --stats-only`), and the driver's
 RSS. The last lines are the figures, then both memories over time (a peak that plateaus is bounded; one that
@@ -38,8 +38,8 @@ WORDS = ["apple", "river", "stone", "cloud", "maple", "tiger", "lemon", "piano",
 
 
 class StandInReplica:
-    """STAND-IN for actors.replica.GenerationReplica: the same constructor interface (`for_job`) and row
-    contract (engine.consistency.generate_for_curation, majority rule), answering at once without a model."""
+    """STAND-IN for s2d.actors.replica.GenerationReplica: the same constructor interface (`for_job`) and row
+    contract (s2d.engine.data.curation.generate_for_curation, majority rule), answering at once without a model."""
 
     def __init__(self, n: int, keep_samples: bool, **_: object):
         self.n, self.keep_samples = n, keep_samples
@@ -49,7 +49,7 @@ class StandInReplica:
         return {"n": spec.sampling.n, "keep_samples": spec.output.keep_samples}
 
     def __call__(self, batch: dict) -> dict:
-        from engine.samples import chain_json
+        from s2d.engine.data.samples import chain_json
 
         rows = len(batch["input_id"])
         texts, tokens, steps = [], [], []
@@ -133,9 +133,9 @@ def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.code)
     import ray
 
-    import actors.replica as replica_module
-    from engine.pipeline import run_generate
-    from engine.spec import load_spec
+    import s2d.actors.replica as replica_module
+    from s2d.engine.core.spec import load_spec
+    from s2d.engine.stages.generate import run_generate
 
     replica_module.GenerationReplica = StandInReplica  # run_generate imports it from there at call time
     ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)

@@ -1,6 +1,6 @@
 """Bounded memory on a job whose inputs far exceed the object store: Ray Data streams and backpressures.
 
-The plan has the generate stage's shape (`engine.pipeline`): an input source read block by block, an actor
+The plan has the generate stage's shape (`s2d.engine.stages.generate`): an input source read block by block, an actor
 pool of replicas (two), the real curation function, and the driver consuming curated batches. The inputs are
 made large on purpose (each carries `--pad-kib` of context) so their total is many times the object store
 (`--object-store-mib`) and a sizeable part of RAM. The replica here is a stand-in with the replica's row
@@ -23,7 +23,7 @@ import numpy as np
 
 
 class StandInReplica:
-    """The replica's contract (engine.pipeline -> actors.replica): rows in, n sample texts per input out."""
+    """The replica's contract (the generate stage -> s2d.actors.replica): rows in, n sample texts per input out."""
 
     def __init__(self, n: int):
         self.n = n
@@ -88,7 +88,7 @@ def main() -> None:
 
     import ray
 
-    from engine.shard_tasks import curate_generated_or_quarantine
+    from s2d.engine.data.shard_tasks import curate_generated_or_quarantine
 
     ray.init(num_cpus=2, object_store_memory=args.object_store_mib * 2**20, include_dashboard=False)
     context = ray.data.DataContext.get_current()

@@ -9,7 +9,7 @@ learns) and System 2 (the method), each greedy (one answer at temperature 0) and
 n samples (ties and unparseable majorities count as wrong), with Wilson 95% intervals. Both systems' answers
 go through the same extractor and the task's normaliser, so neither gets a more lenient reading. System 1 is
 measured once per task and shared by its pairings. No Ray: one vLLM engine (s2d's CPU settings) in this
-process, driven through s2d's own prompt programs (`engine.program.run_method`).
+process, driven through s2d's own prompt programs (`s2d.engine.core.program.run_method`).
 
 The last lines are the table; `--md FILE` also writes it as Markdown (docs/results.md includes it).
 """
@@ -47,7 +47,7 @@ class Row:
     task: str
     method: str
     inputs: int
-    system1_greedy: object  # engine.evaluate.SystemScore
+    system1_greedy: object  # s2d.engine.stages.evaluate.SystemScore
     system1_majority: object
     system2_greedy: object
     system2_majority: object
@@ -63,15 +63,15 @@ def _significant(better, worse) -> bool:
 
 
 def run_probe(pairings, inputs: int, n: int, temperature: float, max_tokens: int, seed: int) -> list[Row]:
-    from actors.vllm_backend import VLLMGenerator
-    from cluster.resources import cpu_thread_env
-    from engine.consistency import input_context
-    from engine.evaluate import score_majority, score_single
-    from engine.methods import get_method
-    from engine.models import resolve_model
-    from engine.program import SamplingRequest, run_method
-    from engine.spec import EngineSpec
-    from engine.tasks import get_task
+    from s2d.actors.vllm_backend import VLLMGenerator
+    from s2d.cluster.resources import cpu_thread_env
+    from s2d.engine.core.criteria import input_context
+    from s2d.engine.core.methods import get_method
+    from s2d.engine.core.program import SamplingRequest, run_method
+    from s2d.engine.core.spec import EngineSpec
+    from s2d.engine.core.tasks import get_task
+    from s2d.engine.data.models import resolve_model
+    from s2d.engine.stages.evaluate import score_majority, score_single
 
     os.environ.update(cpu_thread_env(1, os.cpu_count() or 1))
     generator = VLLMGenerator.load(resolve_model("smollm2-135m"), EngineSpec(), seed)

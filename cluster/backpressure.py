@@ -7,7 +7,7 @@ one, and the driver keeps state for every queued block (its metadata, and the bl
 100 KB: such blocks live in the owner's memory store). Measured on a plain Ray Data pipeline of the same
 shape: driver RSS +204 MiB at 5M inputs, +406 MiB at 10M, growing until the source was fully read, while the
 object store stayed flat. `QueuedRowsCap` keeps an operator from starting a task while the rows it produced
-that no task has taken yet reach a cap that scales with the replica pool, not the input (engine.pipeline
+that no task has taken yet reach a cap that scales with the replica pool, not the input (s2d.engine.stages.generate
 sets it): the queues stay a few batches deep, and so do the driver and the object store.
 
 Its cost: the stages upstream stay alive until the end of the job instead of finishing early, and Ray Data

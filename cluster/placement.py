@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from engine.spec import JobSpec
+from s2d.engine.core.spec import JobSpec
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.spec import JobSpec, replica_bounds
+from s2d.engine.core.spec import JobSpec, replica_bounds
 
 
 def replica_resources(spec: JobSpec, cluster_gpus: float) -> dict[str, Any]:
-    """Ray actor options of one standalone vLLM replica (eval); the generate pool uses `cluster.placement`.
+    """Ray actor options of one standalone vLLM replica (eval); the generate pool uses `s2d.cluster.placement`.
 
     With GPUs, a replica holds tensor_parallel_size x pipeline_parallel_size GPUs unless the spec says
     otherwise; without, it holds CPUs only and vLLM's CPU build runs.

@@ -1,14 +1,16 @@
 """`s2d submit`, `s2d logs`, `s2d stop`: run a job on an existing Ray cluster through Ray's job submission API.
 
 The submission is plain data built by `build_submission` (tests inspect it): the entrypoint runs the s2d CLI
-with the cluster's Python; the runtime_env ships s2d's packages (`py_modules`) and a working dir holding only
-the resolved job file, so nothing of the local checkout (.venv, .cache, runs, .git) travels. The Ray auth
-token is read by Ray's own client from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token and sent as
-a request header; s2d never copies it into the submission, the job's environment, its logs or outputs.
+with the cluster's Python; the runtime_env ships the `s2d` package (`py_modules`, staged by `stage_package`) and
+a working dir holding only the resolved job file, so nothing of the local checkout (.venv, .cache, runs, .git)
+travels. The Ray auth token is read by Ray's own client from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+~/.ray/auth_token and sent as a request header; s2d never copies it into the submission, the job's environment,
+its logs or outputs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -20,12 +22,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cluster.connect import WORKER_ENV_VARS
-from engine.spec import JobSpec, dump_spec
+from s2d.cluster.connect import WORKER_ENV_VARS
+from s2d.engine.core.spec import JobSpec, dump_spec
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 JOB_FILE = "job.yaml"
-PACKAGES = ("engine", "actors", "training", "cluster")
+SUBPACKAGES = ("engine", "actors", "training", "cluster")  # s2d.engine, ...: folders of their own in a checkout
 # Never shipped even if a package folder holds them.
 EXCLUDES = ["__pycache__", "*.pyc", ".venv", ".cache", "runs", ".git"]
 # Local environment passed to the job when set: the model cache, so a packaged model is not converted again.
@@ -64,15 +66,21 @@ def job_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def build_submission(
-    spec: JobSpec, stage: str, working_dir: str, python: str, environ: dict[str, str] | None = None
+    spec: JobSpec,
+    stage: str,
+    working_dir: str,
+    python: str,
+    environ: dict[str, str] | None = None,
+    *,
+    package: str,
 ) -> Submission:
-    """Entrypoint and runtime_env of one s2d job; `working_dir` holds the resolved job file (see `stage_job_dir`)."""
+    """Entrypoint and runtime_env of one s2d job; `working_dir` holds the resolved job file (see `stage_job_dir`),
+    `package` the s2d package (see `stage_package`)."""
     check_submittable(spec)
-    root = Path(__file__).resolve().parents[1]
-    entrypoint = f"{python} -m engine.cli {stage} {JOB_FILE} --no-progress"
+    entrypoint = f"{python} -m s2d.engine.cli {stage} {JOB_FILE} --no-progress"
     runtime_env = {
         "working_dir": working_dir,
-        "py_modules": [str(root / package) for package in PACKAGES],
+        "py_modules": [package],
         "excludes": list(EXCLUDES),
         "env_vars": job_environment(environ),
     }
@@ -92,6 +100,22 @@ def stage_job_dir(spec: JobSpec) -> str:
     directory = tempfile.mkdtemp(prefix="s2d-submit-")
     (Path(directory) / JOB_FILE).write_text(dump_spec(spec))
     return directory
+
+
+def stage_package() -> str:
+    """A fresh copy of the imported `s2d` package as one folder, `<tmp>/s2d`: what Ray's py_modules ships. In a
+    checkout (an editable install) s2d.engine, s2d.actors ... are the repository's own folders, not under s2d/."""
+    package = Path(tempfile.mkdtemp(prefix="s2d-package-")) / "s2d"
+    ignore = shutil.ignore_patterns(*EXCLUDES)
+    shutil.copytree(_folder_of("s2d"), package, ignore=ignore)
+    for name in SUBPACKAGES:
+        if not (package / name).is_dir():
+            shutil.copytree(_folder_of(f"s2d.{name}"), package / name, ignore=ignore)
+    return str(package)
+
+
+def _folder_of(package: str) -> Path:
+    return Path(importlib.util.find_spec(package).origin).parent
 
 
 def client(address: str | None) -> Any:
@@ -140,9 +164,9 @@ def submit(spec: JobSpec, stage: str, address: str | None, python: str | None = 
     url = dashboard_address(address)
     python = python or (sys.executable if is_local_address(url) else "python")
     job_client = client(address)
-    working_dir = stage_job_dir(spec)
+    working_dir, package = stage_job_dir(spec), stage_package()
     try:
-        submission = build_submission(spec, stage, working_dir, python)
+        submission = build_submission(spec, stage, working_dir, python, package=package)
         return _guard(
             lambda: job_client.submit_job(
                 entrypoint=submission.entrypoint, runtime_env=submission.runtime_env, metadata=submission.metadata
@@ -150,7 +174,8 @@ def submit(spec: JobSpec, stage: str, address: str | None, python: str | None = 
             url,
         )
     finally:
-        shutil.rmtree(working_dir, ignore_errors=True)  # uploaded by submit_job
+        for staged in (working_dir, Path(package).parent):  # uploaded by submit_job
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def follow(

@@ -10,14 +10,15 @@ import time
 import traceback
 from pathlib import Path
 
-from engine.console import error, log_path_for, quiet, say
-from engine.export import FORMATS as EXPORT_FORMATS
-from engine.lease import Lease, LeaseLost, OutputBusy
-from engine.models import ModelNotFound, check_model_reference
-from engine.pipeline import GenerationFailed
-from engine.shards import OutputConflict
-from engine.spec import JobSpec, SpecError, dump_spec, load_spec
-from engine.storage import OutputError
+from s2d.engine.core.spec import JobSpec, SpecError, load_spec
+from s2d.engine.data.lease import LeaseLost, OutputBusy
+from s2d.engine.data.models import ModelNotFound, check_model_reference
+from s2d.engine.data.shards import OutputConflict
+from s2d.engine.data.storage import OutputError
+from s2d.engine.stages.console import error, log_path_for, quiet, say
+from s2d.engine.stages.export import FORMATS as EXPORT_FORMATS
+from s2d.engine.stages.generate import GenerationFailed
+from s2d.engine.stages.results import EvalResult, GenerateResult, StageResult, TrainResult
 
 EPILOG = """examples:
   s2d run configs/demo.yaml
@@ -32,7 +33,7 @@ Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, tr
 
 # Failures whose message says it all (no traceback needed to act on them).
 EXPECTED_ERRORS = (OutputConflict, ValueError, FileNotFoundError, OutputError, GenerationFailed, OutputBusy, LeaseLost)
-# Another job holds <out> (engine.lease): try again later (EX_TEMPFAIL).
+# Another job holds <out> (s2d.engine.data.lease): try again later (EX_TEMPFAIL).
 EXIT_BUSY = 75
 
 STAGE_HELP = {
@@ -160,7 +161,7 @@ def _add_cluster_commands(commands) -> None:
 
 
 def _cluster_command(args: argparse.Namespace) -> int:
-    from cluster import submit as jobs
+    from s2d.cluster import submit as jobs
 
     try:
         if args.command == "logs":
@@ -214,7 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "methods":
-        from engine.methods import list_methods
+        from s2d.engine.core.methods import list_methods
 
         methods = list_methods()
         width = max(len(name) for name, _ in methods)
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         with _own_ray():
             return _run_reporting_errors(args, spec, log=None)
-    from engine.storage import OutputLocation
+    from s2d.engine.data.storage import OutputLocation
 
     location = OutputLocation.of(spec.out)
     log = log_path_for(spec.out_path if location.is_local else None, args.command)
@@ -285,72 +286,59 @@ def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | N
         if isinstance(problem, EXPECTED_ERRORS):
             error(f"s2d: error: {problem}{where}")
             return 1
-        from engine.pipeline import root_cause
+        from s2d.engine.stages.generate import root_cause
 
         error(f"s2d: error: {root_cause(problem)} (traceback in {log})")
         return 1
 
 
 def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None) -> int:
-    from engine.storage import OutputLocation
+    from s2d.engine.stages.api import run_job
 
-    location = OutputLocation.of(spec.out)
     stages = ["generate", "train", "eval"] if args.command == "run" else [args.command]
-    if not location.is_local and stages != ["generate"]:
-        raise ValueError(
-            f"out={spec.out}: train and eval need a local or mounted path; only generate writes to a "
-            "filesystem URI (copy the shards to a mounted path, or mount the bucket)"
-        )
-    location.makedirs()
-    with contextlib.ExitStack() as held:
-        # generate's lease first: a job refused because another writes <out> must not touch it (job.yaml).
-        lease = held.enter_context(Lease.acquire(spec.out)) if "generate" in stages else None
-        location.write_bytes_atomic(dump_spec(spec).encode(), "job.yaml")
-        return _stages(args, spec, stages, lease, log)
+    started = time.monotonic()
 
-
-def _stages(args: argparse.Namespace, spec: JobSpec, stages: list[str], lease, log: Path | None) -> int:
-    from engine.storage import OutputLocation
-
-    out = spec.out_path
-    location = OutputLocation.of(spec.out)
-    progress = not args.no_progress
-    for stage in stages:
+    def report(result: StageResult) -> None:
+        nonlocal started
+        for line in _result_lines(spec, result):
+            say(line)
+        say(f"{_stage_of(result)}: {time.monotonic() - started:.0f} s")
         started = time.monotonic()
-        if stage == "generate":
-            from engine.pipeline import run_generate
 
-            summary = run_generate(spec, force=args.force, progress=progress, lease=lease)
-            say(
-                f"generate: {summary.inputs} inputs ({summary.skipped_committed} already committed), "
-                f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.quarantined} quarantined "
-                f"{summary.reasons or ''} -> {location.path('shards')}"
-            )
-        elif stage == "train":
-            from training.trainer import train_model
-
-            metrics = train_model(spec)
-            losses = metrics.get("losses") or [float("nan")]
-            resumed = metrics.get("resumed_from_step")
-            say(
-                f"train: {metrics.get('steps')} steps on {metrics.get('examples')} examples"
-                f"{f' (resumed at step {resumed})' if resumed is not None else ''}, "
-                f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {out / 'model'}"
-            )
-        else:
-            from engine.evaluate import run_eval
-
-            metrics = run_eval(spec)
-            say((out / "eval" / "report.md").read_text().rstrip())
-        say(f"{stage}: {time.monotonic() - started:.0f} s")
+    run_job(spec, stages, force=getattr(args, "force", False), progress=not args.no_progress, on_result=report)
     for line in _where(spec, stages, log):
         say(line)
     return 0
 
 
+def _stage_of(result: StageResult) -> str:
+    return {GenerateResult: "generate", TrainResult: "train", EvalResult: "eval"}[type(result)]
+
+
+def _result_lines(spec: JobSpec, result: StageResult) -> list[str]:
+    """What a finished stage says on the terminal."""
+    from s2d.engine.data.storage import OutputLocation
+
+    if isinstance(result, GenerateResult):
+        return [
+            f"generate: {result.inputs} inputs ({result.skipped_committed} already committed), "
+            f"{result.accepted} accepted, {result.rejected} rejected, {result.quarantined} quarantined "
+            f"{result.reasons or ''} -> {OutputLocation.of(spec.out).path('shards')}"
+        ]
+    if isinstance(result, TrainResult):
+        losses = result.losses or [float("nan")]
+        resumed = result.resumed_from_step
+        return [
+            f"train: {result.steps} steps on {result.examples} examples"
+            f"{f' (resumed at step {resumed})' if resumed is not None else ''}, "
+            f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {result.model_dir}"
+        ]
+    return [Path(result.report).read_text().rstrip()]
+
+
 def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
     """The closing lines of a run: where its results are, and the command that uses each."""
-    from engine.storage import OutputLocation
+    from s2d.engine.data.storage import OutputLocation
 
     location = OutputLocation.of(spec.out)
     entries = [("logs", str(log) if log else None, "Ray, vLLM and DeepSpeed")]
@@ -370,7 +358,8 @@ def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
 
 
 def _status(out: str) -> int:
-    from engine.shards import check_accounting, read_manifest
+    from s2d.engine.data.accounting import check_accounting
+    from s2d.engine.data.shards import read_manifest
 
     try:
         manifest = read_manifest(out)
@@ -404,12 +393,12 @@ def _read_output(args: argparse.Namespace) -> int:
     """`s2d inspect` and `s2d export`: read a finished (or partial) output."""
     try:
         if args.command == "export":
-            from engine.export import export_pairs
+            from s2d.engine.stages.export import export_pairs
 
             count = export_pairs(args.out, args.to, args.fmt)
             say(f"export: {count} pairs ({args.fmt}) -> {args.to}")
             return 0
-        from engine.inspection import Selection, inspect_output
+        from s2d.engine.stages.inspection import Selection, inspect_output
 
         if args.n < 1:
             raise ValueError("-n must be at least 1")
@@ -434,7 +423,7 @@ def _read_output(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from engine.report import write_report
+    from s2d.engine.stages.report import write_report
 
     try:
         report, chart = write_report([Path(out) for out in args.outs], Path(args.to) if args.to else None)

@@ -201,7 +201,7 @@ def main() -> int:
         runs_file.write_text(json.dumps(runs, indent=2))
         print(f"paper: probe {'ok' if code == 0 else f'failed, see {RUNS}/probe.log'}", flush=True)
     rows = [collect(name, job, experiment, paper, runs.get(name)) for name, job, experiment, paper in PAIRINGS]
-    from engine.report import write_report
+    from s2d.engine.stages.report import write_report
 
     finished = [RUNS / row["name"] for row in rows if row["eval"]]
     if finished:

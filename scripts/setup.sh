@@ -36,5 +36,5 @@ if [[ "$DEVICE" == cpu ]]; then
     # transformers' model imports fail ("operator torchvision::nms does not exist"). Text generation needs none.
     "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-"$VENV/bin/python" -c "import engine, actors, training, cluster, vllm, ray, deepspeed, peft; print('setup: ok, vllm', vllm.__version__, 'ray', ray.__version__)"
+"$VENV/bin/python" -c "import s2d.engine.cli, s2d.actors.replica, s2d.training.trainer, vllm, ray, deepspeed, peft; print('setup: ok, vllm', vllm.__version__, 'ray', ray.__version__)"
 echo "$want" > "$stamp"

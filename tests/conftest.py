@@ -13,7 +13,7 @@ os.environ.setdefault("S2D_CACHE", os.path.join(os.path.dirname(__file__), "..",
 @pytest.fixture(scope="session")
 def ray_session():
     """A real embedded Ray, started once: each start costs seconds, and vLLM replicas reuse it."""
-    from cluster.connect import connect
+    from s2d.cluster.connect import connect
 
     ray = connect(address=None)
     yield ray
@@ -22,6 +22,6 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def packaged_model_dir() -> str:
-    from engine.models import resolve_model
+    from s2d.engine.data.models import resolve_model
 
     return resolve_model("smollm2-135m")

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.spec import TrainSpec
+from s2d.engine.core.spec import TrainSpec
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -23,7 +23,7 @@ def available_configs() -> list[str]:
 def load_deepspeed_config(name_or_path: str, train: TrainSpec, use_gpu: bool) -> dict[str, Any]:
     """Read a named (training/configs/<name>.json) or path config and fill it in from `train`.
 
-    The learning-rate schedule is not DeepSpeed's: training.plan.lr_factor implements train.lr_schedule
+    The learning-rate schedule is not DeepSpeed's: s2d.training.plan.lr_factor implements train.lr_schedule
     (DeepSpeed's warmup schedulers run their first step at lr 0), so a config that brings its own
     `scheduler` is refused rather than silently overridden.
     """

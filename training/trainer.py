@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.spec import JobSpec
+from s2d.engine.core.spec import JobSpec
 
 RUN_NAME = "distill"
 METRICS_FILE = "train_metrics.json"
@@ -32,7 +32,7 @@ _INSTALL_HINT = "pip install 'ray[data,train]' deepspeed peft transformers torch
 
 def read_accepted_rows(out: Path) -> list[dict[str, str]]:
     """The (prompt, answer) pairs of the shards `<out>/manifest.json` lists as committed, in manifest order."""
-    from engine.shards import read_committed
+    from s2d.engine.data.shards import read_committed
 
     table = read_committed(Path(out), "shards").select(["prompt", "answer"])
     return [row for row in table.to_pylist() if row["prompt"] and row["answer"]]
@@ -54,11 +54,11 @@ def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
         from ray.train import CheckpointConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        from cluster.connect import connect
+        from s2d.cluster.connect import connect
     except ImportError as error:  # pragma: no cover - depends on the install
         raise ImportError(f"training needs Ray Train ({error}); {_INSTALL_HINT}") from error
-    from training.configs import load_deepspeed_config
-    from training.plan import run_fingerprint
+    from s2d.training.configs import load_deepspeed_config
+    from s2d.training.plan import run_fingerprint
 
     ray = connect()
     use_gpu = spec.train.use_gpu
@@ -130,7 +130,7 @@ def merge_adapter(model: str, adapter_dir: Path, merged_dir: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.models import resolve_model
+    from s2d.engine.data.models import resolve_model
 
     base = AutoModelForCausalLM.from_pretrained(resolve_model(model), dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
@@ -155,10 +155,10 @@ def _train_worker(config: dict[str, Any]) -> None:
     except ImportError as error:  # pragma: no cover - depends on the worker's install
         raise ImportError(f"a training worker is missing a package ({error}); {_INSTALL_HINT}") from error
 
-    from engine.models import resolve_model
-    from training.configs import load_deepspeed_config
-    from training.plan import lr_factor, micro_batches, padded_to_steps, rank_micro_batches, warmup_steps
-    from training.sft import build_examples, collate, pack
+    from s2d.engine.data.models import resolve_model
+    from s2d.training.configs import load_deepspeed_config
+    from s2d.training.plan import lr_factor, micro_batches, padded_to_steps, rank_micro_batches, warmup_steps
+    from s2d.training.sft import build_examples, collate, pack
 
     _quiet_worker_logs()
     spec: JobSpec = config["spec"]
@@ -317,7 +317,7 @@ def _export(engine: Any, tokenizer: Any, rank: int, mode: str, metrics: dict[str
     import deepspeed
     import ray.train
 
-    from training.configs import zero_stage
+    from s2d.training.configs import zero_stage
 
     stage3 = zero_stage(engine.config) == 3
     with tempfile.TemporaryDirectory() as directory:

@@ -1,4 +1,4 @@
-"""The driver-memory bounds (cluster.backpressure) on a real Ray Data execution: a fast source in front of a slow
+"""The driver-memory bounds (s2d.cluster.backpressure) on a real Ray Data execution: a fast source in front of a slow
 actor pool runs at most the queued-rows cap ahead of it, every row still comes out exactly once, and an operator
 keeps the stats of its last few blocks only. Without them the source queues nearly the whole input and every
 block's stats stay (the driver-memory growth bench/scale.py measured)."""
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cluster.backpressure import ROWS_CAP_KEY, STATS_KEPT_KEY, driver_memory_bounded
+from s2d.cluster.backpressure import ROWS_CAP_KEY, STATS_KEPT_KEY, driver_memory_bounded
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def _peak_lead(ray, capped: bool) -> tuple[int, list[int], int]:
             dataset = (
                 ray.data.from_items([{"shard": shard} for shard in range(SHARDS)])
                 .map_batches(_load, batch_size=1)
-                .repartition(target_num_rows_per_block=BATCH, strict=True)  # as engine.pipeline: stages apart
+                .repartition(target_num_rows_per_block=BATCH, strict=True)  # stages apart, as the generate stage
                 .map_batches(_SlowPool, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=1))
             )
             rows = dataset.take_all()

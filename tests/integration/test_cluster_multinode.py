@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from engine.cli import main
-from engine.tasks import get_task
+from s2d.engine.cli import main
+from s2d.engine.core.tasks import get_task
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def three_nodes(packaged_model_dir):
     import ray
     from ray.cluster_utils import Cluster
 
-    from cluster.connect import WORKER_ENV_VARS, connect
+    from s2d.cluster.connect import WORKER_ENV_VARS, connect
 
     session_ray = ray.is_initialized()  # the session's embedded Ray (ray_session): restarted after this module
     if session_ray:

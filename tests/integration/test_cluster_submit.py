@@ -115,7 +115,7 @@ def token_cluster():
 
 
 def _wait_for_job_api(url: str, env: dict[str, str], timeout: float = 90.0) -> None:
-    probe = [sys.executable, "-m", "engine.cli", "logs", "no-such-job", "--address", url]
+    probe = [sys.executable, "-m", "s2d.engine.cli", "logs", "no-such-job", "--address", url]
     deadline = time.monotonic() + timeout
     while True:
         result = subprocess.run(probe, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -128,7 +128,12 @@ def _wait_for_job_api(url: str, env: dict[str, str], timeout: float = 90.0) -> N
 
 def _s2d(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "s2d.engine.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

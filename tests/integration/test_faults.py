@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from bad_rows import GOOD, catalogue_file
 
-from engine.cli import main
-from engine.shards import check_accounting, read_committed, read_manifest
+from s2d.engine.cli import main
+from s2d.engine.data.accounting import check_accounting
+from s2d.engine.data.shards import read_committed, read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +116,7 @@ def start_user_job(args: list[str], **popen: object) -> subprocess.Popen:
     """`s2d ARGS` as a user runs it: its own process group and its own embedded Ray (never the tests' one)."""
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, start_new_session=True, **popen
+        [sys.executable, "-m", "s2d.engine.cli", *args], cwd=ROOT, env=env, start_new_session=True, **popen
     )
 
 

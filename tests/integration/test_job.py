@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from engine.cli import main
-from engine.spec import load_spec
-from engine.tasks import get_task
+from s2d.engine.cli import main
+from s2d.engine.core.spec import load_spec
+from s2d.engine.core.tasks import get_task
 
 pytestmark = pytest.mark.integration
 

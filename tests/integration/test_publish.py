@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.shards import check_accounting, read_committed
+from s2d.engine.cli import main
+from s2d.engine.data.accounting import check_accounting
+from s2d.engine.data.shards import read_committed
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def quiet_job(tmp_path_factory):
     out = tmp_path_factory.mktemp("publish") / "run"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "generate", str(DEMO), *OVERRIDES, f"out={out}"],
+        [sys.executable, "-m", "s2d.engine.cli", "generate", str(DEMO), *OVERRIDES, f"out={out}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -89,8 +90,8 @@ def test_the_card_makes_the_output_a_datasets_dataset(quiet_job, tmp_path):
 def test_messages_export_gives_the_training_examples(quiet_job, packaged_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from training.sft import build_examples
-    from training.trainer import read_accepted_rows
+    from s2d.training.sft import build_examples
+    from s2d.training.trainer import read_accepted_rows
 
     out, _ = quiet_job
     to = tmp_path / "pairs.jsonl"

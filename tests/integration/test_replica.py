@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from actors.replica import GenerationReplica
-from engine.consistency import input_context
-from engine.program import SamplingRequest
-from engine.spec import parse_spec
-from engine.tasks import get_task
+from s2d.actors.replica import GenerationReplica
+from s2d.engine.core.criteria import input_context
+from s2d.engine.core.program import SamplingRequest
+from s2d.engine.core.spec import parse_spec
+from s2d.engine.core.tasks import get_task
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +66,9 @@ def _contexts(task_name, count):
     ],
 )
 def test_every_method_runs_through_the_real_replica(replica, ray_session, method, task):
-    from engine.consistency import sample_answers
-    from engine.methods import Extractor, get_method
-    from engine.tasks import get_task
+    from s2d.engine.core.criteria import sample_answers
+    from s2d.engine.core.methods import Extractor, get_method
+    from s2d.engine.core.tasks import get_task
 
     chains = ray_session.get(
         replica.run.remote(method, _contexts(task, 2), SamplingRequest(n=2, temperature=0.7, max_tokens=24))
@@ -163,7 +163,7 @@ def test_consistency_criteria_through_the_replica_stage(replica, ray_session, me
     """The Ray Data stage's contract on the real engine: generated rows -> curated rows with their criterion."""
     import pyarrow as pa
 
-    from engine.consistency import curate_generated
+    from s2d.engine.data.curation import curate_generated
 
     n = 1 if method == "bsm" else 2
     columns = ray_session.get(

@@ -1,5 +1,5 @@
 """A replica ten times slower than the other does not stall the job: Ray Data's pool hands each replica at most
-two batches at a time (one block per batch, engine.pipeline), so the fast replica takes the rest of the stream
+two batches at a time (one block per batch, the generate stage), so the fast replica takes the rest of the stream
 (issue 5 left this test out).
 
 Real Ray, real vLLM (two replicas of the packaged model). The slow one is the real replica with a delay added
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.shards import read_manifest
+from s2d.engine.data.shards import read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ class BatchCounter:
 
 
 def slow_replica_class():
-    from actors.replica import GenerationReplica
+    from s2d.actors.replica import GenerationReplica
 
     class OneSlowReplica(GenerationReplica):
         def __init__(self, *args, **kwargs):
@@ -65,13 +65,13 @@ def test_a_ten_times_slower_replica_does_not_stall_the_job(tmp_path, ray_session
     import ray.cloudpickle as cloudpickle  # Ray pickles with its own copy of cloudpickle
     from test_faults import assert_exactly_once
 
-    import engine.pipeline
-    from engine.pipeline import run_generate
-    from engine.spec import load_spec
+    import s2d.engine.stages.generate
+    from s2d.engine.core.spec import load_spec
+    from s2d.engine.stages.generate import run_generate
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
     counter = ray_session.remote(BatchCounter).options(name=COUNTER, num_cpus=0).remote()
-    monkeypatch.setattr(engine.pipeline, "replica_class", slow_replica_class)
+    monkeypatch.setattr(s2d.engine.stages.generate, "replica_class", slow_replica_class)
     out = tmp_path / "run"
     spec = load_spec(
         DEMO,

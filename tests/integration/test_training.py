@@ -12,8 +12,8 @@ import json
 import pytest
 from training_data import commit_shards, last_letter_rows
 
-from engine.spec import parse_spec
-from training.trainer import train_model
+from s2d.engine.core.spec import parse_spec
+from s2d.training.trainer import train_model
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from training_data import last_letter_rows
 
-from training.sft import build_examples, collate, pack
+from s2d.training.sft import build_examples, collate, pack
 
 pytestmark = pytest.mark.integration
 

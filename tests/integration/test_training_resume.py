@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from training_data import commit_shards, last_letter_rows
 
-from engine.spec import parse_spec
-from training.trainer import RUN_NAME, train_model
+from s2d.engine.core.spec import parse_spec
+from s2d.training.trainer import RUN_NAME, train_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = (
-    "import json, sys; from engine.spec import parse_spec; from training.trainer import train_model; "
+    "import json, sys; from s2d.engine.core.spec import parse_spec; from s2d.training.trainer import train_model; "
     "train_model(parse_spec(json.loads(sys.argv[1])))"
 )
 

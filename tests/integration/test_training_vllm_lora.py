@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.program import SamplingRequest
-from engine.spec import parse_spec
+from s2d.engine.core.program import SamplingRequest
+from s2d.engine.core.spec import parse_spec
 
 # 85 s on the shared 2-core machine (a vLLM engine with LoRA, transformers generation): the slow tier.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -70,7 +70,7 @@ def transformers_answers(model_dir: str, adapter: str) -> tuple[list[str], list[
 
 
 def test_vllm_with_lora_matches_transformers_with_peft(ray_session, packaged_model_dir, random_adapter, tmp_path):
-    from actors.replica import GenerationReplica
+    from s2d.actors.replica import GenerationReplica
 
     spec = parse_spec({"model": "smollm2-135m", "out": str(tmp_path), "engine": {"dtype": "float32"}})
     replica = (

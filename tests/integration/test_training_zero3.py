@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from training_data import commit_shards, last_letter_rows
 
-from engine.spec import parse_spec
-from training.trainer import train_model
+from s2d.engine.core.spec import parse_spec
+from s2d.training.trainer import train_model
 
 # Each run takes 85-105 s on the shared 2-core machine (engine start-up, ZeRO-3 gathers): the slow tier.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -32,7 +32,7 @@ def last_letter_rows(count: int = len(WORDS)) -> list[dict[str, str]]:
 
 def commit_shards(out: Path, rows: list[dict[str, str]], num_shards: int = 2) -> None:
     """Commit `rows` as accepted inputs of `num_shards` shards, with the manifest training reads."""
-    from engine.shards import ShardWriter, curated_table
+    from s2d.engine.data.shards import ShardWriter, curated_table
 
     full = [
         {

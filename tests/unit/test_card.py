@@ -4,9 +4,9 @@ import datetime
 
 import pytest
 
-from engine.card import write_card
-from engine.shards import ShardWriter, curated_table, shard_of
-from engine.spec import parse_spec
+from s2d.engine.core.spec import parse_spec
+from s2d.engine.data.shards import ShardWriter, curated_table, shard_of
+from s2d.engine.stages.card import write_card
 
 
 def demo_sized_output(out, inputs=64, n=8, keep_samples=True):

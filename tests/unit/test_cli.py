@@ -11,7 +11,7 @@ ROOT = Path(__file__).parents[2]
 
 def run_cli(*args, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "s2d.engine.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
     )
 
 
@@ -53,7 +53,7 @@ def test_help_names_every_stage():
 
 
 def test_overrides_may_follow_options():
-    from engine.cli import parse_args
+    from s2d.engine.cli import parse_args
 
     args = parse_args(["generate", "job.yaml", "a=1", "--no-progress", "b=2"])
     assert args.overrides == ["a=1", "b=2"] and args.no_progress
@@ -64,8 +64,8 @@ def test_overrides_may_follow_options():
 
 
 def test_status_reports_progress_and_the_exactly_once_check(tmp_path, capsys):
-    from engine.cli import main
-    from engine.shards import ShardWriter, curated_table
+    from s2d.engine.cli import main
+    from s2d.engine.data.shards import ShardWriter, curated_table
 
     row = {"input_id": "a", "shard_id": 0, "status": "accepted", "prompt": "p", "answer": "x"}
     writer = ShardWriter.open(tmp_path, 2, "fp", {0: 1, 1: 1})

@@ -1,4 +1,4 @@
-"""engine.commits.with_ticks: the driver's loop over pipeline output wakes up to commit between batches."""
+"""s2d.engine.data.commits.with_ticks: the driver's loop over pipeline output wakes up to commit between batches."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from engine.commits import with_ticks
+from s2d.engine.data.commits import with_ticks
 
 
 def slow_items(delays: list[float], pulled: list[int] | None = None):

@@ -6,18 +6,13 @@ import json
 import pyarrow as pa
 import pytest
 
-from engine.consistency import (
-    check_compatibility,
-    curate_generated,
-    generate_for_curation,
-    perturbation_decision,
-    usc_decision,
-    usc_prompt,
-)
-from engine.methods import get_method
-from engine.program import Completion, SamplingRequest
-from engine.shards import CURATED_SCHEMA
-from engine.tasks import get_task
+from s2d.engine.core.criteria import check_compatibility, perturbation_decision, usc_decision, usc_prompt
+from s2d.engine.core.methods import get_method
+from s2d.engine.core.program import Completion, SamplingRequest
+from s2d.engine.core.tasks import get_task
+from s2d.engine.data.curation import curate_generated
+from s2d.engine.data.generated import generate_for_curation
+from s2d.engine.data.shards import CURATED_SCHEMA
 
 
 @pytest.mark.parametrize(
@@ -286,7 +281,7 @@ def test_usc_prompt_shares_a_total_budget_between_many_responses():
 
 
 def test_input_context_carries_the_fields_bsm_reads():
-    from engine.consistency import input_context
+    from s2d.engine.core.criteria import input_context
 
     task = get_task("pairwise_judge")
     item = task.generate(1, 0, "train")[0]
@@ -313,15 +308,15 @@ def test_input_context_carries_the_fields_bsm_reads():
     ],
 )
 def test_job_specs_with_bad_methods_or_criteria_are_refused_with_a_clear_message(overrides, message):
-    from engine.spec import SpecError, parse_spec
+    from s2d.engine.core.spec import SpecError, parse_spec
 
     with pytest.raises(SpecError, match=message):
         parse_spec({"model": "m"}, overrides)
 
 
 def test_custom_method_spec_round_trips_to_the_replica_kwargs():
-    from engine.methods import resolve_method
-    from engine.spec import parse_spec
+    from s2d.engine.core.methods import resolve_method
+    from s2d.engine.core.spec import parse_spec
 
     spec = parse_spec(
         {"model": "m"},

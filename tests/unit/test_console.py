@@ -5,7 +5,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from engine.cli import main
+from s2d.engine.cli import main
 
 ROOT = Path(__file__).parents[2]
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).parents[2]
 def test_native_python_and_child_output_go_to_the_log_and_s2d_lines_to_the_terminal(tmp_path):
     script = textwrap.dedent(f"""
         import logging, os, subprocess, sys, warnings
-        from engine.console import error, quiet, say, terminal
+        from s2d.engine.stages.console import error, quiet, say, terminal
         with quiet({str(tmp_path / "run.log")!r}):
             os.write(2, b"[E core_worker.cc] native noise\\n")
             print("library print")

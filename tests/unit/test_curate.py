@@ -3,8 +3,8 @@ import random
 import pyarrow as pa
 import pytest
 
-from engine.consistency import curate_generated
-from engine.curate import majority_vote, majority_votes
+from s2d.engine.core.votes import majority_vote, majority_votes
+from s2d.engine.data.curation import curate_generated
 
 
 @pytest.mark.parametrize(

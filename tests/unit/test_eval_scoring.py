@@ -1,7 +1,7 @@
-from engine.evaluate import score_majority, score_single
-from engine.methods import Extractor
-from engine.program import Chain
-from engine.tasks import TaskInput
+from s2d.engine.core.methods import Extractor
+from s2d.engine.core.program import Chain
+from s2d.engine.core.tasks import TaskInput
+from s2d.engine.stages.evaluate import score_majority, score_single
 
 
 def _chains(*texts):

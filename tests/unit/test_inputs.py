@@ -1,4 +1,4 @@
-"""The partitioning pass (engine.inputs) run in this process, against the single-process reader (iter_inputs):
+"""The partitioning pass (s2d.engine.data.inputs) run in this process, against the single-process reader (iter_inputs):
 the same ids, reasons and details, each row in the shard its id hashes to (a duplicate: the shard of the
 input it repeats), a source of several units resolved the same as one."""
 
@@ -6,8 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from bad_rows import catalogue_file
 
-import engine.inputs as inputs
-from engine.inputs import (
+import s2d.engine.data.inputs as inputs
+from s2d.engine.core.spec import parse_spec
+from s2d.engine.data.inputs import (
     INPUT_SCHEMA,
     INPUTS,
     compact_bucket,
@@ -16,10 +17,9 @@ from engine.inputs import (
     shard_input_name,
     shards_per_bucket,
 )
-from engine.shards import shard_of
-from engine.sources import Quarantined, iter_inputs
-from engine.spec import parse_spec
-from engine.storage import OutputLocation
+from s2d.engine.data.shards import shard_of
+from s2d.engine.data.sources import Quarantined, iter_inputs
+from s2d.engine.data.storage import OutputLocation
 
 
 def _spec(path, out, **data):
@@ -35,7 +35,7 @@ def _spec(path, out, **data):
 
 
 def _partition(spec, num_shards):
-    """What engine.inputs.prepare_inputs does with Ray tasks, run here: every unit, then compaction."""
+    """What s2d.engine.data.inputs.prepare_inputs does with Ray tasks, run here: every unit, then compaction."""
     num_inputs, units = read_units(spec)
     OutputLocation.of(spec.out).makedirs(INPUTS)
     results = [partition_unit(spec, unit, num_shards, len(units) == 1) for unit in units]
@@ -100,8 +100,8 @@ def test_limit_and_row_counts_come_from_parquet_metadata(tmp_path):
 
 
 def test_a_shard_no_input_hashes_to_is_written_empty(tmp_path):
-    from engine.shard_tasks import write_shard
-    from engine.shards import open_manifest
+    from s2d.engine.data.shard_tasks import write_shard
+    from s2d.engine.data.shards import open_manifest
 
     open_manifest(OutputLocation.of(tmp_path), 1, "fp", 0, force=False, keep_samples=True)
     entry = write_shard(str(tmp_path), 0, 1, 0, True, "job", "system1", "m")

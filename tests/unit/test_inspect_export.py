@@ -6,9 +6,9 @@ import json
 from test_card import demo_sized_output
 from test_sft import FakeTokenizer
 
-from engine.cli import main
-from training.sft import build_examples
-from training.trainer import read_accepted_rows
+from s2d.engine.cli import main
+from s2d.training.sft import build_examples
+from s2d.training.trainer import read_accepted_rows
 
 
 def test_messages_export_round_trips_to_the_training_examples(tmp_path, capsys):

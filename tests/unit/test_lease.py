@@ -1,4 +1,4 @@
-"""One writer per output (engine.lease): a live lease stops a second job with one line, a stale or dead
+"""One writer per output (s2d.engine.data.lease): a live lease stops a second job with one line, a stale or dead
 holder's lease is taken over, a job that lost its lease cannot commit."""
 
 import json
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine.lease import LEASE, Lease, LeaseLost, OutputBusy
+from s2d.engine.data.lease import LEASE, Lease, LeaseLost, OutputBusy
 
 
 def test_second_job_is_refused_with_the_holder_named(tmp_path):

@@ -5,8 +5,8 @@ from jinja2 import meta
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from engine.methods import METHODS, Method, Step, get_method
-from engine.program import Completion, SamplingRequest, run_method
+from s2d.engine.core.methods import METHODS, Method, Step, get_method
+from s2d.engine.core.program import Completion, SamplingRequest, run_method
 
 INPUT_VARIABLES = ("question", "system1_prompt")
 
@@ -19,7 +19,7 @@ def _referenced(prompt: str) -> set[str]:
 def test_every_step_renders_from_the_input_and_earlier_steps_only(method):
     # A method may also read its task's structured fields (bsm: instruction, response_a, response_b).
     context = {name: f"<{name}>" for name in (*INPUT_VARIABLES, *method.required_fields)}
-    if "exemplars" in method.required_fields:  # a task's few-shot examples (engine.tasks.task_variables)
+    if "exemplars" in method.required_fields:  # a task's few-shot examples (s2d.engine.core.tasks.task_variables)
         context["exemplars"] = [{"question": "<example question>", "solution": "<worked>\nAnswer: <answer>"}]
     for index, step in enumerate(method.steps):
         allowed = set(context) | {earlier.name for earlier in method.steps[:index]}
@@ -106,13 +106,13 @@ def test_bsm_has_branch_fanned_out_solve_and_computed_merge():
     ],
 )
 def test_bsm_merge_sums_the_scores(solve_texts, verdict):
-    from engine.methods import bsm_merge
+    from s2d.engine.core.methods import bsm_merge
 
     assert bsm_merge({"solve": solve_texts}).endswith(verdict)
 
 
 def test_resolve_method_builds_custom_from_the_job_spec_and_keeps_builtins():
-    from engine.methods import resolve_method
+    from s2d.engine.core.methods import resolve_method
 
     custom = resolve_method(
         {
@@ -163,7 +163,7 @@ def test_resolve_method_builds_custom_from_the_job_spec_and_keeps_builtins():
     ],
 )
 def test_bad_method_definitions_get_clear_errors(definition, message):
-    from engine.methods import method_from_definition
+    from s2d.engine.core.methods import method_from_definition
 
     with pytest.raises(ValueError, match=message):
         method_from_definition({"name": "custom", **definition}, "spec")
@@ -172,7 +172,7 @@ def test_bad_method_definitions_get_clear_errors(definition, message):
 def test_custom_templates_cannot_reach_python_internals():
     from jinja2.exceptions import SecurityError
 
-    from engine.methods import method_from_definition
+    from s2d.engine.core.methods import method_from_definition
 
     method = method_from_definition(
         {"name": "custom", "steps": [{"name": "a", "prompt": "{{ question.__class__.__mro__[1].__subclasses__() }}"}]},
@@ -197,13 +197,13 @@ def test_custom_templates_cannot_reach_python_internals():
     ],
 )
 def test_extractors_including_malformed_outputs(kind, pattern, text, expected):
-    from engine.methods import Extractor
+    from s2d.engine.core.methods import Extractor
 
     assert Extractor(kind, pattern)(text) == expected
 
 
 def test_s2d_methods_lists_custom_and_every_file_method():
-    from engine.methods import list_methods
+    from s2d.engine.core.methods import list_methods
 
     names = [name for name, _ in list_methods()]
     assert names == sorted(names) and set(names) == {*METHODS, "custom"}

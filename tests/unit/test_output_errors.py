@@ -6,9 +6,10 @@ import subprocess
 
 import pytest
 
-from engine.cli import main
-from engine.shards import ShardWriter, check_accounting, curated_table, read_committed
-from engine.storage import OutputError
+from s2d.engine.cli import main
+from s2d.engine.data.accounting import check_accounting
+from s2d.engine.data.shards import ShardWriter, curated_table, read_committed
+from s2d.engine.data.storage import OutputError
 
 
 @pytest.fixture

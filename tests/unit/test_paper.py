@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.spec import load_spec
+from s2d.engine.core.spec import load_spec
 
 ROOT = Path(__file__).parents[2]
 _spec = importlib.util.spec_from_file_location("paper", ROOT / "scripts" / "paper.py")

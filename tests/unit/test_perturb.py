@@ -4,20 +4,20 @@ import random
 
 import pytest
 
-from engine.perturb import PERTURBATIONS, Variant, get_perturbation, make_variants, register
-from engine.tasks import get_task
+from s2d.engine.core.perturb import PERTURBATIONS, Variant, get_perturbation, make_variants, register
+from s2d.engine.core.tasks import get_task
 
 
 def _true_answer(task_name, variant: Variant) -> str:
     """The answer of a variant recomputed from its own content, independently of the task's label."""
     task = get_task(task_name)
     if task_name == "multiple_choice":
-        from engine.tasks.sycophancy import FACTS
+        from s2d.engine.core.tasks.sycophancy import FACTS
 
         truth = {fact.question: fact.answer for fact in FACTS}[variant.fields["stem"]]
         return "ABCD"[variant.fields["options"].index(truth)]
     if task_name == "pairwise_judge":
-        from engine.tasks.pairwise_judge import PAIRS
+        from s2d.engine.core.tasks.pairwise_judge import PAIRS
 
         good = {question: good for question, good, _ in PAIRS}[variant.fields["instruction"]]
         return "A" if variant.fields["response_a"] == good else "B"
@@ -69,7 +69,7 @@ def test_shuffle_options_inverse_is_a_permutation_of_letters():
 def test_rename_entities_renames_consistently_in_coin_flip():
     task = get_task("coin_flip")
     question = "A coin is heads up. Ann flips the coin. Ann does not flip the coin. Is the coin still heads up?"
-    from engine.tasks import TaskInput
+    from s2d.engine.core.tasks import TaskInput
 
     variant = get_perturbation("rename_entities").apply(TaskInput("id", question, "yes"), task, random.Random(1))
     new_name = variant.question.split(". ")[1].split()[0]

@@ -1,13 +1,13 @@
 import pytest
 
-from cluster.placement import (
+from s2d.cluster.placement import (
     ReplicaPlacement,
     largest_node_gpus,
     map_batches_placement_args,
     parallel_bundles,
     replica_placement,
 )
-from engine.spec import SpecError, parse_spec, replica_bounds
+from s2d.engine.core.spec import SpecError, parse_spec, replica_bounds
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4, 8])

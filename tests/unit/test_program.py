@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from engine.methods import METHODS, get_method
-from engine.program import Completion, SamplingRequest, StepBarrier, run_method
+from s2d.engine.core.methods import METHODS, get_method
+from s2d.engine.core.program import Completion, SamplingRequest, StepBarrier, run_method
 
 
 class ScriptedGenerator:

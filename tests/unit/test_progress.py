@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.progress import JobProgress, ProgressDisplay, write_metrics
+from s2d.engine.stages.progress import JobProgress, ProgressDisplay, write_metrics
 
 
 class Clock:

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from engine.cli import main
-from engine.evaluate import adapter_rank, distilled_model
-from engine.report import normalised_systems, render_report, wilson_interval, write_report
-from engine.spec import parse_spec
+from s2d.engine.cli import main
+from s2d.engine.core.spec import parse_spec
+from s2d.engine.stages.evaluate import adapter_rank, distilled_model
+from s2d.engine.stages.report import normalised_systems, render_report, wilson_interval, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,6 +1,6 @@
-from cluster.connect import embedded_init_kwargs
-from cluster.resources import cpu_thread_env, replica_resources
-from engine.spec import parse_spec
+from s2d.cluster.connect import embedded_init_kwargs
+from s2d.cluster.resources import cpu_thread_env, replica_resources
+from s2d.engine.core.spec import parse_spec
 
 
 def test_replica_holds_tp_gpus_on_a_gpu_cluster_and_none_on_cpu():
@@ -45,7 +45,7 @@ def test_a_pool_that_may_grow_keeps_vllms_own_thread_binding():
 def test_cpu_engines_use_kv_blocks_small_enough_to_share_a_prompt():
     import torch
 
-    from actors.vllm_backend import resolve_block_size
+    from s2d.actors.vllm_backend import resolve_block_size
 
     assert parse_spec({"model": "m"}).engine.block_size is None
     assert resolve_block_size(None) == (None if torch.cuda.is_available() else 32)

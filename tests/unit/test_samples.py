@@ -5,12 +5,14 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.consistency import curate_generated, generate_for_curation
-from engine.methods import get_method
-from engine.program import Completion, SamplingRequest
-from engine.samples import SAMPLES_SCHEMA, chain_json, flatten_samples, sample_count_problems
-from engine.shards import ShardWriter, check_accounting, curated_table, read_committed
-from engine.tasks import get_task
+from s2d.engine.core.methods import get_method
+from s2d.engine.core.program import Completion, SamplingRequest
+from s2d.engine.core.tasks import get_task
+from s2d.engine.data.accounting import check_accounting
+from s2d.engine.data.curation import curate_generated
+from s2d.engine.data.generated import generate_for_curation
+from s2d.engine.data.samples import SAMPLES_SCHEMA, chain_json, flatten_samples, sample_count_problems
+from s2d.engine.data.shards import ShardWriter, curated_table, read_committed
 
 BASE = {"input_id": "i1", "shard_id": 0, "prompt": "P"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.sft import IGNORE_INDEX, build_examples, collate, pack
+from s2d.training.sft import IGNORE_INDEX, build_examples, collate, pack
 
 
 class FakeTokenizer:
@@ -92,8 +92,8 @@ def test_tokenizer_without_eos_is_refused():
 
 import json  # noqa: E402
 
-from engine.spec import TrainSpec  # noqa: E402
-from training.configs import CONFIG_DIR, available_configs, load_deepspeed_config, zero_stage  # noqa: E402
+from s2d.engine.core.spec import TrainSpec  # noqa: E402
+from s2d.training.configs import CONFIG_DIR, available_configs, load_deepspeed_config, zero_stage  # noqa: E402
 
 
 def test_named_config_is_filled_from_the_spec():
@@ -102,7 +102,7 @@ def test_named_config_is_filled_from_the_spec():
     assert zero_stage(config) == 2
     assert config["train_micro_batch_size_per_gpu"] == 3 and config["gradient_accumulation_steps"] == 2
     assert config["optimizer"]["params"]["lr"] == 2e-4
-    assert "scheduler" not in config  # the schedule is training.plan.lr_factor's
+    assert "scheduler" not in config  # the schedule is s2d.training.plan.lr_factor's
     assert config["bf16"]["enabled"] is False  # CPU trains in fp32
     assert not any(key.startswith("_") for key in config)
 
@@ -127,7 +127,7 @@ def test_offload_config_uses_cpu_adam_on_gpus_and_torch_adamw_on_cpu_workers(mon
     cpu = load_deepspeed_config("zero3_offload", TrainSpec(), use_gpu=False)
     assert cpu["optimizer"]["params"]["torch_adam"] is True and cpu["zero_force_ds_cpu_optimizer"] is False
     assert cpu["zero_optimization"]["offload_param"]["pin_memory"] is False
-    monkeypatch.setattr("training.configs._gpu_supports_bf16", lambda: True)
+    monkeypatch.setattr("s2d.training.configs._gpu_supports_bf16", lambda: True)
     gpu = load_deepspeed_config("zero3_offload", TrainSpec(), use_gpu=True)
     assert "torch_adam" not in gpu["optimizer"]["params"] and gpu["bf16"]["enabled"] is True
     assert gpu["zero_optimization"]["offload_optimizer"]["pin_memory"] is True

@@ -3,17 +3,17 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from engine.shards import (
+from s2d.engine.data.accounting import check_accounting
+from s2d.engine.data.shards import (
     OutputConflict,
     ShardWriter,
-    check_accounting,
     curated_table,
     num_shards_for,
     read_committed,
     read_manifest,
     shard_of,
 )
-from engine.storage import OutputError, OutputLocation
+from s2d.engine.data.storage import OutputError, OutputLocation
 
 
 def _row(input_id, shard, status="accepted"):

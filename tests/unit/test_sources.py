@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 from bad_rows import BAD, GOOD, catalogue_file
 
-from engine.sources import DataError, Quarantined, iter_inputs, source_fingerprint
-from engine.spec import parse_spec
-from engine.tasks import TaskInput
+from s2d.engine.core.spec import parse_spec
+from s2d.engine.core.tasks import TaskInput
+from s2d.engine.data.sources import DataError, Quarantined, iter_inputs, source_fingerprint
 
 
 def _spec(path, **data):
@@ -145,7 +145,7 @@ def test_limit_reads_the_first_rows(tmp_path):
 
 
 def test_eval_reads_labeled_rows_of_eval_path_not_distilled(tmp_path):
-    from engine.sources import labeled_eval_inputs
+    from s2d.engine.data.sources import labeled_eval_inputs
 
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(json.dumps({"q": f"q{i}?", "a": str(i)}) for i in range(4)))

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.spec import JobSpec, SpecError, load_spec, parse_spec
+from s2d.engine.core.spec import JobSpec, SpecError, load_spec, parse_spec
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 

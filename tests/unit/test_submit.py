@@ -2,42 +2,48 @@ from pathlib import Path
 
 import pytest
 
-from cluster.submit import (
-    PACKAGES,
+from s2d.cluster.submit import (
     SubmitError,
     build_submission,
     dashboard_address,
     is_local_address,
     job_environment,
     stage_job_dir,
+    stage_package,
 )
-from engine.cli import build_parser
-from engine.spec import load_spec, parse_spec
+from s2d.engine.cli import build_parser
+from s2d.engine.core.spec import load_spec, parse_spec
 
 SECRET = "tok-3f9a-secret"
 
 
 def test_submission_ships_code_and_the_resolved_job_file_only(tmp_path):
     spec = parse_spec({"model": "smollm2-135m", "out": str(tmp_path / "run")}, ["sampling.n=2"])
-    working_dir = stage_job_dir(spec)
+    working_dir, package = stage_job_dir(spec), stage_package()
     try:
         assert [p.name for p in Path(working_dir).iterdir()] == ["job.yaml"]
+        # the one import package, whole: its layers are folders of their own in a checkout
+        assert Path(package).name == "s2d" and (Path(package) / "engine" / "core" / "spec.py").is_file()
+        assert (Path(package) / "engine" / "core" / "prompts" / "cot_fewshot.yaml").is_file()
+        assert not list(Path(package).rglob("__pycache__"))
         assert load_spec(Path(working_dir) / "job.yaml") == spec  # overrides applied, nothing else needed
         submission = build_submission(
             spec,
             "generate",
             working_dir,
             python="/opt/py/bin/python",
+            package=package,
             environ={"S2D_CACHE": "/shared/cache", "HOME": "/root"},
         )
     finally:
         import shutil
 
         shutil.rmtree(working_dir)
-    assert submission.entrypoint == "/opt/py/bin/python -m engine.cli generate job.yaml --no-progress"
+        shutil.rmtree(Path(package).parent)
+    assert submission.entrypoint == "/opt/py/bin/python -m s2d.engine.cli generate job.yaml --no-progress"
     env = submission.runtime_env
     assert env["working_dir"] == working_dir
-    assert [Path(p).name for p in env["py_modules"]] == list(PACKAGES)
+    assert env["py_modules"] == [package]
     assert {".venv", ".cache", "runs", ".git", "__pycache__"} <= set(env["excludes"])
     assert env["env_vars"]["S2D_CACHE"] == "/shared/cache" and "HOME" not in env["env_vars"]
     assert submission.metadata["s2d_stage"] == "generate"
@@ -51,7 +57,7 @@ def test_the_auth_token_never_enters_the_submission(tmp_path):
         "RAY_AUTH_MODE": "token",
         "S2D_CACHE": "/c",
     }
-    submission = build_submission(spec, "run", str(tmp_path), "python", environ)
+    submission = build_submission(spec, "run", str(tmp_path), "python", environ, package="/tmp/s2d")
     assert SECRET not in repr(submission) and "/secret/path" not in repr(submission)
     assert not any(key.startswith("RAY_AUTH") for key in job_environment(environ))
 
@@ -59,7 +65,7 @@ def test_the_auth_token_never_enters_the_submission(tmp_path):
 def test_relative_out_is_refused_with_a_fix():
     spec = parse_spec({"model": "m", "out": "runs/demo"})
     with pytest.raises(SubmitError, match="absolute path"):
-        build_submission(spec, "run", "/tmp", "python", {})
+        build_submission(spec, "run", "/tmp", "python", {}, package="/tmp/s2d")
 
 
 def test_address_resolution(monkeypatch):
@@ -90,7 +96,7 @@ def test_cli_subcommands_parse():
 
 
 def test_submit_with_a_bad_job_file_exits_2_before_contacting_a_cluster(tmp_path, capsys):
-    from engine.cli import main
+    from s2d.engine.cli import main
 
     bad = tmp_path / "job.yaml"
     bad.write_text("model: m\nsampling: {n: 0}\n")

@@ -1,7 +1,7 @@
 import pytest
 
-from engine.answers import extract_final_answer
-from engine.tasks import LastLetterTask, get_task, make_input_id
+from s2d.engine.core.answers import extract_final_answer
+from s2d.engine.core.tasks import LastLetterTask, get_task, make_input_id
 
 TASK = LastLetterTask()
 
@@ -58,8 +58,8 @@ def test_last_letter_normalize(raw, expected):
 
 
 def test_held_out_inputs_never_include_distilled_ones():
-    from engine.evaluate import held_out_inputs
-    from engine.spec import parse_spec
+    from s2d.engine.core.spec import parse_spec
+    from s2d.engine.stages.evaluate import held_out_inputs
 
     for task in ("last_letter", "coin_flip", "arithmetic"):
         spec = parse_spec({"model": "m", "task": {"name": task, "num_inputs": 300}, "eval": {"num_inputs": 40}})

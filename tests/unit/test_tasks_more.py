@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from engine.answers import extract_final_answer
-from engine.tasks import FIRST_NAMES, TASKS, get_task, make_input_id
-from engine.tasks.base import generate_distinct
-from engine.tasks.sycophancy import FACTS, SycophancyTask, normalize_answer
+from s2d.engine.core.answers import extract_final_answer
+from s2d.engine.core.tasks import FIRST_NAMES, TASKS, get_task, make_input_id
+from s2d.engine.core.tasks.base import generate_distinct
+from s2d.engine.core.tasks.sycophancy import FACTS, SycophancyTask, normalize_answer
 
 GENERATED = ("coin_flip", "arithmetic")  # open-ended spaces; sycophancy draws from a fixed table
 

@@ -3,10 +3,10 @@ and the BSM / USC step parsers."""
 
 import pytest
 
-from engine.answers import parse_list_items, parse_pair_scores, parse_usc_choice
-from engine.tasks import get_task, input_fields_of, make_input_id
-from engine.tasks.pairwise_judge import PAIRS
-from engine.tasks.sycophancy import FACTS
+from s2d.engine.core.answers import parse_list_items, parse_pair_scores, parse_usc_choice
+from s2d.engine.core.tasks import get_task, input_fields_of, make_input_id
+from s2d.engine.core.tasks.pairwise_judge import PAIRS
+from s2d.engine.core.tasks.sycophancy import FACTS
 
 
 @pytest.mark.parametrize("name", ["pairwise_judge", "multiple_choice"])

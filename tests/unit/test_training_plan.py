@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from engine.spec import SpecError, TrainSpec, parse_spec
-from training.plan import (
+from s2d.engine.core.spec import SpecError, TrainSpec, parse_spec
+from s2d.training.plan import (
     lr_factor,
     micro_batches,
     packed_rows,
@@ -124,7 +124,7 @@ def test_train_spec_fields_and_their_errors():
 
 
 def test_run_folder_is_kept_for_the_same_fingerprint_and_cleared_for_another(tmp_path):
-    from training.trainer import RUN_NAME, _claim_run_dir
+    from s2d.training.trainer import RUN_NAME, _claim_run_dir
 
     run_dir = tmp_path / RUN_NAME
     run_dir.mkdir()

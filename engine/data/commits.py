@@ -1,0 +1,201 @@
+"""The driver's side of shard commits: a few integers per shard, the shard-writing tasks in flight, and the
+manifest, rewritten once per batch of finished shards (s2d.engine.data.shard_tasks writes the shards).
+
+The manifest is one JSON file rewritten whole at each commit (the single commit point). Its cost grows with
+the shards committed, so commits are spaced to keep rewriting it a small share of the driver's time: at least
+COMMIT_INTERVAL_S apart, and at least COMMIT_COST_FACTOR times as long as the last rewrite took.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+
+from s2d.engine.core.spec import JobSpec
+from s2d.engine.data.inputs import InputPlan
+from s2d.engine.data.lease import Lease
+from s2d.engine.data.shard_tasks import part_folder, write_shard
+from s2d.engine.data.shards import PARTS, write_manifest
+from s2d.engine.data.storage import OutputLocation
+
+SHARD_WRITES_IN_FLIGHT = 4  # shard-writing tasks at once (each a shard's rows: bounded memory and I/O)
+COMMIT_INTERVAL_S = 1.0  # finished shards are committed together, at most one manifest rewrite per interval
+COMMIT_COST_FACTOR = 20  # ...and a rewrite at most 1/20 of the driver's time
+
+T = TypeVar("T")
+
+
+class ShardCommits:
+    """The driver's side of shard commits: per shard a few integers (inputs expected, rows seen, state),
+    the shard-writing tasks in flight, and the manifest, rewritten once per batch of finished shards."""
+
+    def __init__(
+        self, location: OutputLocation, manifest: dict[str, Any], lease: Lease, spec: JobSpec, num_shards: int
+    ):
+        self.location, self.manifest, self.lease, self.spec = location, manifest, lease, spec
+        self.num_shards = num_shards
+        self.done = np.zeros(num_shards, bool)
+        self.done[[int(shard) for shard in manifest["shards"]]] = True
+        self.expected = np.zeros(num_shards, np.int64)  # generated inputs per shard
+        self.received = np.zeros(num_shards, np.int64)  # rows seen per shard, a retry's repeats included
+        self.writing = np.zeros(num_shards, bool)
+        self.waiting: deque[int] = deque()  # ready to write, over the in-flight bound
+        self.in_flight: dict[Any, int] = {}
+        self.received_at_launch: dict[int, int] = {}
+        self.finished: dict[int, dict[str, Any]] = {}
+        self.last_commit = 0.0
+        self.last_commit_seconds = 0.0
+        self.duplicates_dropped = 0
+        self.job = lease.owner
+        self._write = None
+
+    def start(self, ray, plan: InputPlan) -> None:
+        self.ray = ray
+        self._write = ray.remote(write_shard).options(num_cpus=0, max_retries=3)
+        self.expected[:] = plan.valid
+        # Shards with nothing to generate (empty, or only quarantined inputs) are written at once.
+        for shard in np.flatnonzero((plan.valid == 0) & ~self.done).tolist():
+            self._ready(shard)
+
+    def pending_shards(self) -> list[int]:
+        return np.flatnonzero(~self.done & (self.expected > 0)).tolist()
+
+    def add_part(self, shard: int, rows: int, part: str) -> bool:
+        """Count a part's rows; False when the shard is already committed (a retried batch's copies)."""
+        if self.done[shard]:
+            self.duplicates_dropped += rows
+            self.location.delete(PARTS, part_folder(shard), part)
+            return False
+        self.received[shard] += rows
+        if self.received[shard] >= self.expected[shard] and not self.writing[shard]:
+            self._ready(shard)
+        return True
+
+    def _ready(self, shard: int) -> None:
+        self.writing[shard] = True
+        self.waiting.append(shard)
+        self._launch()
+
+    def _launch(self) -> None:
+        spec = self.spec
+        while self.waiting and len(self.in_flight) < SHARD_WRITES_IN_FLIGHT:
+            shard = self.waiting.popleft()
+            ref = self._write.remote(
+                spec.out,
+                shard,
+                self.num_shards,
+                int(self.expected[shard]),
+                spec.output.keep_samples,
+                self.job,
+                spec.method.name,
+                spec.model,
+            )
+            self.in_flight[ref] = shard
+            self.received_at_launch[shard] = int(self.received[shard])
+
+    def poll(self, wait: bool = False) -> None:
+        """Collect finished shard writes (all of them when `wait`), and commit what is due."""
+        while self.in_flight:
+            ready, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=None if wait else 0)
+            if wait and not ready:
+                continue
+            for ref in ready:
+                shard = self.in_flight.pop(ref)
+                entry = _shard_result(self.ray, ref)
+                since_launch = self.received[shard] - self.received_at_launch.pop(shard)
+                if "incomplete" in entry:  # a retry's repeats were counted as new rows: wait for the rest
+                    self.writing[shard] = False
+                    self.received[shard] = entry["incomplete"] + since_launch
+                    if self.received[shard] >= self.expected[shard]:
+                        self._ready(shard)
+                else:
+                    self.finished[shard] = entry
+            self._launch()
+            if not wait:
+                break
+        self.commit(force=wait)
+
+    def commit(self, force: bool = False) -> None:
+        spacing = max(COMMIT_INTERVAL_S, COMMIT_COST_FACTOR * self.last_commit_seconds)
+        if not self.finished or (not force and time.monotonic() - self.last_commit < spacing):
+            return
+        started = time.monotonic()
+        self.lease.check()  # a job that lost its lease must not commit over the new holder
+        for shard, entry in self.finished.items():
+            self.duplicates_dropped += entry.pop("duplicates_dropped", 0)
+            self.manifest["shards"][str(shard)] = entry
+            self.done[shard] = True
+        write_manifest(self.location, self.manifest)  # the commit point
+        for shard in self.finished:
+            self.location.delete(PARTS, part_folder(shard))
+        self.finished = {}
+        self.last_commit = time.monotonic()
+        self.last_commit_seconds = self.last_commit - started
+
+    def finish(self) -> None:
+        self.poll(wait=True)
+        missing = np.flatnonzero(~self.done).tolist()
+        if missing:
+            raise RuntimeError(f"{len(missing)} shards never completed (first: {missing[:5]}); rerun to resume")
+
+
+def _shard_result(ray, ref) -> dict[str, Any]:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:
+        from s2d.engine.data.storage import OutputError
+
+        if isinstance(error.cause, OutputError):
+            raise error.cause from None  # a full disk or an unwritable out: its own one line
+        raise
+
+
+_END = object()  # with_ticks: the items ran out (or failed)
+
+
+def with_ticks(items: Iterable[T], interval: float) -> Iterator[T | None]:
+    """`items`, with a None whenever the next one takes longer than `interval` seconds to come, so that the
+    driver commits finished shards on time while the pipeline has nothing for it (long batches, a slow
+    replica, the tail of a job). A thread pulls the items one ahead at most: backpressure is unchanged."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pull() -> None:
+        try:
+            for item in items:
+                if not hand_over((item, None)):
+                    return
+            hand_over((_END, None))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer's thread
+            hand_over((_END, error))
+
+    threading.Thread(target=pull, name="s2d-pipeline-output", daemon=True).start()
+    try:
+        while True:
+            try:
+                item, error = handoff.get(timeout=interval)
+            except queue.Empty:
+                yield None
+                continue
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()

@@ -1,0 +1,215 @@
+"""What the workers of the generate stage do with a shard: load its inputs, write its curated rows, write
+its tables. The driver only plans, schedules and commits (s2d.engine.stages.generate); rows never reach it.
+
+- `load_shard_inputs`: a shard's valid inputs from `.inputs/` (s2d.engine.data.inputs).
+- `curate_and_write`: a batch of generated rows -> the curated table (s2d.engine.data.curation) -> one part file
+  per shard under `.parts/shard-NNNNN/`; what comes back is a row of counts per shard.
+- `write_shard`: when the driver has seen all of a shard's rows, its parts (deduplicated: a retried replica
+  batch repeats rows) and its inputs quarantined before generation -> the shard's tables, through the one
+  mechanism the driver-side ShardWriter also uses (`s2d.engine.data.shards.shard_tables`), each under a temporary
+  name then renamed; the shard's exactly-once check (s2d.engine.data.accounting) runs here. Returned: the manifest
+  entry (counts, checksums). The driver's manifest rewrite stays the one commit point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from s2d.engine.data.curation import curate_generated
+from s2d.engine.data.inputs import GENERATION_COLUMNS, INPUT_SCHEMA, INPUTS, shard_input_name
+from s2d.engine.data.samples import SAMPLES
+from s2d.engine.data.shards import CURATED_SCHEMA, PARTS, _first_of_each_input, curated_table, shard_tables
+from s2d.engine.data.sources import preview
+from s2d.engine.data.storage import OutputLocation, parquet_bytes
+
+CURATE_SECONDS_KEY = b"s2d_curate_seconds"
+PART_COUNTS_SCHEMA = pa.schema(
+    [
+        ("shard_id", pa.int32()),
+        ("part", pa.string()),
+        ("rows", pa.int64()),
+        ("accepted", pa.int64()),
+        ("rejected", pa.int64()),
+        ("quarantined", pa.int64()),
+        ("samples", pa.int64()),
+        ("tokens", pa.float64()),
+        ("reasons", pa.string()),  # JSON {reason: count}
+    ]
+)
+
+
+def part_folder(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+def load_shard_inputs(batch: dict, out: str):
+    """Ray Data stage: shard ids in, their valid inputs out (Ray Data joins what one task yields into one
+    block; the pipeline splits it into replica batches)."""
+    location = OutputLocation.of(out)
+    for shard in batch["shard_id"]:
+        table = location.read_table(INPUTS, shard_input_name(int(shard)), schema=INPUT_SCHEMA)
+        yield table.filter(pc.is_null(table.column("status"))).select(GENERATION_COLUMNS)
+
+
+def quarantined_row(
+    input_id: str,
+    shard: int,
+    reason: str,
+    detail: str,
+    method: str,
+    model: str,
+    raw: str = "",
+    source_row: int | None = None,
+) -> dict[str, Any]:
+    """A curated row for an input that never reached the replicas, with the reason."""
+    return {
+        "input_id": input_id,
+        "shard_id": shard,
+        "status": "quarantined",
+        "reason": reason,
+        "detail": detail,
+        "raw": raw,
+        "source_row": source_row,
+        "method": method,
+        "model": model,
+        "num_samples": 0,
+    }
+
+
+def quarantined_from_inputs(inputs, method: str, model: str):
+    """Inputs quarantined before generation (s2d.engine.data.inputs rows with a status) -> curated rows."""
+    rows = inputs.select(["input_id", "shard_id", "reason", "detail", "raw", "source_row"]).to_pylist()
+    return curated_table(
+        quarantined_row(
+            row["input_id"], row["shard_id"], row["reason"], row["detail"], method, model, row["raw"], row["source_row"]
+        )
+        for row in rows
+    )
+
+
+def curate_generated_or_quarantine(batch: pa.Table, criterion: dict[str, Any]) -> pa.Table:
+    """Generated rows -> curated rows; a row the replica could not run (`input_error`) is quarantined."""
+    if "input_error" not in batch.column_names or batch.column("input_error").null_count == batch.num_rows:
+        return curate_generated(batch, **criterion)
+    failed = pc.is_valid(batch.column("input_error"))
+    quarantined = []
+    for row in batch.filter(failed).select(["input_id", "shard_id", "prompt", "input_error"]).to_pylist():
+        reason, _, detail = row["input_error"].partition(": ")
+        quarantined.append(
+            quarantined_row(
+                row["input_id"],
+                row["shard_id"],
+                reason,
+                detail,
+                criterion["method"],
+                criterion["model"],
+                preview(row["prompt"]),
+            )
+        )
+    return pa.concat_tables(
+        [curate_generated(batch.filter(pc.invert(failed)), **criterion), curated_table(quarantined)]
+    )
+
+
+def curate_and_write(batch: pa.Table, out: str, criterion: dict[str, Any]) -> pa.Table:
+    """Ray Data stage: generated rows -> curated (the job's criterion) -> one part file per shard of the batch.
+    A row the replica could not run (`input_error`) is quarantined. Returns PART_COUNTS_SCHEMA rows."""
+    started = time.perf_counter()
+    curated = curate_generated_or_quarantine(batch, criterion)
+    curated = curated.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
+    location = OutputLocation.of(out)
+    counts = []
+    for shard in pc.unique(curated.column("shard_id")).to_pylist():
+        rows = curated.filter(pc.equal(curated.column("shard_id"), shard))
+        part = f"part-{uuid.uuid4().hex[:16]}.parquet"
+        location.makedirs(PARTS, part_folder(shard))
+        location.write_table_atomic(rows, PARTS, part_folder(shard), part)
+        status = Counter(rows.column("status").to_pylist())
+        reasons = Counter(
+            reason
+            for reason, kept in zip(rows.column("reason").to_pylist(), rows.column("status").to_pylist())
+            if kept != "accepted"
+        )
+        samples = pc.fill_null(rows.column("num_samples"), 0)
+        tokens = pc.multiply(pc.fill_null(rows.column("system2_tokens"), 0.0), pc.cast(samples, pa.float64()))
+        counts.append(
+            {
+                "shard_id": shard,
+                "part": part,
+                "rows": rows.num_rows,
+                "accepted": status["accepted"],
+                "rejected": status["rejected"],
+                "quarantined": status["quarantined"],
+                "samples": pc.sum(samples).as_py() or 0,
+                "tokens": pc.sum(tokens).as_py() or 0.0,
+                "reasons": json.dumps({str(reason or "unknown"): count for reason, count in reasons.items()}),
+            }
+        )
+    table = pa.Table.from_pylist(counts, schema=PART_COUNTS_SCHEMA)
+    # The time travels with the batch (schema metadata survives Ray Data) for the job's stage timings.
+    return table.replace_schema_metadata({CURATE_SECONDS_KEY: str(time.perf_counter() - started).encode()})
+
+
+class ShardIncomplete(Exception):
+    """Not all of the shard's inputs have come out of the pipeline yet (rows repeated by a retry were counted)."""
+
+
+def write_shard(
+    out: str, shard: int, num_shards: int, expected: int, keep_samples: bool, job: str, method: str, model: str
+) -> dict[str, Any]:
+    """A shard's parts and quarantined inputs -> its tables, written and checked. Returns the manifest entry,
+    or {"incomplete": n} when only n of its `expected` generated inputs have arrived."""
+    from s2d.engine.data.accounting import check_shard_tables
+
+    location = OutputLocation.of(out)
+    folder = part_folder(shard)
+    names = location.list_files(PARTS, folder, suffix=".parquet")
+    parts = [location.read_table(PARTS, folder, name, schema=CURATED_SCHEMA) for name in names]
+    generated = _first_of_each_input(pa.concat_tables(parts)) if parts else CURATED_SCHEMA.empty_table()
+    arrived = generated.num_rows
+    if arrived < expected:
+        return {"incomplete": arrived}
+    if arrived > expected:
+        raise RuntimeError(f"shard {shard}: {arrived} inputs came out of the pipeline for {expected} sent")
+    inputs = (  # no file: no input hashes to this shard
+        location.read_table(INPUTS, shard_input_name(shard), schema=INPUT_SCHEMA)
+        if location.exists(INPUTS, shard_input_name(shard))
+        else INPUT_SCHEMA.empty_table()
+    )
+    quarantined = quarantined_from_inputs(inputs.filter(pc.is_valid(inputs.column("status"))), method, model)
+    rows = pa.concat_tables([generated, quarantined.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)])
+    entry, files = shard_tables(shard, rows, keep_samples)
+    tables = {kind: table for table, kind, _ in files}
+    check = check_shard_tables(shard, num_shards, tables, tables.get(SAMPLES) if keep_samples else None)
+    problems = (
+        [f"{len(check.duplicated_ids)} ids twice (first: {check.duplicated_ids[0]})"] if check.duplicated_ids else []
+    )
+    problems += [f"{len(check.misplaced_ids)} ids of another shard"] if check.misplaced_ids else []
+    problems += check.sample_problems
+    if sum(check.counts.values()) != inputs.num_rows:
+        problems.append(f"{sum(check.counts.values())} rows for {inputs.num_rows} inputs")
+    if problems:
+        raise RuntimeError(f"shard {shard} fails the exactly-once check: {'; '.join(problems)}")
+    checksums = {}
+    for table, kind, name in files:
+        data = parquet_bytes(table)
+        checksums[kind] = hashlib.sha256(data).hexdigest()[:16]
+        location.write_bytes_atomic(data, kind, name)
+    reasons = {
+        status: dict(Counter(tables[kind].column("reason").to_pylist()))
+        for kind, status in (("rejected", "rejected"), ("quarantine", "quarantined"))
+    }
+    return entry | {
+        "reasons": reasons,
+        "checksums": checksums,
+        "job": job,
+        "duplicates_dropped": sum(map(len, parts)) - arrived,
+    }

@@ -1,0 +1,134 @@
+"""s2d's Python API: run a job, or one stage of it, and get typed results back. The `s2d` CLI is a thin wrapper
+over these functions.
+
+    import s2d
+    result = s2d.run_job("configs/demo.yaml", out="runs/try", **{"task.num_inputs": 8})
+    result.generate.accepted, result.train.model_dir, result.eval.systems
+
+A job is a JobSpec, or a YAML job file; keyword arguments override its keys (dotted keys through `**{...}`), with
+Python values (the CLI's `key=value` strings are parsed as YAML instead). Heavy libraries (Ray, vLLM, DeepSpeed)
+are imported only by the stage that runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from s2d.engine.core.spec import JobSpec, dump_spec, load_spec, parse_spec
+from s2d.engine.data.lease import Lease
+from s2d.engine.data.storage import OutputLocation
+from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, StageResult, TrainResult
+
+STAGES = ("generate", "train", "eval")
+
+
+def job_spec(job: JobSpec | str | Path, overrides: Iterable[str] = (), values: Mapping[str, Any] | None = None):
+    """A validated JobSpec from a spec or a job file, with CLI `overrides` (key=value) and typed `values`."""
+    if isinstance(job, JobSpec):
+        if not overrides and not values:
+            return job
+        return parse_spec(job.model_dump(mode="json"), tuple(overrides), values=values)
+    return load_spec(job, tuple(overrides), values=values)
+
+
+def run_job(
+    job: JobSpec | str | Path,
+    stages: Iterable[str] = STAGES,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    on_result: Callable[[StageResult], None] | None = None,
+    **overrides: Any,
+) -> JobResult:
+    """Run `stages` of a job in order (generate, train, eval), under the output's lease when generate is among them.
+
+    `force`: discard a different job's shards in `out` instead of refusing. `on_result` is called as each stage ends
+    (the CLI prints its line there). Raises on the first failing stage; what was committed stays and a rerun resumes.
+    """
+    spec = job_spec(job, values=overrides)
+    stages = tuple(stages)
+    unknown = [stage for stage in stages if stage not in STAGES]
+    if unknown or not stages:
+        raise ValueError(f"stages must be some of {list(STAGES)}, got {list(stages)}")
+    location = OutputLocation.of(spec.out)
+    if not location.is_local and stages != ("generate",):
+        raise ValueError(
+            f"out={spec.out}: train and eval need a local or mounted path; only generate writes to a "
+            "filesystem URI (copy the shards to a mounted path, or mount the bucket)"
+        )
+    results: dict[str, StageResult] = {}
+    location.makedirs()
+    with contextlib.ExitStack() as held:
+        # generate's lease first: a job refused because another writes <out> must not touch it (job.yaml).
+        lease = held.enter_context(Lease.acquire(spec.out)) if "generate" in stages else None
+        location.write_bytes_atomic(dump_spec(spec).encode(), "job.yaml")
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            if stage == "generate":
+                result = _generate(spec, force, progress, lease)
+            elif stage == "train":
+                result = _train(spec)
+            else:
+                result = _evaluate(spec)
+            results[stage] = result
+            if on_result is not None:
+                on_result(result)
+    return JobResult(spec, spec.out, **results)
+
+
+def generate(job: JobSpec | str | Path, *, force: bool = False, progress: bool = True, **overrides: Any):
+    """Sample the System 2 method, curate by self-consistency and commit Parquet shards to `out`."""
+    return run_job(job, ("generate",), force=force, progress=progress, **overrides).generate
+
+
+def train(job: JobSpec | str | Path, **overrides: Any) -> TrainResult:
+    """Fine-tune on the committed accepted pairs of `out` (LoRA or full, DeepSpeed ZeRO on Ray Train)."""
+    return run_job(job, ("train",), **overrides).train
+
+
+def evaluate(job: JobSpec | str | Path, **overrides: Any) -> EvalResult:
+    """System 1, System 2 and the distilled System 1 on held-out inputs: `<out>/eval/report.md`, metrics.json."""
+    return run_job(job, ("eval",), **overrides).eval
+
+
+def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease | None) -> GenerateResult:
+    from s2d.engine.stages.generate import run_generate
+
+    return run_generate(spec, force=force, progress=progress, lease=lease)
+
+
+def _train(spec: JobSpec) -> TrainResult:
+    from s2d.training.trainer import train_model
+
+    started = time.monotonic()
+    metrics = train_model(spec)
+    return TrainResult(
+        model_dir=metrics["model_dir"],
+        steps=metrics.get("steps", 0),
+        examples=metrics.get("examples", 0),
+        losses=list(metrics.get("losses") or []),
+        resumed_from_step=metrics.get("resumed_from_step"),
+        merged_dir=metrics.get("merged_dir"),
+        seconds=time.monotonic() - started,
+        metrics=metrics,
+    )
+
+
+def _evaluate(spec: JobSpec) -> EvalResult:
+    from s2d.engine.stages.evaluate import run_eval
+
+    started = time.monotonic()
+    metrics = run_eval(spec)
+    eval_dir = spec.out_path / "eval"
+    return EvalResult(
+        report=str(eval_dir / "report.md"),
+        chart=str(eval_dir / "report.png"),
+        systems=list(metrics["systems"]),
+        seconds=time.monotonic() - started,
+        metrics=metrics,
+    )

@@ -1,0 +1,312 @@
+"""The generate stage: inputs -> vLLM replicas (sampling) -> curation -> Parquet shards, as one Ray Data pipeline.
+
+A shard is the unit of work; the driver plans and commits shards and never holds an input. It takes the
+output's lease (s2d.engine.data.lease: one writer per `out`), counts the source, and has Ray tasks partition the
+inputs by shard into `<out>/.inputs/` (s2d.engine.data.inputs). Ray Data then streams the uncommitted shards: a task
+loads a shard's inputs, the replica actors sample them, a task curates each batch and writes it as a part
+file of its shard (s2d.engine.data.shard_tasks). The driver sees one row of counts per part; when all of a shard's
+inputs have come out, a Ray task writes the shard's tables and checks it (exactly once within the shard),
+and the driver commits the entries it returns with one manifest rewrite. Every input comes out exactly
+once: accepted (shards/), rejected with the criterion's reason (rejected/), or quarantined (quarantine/).
+No stage runs more than a few batches ahead of the next, and Ray Data keeps the stats of a bounded number of
+blocks (s2d.cluster.backpressure), so neither the driver nor the object store grows with the input.
+
+Fault tolerance: a replica whose process dies (kill -9, OOM) is restarted by Ray and its in-flight batch
+retried (the shard's writer keeps the first row of each input); an engine error restarts the replica the
+same way until `generation.max_engine_failures` is reached job-wide, which fails the job with the cause.
+A killed driver loses nothing committed: the rerun reuses the partitioned inputs and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from s2d.engine.core.spec import JobSpec
+from s2d.engine.core.tasks import TaskInput, get_task
+from s2d.engine.data.accounting import accounting_from_entries
+from s2d.engine.data.commits import COMMIT_INTERVAL_S, ShardCommits, with_ticks
+from s2d.engine.data.curation import curate_kwargs
+from s2d.engine.data.inputs import INPUTS, InputPlan, prepare_inputs, prompt_and_fields, read_units
+from s2d.engine.data.lease import Lease
+from s2d.engine.data.models import check_model_reference
+from s2d.engine.data.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs, quarantined_row
+from s2d.engine.data.shards import (
+    PARTS,
+    num_shards_for,
+    open_manifest,
+    shard_of,
+    spec_fingerprint,
+)
+from s2d.engine.data.sources import Quarantined, iter_inputs, source_fingerprint
+from s2d.engine.data.storage import OutputLocation
+from s2d.engine.stages.card import write_card
+from s2d.engine.stages.progress import JobProgress, ProgressDisplay, write_metrics
+from s2d.engine.stages.results import GenerateResult
+
+BATCHES_PER_REPLICA = 2  # batches a generation replica runs at once (see _replica_stage)
+# Rows that may wait between two stages, in rounds of the replica pool's in-flight work (s2d.cluster.backpressure):
+# enough that no replica waits for input, few enough that driver memory does not grow with the input.
+QUEUED_ROUNDS = 2
+
+
+def generation_fingerprint(spec: JobSpec) -> str:
+    """What determines the content of shards: changing any of these makes old shards stale."""
+    return spec_fingerprint(
+        {
+            "model": spec.model,
+            "task": spec.task.model_dump(),
+            "method": spec.method.model_dump(),
+            "sampling": spec.sampling.model_dump(),
+            "curate": spec.curate.model_dump(),
+            "inputs_per_shard": spec.output.inputs_per_shard,
+            "keep_samples": spec.output.keep_samples,
+            "data": spec.data.model_dump(exclude={"eval_path"}),
+            "data_content": source_fingerprint(spec),
+            # User files: duplicates stay in the shard of the input they repeat (s2d.engine.data.inputs); outputs
+            # written before that must not be resumed by this code.
+            **({"input_layout": 2} if spec.data.path else {}),
+        }
+    )
+
+
+def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:
+    """Second pass: one row per input, ready for the replicas (or, for a bad input, for the quarantine)."""
+    task = get_task(spec.task.name)
+    for batch in iter_inputs(spec):
+        for item in batch:
+            shard = shard_of(item.input_id, num_shards)
+            if isinstance(item, Quarantined):
+                yield quarantined_row(
+                    item.input_id,
+                    shard,
+                    item.reason,
+                    item.detail,
+                    spec.method.name,
+                    spec.model,
+                    item.raw,
+                    item.source_row,
+                )
+            else:
+                yield _generation_row(item, shard, task)
+
+
+def _generation_row(item: TaskInput, shard: int, task) -> dict[str, Any]:
+    prompt, fields = prompt_and_fields(task, item)
+    return {"input_id": item.input_id, "shard_id": shard, "question": item.question, "prompt": prompt, "fields": fields}
+
+
+def run_generate(
+    spec: JobSpec, force: bool = False, progress: bool = True, lease: Lease | None = None
+) -> GenerateResult:
+    """Generate into `spec.out` under its lease (`lease`: one the caller already holds)."""
+    check_model_reference(spec.model)
+    started = time.monotonic()
+    if lease is not None:
+        return _generate(spec, force, progress, lease, started)
+    with Lease.acquire(spec.out) as own:
+        return _generate(spec, force, progress, own, started)
+
+
+def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started: float) -> GenerateResult:
+    location = OutputLocation.of(spec.out)
+    fingerprint = generation_fingerprint(spec)
+    num_inputs, units = read_units(spec)
+    num_shards = num_shards_for(num_inputs, spec.output.inputs_per_shard)
+    manifest = open_manifest(location, num_shards, fingerprint, num_inputs, force, spec.output.keep_samples)
+    if force:
+        location.delete(INPUTS)
+    committed = {int(shard) for shard in manifest["shards"]}
+    skipped = sum(_entry_inputs(entry) for entry in manifest["shards"].values())
+    tally = JobProgress(total_inputs=num_inputs - skipped, skipped_inputs=skipped)
+    stage_seconds = {
+        "plan, Ray start, inputs": 0.0,
+        "curate (in Ray tasks)": 0.0,
+        "shard commit + accounting (driver)": 0.0,
+    }
+    commits = ShardCommits(location, manifest, lease, spec, num_shards)
+    if len(committed) < num_shards:
+        ray = _connect_quietly()
+        plan = prepare_inputs(ray, spec, num_inputs, units, num_shards, fingerprint)
+        stage_seconds["plan, Ray start, inputs"] = time.monotonic() - started
+        display = ProgressDisplay(tally, enabled=progress)
+        _generate_and_commit(ray, spec, plan, commits, tally, display, stage_seconds)
+        display.close()
+    finishing = time.monotonic()
+    accounting = accounting_from_entries(manifest)
+    if not accounting.ok:
+        raise RuntimeError(f"accounting check failed for {spec.out}: {'; '.join(accounting.problems())}")
+    for leftover in (PARTS, INPUTS, ".staging"):
+        location.delete(leftover)
+    write_card(spec)  # the dataset card, once the output is complete and checked
+    stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - finishing
+    counts = manifest["counts"]
+    write_metrics(
+        location,
+        tally,
+        {f"committed_{k}": v for k, v in counts.items()}
+        | {
+            "duplicates_dropped": commits.duplicates_dropped,
+            "stage_seconds": {name: round(seconds, 3) for name, seconds in stage_seconds.items()},
+        },
+    )
+    return GenerateResult(
+        num_inputs,
+        skipped,
+        counts["accepted"],
+        counts["rejected"],
+        counts["quarantined"],
+        dict(tally.reasons),
+        time.monotonic() - started,
+        spec.out,
+    )
+
+
+def _entry_inputs(entry: dict[str, Any]) -> int:
+    return entry.get("accepted", 0) + entry.get("rejected", 0) + entry.get("quarantined", 0)
+
+
+def _connect_quietly():
+    from s2d.cluster.connect import connect
+
+    ray = connect()
+    context = ray.data.DataContext.get_current()
+    # One progress display, ours, with the totals users care about; Ray Data's per-operator one is noise here.
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    return ray
+
+
+def _generate_and_commit(
+    ray,
+    spec: JobSpec,
+    plan: InputPlan,
+    commits: ShardCommits,
+    tally: JobProgress,
+    display: ProgressDisplay,
+    stage_seconds: dict[str, float],
+) -> None:
+    """Run the pipeline over the uncommitted shards, committing them as they finish; adds where the time went
+    to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
+    from s2d.actors.replica import EngineFailures
+    from s2d.cluster.backpressure import driver_memory_bounded
+    from s2d.cluster.metrics import RayMetricsExporter
+
+    commits.start(ray, plan)
+    shards = commits.pending_shards()
+    exporter = RayMetricsExporter(job=str(spec.out))
+    if not shards:
+        commits.finish()
+        return
+    ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
+    ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
+    started = time.monotonic()
+    pool_rows = spec.generation.max_replicas * BATCHES_PER_REPLICA * spec.generation.batch_size
+    try:
+        # Before the datasets are built: Ray Data takes the DataContext's settings when it builds one.
+        with driver_memory_bounded(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
+            parts = _pipeline_stages(ray, spec, shards, ledger_name)
+            for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
+                committing = time.monotonic()
+                if batch is not None:
+                    stage_seconds.setdefault("replica start + first batch", committing - started)
+                    stage_seconds["curate (in Ray tasks)"] += float(
+                        (batch.schema.metadata or {}).get(CURATE_SECONDS_KEY, 0)
+                    )
+                    for row in batch.to_pylist():
+                        if commits.add_part(row["shard_id"], row["rows"], row["part"]):
+                            tally.add_counts(row)
+                    display.refresh()  # only when counts change: a redraw per tick is a line per second in a log
+                    exporter.update(tally.snapshot())
+                commits.poll()  # also between batches (a None): finished shards commit without waiting for more
+                stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
+            commits.finish()
+            stage_seconds["generate + curate pipeline"] = time.monotonic() - started
+    except ray.exceptions.RayError as error:
+        raise GenerationFailed(
+            f"generation failed: {root_cause(error)}; committed shards are kept, rerun the same command to resume"
+        ) from error
+    finally:
+        ray.kill(ledger)
+
+
+def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str):
+    """The shards' inputs -> replicas -> curation and part files, as a Ray Data dataset of part counts."""
+    inputs = (
+        ray.data.from_items([{"shard_id": shard} for shard in shards])
+        .map_batches(load_shard_inputs, batch_size=1, fn_kwargs={"out": spec.out})
+        # One block per replica batch: Ray Data hands an actor a whole block as one task, so blocks of a
+        # shard would let a slow replica hold a shard's batches while the others idle.
+        .repartition(target_num_rows_per_block=spec.generation.batch_size, strict=True)
+    )
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates ray_remote_args but names no parameter for actor restarts; it is the only way to
+        # bound them (Ray Data's default restarts a crashing replica forever).
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        generated = _replica_stage(ray, spec, inputs, ledger_name)
+    return generated.map_batches(
+        curate_and_write,
+        batch_format="pyarrow",
+        batch_size=None,
+        fn_kwargs={"out": spec.out, "criterion": curate_kwargs(spec)},
+    )
+
+
+class GenerationFailed(RuntimeError):
+    """The replicas could not produce the job's samples (a fault restarts did not cure)."""
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Failed|Dead\w*)): (.+)$")
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost `SomeError: message` line of a Ray error's text (which embeds the remote traceback)."""
+    text = str(error).splitlines()
+    found = [(index, match) for index, line in enumerate(text) if (match := _EXCEPTION_LINE.match(line))]
+    if not found:
+        return text[0].strip() if text else type(error).__name__
+    index, match = found[-1]
+    name, message = match.groups()
+    # pydantic and others put the substance on the indented line after "1 validation error for X".
+    detail = text[index + 1].strip() if index + 1 < len(text) and text[index + 1][:1].isspace() else ""
+    return f"{name}: {message.strip()}" + (f" ({detail[:300]})" if detail else "")
+
+
+def replica_class():
+    """The replica actor class of the pool (tests swap in a subclass here)."""
+    from s2d.actors.replica import GenerationReplica
+
+    return GenerationReplica
+
+
+def _replica_stage(ray, spec: JobSpec, inputs, ledger_name: str):
+    from s2d.actors.replica import RUNTIME_ENV
+    from s2d.cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
+
+    placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
+    GenerationReplica = replica_class()  # noqa: N806 - a class
+    return inputs.map_batches(
+        GenerationReplica,
+        fn_constructor_kwargs=GenerationReplica.for_job(spec)
+        | {"failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures},
+        batch_size=spec.generation.batch_size,
+        # Two batches per replica, running at once in two threads: the replica's async engine interleaves
+        # their requests, so it stays full while one batch finishes its longest samples or moves to its
+        # method's next step; a slow or restarting replica holds back at most two and idle ones take the rest.
+        compute=ray.data.ActorPoolStrategy(
+            min_size=spec.generation.min_replicas,
+            max_size=spec.generation.max_replicas,
+            max_tasks_in_flight_per_actor=BATCHES_PER_REPLICA,
+            max_concurrent_calls_per_actor=BATCHES_PER_REPLICA,
+            enable_true_multi_threading=True,
+        ),
+        # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.
+        max_restarts=spec.generation.max_restarts,
+        max_task_retries=-1,
+        runtime_env=RUNTIME_ENV,
+        **map_batches_placement_args(placement),
+    )

@@ -1,0 +1,59 @@
+"""What each stage returns to the Python API (s2d.engine.stages.api) and the CLI: typed results, one per stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from s2d.engine.core.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """What `generate` committed to `out`: counts over the whole output (committed before this run included)."""
+
+    inputs: int
+    skipped_committed: int  # inputs of shards an earlier run had committed (resumed, not regenerated)
+    accepted: int
+    rejected: int
+    quarantined: int
+    reasons: dict[str, int]  # rejection and quarantine reasons of the inputs this run produced
+    seconds: float
+    out: str
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The fine-tune's outcome; `metrics` is `<out>/model/train_metrics.json` whole."""
+
+    model_dir: str
+    steps: int
+    examples: int
+    losses: list[float]
+    resumed_from_step: int | None
+    merged_dir: str | None
+    seconds: float
+    metrics: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The held-out comparison; `metrics` is `<out>/eval/metrics.json` whole, `systems` its rows."""
+
+    report: str  # report.md
+    chart: str  # report.png
+    systems: list[dict[str, Any]]
+    seconds: float
+    metrics: dict[str, Any] = field(repr=False)
+
+
+StageResult = GenerateResult | TrainResult | EvalResult
+
+
+@dataclass(frozen=True)
+class JobResult:
+    spec: JobSpec = field(repr=False)
+    out: str
+    generate: GenerateResult | None = None
+    train: TrainResult | None = None
+    eval: EvalResult | None = None
