@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 from s2d.engine.core.spec import JobSpec, SpecError, load_spec
 from s2d.engine.data.lease import LeaseLost, OutputBusy
 from s2d.engine.data.models import ModelNotFound, check_model_reference
+from s2d.engine.data.ownership import ForeignOutput, claim_output
 from s2d.engine.data.shards import OutputConflict
 from s2d.engine.data.storage import OutputError
 from s2d.engine.stages.console import error, log_path_for, quiet, say
@@ -32,7 +35,16 @@ EPILOG = """examples:
 Overrides are dotted keys of the job file; values are parsed as YAML (8, 0.5, true, [q_proj, v_proj])."""
 
 # Failures whose message says it all (no traceback needed to act on them).
-EXPECTED_ERRORS = (OutputConflict, ValueError, FileNotFoundError, OutputError, GenerationFailed, OutputBusy, LeaseLost)
+EXPECTED_ERRORS = (
+    OutputConflict,
+    ForeignOutput,
+    ValueError,
+    FileNotFoundError,
+    OutputError,
+    GenerationFailed,
+    OutputBusy,
+    LeaseLost,
+)
 # Another job holds <out> (s2d.engine.data.lease): try again later (EX_TEMPFAIL).
 EXIT_BUSY = 75
 
@@ -236,18 +248,47 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ModelNotFound) as problem:
         error(f"s2d: error: {problem}")
         return 2
+    try:  # before anything is written there, the log included: `out` must be new, empty or s2d's own
+        claim_output(spec.out, create=args.command in ("run", "generate"))
+    except ForeignOutput as problem:
+        error(f"s2d: error: {problem}")
+        return 2
+    except OutputError as problem:
+        error(f"s2d: error: {problem}")
+        return 1
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
     if args.verbose:
-        with _own_ray():
+        with _sigterm_interrupts(), _own_ray():
             return _run_reporting_errors(args, spec, log=None)
     from s2d.engine.data.storage import OutputLocation
 
     location = OutputLocation.of(spec.out)
     log = log_path_for(spec.out_path if location.is_local else None, args.command)
     say(f"s2d: {args.command} {args.job}; Ray, vLLM and DeepSpeed logs -> {log} (-v shows them here)")
-    with quiet(log), _own_ray():
+    with _sigterm_interrupts(), quiet(log), _own_ray():
         return _run_reporting_errors(args, spec, log)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `kill`, a stopped container): stopped the way Ctrl-C stops a run, with the same cleanup
+    (engines stopped, the lease released, committed shards kept)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -275,9 +316,10 @@ def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | N
             traceback.print_exc()  # into the log (sys.stderr is the log in a quiet run)
         where = f" (log: {log})" if log else ""
         if isinstance(problem, KeyboardInterrupt):
-            error(f"s2d: interrupted; committed shards are kept, rerun the same command to resume{where}")
-            return 130
-        if isinstance(problem, OutputConflict):
+            how = "terminated (SIGTERM)" if isinstance(problem, Terminated) else "interrupted"
+            error(f"s2d: {how}; committed shards are kept, rerun the same command to resume{where}")
+            return 143 if isinstance(problem, Terminated) else 130
+        if isinstance(problem, (OutputConflict, ForeignOutput)):
             error(f"s2d: error: {problem}")
             return 2
         if isinstance(problem, (OutputBusy, LeaseLost)):

@@ -21,8 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from s2d.engine.data.ownership import MANIFEST
 from s2d.engine.data.samples import SAMPLES, sample_count_problems
-from s2d.engine.data.shards import KINDS, MANIFEST, TABLE_SCHEMAS, read_manifest, shard_of
+from s2d.engine.data.shards import KINDS, TABLE_SCHEMAS, read_manifest, shard_of
 from s2d.engine.data.storage import OutputLocation
 
 

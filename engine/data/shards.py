@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from s2d.engine.core.votes import ANSWER_COUNTS_TYPE
+from s2d.engine.data.ownership import FORMAT_VERSION, MANIFEST, check_format, claim_output, is_owned_name
 from s2d.engine.data.samples import SAMPLES, SAMPLES_COLUMN, SAMPLES_SCHEMA, flatten_samples
 from s2d.engine.data.storage import OutputLocation
 
@@ -106,7 +107,6 @@ CURATED_SCHEMA = pa.schema(
 )
 # Every table of a shard, by folder: the three that split the inputs, and the samples.
 TABLE_SCHEMAS = {kind: schema for kind, (_, schema) in KINDS.items()} | {SAMPLES: SAMPLES_SCHEMA}
-MANIFEST = "manifest.json"
 STAGING = ".staging"
 PARTS = ".parts"  # curated rows of uncommitted shards, written by the workers (s2d.engine.data.shard_tasks)
 
@@ -313,9 +313,10 @@ def publish_files(location: OutputLocation, files: list[tuple[pa.Table, str, str
 def open_manifest(
     location: OutputLocation, num_shards: int, fingerprint: str, num_inputs: int, force: bool, keep_samples: bool
 ) -> dict[str, Any]:
-    """The manifest of `<out>` for this job: refused when it holds another job's output (unless `force`);
-    what no commit owns (files of an interrupted commit, staged parts) is deleted."""
-    location.makedirs()
+    """The manifest of `<out>` for this job: refused when `<out>` is not s2d's (ownership.claim_output), or when it
+    holds another job's output (unless `force`); what no commit owns (files of an interrupted commit, staged parts)
+    is deleted, and only files whose names s2d gives."""
+    claim_output(location)
     manifest = read_manifest(location)
     if manifest and not force and (manifest["fingerprint"] != fingerprint or manifest["num_shards"] != num_shards):
         raise OutputConflict(
@@ -340,6 +341,7 @@ def write_manifest(location: OutputLocation, manifest: dict[str, Any]) -> None:
     manifest["counts"] = {name: sum(entry.get(name, 0) for entry in shards.values()) for name in counted} | {
         "committed_shards": len(shards)
     }
+    manifest["format_version"] = FORMAT_VERSION
     manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
     location.write_bytes_atomic(json.dumps(manifest, separators=(",", ":")).encode(), MANIFEST)
 
@@ -352,20 +354,25 @@ def _first_of_each_input(rows: pa.Table) -> pa.Table:
 
 
 def _discard_uncommitted(location: OutputLocation, manifest: dict[str, Any]) -> None:
-    """Delete what an interrupted run left behind: staged parts, temporary files, shard files of no commit."""
+    """Delete what an interrupted run left behind: staged parts, temporary files, shard files of no commit. Only
+    s2d's own names: a file it did not write stays, even in a table folder."""
     location.delete(STAGING)
     location.delete(PARTS)
-    owned = {entry["file"] for entry in manifest["shards"].values()}
+    committed = {entry["file"] for entry in manifest["shards"].values()}
     for kind in TABLE_SCHEMAS:
         for name in location.list_files(kind):
-            if name not in owned:
+            if name not in committed and is_owned_name(name):
                 location.delete(kind, name)
 
 
 def read_manifest(out: Any) -> dict[str, Any] | None:
     location = OutputLocation.of(out)
     data = location.read_bytes(MANIFEST)
-    return json.loads(data) if data is not None else None
+    if data is None:
+        return None
+    manifest = json.loads(data)
+    check_format(manifest.get("format_version", 0), location.path(MANIFEST))  # 0: written before the version
+    return manifest
 
 
 def _tables(manifest: dict[str, Any]) -> list[str]:

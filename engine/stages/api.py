@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from s2d.engine.core.spec import JobSpec, dump_spec, load_spec, parse_spec
+from s2d.engine.core.spec import JobSpec, load_spec, parse_spec
 from s2d.engine.data.lease import Lease
+from s2d.engine.data.ownership import claim_output, write_job_file
 from s2d.engine.data.storage import OutputLocation
 from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, StageResult, TrainResult
 
@@ -61,11 +62,12 @@ def run_job(
             "filesystem URI (copy the shards to a mounted path, or mount the bucket)"
         )
     results: dict[str, StageResult] = {}
-    location.makedirs()
+    claim_output(location, create="generate" in stages)  # before anything is written: `out` must be s2d's
     with contextlib.ExitStack() as held:
         # generate's lease first: a job refused because another writes <out> must not touch it (job.yaml).
         lease = held.enter_context(Lease.acquire(spec.out)) if "generate" in stages else None
-        location.write_bytes_atomic(dump_spec(spec).encode(), "job.yaml")
+        if "generate" not in stages:  # generate writes it once its manifest accepted this job (no conflict)
+            write_job_file(spec)
         for stage in STAGES:
             if stage not in stages:
                 continue

@@ -34,6 +34,7 @@ from s2d.engine.data.curation import curate_kwargs
 from s2d.engine.data.inputs import INPUTS, InputPlan, prepare_inputs, prompt_and_fields, read_units
 from s2d.engine.data.lease import Lease
 from s2d.engine.data.models import check_model_reference
+from s2d.engine.data.ownership import write_job_file
 from s2d.engine.data.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs, quarantined_row
 from s2d.engine.data.shards import (
     PARTS,
@@ -118,6 +119,7 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
     num_inputs, units = read_units(spec)
     num_shards = num_shards_for(num_inputs, spec.output.inputs_per_shard)
     manifest = open_manifest(location, num_shards, fingerprint, num_inputs, force, spec.output.keep_samples)
+    write_job_file(spec)  # only now: a job its manifest refused must leave the output's job.yaml as it was
     if force:
         location.delete(INPUTS)
     committed = {int(shard) for shard in manifest["shards"]}

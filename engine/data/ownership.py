@@ -1,0 +1,107 @@
+"""Which folders s2d writes into: a new or empty one, or its own output, never a folder of the user's.
+
+An s2d output carries a marker file, written first when s2d claims a new or empty folder: its format version,
+which readers check (an output written by a newer s2d is refused, not misread). An output written before the
+marker existed (a manifest.json of s2d's shape, format 0) is adopted: its layout is the same. Anything else that
+is not empty is refused with one line, before anything is written or deleted there. Within an output s2d
+deletes only what its own names say it wrote (`is_owned_name`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from s2d.engine.core.spec import JobSpec, dump_spec
+from s2d.engine.data.storage import OutputLocation
+
+MARKER = ".s2d-output.json"
+FORMAT = "s2d-output"
+FORMAT_VERSION = 1  # of the output's layout (marker, manifest, tables); readers refuse a newer one
+MANIFEST = "manifest.json"
+JOB_FILE = "job.yaml"  # the resolved job the output was last run with
+# File names s2d writes in a table folder: committed shards, and the temporary names of an unfinished write.
+_OWNED_NAME = re.compile(r"^(shard-\d{5}\.parquet|\.shard-\d{5}\.parquet\.[0-9a-f]+\.tmp)$")
+
+
+class ForeignOutput(RuntimeError):
+    """`out` is not s2d's to write: a folder of the user's, a file, or an output of a newer s2d."""
+
+
+def is_owned_name(name: str) -> bool:
+    """A table folder's file that s2d wrote (a shard, or a temporary file of an interrupted write)."""
+    return bool(_OWNED_NAME.match(name))
+
+
+def claim_output(out: Any, create: bool = True) -> OutputLocation:
+    """The location of `out` once it is known to be s2d's: an output (adopted if it predates the marker), or, with
+    `create`, a missing or empty folder, which is claimed by writing the marker. Raises ForeignOutput otherwise."""
+    if not str(out).strip():
+        raise ForeignOutput("out is empty: name the folder the output goes to (out=runs/name)")
+    location = OutputLocation.of(out)
+    kind = location.fs.get_file_info(location.root).type
+    if kind == pafs.FileType.File:
+        raise ForeignOutput(f"out={location.root} is a file, not a folder")
+    if kind == pafs.FileType.Directory:
+        marker = location.read_bytes(MARKER)
+        if marker is not None:
+            check_format(_parse(marker, location.path(MARKER)).get("version"), location.path(MARKER))
+            return location
+        if _is_legacy_output(location):
+            _write_marker(location)
+            return location
+        if location.fs.get_file_info(pafs.FileSelector(location.root)):
+            raise ForeignOutput(
+                f"out={location.root} is not empty and is not an s2d output (no {MARKER}): s2d writes only into a "
+                "new or empty folder or its own output; choose another `out`"
+            )
+    if not create:
+        raise ForeignOutput(f"out={location.root} holds no s2d output: run `s2d generate` for it first")
+    location.makedirs()
+    _write_marker(location)
+    return location
+
+
+def write_job_file(spec: JobSpec) -> None:
+    OutputLocation.of(spec.out).write_bytes_atomic(dump_spec(spec).encode(), JOB_FILE)
+
+
+def check_format(version: Any, where: str) -> None:
+    """Refuse an output whose layout this s2d does not know (written by a newer s2d, or not s2d's at all)."""
+    if not isinstance(version, int) or version < 0:
+        raise ForeignOutput(f"{where}: not an s2d output (format version {version!r})")
+    if version > FORMAT_VERSION:
+        raise ForeignOutput(
+            f"{where}: written by a newer s2d (output format {version}; this s2d reads up to {FORMAT_VERSION}): "
+            "upgrade s2d, or choose another `out`"
+        )
+
+
+def _write_marker(location: OutputLocation) -> None:
+    marker = {"format": FORMAT, "version": FORMAT_VERSION}
+    location.write_bytes_atomic(json.dumps(marker).encode(), MARKER)
+
+
+def _parse(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(data)
+    except ValueError as error:
+        raise ForeignOutput(f"{where}: unreadable ({error})") from None
+    if not isinstance(parsed, dict) or parsed.get("format") != FORMAT:
+        raise ForeignOutput(f"{where}: not an s2d output marker")
+    return parsed
+
+
+def _is_legacy_output(location: OutputLocation) -> bool:
+    """An output of s2d before the marker (format 0): its manifest has s2d's keys."""
+    data = location.read_bytes(MANIFEST)
+    if data is None:
+        return False
+    try:
+        manifest = json.loads(data)
+    except ValueError as error:
+        raise ForeignOutput(f"{location.path(MANIFEST)}: unreadable manifest ({error})") from None
+    return isinstance(manifest, dict) and {"fingerprint", "num_shards", "shards"} <= manifest.keys()
