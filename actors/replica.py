@@ -27,7 +27,8 @@ from s2d.engine.data.models import resolve_model
 # before any Python code of the exiting actor runs; vLLM's engine process is such a child, and vLLM's output
 # handler then logs its death as an EngineDeadError traceback at the end of every successful job. Left alive,
 # the engine is closed by the replica's __del__ (Ray Data drops the replica when it releases the pool), and
-# vLLM's own exit handlers stop its processes if anything is left. A killed actor is unaffected.
+# vLLM's own exit handlers stop its processes if anything is left. A replica that dies without running Python
+# (kill -9, its node's raylet gone) has its engine killed by its guard (s2d.actors.engine_guard).
 RUNTIME_ENV = {"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}}
 
 # Columns a quarantined row keeps from its input row; every other generated column is null for it.
@@ -86,6 +87,16 @@ def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: fl
     threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
 
 
+def _kill_children() -> None:
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def sampling_request(sampling: SamplingSpec) -> SamplingRequest:
     return SamplingRequest(
         n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens
@@ -112,6 +123,7 @@ class GenerationReplica:
         started = time.perf_counter()
         import torch
 
+        from s2d.actors.engine_guard import start_guard
         from s2d.actors.vllm_backend import VLLMGenerator, import_vllm
         from s2d.cluster.resources import cpu_thread_env
 
@@ -131,6 +143,7 @@ class GenerationReplica:
         import_vllm()
         vllm_imported = time.perf_counter()
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
+        start_guard()  # the engine's processes die with this one, however it ends
         # Where this replica's start-up went (bench/replica_start.py).
         self.startup_s = {
             "imports": imported - started,
@@ -223,6 +236,7 @@ class GenerationReplica:
         print(
             f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})", flush=True
         )
+        _kill_children()  # a failed engine is not worth a graceful shutdown, and must not outlive this process
         os._exit(1)
 
     def _refuse_after_too_many_failures(self) -> None:
