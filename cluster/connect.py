@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from typing import Any
+
+from s2d.cluster import compat_ray
 
 # vLLM's Ray metrics import `ray.serve`; s2d reports its own metrics, so keep vLLM's off (FACTS.md).
 WORKER_ENV_VARS = {"VLLM_USE_RAY_METRICS": "0", "TOKENIZERS_PARALLELISM": "false"}
-# Set by Ray in the driver of a job submitted through the job API (holds that job's config).
-SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def embedded_init_kwargs(num_cpus: int | None = None) -> dict[str, Any]:
@@ -35,7 +38,13 @@ def connect(address: str | None = None) -> Any:
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    if os.environ.get(SUBMITTED_JOB_ENV):
+    with _sigterm_handler_kept():
+        _init(ray, address)
+    return ray
+
+
+def _init(ray: Any, address: str | None) -> None:
+    if os.environ.get(compat_ray.submitted_job_env()):  # set by Ray in a submitted job's driver
         # A job submitted with `s2d submit`: its runtime_env already carries WORKER_ENV_VARS, and Ray refuses
         # a driver runtime_env that repeats keys of the job's.
         ray.init(address=address or "auto", log_to_driver=True)
@@ -43,4 +52,16 @@ def connect(address: str | None = None) -> Any:
         ray.init(address=address, runtime_env={"env_vars": dict(WORKER_ENV_VARS)}, log_to_driver=True)
     else:
         ray.init(**embedded_init_kwargs())
-    return ray
+
+
+@contextlib.contextmanager
+def _sigterm_handler_kept():
+    """`ray.init` replaces the driver's SIGTERM handler with its own (a bare exit with code 15); the caller's (the
+    CLI stops a run on SIGTERM the way Ctrl-C does, with one line) is put back."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        yield
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -8,9 +8,18 @@ this API), s2d.actors, s2d.cluster and s2d.training (thin adapters over vLLM, Ra
     result = s2d.run_job("configs/demo.yaml", out="runs/try")
 """
 
-from s2d.engine.core.spec import JobSpec, SpecError, load_spec
-from s2d.engine.stages.api import evaluate, generate, run_job, train
-from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, TrainResult
+from pathlib import Path as _Path
+
+# In a checkout the subpackages are the repository's own folders (s2d.engine is engine/, ...), found through the
+# installed package's mapping; putting the checkout on the path as well makes `PYTHONPATH=<checkout>` run that
+# checkout's code (another worktree, `bench/scale.py --code`), whatever is installed.
+_checkout = _Path(__file__).resolve().parent.parent
+if (_checkout / "pyproject.toml").is_file() and (_checkout / "engine" / "__init__.py").is_file():
+    __path__.append(str(_checkout))
+
+from s2d.engine.core.spec import JobSpec, SpecError, load_spec  # noqa: E402 - after the path is set
+from s2d.engine.stages.api import evaluate, generate, run_job, train  # noqa: E402
+from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, TrainResult  # noqa: E402
 
 __all__ = [
     "EvalResult",

@@ -2,6 +2,7 @@
 contracts and the no-cycle check of `make lint` (scripts/lint_layers.py) pass here and fail on a deliberate
 violation."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,8 @@ def test_the_wheel_installs_one_package_that_runs_on_its_own(tmp_path):
         text=True,
     )
     assert installed.returncode == 0, installed.stderr[-2000:]
-    run = dict(cwd=tmp_path, capture_output=True, text=True)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # only what the venv has
+    run = dict(cwd=tmp_path, env=env, capture_output=True, text=True)
     imported = subprocess.run([str(python), "-c", "import s2d; print(s2d.__file__, s2d.run_job)"], **run)
     assert imported.returncode == 0, imported.stderr[-2000:]
     assert imported.stdout.startswith(str(purelib / "s2d" / "__init__.py")) and "run_job" in imported.stdout
