@@ -14,9 +14,9 @@ from pathlib import Path
 
 from s2d.engine.core.spec import JobSpec, SpecError, load_spec
 from s2d.engine.data.lease import LeaseLost, OutputBusy
+from s2d.engine.data.manifest import OutputConflict
 from s2d.engine.data.models import ModelNotFound, check_model_reference
 from s2d.engine.data.ownership import ForeignOutput, claim_output
-from s2d.engine.data.shards import OutputConflict
 from s2d.engine.data.storage import OutputError
 from s2d.engine.stages.console import error, log_path_for, quiet, say
 from s2d.engine.stages.export import FORMATS as EXPORT_FORMATS
@@ -401,11 +401,10 @@ def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
 
 def _status(out: str) -> int:
     from s2d.engine.data.accounting import check_accounting
-    from s2d.engine.data.shards import read_manifest
+    from s2d.engine.data.manifest import read_manifest
 
     try:
-        manifest = read_manifest(out)
-        if manifest is None:
+        if read_manifest(out) is None:
             print(f"s2d: error: {out} has no manifest.json: `s2d generate` has not started there", file=sys.stderr)
             return 1
         report = check_accounting(out)

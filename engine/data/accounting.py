@@ -21,9 +21,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from s2d.engine.data.manifest import Manifest, read_manifest
 from s2d.engine.data.ownership import MANIFEST
 from s2d.engine.data.samples import SAMPLES, sample_count_problems
-from s2d.engine.data.shards import KINDS, TABLE_SCHEMAS, read_manifest, shard_of
+from s2d.engine.data.shards import KINDS, TABLE_SCHEMAS, shard_of
 from s2d.engine.data.storage import OutputLocation
 
 
@@ -103,17 +104,17 @@ def check_accounting(out: Any, threads: int = 4) -> Accounting:
     manifest = read_manifest(location)
     if manifest is None:
         raise FileNotFoundError(f"{out} has no {MANIFEST}: not the output of `s2d generate`")
-    num_shards = manifest["num_shards"]
-    keep_samples = bool(manifest.get(SAMPLES))
+    num_shards = manifest.num_shards
+    keep_samples = manifest.keep_samples
 
     def check(shard: int) -> ShardCheck:
-        file = manifest["shards"][str(shard)]["file"]
+        file = manifest.shards[shard].file
         columns = {"shards": ["input_id", "num_samples"], "rejected": ["input_id", "num_samples"]}
         tables = {kind: _read(location, kind, file, columns.get(kind, ["input_id"])) for kind in KINDS}
         samples = _read(location, SAMPLES, file, ["input_id", "variant", "sample"]) if keep_samples else None
         return check_shard_tables(shard, num_shards, tables, samples)
 
-    shards = sorted(int(shard) for shard in manifest["shards"])
+    shards = sorted(manifest.shards)
     counts = {status: 0 for status, _ in KINDS.values()}
     duplicated: set[str] = set()
     misplaced: list[tuple[str, int]] = []
@@ -130,9 +131,9 @@ def check_accounting(out: Any, threads: int = 4) -> Accounting:
                 sample_problems += [f"shard {shard}: {problem}" for problem in result.sample_problems]
     duplicated.update(_found_elsewhere(location, manifest, misplaced))
     return Accounting(
-        manifest.get("num_inputs", 0),
+        manifest.num_inputs,
         num_shards,
-        len(manifest["shards"]),
+        len(manifest.shards),
         counts,
         sorted(duplicated),
         samples,
@@ -145,17 +146,16 @@ def _read(location: OutputLocation, kind: str, file: str, columns: list[str]) ->
     return location.read_table(kind, file, schema=pa.schema([schema.field(name) for name in columns]))
 
 
-def _found_elsewhere(location: OutputLocation, manifest: dict[str, Any], misplaced: list[tuple[str, int]]) -> set[str]:
+def _found_elsewhere(location: OutputLocation, manifest: Manifest, misplaced: list[tuple[str, int]]) -> set[str]:
     """Misplaced generated ids (a broken partitioning) that are also in the shard they hash to."""
     found = set()
-    committed = {int(shard) for shard in manifest["shards"]}
     by_home: dict[int, set[str]] = {}
     for input_id, _ in misplaced:
-        by_home.setdefault(shard_of(input_id, manifest["num_shards"]), set()).add(input_id)
+        by_home.setdefault(shard_of(input_id, manifest.num_shards), set()).add(input_id)
     for home, ids in by_home.items():
-        if home not in committed:
+        if home not in manifest.shards:
             continue
-        file = manifest["shards"][str(home)]["file"]
+        file = manifest.shards[home].file
         present = {
             i for kind in KINDS for i in _read(location, kind, file, ["input_id"]).column("input_id").to_pylist()
         }
@@ -163,17 +163,8 @@ def _found_elsewhere(location: OutputLocation, manifest: dict[str, Any], misplac
     return found
 
 
-def accounting_from_entries(manifest: dict[str, Any]) -> Accounting:
+def accounting_from_entries(manifest: Manifest) -> Accounting:
     """The job's accounting as the sum of its shards' entries, each checked on the worker that wrote it."""
-    entries = manifest["shards"].values()
-    counts = {status: sum(entry.get(status, 0) for entry in entries) for _, (status, _) in KINDS.items()}
-    keep_samples = bool(manifest.get(SAMPLES))
-    return Accounting(
-        manifest.get("num_inputs", 0),
-        manifest["num_shards"],
-        len(manifest["shards"]),
-        counts,
-        [],
-        sum(entry.get(SAMPLES, 0) for entry in entries) if keep_samples else None,
-        [],
-    )
+    totals = manifest.totals()
+    counts = {"accepted": totals.accepted, "rejected": totals.rejected, "quarantined": totals.quarantined}
+    return Accounting(manifest.num_inputs, manifest.num_shards, len(manifest.shards), counts, [], totals.samples, [])

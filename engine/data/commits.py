@@ -20,8 +20,9 @@ import numpy as np
 from s2d.engine.core.spec import JobSpec
 from s2d.engine.data.inputs import InputPlan
 from s2d.engine.data.lease import Lease
-from s2d.engine.data.shard_tasks import part_folder, write_shard
-from s2d.engine.data.shards import PARTS, write_manifest
+from s2d.engine.data.manifest import Manifest, write_manifest
+from s2d.engine.data.shard_tasks import WrittenShard, part_folder, write_shard
+from s2d.engine.data.shards import PARTS
 from s2d.engine.data.storage import OutputLocation
 
 SHARD_WRITES_IN_FLIGHT = 4  # shard-writing tasks at once (each a shard's rows: bounded memory and I/O)
@@ -35,20 +36,18 @@ class ShardCommits:
     """The driver's side of shard commits: per shard a few integers (inputs expected, rows seen, state),
     the shard-writing tasks in flight, and the manifest, rewritten once per batch of finished shards."""
 
-    def __init__(
-        self, location: OutputLocation, manifest: dict[str, Any], lease: Lease, spec: JobSpec, num_shards: int
-    ):
+    def __init__(self, location: OutputLocation, manifest: Manifest, lease: Lease, spec: JobSpec, num_shards: int):
         self.location, self.manifest, self.lease, self.spec = location, manifest, lease, spec
         self.num_shards = num_shards
         self.done = np.zeros(num_shards, bool)
-        self.done[[int(shard) for shard in manifest["shards"]]] = True
+        self.done[list(manifest.shards)] = True
         self.expected = np.zeros(num_shards, np.int64)  # generated inputs per shard
         self.received = np.zeros(num_shards, np.int64)  # rows seen per shard, a retry's repeats included
         self.writing = np.zeros(num_shards, bool)
         self.waiting: deque[int] = deque()  # ready to write, over the in-flight bound
         self.in_flight: dict[Any, int] = {}
         self.received_at_launch: dict[int, int] = {}
-        self.finished: dict[int, dict[str, Any]] = {}
+        self.finished: dict[int, WrittenShard] = {}
         self.last_commit = 0.0
         self.last_commit_seconds = 0.0
         self.duplicates_dropped = 0
@@ -107,15 +106,15 @@ class ShardCommits:
                 continue
             for ref in ready:
                 shard = self.in_flight.pop(ref)
-                entry = _shard_result(self.ray, ref)
+                written = _shard_result(self.ray, ref)
                 since_launch = self.received[shard] - self.received_at_launch.pop(shard)
-                if "incomplete" in entry:  # a retry's repeats were counted as new rows: wait for the rest
+                if written.entry is None:  # a retry's repeats were counted as new rows: wait for the rest
                     self.writing[shard] = False
-                    self.received[shard] = entry["incomplete"] + since_launch
+                    self.received[shard] = written.arrived + since_launch
                     if self.received[shard] >= self.expected[shard]:
                         self._ready(shard)
                 else:
-                    self.finished[shard] = entry
+                    self.finished[shard] = written
             self._launch()
             if not wait:
                 break
@@ -127,9 +126,9 @@ class ShardCommits:
             return
         started = time.monotonic()
         self.lease.check()  # a job that lost its lease must not commit over the new holder
-        for shard, entry in self.finished.items():
-            self.duplicates_dropped += entry.pop("duplicates_dropped", 0)
-            self.manifest["shards"][str(shard)] = entry
+        for shard, written in self.finished.items():
+            self.duplicates_dropped += written.duplicates_dropped
+            self.manifest.shards[shard] = written.entry
             self.done[shard] = True
         write_manifest(self.location, self.manifest)  # the commit point
         for shard in self.finished:
@@ -145,7 +144,7 @@ class ShardCommits:
             raise RuntimeError(f"{len(missing)} shards never completed (first: {missing[:5]}); rerun to resume")
 
 
-def _shard_result(ray, ref) -> dict[str, Any]:
+def _shard_result(ray, ref) -> WrittenShard:
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as error:

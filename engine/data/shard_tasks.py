@@ -7,8 +7,9 @@ its tables. The driver only plans, schedules and commits (s2d.engine.stages.gene
 - `write_shard`: when the driver has seen all of a shard's rows, its parts (deduplicated: a retried replica
   batch repeats rows) and its inputs quarantined before generation -> the shard's tables, through the one
   mechanism the driver-side ShardWriter also uses (`s2d.engine.data.shards.shard_tables`), each under a temporary
-  name then renamed; the shard's exactly-once check (s2d.engine.data.accounting) runs here. Returned: the manifest
-  entry (counts, checksums). The driver's manifest rewrite stays the one commit point.
+  name then renamed; the shard's exactly-once check (s2d.engine.data.accounting) runs here. Returned: its manifest
+  entry (s2d.engine.data.manifest.ShardEntry: counts, reasons, checksums). The driver's manifest rewrite stays the
+  one commit point.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -25,6 +27,7 @@ import pyarrow.compute as pc
 
 from s2d.engine.data.curation import curate_generated
 from s2d.engine.data.inputs import GENERATION_COLUMNS, INPUT_SCHEMA, INPUTS, shard_input_name
+from s2d.engine.data.manifest import ShardEntry
 from s2d.engine.data.samples import SAMPLES
 from s2d.engine.data.shards import CURATED_SCHEMA, PARTS, _first_of_each_input, curated_table, shard_tables
 from s2d.engine.data.sources import preview
@@ -162,11 +165,20 @@ class ShardIncomplete(Exception):
     """Not all of the shard's inputs have come out of the pipeline yet (rows repeated by a retry were counted)."""
 
 
+@dataclass(frozen=True)
+class WrittenShard:
+    """What a shard write hands the driver: the entry to commit, or None while some of its inputs are missing."""
+
+    entry: ShardEntry | None
+    arrived: int  # the shard's generated inputs found in its parts
+    duplicates_dropped: int = 0  # rows of its parts repeated by a retried batch
+
+
 def write_shard(
     out: str, shard: int, num_shards: int, expected: int, keep_samples: bool, job: str, method: str, model: str
-) -> dict[str, Any]:
-    """A shard's parts and quarantined inputs -> its tables, written and checked. Returns the manifest entry,
-    or {"incomplete": n} when only n of its `expected` generated inputs have arrived."""
+) -> WrittenShard:
+    """A shard's parts and quarantined inputs -> its tables, written and checked, and its manifest entry; no entry
+    when only some of its `expected` generated inputs have arrived."""
     from s2d.engine.data.accounting import check_shard_tables
 
     location = OutputLocation.of(out)
@@ -176,7 +188,7 @@ def write_shard(
     generated = _first_of_each_input(pa.concat_tables(parts)) if parts else CURATED_SCHEMA.empty_table()
     arrived = generated.num_rows
     if arrived < expected:
-        return {"incomplete": arrived}
+        return WrittenShard(None, arrived)
     if arrived > expected:
         raise RuntimeError(f"shard {shard}: {arrived} inputs came out of the pipeline for {expected} sent")
     inputs = (  # no file: no input hashes to this shard
@@ -207,9 +219,5 @@ def write_shard(
         status: dict(Counter(tables[kind].column("reason").to_pylist()))
         for kind, status in (("rejected", "rejected"), ("quarantine", "quarantined"))
     }
-    return entry | {
-        "reasons": reasons,
-        "checksums": checksums,
-        "job": job,
-        "duplicates_dropped": sum(map(len, parts)) - arrived,
-    }
+    entry = entry.model_copy(update={"reasons": reasons, "checksums": checksums, "job": job})
+    return WrittenShard(entry, arrived, sum(map(len, parts)) - arrived)

@@ -8,6 +8,7 @@ Layout under <out>/ (a local path or a pyarrow filesystem URI, see s2d.engine.da
   samples/shard-00003.parquet      every System 2 sample of shard 3's generated inputs (s2d.engine.data.samples;
                                    unless output.keep_samples is off)
   manifest.json                    the commit record: committed shards with counts, the spec fingerprint
+                                   (s2d.engine.data.manifest: the typed model, the one reader and writer)
   .inputs/                         the job's inputs partitioned by shard (s2d.engine.data.inputs; removed at the end)
   .parts/                          curated rows of uncommitted shards, written by workers (s2d.engine.data.shard_tasks)
   .staging/                        rows the driver-side ShardWriter spilled to disk (discarded on resume)
@@ -44,7 +45,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from s2d.engine.core.votes import ANSWER_COUNTS_TYPE
-from s2d.engine.data.ownership import FORMAT_VERSION, MANIFEST, check_format, claim_output, is_owned_name
+from s2d.engine.data.manifest import Manifest, ShardEntry, open_manifest, read_manifest, write_manifest
+from s2d.engine.data.ownership import is_owned_name
 from s2d.engine.data.samples import SAMPLES, SAMPLES_COLUMN, SAMPLES_SCHEMA, flatten_samples
 from s2d.engine.data.storage import OutputLocation
 
@@ -111,10 +113,6 @@ STAGING = ".staging"
 PARTS = ".parts"  # curated rows of uncommitted shards, written by the workers (s2d.engine.data.shard_tasks)
 
 
-class OutputConflict(RuntimeError):
-    """<out> holds the output of a different job spec."""
-
-
 def num_shards_for(num_inputs: int, inputs_per_shard: int) -> int:
     return max(1, math.ceil(num_inputs / inputs_per_shard))
 
@@ -152,7 +150,7 @@ class ShardWriter:
     num_shards: int
     fingerprint: str
     expected: dict[int, int]  # inputs per shard, for shards not yet committed
-    manifest: dict[str, Any]
+    manifest: Manifest
     max_buffered_rows: int = 50_000
     keep_samples: bool = False  # also write each shard's samples table (from the curated rows' samples column)
     duplicates_dropped: int = 0
@@ -174,9 +172,8 @@ class ShardWriter:
         keep_samples: bool = False,
     ) -> ShardWriter:
         location = OutputLocation.of(out)
-        manifest = open_manifest(location, num_shards, fingerprint, sum(expected.values()), force, keep_samples)
-        committed = {int(shard) for shard in manifest["shards"]}
-        remaining = {shard: count for shard, count in expected.items() if shard not in committed}
+        manifest = open_output(location, num_shards, fingerprint, sum(expected.values()), force, keep_samples)
+        remaining = {shard: count for shard, count in expected.items() if shard not in manifest.shards}
         writer = cls(location, num_shards, fingerprint, remaining, manifest, max_buffered_rows, keep_samples)
         # A shard no input hashes to: commit it empty so the manifest is complete.
         writer._commit([shard for shard, count in remaining.items() if count == 0])
@@ -184,7 +181,7 @@ class ShardWriter:
 
     @property
     def committed_shards(self) -> set[int]:
-        return {int(shard) for shard in self.manifest["shards"]}
+        return self.manifest.committed
 
     def add(self, curated: pa.Table) -> None:
         """Take a batch of curated rows (CURATED_SCHEMA) and commit the shards it completes, together."""
@@ -213,7 +210,7 @@ class ShardWriter:
         if self._buffered_rows > self.max_buffered_rows:
             self._spill()
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> Manifest:
         if self.expected:
             missing = sorted(self.expected)
             raise RuntimeError(f"{len(missing)} shards never completed (first: {missing[:5]}); rerun to resume")
@@ -260,13 +257,13 @@ class ShardWriter:
         prepared = {shard: self._files(shard) for shard in shards}
         publish_files(self.location, [file for _, shard_files in prepared.values() for file in shard_files])
         for shard, (entry, _) in prepared.items():
-            self.manifest["shards"][str(shard)] = entry
+            self.manifest.shards[shard] = entry
             del self.expected[shard]
         write_manifest(self.location, self.manifest)  # the commit point
         for shard in shards:
             self.location.delete(STAGING, f"shard-{shard:05d}")
 
-    def _files(self, shard: int) -> tuple[dict[str, Any], list[tuple[pa.Table, str, str]]]:
+    def _files(self, shard: int) -> tuple[ShardEntry, list[tuple[pa.Table, str, str]]]:
         """A complete shard's manifest entry, and its tables with where each goes."""
         parts = [
             self.location.read_table(STAGING, f"shard-{shard:05d}", part, schema=CURATED_SCHEMA)
@@ -282,23 +279,21 @@ class ShardWriter:
         return shard_tables(shard, rows, self.keep_samples)
 
 
-def shard_tables(
-    shard: int, rows: pa.Table, keep_samples: bool
-) -> tuple[dict[str, Any], list[tuple[pa.Table, str, str]]]:
+def shard_tables(shard: int, rows: pa.Table, keep_samples: bool) -> tuple[ShardEntry, list[tuple[pa.Table, str, str]]]:
     """A complete shard's curated rows (one per input) -> its manifest entry (counts), and each of its tables
     (accepted, rejected, quarantined, samples) with where it goes. The one way a shard's files are made: the
     driver's ShardWriter and the workers' shard tasks (s2d.engine.data.shard_tasks) both use it."""
-    entry: dict[str, Any] = {"file": shard_name(shard)}
-    files = []
+    file = shard_name(shard)
+    files, counts = [], {}
     for kind, (status, schema) in KINDS.items():
         selected = rows.filter(pc.equal(rows.column("status"), status)).select(schema.names).cast(schema)
-        files.append((selected, kind, entry["file"]))
-        entry[status] = selected.num_rows
+        files.append((selected, kind, file))
+        counts[status] = selected.num_rows
     if keep_samples:
         samples = flatten_samples(rows)
-        files.append((samples, SAMPLES, entry["file"]))
-        entry[SAMPLES] = samples.num_rows
-    return entry, files
+        files.append((samples, SAMPLES, file))
+        counts[SAMPLES] = samples.num_rows
+    return ShardEntry(file=file, **counts), files
 
 
 def publish_files(location: OutputLocation, files: list[tuple[pa.Table, str, str]]) -> None:
@@ -310,40 +305,18 @@ def publish_files(location: OutputLocation, files: list[tuple[pa.Table, str, str
         list(pool.map(lambda file: location.write_table_atomic(*file), files))
 
 
-def open_manifest(
+def open_output(
     location: OutputLocation, num_shards: int, fingerprint: str, num_inputs: int, force: bool, keep_samples: bool
-) -> dict[str, Any]:
-    """The manifest of `<out>` for this job: refused when `<out>` is not s2d's (ownership.claim_output), or when it
-    holds another job's output (unless `force`); what no commit owns (files of an interrupted commit, staged parts)
-    is deleted, and only files whose names s2d gives."""
-    claim_output(location)
-    manifest = read_manifest(location)
-    if manifest and not force and (manifest["fingerprint"] != fingerprint or manifest["num_shards"] != num_shards):
-        raise OutputConflict(
-            f"{location.root} holds output of a different job spec (fingerprint {manifest['fingerprint']}, "
-            f"this job {fingerprint}); choose another `out` or pass --force to discard it"
-        )
-    if not manifest or force:
-        manifest = {"fingerprint": fingerprint, "num_shards": num_shards, "shards": {}}
-    manifest["num_inputs"] = num_inputs
-    manifest[SAMPLES] = keep_samples  # the fingerprint covers it: a resumed job keeps the same tables
+) -> Manifest:
+    """Open `<out>` for this job: its manifest (s2d.engine.data.manifest.open_manifest: refused when `<out>` is not
+    s2d's or holds another job's output, unless `force`), then its table folders, from which what no commit owns
+    (files of an interrupted commit, staged parts) is deleted, and only files whose names s2d gives. The manifest
+    is written first: a forced restart commits its empty manifest before the old shards' files go."""
+    manifest = open_manifest(location, num_shards, fingerprint, num_inputs, force, keep_samples)
     _discard_uncommitted(location, manifest)
     for kind in _tables(manifest):
         location.makedirs(kind)
-    write_manifest(location, manifest)
     return manifest
-
-
-def write_manifest(location: OutputLocation, manifest: dict[str, Any]) -> None:
-    """Rewrite manifest.json (atomically): the commit point of every shard it lists."""
-    shards = manifest["shards"]
-    counted = [status for status, _ in KINDS.values()] + ([SAMPLES] if manifest.get(SAMPLES) else [])
-    manifest["counts"] = {name: sum(entry.get(name, 0) for entry in shards.values()) for name in counted} | {
-        "committed_shards": len(shards)
-    }
-    manifest["format_version"] = FORMAT_VERSION
-    manifest["shards"] = dict(sorted(shards.items(), key=lambda item: int(item[0])))
-    location.write_bytes_atomic(json.dumps(manifest, separators=(",", ":")).encode(), MANIFEST)
 
 
 def _first_of_each_input(rows: pa.Table) -> pa.Table:
@@ -353,31 +326,21 @@ def _first_of_each_input(rows: pa.Table) -> pa.Table:
     return rows if len(first) == rows.num_rows else rows.take(np.sort(first))
 
 
-def _discard_uncommitted(location: OutputLocation, manifest: dict[str, Any]) -> None:
+def _discard_uncommitted(location: OutputLocation, manifest: Manifest) -> None:
     """Delete what an interrupted run left behind: staged parts, temporary files, shard files of no commit. Only
     s2d's own names: a file it did not write stays, even in a table folder."""
     location.delete(STAGING)
     location.delete(PARTS)
-    committed = {entry["file"] for entry in manifest["shards"].values()}
+    committed = {entry.file for entry in manifest.shards.values()}
     for kind in TABLE_SCHEMAS:
         for name in location.list_files(kind):
             if name not in committed and is_owned_name(name):
                 location.delete(kind, name)
 
 
-def read_manifest(out: Any) -> dict[str, Any] | None:
-    location = OutputLocation.of(out)
-    data = location.read_bytes(MANIFEST)
-    if data is None:
-        return None
-    manifest = json.loads(data)
-    check_format(manifest.get("format_version", 0), location.path(MANIFEST))  # 0: written before the version
-    return manifest
-
-
-def _tables(manifest: dict[str, Any]) -> list[str]:
+def _tables(manifest: Manifest) -> list[str]:
     """The table folders of an output: the three kinds, and samples when the job keeps them."""
-    return list(KINDS) + ([SAMPLES] if manifest.get(SAMPLES) else [])
+    return list(KINDS) + ([SAMPLES] if manifest.keep_samples else [])
 
 
 def read_committed(
@@ -390,9 +353,9 @@ def read_committed(
     if columns:
         schema = pa.schema([schema.field(name) for name in columns])
     manifest = read_manifest(location)
-    entries = list(manifest["shards"].values()) if manifest and kind in _tables(manifest) else []
+    entries = list(manifest.shards.values()) if manifest and kind in _tables(manifest) else []
     if shards is not None:
         wanted = {shard_name(shard) for shard in shards}
-        entries = [entry for entry in entries if entry["file"] in wanted]
-    tables = [location.read_table(kind, entry["file"], schema=schema) for entry in entries]
+        entries = [entry for entry in entries if entry.file in wanted]
+    tables = [location.read_table(kind, entry.file, schema=schema) for entry in entries]
     return pa.concat_tables(tables) if tables else schema.empty_table()

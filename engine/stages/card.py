@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from typing import Any
 
 import yaml
 
 from s2d.engine.core.spec import JobSpec
+from s2d.engine.data.manifest import Counts, Manifest, read_manifest
 from s2d.engine.data.samples import SAMPLES
-from s2d.engine.data.shards import KINDS, read_committed, read_manifest
+from s2d.engine.data.shards import KINDS, read_committed
 from s2d.engine.data.storage import OutputLocation
 
 CARD = "README.md"
@@ -41,10 +41,10 @@ def s2d_version() -> str:
         return "unknown"
 
 
-def card_text(spec: JobSpec, manifest: dict[str, Any], reasons: dict[str, Counter], when: datetime.datetime) -> str:
+def card_text(spec: JobSpec, manifest: Manifest, reasons: dict[str, Counter], when: datetime.datetime) -> str:
     from s2d.engine.core.methods import resolve_method
 
-    tables = [kind for kind in KINDS] + ([SAMPLES] if manifest.get(SAMPLES) else [])
+    tables = [kind for kind in KINDS] + ([SAMPLES] if manifest.keep_samples else [])
     header = {
         "pretty_name": f"s2d {spec.method.name} distillation of {spec.model} on {spec.task.name}",
         "tags": ["s2d", "system-2-distillation", "synthetic", "self-consistency"],
@@ -57,7 +57,7 @@ def card_text(spec: JobSpec, manifest: dict[str, Any], reasons: dict[str, Counte
             for kind in tables
         ],
     }
-    counts = manifest["counts"]
+    counts = manifest.counts
     method = resolve_method(spec.method.model_dump())
     source = (
         f"the file `{spec.data.path}` (columns {spec.data.columns.model_dump(exclude_none=True)})"
@@ -79,9 +79,9 @@ def card_text(spec: JobSpec, manifest: dict[str, Any], reasons: dict[str, Counte
         "",
         "## Counts",
         "",
-        f"{manifest.get('num_inputs', 0)} inputs from {source}: **{counts['accepted']} accepted**, "
-        f"{counts['rejected']} rejected, {counts['quarantined']} quarantined"
-        + (f"; {counts[SAMPLES]} samples kept" if SAMPLES in counts else "")
+        f"{manifest.num_inputs} inputs from {source}: **{counts.accepted} accepted**, "
+        f"{counts.rejected} rejected, {counts.quarantined} quarantined"
+        + (f"; {counts.samples} samples kept" if counts.samples is not None else "")
         + ".",
         "",
     ]
@@ -95,8 +95,8 @@ def card_text(spec: JobSpec, manifest: dict[str, Any], reasons: dict[str, Counte
         "",
         "## How it was made",
         "",
-        f"- model: `{spec.model}`; spec fingerprint `{manifest['fingerprint']}` "
-        f"({manifest['num_shards']} shards, committed exactly once; `s2d status` checks it)",
+        f"- model: `{spec.model}`; spec fingerprint `{manifest.fingerprint}` "
+        f"({manifest.num_shards} shards, committed exactly once; `s2d status` checks it)",
         f"- sampling: `{spec.sampling.model_dump()}`",
         f"- criterion: `{spec.curate.model_dump(exclude_none=True)}`",
         f"- answer extractor: `{spec.method.extractor.model_dump(exclude_none=True)}`",
@@ -132,19 +132,21 @@ def card_text(spec: JobSpec, manifest: dict[str, Any], reasons: dict[str, Counte
     return "\n".join(lines)
 
 
-def _rows(counts: dict[str, int], kind: str) -> int:
-    return counts[SAMPLES] if kind == SAMPLES else counts[KINDS[kind][0]]
+def _rows(counts: Counts, kind: str) -> int | None:
+    """The rows of a table folder (shards/ holds the accepted inputs)."""
+    by_folder = {"shards": counts.accepted, "rejected": counts.rejected, "quarantine": counts.quarantined}
+    return by_folder[kind] if kind != SAMPLES else counts.samples
 
 
 def write_card(spec: JobSpec, when: datetime.datetime | None = None) -> str:
     """Write `<out>/README.md` for the committed output of `spec`; returns its path."""
     location = OutputLocation.of(spec.out)
     manifest = read_manifest(location)
-    entries = list(manifest["shards"].values())
-    if entries and all("reasons" in entry for entry in entries):  # counted by the workers that wrote each shard
+    entries = list(manifest.shards.values())
+    if entries and all(entry.reasons is not None for entry in entries):  # counted by the workers that wrote them
         reasons = {status: Counter() for kind, (status, _) in KINDS.items() if kind != "shards"}
         for entry in entries:
-            for status, counts in entry["reasons"].items():
+            for status, counts in entry.reasons.items():
                 reasons[status].update(counts)
     else:
         reasons = {

@@ -20,7 +20,7 @@ FORMATS = {
 
 def export_pairs(out: str | Path, to: str | Path, fmt: str = "messages") -> int:
     """Write the training pairs of `out` to the JSON Lines file `to`; returns how many."""
-    from s2d.engine.data.shards import read_manifest
+    from s2d.engine.data.manifest import read_manifest
     from s2d.training.sft import chat_messages
     from s2d.training.trainer import read_accepted_rows
 

@@ -36,13 +36,7 @@ from s2d.engine.data.lease import Lease
 from s2d.engine.data.models import check_model_reference
 from s2d.engine.data.ownership import write_job_file
 from s2d.engine.data.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs, quarantined_row
-from s2d.engine.data.shards import (
-    PARTS,
-    num_shards_for,
-    open_manifest,
-    shard_of,
-    spec_fingerprint,
-)
+from s2d.engine.data.shards import PARTS, num_shards_for, open_output, shard_of, spec_fingerprint
 from s2d.engine.data.sources import Quarantined, iter_inputs, source_fingerprint
 from s2d.engine.data.storage import OutputLocation
 from s2d.engine.stages.card import write_card
@@ -118,12 +112,12 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
     fingerprint = generation_fingerprint(spec)
     num_inputs, units = read_units(spec)
     num_shards = num_shards_for(num_inputs, spec.output.inputs_per_shard)
-    manifest = open_manifest(location, num_shards, fingerprint, num_inputs, force, spec.output.keep_samples)
+    manifest = open_output(location, num_shards, fingerprint, num_inputs, force, spec.output.keep_samples)
     write_job_file(spec)  # only now: a job its manifest refused must leave the output's job.yaml as it was
     if force:
         location.delete(INPUTS)
-    committed = {int(shard) for shard in manifest["shards"]}
-    skipped = sum(_entry_inputs(entry) for entry in manifest["shards"].values())
+    committed = manifest.committed
+    skipped = sum(entry.inputs for entry in manifest.shards.values())
     tally = JobProgress(total_inputs=num_inputs - skipped, skipped_inputs=skipped)
     stage_seconds = {
         "plan, Ray start, inputs": 0.0,
@@ -146,11 +140,11 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
         location.delete(leftover)
     write_card(spec)  # the dataset card, once the output is complete and checked
     stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - finishing
-    counts = manifest["counts"]
+    counts = manifest.counts
     write_metrics(
         location,
         tally,
-        {f"committed_{k}": v for k, v in counts.items()}
+        {f"committed_{k}": v for k, v in counts.model_dump(exclude_none=True).items()}
         | {
             "duplicates_dropped": commits.duplicates_dropped,
             "stage_seconds": {name: round(seconds, 3) for name, seconds in stage_seconds.items()},
@@ -159,17 +153,13 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
     return GenerateResult(
         num_inputs,
         skipped,
-        counts["accepted"],
-        counts["rejected"],
-        counts["quarantined"],
+        counts.accepted,
+        counts.rejected,
+        counts.quarantined,
         dict(tally.reasons),
         time.monotonic() - started,
         spec.out,
     )
-
-
-def _entry_inputs(entry: dict[str, Any]) -> int:
-    return entry.get("accepted", 0) + entry.get("rejected", 0) + entry.get("quarantined", 0)
 
 
 def _connect_quietly():

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2d.engine.data.accounting import check_accounting
+from s2d.engine.data.manifest import Manifest, read_manifest
 from s2d.engine.data.samples import SAMPLES
-from s2d.engine.data.shards import KINDS, read_committed, read_manifest, shard_of
+from s2d.engine.data.shards import KINDS, read_committed, shard_of
 
 LINE_CHARS = 160  # each step's text is cut to this many characters unless --full
 
@@ -32,11 +33,11 @@ def inspect_output(out: str, selection: Selection) -> str:
     manifest = read_manifest(out)
     if manifest is None:
         raise FileNotFoundError(f"{out} has no manifest.json: not the output of `s2d generate`")
-    lines = [_summary(out, manifest)]
+    lines = [_summary(out)]
     found = 0
     for kind in selection.kinds:
         for row in _rows(out, manifest, kind, selection):
-            samples = _samples_of(out, row) if manifest.get(SAMPLES) and kind != "quarantine" else None
+            samples = _samples_of(out, row) if manifest.keep_samples and kind != "quarantine" else None
             lines += ["", *_describe(kind, row, samples, selection.full)]
             found += 1
     if not found:
@@ -47,12 +48,12 @@ def inspect_output(out: str, selection: Selection) -> str:
             + (f" with reason {selection.reason!r}" if selection.reason else "")
         )
         lines += ["", f"no committed {wanted} in {out}"]
-    elif not manifest.get(SAMPLES):
+    elif not manifest.keep_samples:
         lines += ["", "(this job kept no samples: output.keep_samples was false)"]
     return "\n".join(lines)
 
 
-def _summary(out: str, manifest: dict[str, Any]) -> str:
+def _summary(out: str) -> str:
     accounting = check_accounting(out)
     counts = accounting.counts
     reasons = Counter(read_committed(out, "rejected", columns=["reason"]).column("reason").to_pylist())
@@ -66,12 +67,12 @@ def _summary(out: str, manifest: dict[str, Any]) -> str:
     )
 
 
-def _rows(out: str, manifest: dict[str, Any], kind: str, selection: Selection) -> Iterator[dict[str, Any]]:
+def _rows(out: str, manifest: Manifest, kind: str, selection: Selection) -> Iterator[dict[str, Any]]:
     """The first `limit` committed rows of `kind` that match, reading one shard file at a time."""
     if selection.input_id is not None:
-        shards = [shard_of(selection.input_id, manifest["num_shards"])]
+        shards = [shard_of(selection.input_id, manifest.num_shards)]
     else:
-        shards = [int(shard) for shard in manifest["shards"]]
+        shards = list(manifest.shards)
     shown = 0
     for shard in shards:
         for row in read_committed(out, kind, shards=[shard]).to_pylist():

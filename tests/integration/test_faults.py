@@ -21,7 +21,8 @@ from bad_rows import GOOD, catalogue_file
 
 from s2d.engine.cli import main
 from s2d.engine.data.accounting import check_accounting
-from s2d.engine.data.shards import read_committed, read_manifest
+from s2d.engine.data.manifest import read_manifest
+from s2d.engine.data.shards import read_committed
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,12 @@ def assert_exactly_once(out: Path, num_inputs: int) -> None:
     assert {input_id for input_id, _ in keys} == {row["input_id"] for row in generated}
 
 
+def _committed_shards(out: Path) -> int:
+    """Shards the manifest lists as committed so far (0 before the job has written one)."""
+    manifest = read_manifest(out)
+    return len(manifest.shards) if manifest else 0
+
+
 def _replica_pids() -> list[int]:
     import ray
     from ray.util.state import list_actors
@@ -91,7 +98,7 @@ def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
             if pids := _replica_pids():
                 time.sleep(delay)
                 os.kill(pids[0], signal.SIGKILL)
-                killed.append(len((read_manifest(out) or {"shards": {}})["shards"]))
+                killed.append(_committed_shards(out))
                 return
             time.sleep(0.5)
 
@@ -100,7 +107,7 @@ def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
     started = time.monotonic()
     assert main(chaos_job(num_inputs, out)) == 0, f"seed {seed}"
     killer.join(timeout=5)
-    total_shards = read_manifest(out)["num_shards"]
+    total_shards = read_manifest(out).num_shards
     assert killed and killed[0] < total_shards, f"the kill ({delay:.1f}s, seed {seed}) did not land mid-job"
     assert_exactly_once(out, num_inputs)
     return {
@@ -127,7 +134,7 @@ def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     driver = start_user_job(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not (read_manifest(out) or {}).get("shards") and driver.poll() is None:
+        while not _committed_shards(out) and driver.poll() is None:
             assert time.monotonic() < deadline, "the driver never committed a shard"
             time.sleep(0.2)
         time.sleep(random.Random(seed).uniform(0.0, 3.0))
@@ -138,9 +145,9 @@ def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     manifest = read_manifest(out)
-    entries = manifest["shards"].values()
-    assert 1 <= len(entries) < manifest["num_shards"]
-    committed = sum(entry["accepted"] + entry["rejected"] + entry["quarantined"] for entry in entries)
+    entries = manifest.shards.values()
+    assert 1 <= len(entries) < manifest.num_shards
+    committed = sum(entry.accepted + entry.rejected + entry.quarantined for entry in entries)
     capsys.readouterr()
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -149,7 +156,7 @@ def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     return {
         "seed": seed,
         "shards_committed_at_kill": len(entries),
-        "total_shards": manifest["num_shards"],
+        "total_shards": manifest.num_shards,
         "inputs_resumed": num_inputs - committed,
     }
 
@@ -217,7 +224,7 @@ def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
     args = chaos_job(num_inputs, out)
     log = open(out.parent / f"{out.name}-driver.log", "wb")  # the killed driver's own account, for a failed round
     driver = start_user_job(args, stdout=log, stderr=subprocess.STDOUT)
-    committed = lambda: len((read_manifest(out) or {"shards": {}})["shards"])  # noqa: E731
+    committed = lambda: _committed_shards(out)  # noqa: E731
     result = {"seed": seed}
     try:
         deadline = time.monotonic() + 600
@@ -241,7 +248,7 @@ def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
         log.close()
-    result["total_shards"] = read_manifest(out)["num_shards"]
+    result["total_shards"] = read_manifest(out).num_shards
     capsys.readouterr()
     assert main(args) == 0
     assert_exactly_once(out, num_inputs)
@@ -332,7 +339,7 @@ def test_two_generate_jobs_on_one_out_one_writes_the_other_stops_with_one_line(t
     assert f"pid {jobs[codes.index(0)].pid}" in lines[0], "it names the holder"
     assert "generate:" not in stdout, "the stopped job generated nothing"
     assert_exactly_once(out, 6)
-    entries = read_manifest(out)["shards"].values()
-    assert len({entry["job"] for entry in entries}) == 1, "every shard written once, by one job"
+    entries = read_manifest(out).shards.values()
+    assert len({entry.job for entry in entries}) == 1, "every shard written once, by one job"
     assert json.loads((out / "metrics.json").read_text())["duplicates_dropped"] == 0
     assert not (out / ".lease.json").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from s2d.engine.data.shards import read_manifest
+from s2d.engine.data.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def test_a_ten_times_slower_replica_does_not_stall_the_job(tmp_path, ray_session
         timeline = ray_session.get(counter.timeline.remote())
     finally:
         ray_session.kill(counter)
-    assert summary.inputs == 16 and read_manifest(out)["counts"]["committed_shards"] == 4
+    assert summary.inputs == 16 and read_manifest(out).counts.committed_shards == 4
     assert_exactly_once(out, 16)
     # The fast replica took most of the stream; the slow one held back no more than its in-flight batches.
     slow = sum(1 for batch in timeline if batch[0])

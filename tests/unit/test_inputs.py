@@ -101,9 +101,9 @@ def test_limit_and_row_counts_come_from_parquet_metadata(tmp_path):
 
 def test_a_shard_no_input_hashes_to_is_written_empty(tmp_path):
     from s2d.engine.data.shard_tasks import write_shard
-    from s2d.engine.data.shards import open_manifest
+    from s2d.engine.data.shards import open_output
 
-    open_manifest(OutputLocation.of(tmp_path), 1, "fp", 0, force=False, keep_samples=True)
-    entry = write_shard(str(tmp_path), 0, 1, 0, True, "job", "system1", "m")
-    assert entry["accepted"] == entry["rejected"] == entry["quarantined"] == entry["samples"] == 0
+    open_output(OutputLocation.of(tmp_path), 1, "fp", 0, force=False, keep_samples=True)
+    entry = write_shard(str(tmp_path), 0, 1, 0, True, "job", "system1", "m").entry
+    assert entry.accepted == entry.rejected == entry.quarantined == entry.samples == 0
     assert pq.read_table(tmp_path / "shards" / "shard-00000.parquet").num_rows == 0

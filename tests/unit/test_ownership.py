@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from s2d.engine.cli import main
+from s2d.engine.data.manifest import read_manifest
 from s2d.engine.data.ownership import FORMAT_VERSION, MARKER, ForeignOutput, claim_output, is_owned_name
-from s2d.engine.data.shards import ShardWriter, curated_table, read_manifest
+from s2d.engine.data.shards import ShardWriter, curated_table
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -94,11 +95,11 @@ def test_an_output_from_before_the_marker_resumes(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     del manifest["format_version"]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert read_manifest(tmp_path)["shards"]  # format 0 reads
+    assert read_manifest(tmp_path).shards  # format 0 reads
     writer = _writer(tmp_path)  # ... and resumes: shard 0 stays committed
     writer.add(curated_table([_row("b", 1)]))
-    assert set(read_manifest(tmp_path)["shards"]) == {"0", "1"}
-    assert (tmp_path / MARKER).exists() and read_manifest(tmp_path)["format_version"] == FORMAT_VERSION
+    assert set(read_manifest(tmp_path).shards) == {0, 1}
+    assert (tmp_path / MARKER).exists() and read_manifest(tmp_path).format_version == FORMAT_VERSION
 
 
 def test_resume_deletes_only_names_s2d_gives(tmp_path):

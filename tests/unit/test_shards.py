@@ -4,15 +4,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from s2d.engine.data.accounting import check_accounting
-from s2d.engine.data.shards import (
-    OutputConflict,
-    ShardWriter,
-    curated_table,
-    num_shards_for,
-    read_committed,
-    read_manifest,
-    shard_of,
-)
+from s2d.engine.data.manifest import Counts, OutputConflict, read_manifest
+from s2d.engine.data.shards import ShardWriter, curated_table, num_shards_for, read_committed, shard_of
 from s2d.engine.data.storage import OutputError, OutputLocation
 
 
@@ -49,8 +42,8 @@ def test_shard_commits_its_three_tables_when_its_last_input_arrives(tmp_path):
     assert not (tmp_path / "shards" / "shard-00000.parquet").exists()
     writer.add(curated_table([_row("b", 0, "rejected"), _row("c", 1), _row("q", 0, "quarantined")]))
     manifest = writer.finish()
-    assert manifest["counts"] == {"accepted": 2, "rejected": 1, "quarantined": 1, "committed_shards": 2}
-    assert manifest["num_inputs"] == 4
+    assert manifest.counts == Counts(accepted=2, rejected=1, quarantined=1, committed_shards=2)
+    assert manifest.num_inputs == 4
     assert pq.read_table(tmp_path / "shards" / "shard-00000.parquet").column("input_id").to_pylist() == ["a"]
     assert pq.read_table(tmp_path / "rejected" / "shard-00000.parquet").column("reason").to_pylist() == ["tie"]
     assert pq.read_table(tmp_path / "quarantine" / "shard-00000.parquet").column("reason").to_pylist() == ["empty"]
@@ -75,7 +68,7 @@ def test_a_retried_row_is_kept_once_and_strays_are_refused(tmp_path):
     with pytest.raises(RuntimeError, match="never completed"):
         writer.finish()
     writer.add(curated_table([_row("b", 0)]))
-    assert writer.finish()["counts"]["accepted"] == 2 and writer.duplicates_dropped == 1
+    assert writer.finish().counts.accepted == 2 and writer.duplicates_dropped == 1
     with pytest.raises(RuntimeError, match="not being produced"):
         ShardWriter.open(tmp_path / "x", 1, "fp", {0: 1}).add(curated_table([_row("z", 5)]))
 
@@ -105,7 +98,7 @@ def test_one_batch_over_many_shards_and_answer_counts_kept(tmp_path):
     ]
     writer = ShardWriter.open(tmp_path, 7, "fp", {shard: 10 for shard in range(7)})
     writer.add(curated_table(rows[::-1]))
-    assert writer.finish()["counts"]["rejected"] == 70
+    assert writer.finish().counts.rejected == 70
     rejected = read_committed(tmp_path, "rejected")
     assert sorted(rejected.column("input_id").to_pylist()) == sorted(row["input_id"] for row in rows)
     assert pq.read_table(tmp_path / "rejected" / "shard-00003.parquet").column("answer_counts").to_pylist()[0] == [
@@ -150,7 +143,7 @@ def test_a_filesystem_uri_works_like_a_path(tmp_path):
     writer = ShardWriter.open(out, 1, "fp", {0: 2})
     writer.add(curated_table([_row("a", 0), _row("b", 0, "quarantined")]))
     writer.finish()
-    assert read_manifest(out)["counts"]["quarantined"] == 1
+    assert read_manifest(out).counts.quarantined == 1
     assert read_committed(out).column("input_id").to_pylist() == ["a"]
     assert check_accounting(out).ok and (tmp_path / "run" / "quarantine" / "shard-00000.parquet").is_file()
 
