@@ -15,6 +15,8 @@ import zlib
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+from s2d.actors import compat_vllm
+from s2d.actors.compat_vllm import stop_output_handler
 from s2d.engine.core.program import Completion, SamplingRequest, all_of
 from s2d.engine.core.spec import EngineSpec
 
@@ -58,6 +60,7 @@ class VLLMGenerator:
     @classmethod
     def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> VLLMGenerator:
         import_vllm()
+        compat_vllm.check()  # once per process: one line for each internal this vLLM no longer has
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -123,7 +126,10 @@ class VLLMGenerator:
         finally:
             self._in_flight -= 1
             if not self._in_flight:
-                _stop_output_handler(self._engine)
+                # A handler still running when the engine core exits logs the exit as an engine failure (an
+                # EngineDeadError traceback); when a job ends, Ray can stop the core before the replica's own
+                # exit handlers run, so an idle replica keeps no handler running (its next request starts one).
+                stop_output_handler(self._engine)
         completions = [Completion(o.text, len(o.token_ids)) for o in final.outputs]
         self.stats["prompts"] += 1
         self.stats["completions"] += len(completions)
@@ -155,23 +161,9 @@ class VLLMGenerator:
         gc.collect()
 
 
-def _stop_output_handler(engine: Any) -> Any:
-    """Stop AsyncLLM's output handler while nothing is in flight (its next request starts a new one).
-
-    A handler still running when the engine core exits logs the exit as an engine failure (an
-    `EngineDeadError` traceback); when a job ends, Ray can stop the core before the replica's own exit
-    handlers run, so an idle replica keeps no handler running.
-    """
-    handler = getattr(engine, "output_handler", None)
-    if handler is not None:
-        handler.cancel()
-        engine.output_handler = None
-    return handler
-
-
 async def _shutdown(engine: Any) -> None:
     # The output handler goes first: stopped after the engine core, it logs the core's exit as an engine failure.
-    handler = _stop_output_handler(engine)
+    handler = stop_output_handler(engine)
     if handler is not None:
         with contextlib.suppress(asyncio.CancelledError):
             await handler

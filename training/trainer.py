@@ -57,14 +57,17 @@ def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
         from s2d.cluster.connect import connect
     except ImportError as error:  # pragma: no cover - depends on the install
         raise ImportError(f"training needs Ray Train ({error}); {_INSTALL_HINT}") from error
-    from s2d.training.configs import load_deepspeed_config
+    from s2d.training import compat_deepspeed
+    from s2d.training.configs import load_deepspeed_config, zero_stage
     from s2d.training.plan import run_fingerprint
 
     ray = connect()
     use_gpu = spec.train.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    load_deepspeed_config(spec.train.deepspeed, spec.train, use_gpu)  # fail in the driver, not in every worker
+    ds_config = load_deepspeed_config(spec.train.deepspeed, spec.train, use_gpu)  # fail here, not in every worker
+    if spec.train.mode == "full" and zero_stage(ds_config) == 3:
+        compat_deepspeed.check()  # the export's private gather: refused in one line before training, if gone
 
     # Absolute, so workers on other nodes write to the same (shared) place and nothing lands in ~/ray_results.
     storage_path = out / "train_ray"
@@ -317,6 +320,7 @@ def _export(engine: Any, tokenizer: Any, rank: int, mode: str, metrics: dict[str
     import deepspeed
     import ray.train
 
+    from s2d.training.compat_deepspeed import zero3_consolidated_state_dict
     from s2d.training.configs import zero_stage
 
     stage3 = zero_stage(engine.config) == 3
@@ -327,7 +331,7 @@ def _export(engine: Any, tokenizer: Any, rank: int, mode: str, metrics: dict[str
                 if rank == 0:
                     engine.module.save_pretrained(directory)  # PEFT writes the adapter only
         else:
-            state = engine._zero3_consolidated_16bit_state_dict() if stage3 else None  # collective; rank 0 gets it
+            state = zero3_consolidated_state_dict(engine) if stage3 else None  # collective; rank 0 gets it
             if rank == 0:
                 engine.module.save_pretrained(directory, state_dict=state)
         last = {"step": metrics["steps"], "loss": metrics["losses"][-1]}

@@ -22,6 +22,7 @@ from typing import Any
 
 from s2d.engine.core.tasks import TaskInput, get_task, make_input_id
 from s2d.engine.core.tasks.base import input_fields_of
+from s2d.engine.data.compat_datasets import is_save_to_disk_folder
 
 RAW_PREVIEW_CHARS = 200
 # No tokenizer packs more than this many characters into one token on average, so longer inputs cannot fit
@@ -262,7 +263,7 @@ def _detect_format(data) -> str:
     if data.format != "auto":
         return data.format
     if path.is_dir():
-        if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+        if is_save_to_disk_folder(path):
             return "hf_disk"
         if any(path.glob("*.parquet")):
             return "parquet"
@@ -367,13 +368,9 @@ def _check_schema(schema, data, path: Path) -> None:
 
 def _hf_arrow_files(path: Path, split: str) -> list[Path]:
     """The Arrow files of a `save_to_disk` folder (a Dataset, or one split of a DatasetDict)."""
-    if (path / "dataset_dict.json").is_file():
-        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
-        if split not in splits:
-            raise DataError(f"{path} has splits {splits}, not {split!r}; set data.split")
-        path = path / split
-    state = path / "state.json"
-    if not state.is_file():
-        raise DataError(f"{path} is not a datasets save_to_disk folder (no state.json)")
-    names = [entry["filename"] for entry in json.loads(state.read_text()).get("_data_files", [])]
-    return [path / name for name in names] or sorted(path.glob("*.arrow"))
+    from s2d.engine.data.compat_datasets import NotADatasetsFolder, save_to_disk_files
+
+    try:
+        return save_to_disk_files(path, split)
+    except NotADatasetsFolder as error:
+        raise DataError(str(error)) from error

