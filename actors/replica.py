@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from s2d.cluster import compat_ray
 from s2d.engine.core.methods import resolve_method
 from s2d.engine.core.program import Chain, SamplingRequest, StepBarrier, run_method
 from s2d.engine.core.spec import EngineSpec, JobSpec, SamplingSpec
 from s2d.engine.core.tasks import get_task
-from s2d.engine.data.generated import generate_for_curation
+from s2d.engine.data.generated import generate_for_curation, with_input_errors
 from s2d.engine.data.models import resolve_model
 
 # For the replica actors of a job. Ray kills an actor's child processes as soon as its graceful exit begins,
@@ -29,10 +31,7 @@ from s2d.engine.data.models import resolve_model
 # the engine is closed by the replica's __del__ (Ray Data drops the replica when it releases the pool), and
 # vLLM's own exit handlers stop its processes if anything is left. A replica that dies without running Python
 # (kill -9, its node's raylet gone) has its engine killed by its guard (s2d.actors.engine_guard).
-RUNTIME_ENV = {"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}}
-
-# Columns a quarantined row keeps from its input row; every other generated column is null for it.
-_PASSTHROUGH = ("input_id", "shard_id", "prompt")
+RUNTIME_ENV = {"env_vars": compat_ray.replica_env_vars()}  # RAY_kill_child_processes_on_worker_exit=0
 
 
 class ReplicaFailed(RuntimeError):
@@ -185,10 +184,10 @@ class GenerationReplica:
             keep_samples=spec.output.keep_samples,
         )
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        """Ray Data stage: one row per input in; out, the row's n sample texts and token counts, plus what the
-        job's consistency criterion needs (perturbed variants' samples, or the USC judge's choice): the row
-        contract of `s2d.engine.data.curation`."""
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """Ray Data stage: one row per input in; out, the replica -> curation contract
+        (s2d.engine.data.generated.GENERATED_SCHEMA): the input's samples (texts, tokens, chains when kept) and
+        what the job's consistency criterion needs (its variants' inverses, or the judge's choice)."""
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         try:
             return self.generate_checked(rows)
@@ -196,31 +195,22 @@ class GenerationReplica:
             self._engine_failed(error)
             raise
 
-    def generate_checked(self, rows: list[dict[str, Any]]) -> dict[str, list]:
+    def generate_checked(self, rows: list[dict[str, Any]]) -> pa.Table:
         """`generate_rows` for the rows that fit the engine's context; the others come back with `input_error`
         (and no samples) so that curation quarantines them instead of the engine failing the whole batch."""
         budget = self.generator.max_model_len - self.request.max_tokens
         lengths = self.generator.prompt_tokens([str(row["prompt"]) for row in rows])
-        fits = [length <= budget for length in lengths]
-        generated = self.generate_rows([row for row, ok in zip(rows, fits) if ok])
-        if all(fits):
-            return {**generated, "input_error": [None] * len(rows)}
-        merged: dict[str, list] = {name: [] for name in generated}
-        merged["input_error"] = []
-        produced = iter(range(len(generated["input_id"])))
-        for row, ok, length in zip(rows, fits, lengths):
-            index = next(produced) if ok else None
-            for name, values in generated.items():
-                merged[name].append(values[index] if ok else row.get(name) if name in _PASSTHROUGH else None)
-            merged["input_error"].append(
-                None
-                if ok
-                else (
-                    f"too_long: the direct prompt has {length} tokens; with sampling.max_tokens="
-                    f"{self.request.max_tokens} it does not fit engine.max_model_len={self.generator.max_model_len}"
-                )
+        errors = [
+            None
+            if length <= budget
+            else (
+                f"too_long: the direct prompt has {length} tokens; with sampling.max_tokens="
+                f"{self.request.max_tokens} it does not fit engine.max_model_len={self.generator.max_model_len}"
             )
-        return merged
+            for length in lengths
+        ]
+        generated = self.generate_rows([row for row, error in zip(rows, errors) if error is None])
+        return with_input_errors(generated, rows, errors)
 
     def _engine_failed(self, error: Exception) -> None:
         """Count the failure job-wide and exit the process: Ray restarts this actor and retries its batches.
@@ -258,7 +248,7 @@ class GenerationReplica:
         task: str | None = None,
         curate: dict[str, Any] | None = None,
         request: SamplingRequest | None = None,
-    ) -> dict[str, list]:
+    ) -> pa.Table:
         """`__call__` on plain rows; each argument left out is the job's (tests pass others to one engine)."""
         curate = curate or self.curate
         return generate_for_curation(

@@ -55,8 +55,10 @@ VOCABULARY = np.array(
 
 
 def synthetic(num_inputs: int, inputs_per_shard: int, seed: int = 0) -> pa.Table:
-    """One row per input: input_id, shard_id, prompt, answers (list of N, null = unparseable), sample_tokens."""
+    """One row per input: input_id, shard_id, prompt, answers (list of N, null = unparseable), and samples as the
+    replica -> curation contract carries them (s2d.engine.data.generated; here only their tokens are filled in)."""
     from s2d.engine.core.tasks.base import make_input_id
+    from s2d.engine.data.generated import GENERATED_SAMPLE_TYPE
     from s2d.engine.data.shards import num_shards_for, shard_of
 
     rng = np.random.default_rng(seed)
@@ -82,13 +84,17 @@ def synthetic(num_inputs: int, inputs_per_shard: int, seed: int = 0) -> pa.Table
     ).cast(pa.string())
     offsets = pa.array(np.arange(0, num_inputs * N + 1, N, dtype=np.int32))
     tokens = pa.array(rng.integers(20, 200, size=num_inputs * N))
+    samples = pa.StructArray.from_arrays(
+        [tokens if field.name == "tokens" else pa.nulls(num_inputs * N, field.type) for field in GENERATED_SAMPLE_TYPE],
+        fields=list(GENERATED_SAMPLE_TYPE),
+    )
     table = pa.table(
         {
             "input_id": input_ids,
             "shard_id": pa.array(shard_ids, pa.int32()),
             "prompt": prompts,
             "answers": pa.ListArray.from_arrays(offsets, answers),
-            "sample_tokens": pa.ListArray.from_arrays(offsets, tokens),
+            "samples": pa.ListArray.from_arrays(offsets, samples),
         }
     )
     # The pipeline feeds built-in inputs shard by shard (s2d.engine.stages.generate.run_generate).

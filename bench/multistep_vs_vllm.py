@@ -191,6 +191,8 @@ class ReplicaSide:
     def run(self, rows: list[dict]) -> tuple[int, int]:
         import pyarrow as pa
 
+        from s2d.engine.data.generated import sample_count
+
         batches = [
             pa.Table.from_pylist(rows[start : start + self.batch_size]).to_pydict()
             for start in range(0, len(rows), self.batch_size)
@@ -203,7 +205,7 @@ class ReplicaSide:
                 results.append(self.ray.get(pending.pop(0)))
         results.extend(self.ray.get(pending))
         after = self.ray.get(self.replica.stats.remote())["output_tokens"]
-        return after - before, sum(len(texts) for result in results for texts in result["sample_texts"])
+        return after - before, sum(sample_count(result) for result in results)
 
     def front_end_pids(self) -> set[int]:
         return {

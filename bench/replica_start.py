@@ -30,6 +30,7 @@ def child() -> dict:
 
     from s2d.actors.replica import RUNTIME_ENV, GenerationReplica
     from s2d.engine.core.spec import parse_spec
+    from s2d.engine.data.generated import sample_count
     from s2d.engine.stages.generate import BATCHES_PER_REPLICA, input_rows
 
     spec = parse_spec(
@@ -64,7 +65,7 @@ def child() -> dict:
         **{f"  actor {name}": value for name, value in inside.items()},
         "first batch": first - ready,
         "total": first - started,
-        "samples": sum(len(texts) for texts in result["sample_texts"]),
+        "samples": sample_count(result),
     }
 
 

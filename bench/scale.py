@@ -6,7 +6,7 @@
 
 The real `s2d generate` pipeline (`s2d.engine.stages.generate.run_generate`: lease, partitioning, Ray Data, curation,
 shard writing and commits, accounting, dataset card) on a user Parquet file of small inputs, with one thing
-replaced: the replica is a STAND-IN that answers instantly (`StandInReplica`: the row contract of
+replaced: the replica is a STAND-IN that answers instantly (`StandInReplica`: the Arrow contract of
 `s2d.actors.replica.GenerationReplica`, n sample texts, token counts and chains per input), so what is measured
 is the data path, not vLLM. Each size runs in a fresh driver process (its peak RSS is its own), on an
 embedded local Ray with 6 logical CPUs over this machine's cores (`--cpus`): two stand-in replicas at 1 CPU
@@ -38,8 +38,9 @@ WORDS = ["apple", "river", "stone", "cloud", "maple", "tiger", "lemon", "piano",
 
 
 class StandInReplica:
-    """STAND-IN for s2d.actors.replica.GenerationReplica: the same constructor interface (`for_job`) and row
-    contract (s2d.engine.data.curation.generate_for_curation, majority rule), answering at once without a model."""
+    """STAND-IN for s2d.actors.replica.GenerationReplica: the same constructor interface (`for_job`) and contract
+    (s2d.engine.data.generated.GENERATED_SCHEMA, majority rule, packed by the replica's own `pack_generated`),
+    answering at once without a model."""
 
     def __init__(self, n: int, keep_samples: bool, **_: object):
         self.n, self.keep_samples = n, keep_samples
@@ -48,32 +49,23 @@ class StandInReplica:
     def for_job(cls, spec, max_lora_rank=None) -> dict:
         return {"n": spec.sampling.n, "keep_samples": spec.output.keep_samples}
 
-    def __call__(self, batch: dict) -> dict:
-        from s2d.engine.data.samples import chain_json
+    def __call__(self, batch: dict):
+        from s2d.engine.core.criteria import GeneratedInput
+        from s2d.engine.core.program import Chain
+        from s2d.engine.data.generated import pack_generated
 
-        rows = len(batch["input_id"])
-        texts, tokens, steps = [], [], []
+        generated = []
         for question in batch["question"]:
             word = str(question).rsplit(" ", 1)[-1].rstrip("?")
             # Mostly the right last letter (accepted); for one word in four, split votes (rejected as a tie).
             wrong_every = 2 if len(word) % 4 == 0 else 4
             answers = [word[-1] if sample % wrong_every else word[0] for sample in range(self.n)]
-            chain = [f"The answer is {answer}." for answer in answers]
-            texts.append(chain)
-            tokens.append([6] * self.n)
-            if self.keep_samples:
-                steps.append([chain_json({"answer": text}) for text in chain])
-        columns = {
-            "input_id": list(batch["input_id"]),
-            "shard_id": [int(shard) for shard in batch["shard_id"]],
-            "prompt": list(batch["prompt"]),
-            "sample_texts": texts,
-            "sample_tokens": tokens,
-            "input_error": [None] * rows,
-        }
-        if self.keep_samples:
-            columns["sample_steps"] = steps
-        return columns
+            generated.append(GeneratedInput([[Chain({"answer": f"The answer is {answer}."}, 6) for answer in answers]]))
+        rows = [
+            {"input_id": input_id, "shard_id": shard, "prompt": prompt}
+            for input_id, shard, prompt in zip(batch["input_id"], batch["shard_id"], batch["prompt"])
+        ]
+        return pack_generated(rows, generated, self.keep_samples)
 
 
 def make_inputs(path: Path, count: int) -> None:

@@ -3,7 +3,7 @@
 The plan has the generate stage's shape (`s2d.engine.stages.generate`): an input source read block by block, an actor
 pool of replicas (two), the real curation function, and the driver consuming curated batches. The inputs are
 made large on purpose (each carries `--pad-kib` of context) so their total is many times the object store
-(`--object-store-mib`) and a sizeable part of RAM. The replica here is a stand-in with the replica's row
+(`--object-store-mib`) and a sizeable part of RAM. The replica here is a stand-in with the replica's Arrow
 contract (n sample texts + token counts per input) that answers instantly, so the run measures the data path,
 not vLLM's speed. It reports the peak object-store use, the driver's peak RSS and the peak RSS of all Ray
 processes together, sampled every 0.2 s.
@@ -23,20 +23,24 @@ import numpy as np
 
 
 class StandInReplica:
-    """The replica's contract (the generate stage -> s2d.actors.replica): rows in, n sample texts per input out."""
+    """The replica's contract (s2d.engine.data.generated.GENERATED_SCHEMA, packed by the replica's own
+    `pack_generated`): rows in, n sample texts per input out."""
 
     def __init__(self, n: int):
         self.n = n
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+    def __call__(self, batch: dict[str, np.ndarray]):
+        from s2d.engine.core.criteria import GeneratedInput
+        from s2d.engine.core.program import Chain
+        from s2d.engine.data.generated import pack_generated
+
         answers = [f"The answer is {len(str(q)) % 3}." for q in batch["question"]]
-        return {
-            "input_id": list(batch["input_id"]),
-            "shard_id": [int(s) for s in batch["shard_id"]],
-            "prompt": list(batch["prompt"]),  # the padded text travels on, as a real prompt would
-            "sample_texts": [[answer] * self.n for answer in answers],
-            "sample_tokens": [[5] * self.n for _ in answers],
-        }
+        rows = [  # the padded prompt travels on, as a real prompt would
+            {"input_id": input_id, "shard_id": shard, "prompt": prompt}
+            for input_id, shard, prompt in zip(batch["input_id"], batch["shard_id"], batch["prompt"])
+        ]
+        generated = [GeneratedInput([[Chain({"answer": answer}, 5)] * self.n]) for answer in answers]
+        return pack_generated(rows, generated, keep_samples=False)
 
 
 def make_inputs(batch: dict[str, np.ndarray], pad: str) -> dict[str, list]:

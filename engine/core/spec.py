@@ -102,12 +102,12 @@ class SamplingSpec(_Section):
 
 
 class CurateSpec(_Section):
-    rule: Literal["majority", "perturbation", "usc"] = Field(
+    rule: str = Field(
         "majority",
         description="Self-consistency criterion. majority: vote over the n samples. perturbation: also "
         "sample k-1 rewrites of the input that must not change its answer, keep it only if all variants agree "
         "(costs k times the generation). usc: one more LLM call picks the most consistent of the n responses "
-        "(for free-form answers that a vote cannot compare).",
+        "(for free-form answers that a vote cannot compare). Or a registered name (s2d.engine.core.criteria).",
     )
     threshold: float = Field(
         0.5,
@@ -128,6 +128,14 @@ class CurateSpec(_Section):
         description="rule perturbation: each variant's answer must also pass `threshold` (stricter, fewer "
         "inputs kept); off: each variant's plurality answer counts (ties rejected).",
     )
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, rule: str) -> str:
+        from s2d.engine.core.criteria import get_criterion
+
+        get_criterion(rule)
+        return rule
 
 
 class LoraSpec(_Section):

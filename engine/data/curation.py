@@ -1,26 +1,26 @@
-"""Curation: a batch of generated rows (the replica's contract, s2d.engine.data.generated) -> the curated table
-(s2d.engine.data.shards.CURATED_SCHEMA), one row per input, accepted or rejected, with the criterion that decided
-and its reason. The majority rule decides the whole batch with array operations (`curate_majority`); only the
-per-sample answer extraction is Python. Perturbation and USC decide row by row (s2d.engine.core.criteria), into the
-same table.
+"""Curation: a batch of generated rows (the replica's contract, s2d.engine.data.generated.GENERATED_SCHEMA) -> the
+curated table (s2d.engine.data.shards.CURATED_SCHEMA), one row per input, accepted or rejected, with the criterion
+that decided and its reason.
+
+Column by column: the only Python per sample is the answer extraction itself (and, for a criterion with variants,
+mapping each answer back to the input's). The job's criterion (s2d.engine.core.criteria) decides every input of
+the batch from those answers; the samples' steps, when kept, pass from the generated rows to the curated rows'
+`samples` column by offsets, without being read.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from s2d.engine.core.criteria import RULES, Decision, extracted_and_answers, perturbation_decision, usc_decision
+from s2d.engine.core.criteria import Ballots, CriterionOptions, extracted_and_answers, get_criterion
 from s2d.engine.core.methods import Extractor
-from s2d.engine.core.perturb import invert_answer
 from s2d.engine.core.tasks import get_task
-from s2d.engine.core.votes import majority_votes
-from s2d.engine.data.samples import SAMPLES, samples_column
-from s2d.engine.data.shards import CURATED_SCHEMA, curated_table
+from s2d.engine.data.samples import SAMPLE_FIELDS, SAMPLES, SAMPLES_COLUMN
+from s2d.engine.data.shards import CURATED_SCHEMA
 
 
 def curate_generated(
@@ -34,125 +34,72 @@ def curate_generated(
     per_variant_majority: bool = False,
     extractor: dict[str, Any] | None = None,
 ) -> pa.Table:
-    """Generated rows (see the module's row contract) -> the curated table, one row per input."""
-    task_obj, extract = get_task(task), Extractor(**(extractor or {}))
-    if rule == "majority":
-        texts = _combined(generated.column("sample_texts"))
-        extracted, answers = extracted_and_answers(task_obj, extract, texts.flatten().to_pylist())
-        curated = curate_majority(
-            generated,
-            _same_lists(texts, pa.array(answers, pa.string())),
-            method=method,
-            model=model,
-            threshold=threshold,
-        )
-        return _with_samples(curated, generated, extracted, answers)
-    if rule not in RULES:
-        raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
-    rows, per_variant = [], None
-    flat: dict[str, list] = {"extracted": [], "answers": [], "tokens": []}  # every sample, for the samples table
-    for row in generated.to_pylist():
-        if rule == "perturbation":
-            variant_answers = []
-            for texts, inverse in zip(row["variant_texts"], row["variant_inverse"]):
-                extracted, answers = extracted_and_answers(task_obj, extract, texts)
-                variant_answers.append([invert_answer(json.loads(inverse), answer) for answer in answers])
-                flat["extracted"] += extracted
-                flat["answers"] += variant_answers[-1]
-            decision = perturbation_decision(variant_answers, threshold, per_variant_majority)
-            tokens = [count for per_variant in row["variant_tokens"] for count in per_variant]
-            flat["tokens"] += tokens
-            per_variant = len(row["sample_texts"])
-        else:
-            choice = int(row["usc_choice"])
-            extracted, answers = extracted_and_answers(task_obj, extract, row["sample_texts"])
-            decision = usc_decision(answers, None if choice < 0 else choice)
-            flat["extracted"] += extracted
-            flat["answers"] += answers
-            flat["tokens"] += row["sample_tokens"]
-            # The judge call is part of what each kept answer cost: spread it over the n samples.
-            tokens = [count + row["usc_tokens"] / len(row["sample_tokens"]) for count in row["sample_tokens"]]
-        rows.append(_curated_row(row, decision, tokens, method, model))
-    return _with_samples(
-        curated_table(rows), generated, flat["extracted"], flat["answers"], flat["tokens"], per_variant
+    """Generated rows (GENERATED_SCHEMA) -> the curated table, one row per input."""
+    criterion = get_criterion(rule)
+    options = CriterionOptions(threshold=threshold, per_variant_majority=per_variant_majority)
+    samples = _combined(generated.column("samples"))
+    flat = pc.list_flatten(samples)  # every sample of the batch, input by input
+    extracted, answers = extracted_and_answers(
+        get_task(task), Extractor(**(extractor or {})), flat.field("text").to_pylist()
     )
-
-
-def _with_samples(
-    curated: pa.Table,
-    generated: pa.Table,
-    extracted: list,
-    answers: list,
-    tokens: list | None = None,
-    per_variant: int | None = None,
-) -> pa.Table:
-    """The curated rows with their samples, when the replica sent them (output.keep_samples). `tokens` per sample;
-    None: the generated rows' own sample_tokens, read only when the samples are kept."""
-    if "sample_steps" not in generated.column_names:
+    answers = pa.array(_mapped_back(generated, samples, flat, answers), pa.string())
+    ballots = Ballots(
+        _same_lists(samples, answers), _same_lists(samples, flat.field("variant")), _combined(generated["judge_choice"])
+    )
+    curated = curated_from_decisions(
+        generated, criterion.decide(ballots, options), criterion.name, method=method, model=model
+    )
+    steps = flat.field("steps")
+    if len(steps) == 0 or steps.null_count == len(steps):  # the samples were not kept (output.keep_samples)
         return curated
-    if tokens is None:
-        tokens = _combined(generated.column("sample_tokens")).flatten().to_pylist()
-    column = samples_column(generated.column("sample_steps").to_pylist(), extracted, answers, tokens, per_variant)
+    column = _samples_column(samples, flat, pa.array(extracted, pa.string()), answers)
     return curated.set_column(curated.schema.get_field_index(SAMPLES), SAMPLES, column)
-
-
-def _curated_row(
-    row: dict[str, Any], decision: Decision, tokens: list[float], method: str, model: str
-) -> dict[str, Any]:
-    return {
-        "input_id": row["input_id"],
-        "shard_id": int(row["shard_id"]),
-        "prompt": row["prompt"],
-        "status": "accepted" if decision.accepted else "rejected",
-        "answer": decision.answer,
-        "votes": decision.votes,
-        "num_samples": decision.num_samples,
-        "agreement": decision.votes / decision.num_samples if decision.num_samples else 0.0,
-        "reason": decision.reason,
-        "detail": decision.detail,
-        "answer_counts": [{"answer": answer, "votes": votes} for answer, votes in decision.counts.items()],
-        "method": method,
-        "model": model,
-        "system2_tokens": float(sum(tokens)) / len(tokens) if tokens else 0.0,
-        "criterion": decision.criterion,
-    }
 
 
 def curate_majority(
     generated: pa.Table, answers: pa.ListArray, *, method: str, model: str, threshold: float
 ) -> pa.Table:
-    """The majority rule over a batch, column by column: `answers` holds each input's normalised sample
-    answers (None when unparseable); `generated` gives input_id, shard_id, prompt and sample_tokens."""
-    votes = majority_votes(answers, threshold)
+    """The majority rule over a batch, column by column: `answers` holds each input's normalised sample answers
+    (None when unparseable); `generated` gives input_id, shard_id, prompt and the samples' tokens."""
+    majority = get_criterion("majority")
+    empty = pa.nulls(len(answers), pa.list_(pa.int32()))
+    ballots = Ballots(answers, empty, pa.nulls(len(answers), pa.int32()))
+    decisions = majority.decide(ballots, CriterionOptions(threshold=threshold))
+    return curated_from_decisions(generated, decisions, majority.name, method=method, model=model)
+
+
+def curated_from_decisions(
+    generated: pa.Table, decisions: pa.Table, criterion: str, *, method: str, model: str
+) -> pa.Table:
+    """CURATED_SCHEMA rows from the generated rows and the criterion's decisions (one per row, in order).
+
+    system2_tokens: what each sample cost, its own calls plus its share of the input's judge call, averaged."""
     size = generated.num_rows
-    accepted = pc.is_null(votes.column("reason"))
-    num_samples, top_votes = votes.column("num_samples"), votes.column("votes")
-    tokens = _combined(generated.column("sample_tokens"))
-    token_counts = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy()
-    token_sums = np.bincount(
-        np.repeat(np.arange(size), token_counts),
-        minlength=size,
-        weights=tokens.flatten().to_numpy(zero_copy_only=False).astype(np.float64),
-    )
+    samples = _combined(generated.column("samples"))
+    per_input = pc.fill_null(pc.list_value_length(samples), 0).to_numpy()
+    tokens = pc.list_flatten(samples).field("tokens").to_numpy(zero_copy_only=False).astype(np.float64)
+    if "judge_tokens" in generated.column_names:
+        judge = pc.fill_null(_combined(generated.column("judge_tokens")), 0).to_numpy(zero_copy_only=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tokens = tokens + np.repeat(judge / per_input, per_input)
+    owners = np.repeat(np.arange(size), per_input)
+    token_sums = np.bincount(owners, minlength=size, weights=tokens)
+    num_samples, votes = decisions.column("num_samples").to_numpy(), decisions.column("votes").to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean_tokens = np.where(token_counts > 0, token_sums / token_counts, 0.0)
-        agreement = np.where(num_samples.to_numpy() > 0, top_votes.to_numpy() / num_samples.to_numpy(), 0.0)
+        mean_tokens = np.where(per_input > 0, token_sums / per_input, 0.0)
+        agreement = np.where(num_samples > 0, votes / num_samples, 0.0)
+    accepted = pc.is_null(decisions.column("reason"))
     columns = {
         "status": pc.if_else(accepted, "accepted", "rejected"),
         "input_id": generated.column("input_id"),
         "shard_id": generated.column("shard_id"),
         "prompt": generated.column("prompt"),
-        "answer": votes.column("answer"),
-        "votes": top_votes,
-        "num_samples": num_samples,
         "agreement": pa.array(agreement),
         "method": pa.repeat(method, size),
         "model": pa.repeat(model, size),
         "system2_tokens": pa.array(mean_tokens),
-        "criterion": pa.repeat("majority", size),
-        "reason": votes.column("reason"),
-        "detail": pc.if_else(accepted, "", _majority_detail(votes, threshold)),
-        "answer_counts": votes.column("answer_counts"),
+        "criterion": pa.repeat(criterion, size),
+        **{name: decisions.column(name) for name in decisions.column_names},
     }
     return pa.table(
         {
@@ -162,24 +109,49 @@ def curate_majority(
     ).cast(CURATED_SCHEMA)
 
 
-def _majority_detail(votes: pa.Table, threshold: float) -> pa.Array:
-    """`_vote_detail` for every row of `majority_votes`."""
-    samples = pc.cast(votes.column("num_samples"), pa.string())
-    top = pc.binary_join_element_wise(
-        "top answer '",
-        votes.column("top_answer"),
-        "' has ",
-        pc.cast(votes.column("votes"), pa.string()),
-        "/",
-        samples,
-        f" votes, need > {threshold:g}",
-        "",
+def _mapped_back(
+    generated: pa.Table, samples: pa.ListArray, flat: pa.StructArray, answers: list[str | None]
+) -> list[str | None]:
+    """Each sample's answer in its input's answer space: a variant's answer through that variant's inverse."""
+    if "variant_inverse" not in generated.column_names:
+        return answers
+    inverses = _combined(generated.column("variant_inverse"))
+    if inverses.null_count == len(inverses):
+        return answers
+    per_input = [None if maps is None else [dict(inverse) for inverse in maps] for maps in inverses.to_pylist()]
+    owners = pc.list_parent_indices(samples).to_numpy()
+    variants = flat.field("variant").to_pylist()
+    mapped = []
+    for answer, owner, variant in zip(answers, owners, variants):
+        maps = per_input[owner]
+        mapped.append(
+            answer if answer is None or maps is None or variant is None else maps[variant].get(answer, answer)
+        )
+    return mapped
+
+
+def _samples_column(samples: pa.ListArray, flat: pa.StructArray, extracted: pa.Array, answers: pa.Array) -> pa.Array:
+    """The curated rows' `samples` column (samples.SAMPLE_FIELDS): the generated samples' variant, index, steps and
+    tokens as they are, with each one's extracted and normalised answer; null for an input without samples."""
+    fields = {
+        "variant": flat.field("variant"),
+        "sample": flat.field("sample"),
+        "steps": flat.field("steps"),
+        "extracted": extracted,
+        "answer": answers,
+        "tokens": flat.field("tokens"),
+    }
+    struct = pa.StructArray.from_arrays(
+        [fields[name] for name, _ in SAMPLE_FIELDS], fields=[pa.field(name, kind) for name, kind in SAMPLE_FIELDS]
     )
-    none = pc.binary_join_element_wise("no parseable answer in ", samples, " samples", "")
-    return pc.if_else(pc.is_null(votes.column("top_answer")), none, top)
+    lengths = pc.fill_null(pc.list_value_length(samples), 0).to_numpy()
+    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, struct, mask=pc.is_null(samples)).cast(SAMPLES_COLUMN[1])
 
 
-def _combined(column: pa.ChunkedArray) -> pa.Array:
+def _combined(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(column, pa.Array):
+        return column
     return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
 
 

@@ -1,28 +1,58 @@
-"""The replica -> curation contract, replica side: what a replica runs per batch of input rows for the job's
-consistency criterion, and the columns it returns (s2d.engine.data.curation decides on them).
+"""The replica -> curation contract: one Arrow schema (`GENERATED_SCHEMA`) that the replica returns for a batch of
+input rows and curation (s2d.engine.data.curation) reads, column by column.
 
-Row contract (columns a generated row carries, beyond input_id, shard_id, prompt):
-  all rules      sample_texts [n] (the input's own samples), sample_tokens [n]
-  perturbation   variant_texts [k][n], variant_tokens [k][n], variant_inverse [k] (JSON: variant answer ->
-                 original answer); variant 0 is the input itself, so variant_texts[0] == sample_texts
-  usc            usc_choice (0-based index into sample_texts, -1 when the judge named none), usc_tokens
-  keep_samples   sample_steps [n] (or [k*n], variant by variant): each sample's chain as JSON
-                 (s2d.engine.data.samples); when present, the curated rows carry the samples for the samples table
+One row per input:
+  input_id, shard_id, prompt   the input (prompt: its System 1 prompt)
+  input_error                  why the replica could not run it ("too_long: ..."); then it has no samples
+  samples                      every sample in generation order (variant by variant): its variant (null unless
+                               the criterion numbers variants), index within the variant, final text, tokens and,
+                               with output.keep_samples, each step of its chain (samples.STEP_TYPE; null otherwise)
+  variant_inverse              per variant, its answer -> the input's answer (perturbation; null otherwise)
+  judge_choice, judge_tokens   the sample a judge call chose (null: none) and the call's tokens (usc)
+
+The replica runs the job's criterion's generate part (s2d.engine.core.criteria) and packs its plain Python result
+here (`pack_generated`): no JSON per chain, so curation passes each chain's steps on to the samples table by
+array operations.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from s2d.engine.core.answers import parse_usc_choice
-from s2d.engine.core.criteria import RULES, USC_MAX_TOKENS, _context, _input_of, usc_prompt
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from s2d.engine.core.criteria import CriterionOptions, GeneratedInput, get_criterion, input_of
 from s2d.engine.core.methods import Method
-from s2d.engine.core.perturb import get_perturbation, make_variants
-from s2d.engine.core.program import Generator, SamplingRequest, run_method
+from s2d.engine.core.program import Chain, Generator, SamplingRequest
 from s2d.engine.core.tasks import Task
-from s2d.engine.data.samples import chain_json
+from s2d.engine.data.samples import STEP_TYPE
+
+STEPS_TYPE = pa.list_(STEP_TYPE)
+GENERATED_SAMPLE_TYPE = pa.struct(
+    [
+        ("variant", pa.int32()),
+        ("sample", pa.int32()),
+        ("text", pa.string()),  # the chain's final text: what the answer is extracted from
+        ("tokens", pa.int64()),  # generated tokens of all of the sample's LLM calls
+        ("steps", STEPS_TYPE),
+    ]
+)
+INVERSE_TYPE = pa.map_(pa.string(), pa.string())
+GENERATED_SCHEMA = pa.schema(
+    [
+        ("input_id", pa.string()),
+        ("shard_id", pa.int32()),
+        ("prompt", pa.string()),
+        ("input_error", pa.string()),
+        ("samples", pa.list_(GENERATED_SAMPLE_TYPE)),
+        ("variant_inverse", pa.list_(INVERSE_TYPE)),
+        ("judge_choice", pa.int32()),
+        ("judge_tokens", pa.int64()),
+    ]
+)
 
 
 def generate_for_curation(
@@ -37,49 +67,114 @@ def generate_for_curation(
     variants: int = 2,
     seed: int = 0,
     keep_samples: bool = False,
-) -> dict[str, list]:
-    """Columns of the generated rows for a batch of input rows (module docstring: the row contract).
+) -> pa.Table:
+    """The GENERATED_SCHEMA rows of a batch of input rows, under the job's consistency rule.
 
     Input rows carry input_id, shard_id, question, prompt (the System 1 prompt) and, for tasks with
     structured inputs, fields (a dict or its JSON). All calls of a batch are batched across its inputs.
     """
-    if rule not in RULES:
-        raise ValueError(f"unknown consistency rule {rule!r}; choose one of {list(RULES)}")
-    items = [_input_of(row) for row in rows]
-    columns: dict[str, list] = {
-        "input_id": [item.input_id for item in items],
-        "shard_id": [int(row["shard_id"]) for row in rows],
-        "prompt": [str(row["prompt"]) for row in rows],
-    }
-    if rule == "perturbation":
-        perturber = get_perturbation(perturbation or "")
-        per_input = [make_variants(item, task, perturber, variants, seed) for item in items]
-        contexts = [
-            _context(task, variant.question, variant.fields, row["prompt"] if index == 0 else None)
-            for row, input_variants in zip(rows, per_input)
-            for index, variant in enumerate(input_variants)
-        ]
-        chains = run_method(generator, method, contexts, request)
-        grouped = [chains[start : start + variants] for start in range(0, len(chains), variants)]
-        columns["variant_texts"] = [[[c.final_text for c in per_variant] for per_variant in g] for g in grouped]
-        columns["variant_tokens"] = [[[c.num_tokens for c in per_variant] for per_variant in g] for g in grouped]
-        columns["variant_inverse"] = [[json.dumps(v.inverse, sort_keys=True) for v in vs] for vs in per_input]
-        columns["sample_texts"] = [texts[0] for texts in columns["variant_texts"]]
-        columns["sample_tokens"] = [tokens[0] for tokens in columns["variant_tokens"]]
-        if keep_samples:
-            columns["sample_steps"] = [[chain_json(c.steps) for per_variant in g for c in per_variant] for g in grouped]
-        return columns
-    contexts = [_context(task, item.question, item.fields, row["prompt"]) for row, item in zip(rows, items)]
-    chains = run_method(generator, method, contexts, request)
-    columns["sample_texts"] = [[chain.final_text for chain in per_input] for per_input in chains]
-    columns["sample_tokens"] = [[chain.num_tokens for chain in per_input] for per_input in chains]
-    if keep_samples:
-        columns["sample_steps"] = [[chain_json(chain.steps) for chain in per_input] for per_input in chains]
-    if rule == "usc":
-        prompts = [usc_prompt(item.question, texts) for item, texts in zip(items, columns["sample_texts"])]
-        judge = SamplingRequest(n=1, temperature=0.0, max_tokens=USC_MAX_TOKENS)
-        outputs = generator.generate(prompts, judge) if prompts else []
-        choices = [parse_usc_choice(completion.text, request.n) for (completion,) in outputs]
-        columns["usc_choice"] = [-1 if choice is None else choice for choice in choices]
-        columns["usc_tokens"] = [completion.num_tokens for (completion,) in outputs]
-    return columns
+    criterion = get_criterion(rule)
+    options = CriterionOptions(perturbation=perturbation, variants=variants, seed=seed)
+    prompts = [str(row["prompt"]) for row in rows]
+    generated = criterion.generate(generator, method, task, [input_of(row) for row in rows], prompts, request, options)
+    return pack_generated(rows, generated, keep_samples)
+
+
+def pack_generated(rows: Sequence[dict[str, Any]], generated: Sequence[GeneratedInput], keep_samples: bool) -> pa.Table:
+    """A criterion's generate output for `rows` as GENERATED_SCHEMA: flat Python lists per field, then one Arrow
+    array each (the per-sample Python here only reads the chains)."""
+    chains = [chain for result in generated for per_variant in result.variants for chain in per_variant]
+    input_offsets, variants, indices = [0], [], []
+    for result in generated:
+        numbered = result.inverses is not None
+        for variant, per_variant in enumerate(result.variants):
+            variants.extend([variant if numbered else None] * len(per_variant))
+            indices.extend(range(len(per_variant)))
+        input_offsets.append(len(indices))
+    samples = pa.StructArray.from_arrays(
+        [
+            pa.array(variants, pa.int32()),
+            pa.array(indices, pa.int32()),
+            pa.array([chain.final_text for chain in chains], pa.string()),
+            pa.array([chain.num_tokens for chain in chains], pa.int64()),
+            _steps(chains) if keep_samples else pa.nulls(len(chains), STEPS_TYPE),
+        ],
+        fields=list(GENERATED_SAMPLE_TYPE),
+    )
+    inverses = [
+        None if result.inverses is None else [list(inverse.items()) for inverse in result.inverses]
+        for result in generated
+    ]
+    return pa.table(
+        {
+            "input_id": pa.array([str(row["input_id"]) for row in rows], pa.string()),
+            "shard_id": pa.array([int(row["shard_id"]) for row in rows], pa.int32()),
+            "prompt": pa.array([str(row["prompt"]) for row in rows], pa.string()),
+            "input_error": pa.nulls(len(rows), pa.string()),
+            "samples": pa.ListArray.from_arrays(pa.array(input_offsets, pa.int32()), samples),
+            "variant_inverse": pa.array(inverses, GENERATED_SCHEMA.field("variant_inverse").type),
+            "judge_choice": pa.array([result.judge_choice for result in generated], pa.int32()),
+            "judge_tokens": pa.array([result.judge_tokens for result in generated], pa.int64()),
+        },
+        schema=GENERATED_SCHEMA,
+    )
+
+
+def _steps(chains: Sequence[Chain]) -> pa.ListArray:
+    """Each chain's steps in order (STEPS_TYPE): one entry per step, one per call of a fan-out step."""
+    chain_steps = [chain.steps for chain in chains]
+    names = [name for steps in chain_steps for name in steps]
+    texts = [text for steps in chain_steps for text in steps.values()]
+    lengths = [len(steps) for steps in chain_steps]
+    items = pa.nulls(len(names), pa.int32())
+    if any(isinstance(text, list) for text in texts):  # a fan-out step: one entry per call, numbered
+        names, items, texts, lengths = [], [], [], []
+        for steps in chain_steps:
+            start = len(names)
+            for name, text in steps.items():
+                calls = text if isinstance(text, list) else [text]
+                names.extend([name] * len(calls))
+                items.extend(range(len(calls)) if isinstance(text, list) else [None])
+                texts.extend(calls)
+            lengths.append(len(names) - start)
+        items = pa.array(items, pa.int32())
+    offsets = np.r_[0, np.cumsum(lengths, dtype=np.int64)].astype(np.int32)
+    return pa.ListArray.from_arrays(
+        pa.array(offsets),
+        pa.StructArray.from_arrays(
+            [pa.array(names, pa.string()), items, pa.array(texts, pa.string())], fields=list(STEP_TYPE)
+        ),
+    )
+
+
+def with_input_errors(generated: pa.Table, rows: Sequence[dict[str, Any]], errors: Sequence[str | None]) -> pa.Table:
+    """All of `rows`, in order: those whose error is None from `generated` (their rows, in order), the others with
+    their input_error and no samples, so that curation quarantines them."""
+    if all(error is None for error in errors):
+        return generated
+    unrun = pa.Table.from_pylist(
+        [
+            {
+                "input_id": str(row["input_id"]),
+                "shard_id": int(row["shard_id"]),
+                "prompt": str(row["prompt"]),
+                "input_error": error,
+            }
+            for row, error in zip(rows, errors)
+            if error is not None
+        ],
+        schema=GENERATED_SCHEMA,
+    )
+    ran, failed = iter(range(generated.num_rows)), iter(range(generated.num_rows, len(rows)))
+    order = [next(ran) if error is None else next(failed) for error in errors]
+    return pa.concat_tables([generated, unrun]).take(pa.array(order, pa.int64()))
+
+
+def generated_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """GENERATED_SCHEMA rows given one by one (tests, benchmarks); columns a row lacks are null."""
+    return pa.Table.from_pylist(list(rows), schema=GENERATED_SCHEMA)
+
+
+def sample_count(generated: pa.Table) -> int:
+    """The samples of a batch of generated rows (variants included)."""
+    return pc.sum(pc.list_value_length(generated.column("samples"))).as_py() or 0

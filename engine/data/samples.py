@@ -1,15 +1,12 @@
 """The samples table: every System 2 sample of every generated input, as the criterion saw it.
 
-Pure (pyarrow, no Ray). The replica sends each sample's chain as JSON (`sample_steps`, one string per sample:
-its step name -> text, or a list of texts for a fan-out step); curation, which extracts the answers anyway,
-turns them into the curated row's `samples` list column; the shard writer flattens that column of a
-complete shard into `<out>/samples/shard-NNNNN.parquet`, committed with the shard's other tables.
+Pure (pyarrow, no Ray). The replica sends each sample's chain as Arrow (`steps`: list<STEP_TYPE>, in the
+replica -> curation contract, s2d.engine.data.generated); curation, which extracts the answers anyway, adds them
+to build the curated row's `samples` list column; the shard writer flattens that column of a complete shard
+into `<out>/samples/shard-NNNNN.parquet`, committed with the shard's other tables.
 """
 
 from __future__ import annotations
-
-import json
-from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,71 +30,6 @@ SAMPLE_TYPE = pa.struct(SAMPLE_FIELDS)
 SAMPLES = "samples"  # the table's folder under <out>/, and the curated rows' column that feeds it
 SAMPLES_COLUMN = (SAMPLES, pa.list_(SAMPLE_TYPE))  # the curated row's column; null: samples not kept
 SAMPLES_SCHEMA = pa.schema([("input_id", pa.string()), ("shard_id", pa.int32()), *SAMPLE_FIELDS])
-
-
-_CHAIN_ENCODER = json.JSONEncoder(ensure_ascii=False)  # one encoder: json.dumps with options builds one per call
-
-
-def chain_json(steps: dict[str, str | list[str]]) -> str:
-    """One sample's chain as the replica sends it (JSON keeps the step order)."""
-    return _CHAIN_ENCODER.encode(steps)
-
-
-def samples_column(
-    chains: Sequence[Sequence[str] | None],
-    extracted: Sequence[str | None],
-    answers: Sequence[str | None],
-    tokens: Sequence[int],
-    per_variant: int | None = None,
-) -> pa.Array:
-    """The `samples` column of a batch of curated rows: per input, its chains (None: no samples) in generation
-    order, variant by variant with `per_variant` samples each for perturbation. `extracted`, `answers` and
-    `tokens` hold one value per sample of the whole batch, in the same order.
-
-    Built column by column (offsets and flat arrays, no dict per sample): this runs on every sample of a job."""
-    input_offsets, valid = [0], []
-    step_offsets, names, items, texts = [0], [], [], []
-    variants: list[int | None] = []
-    indices: list[int] = []
-    for encoded in chains:
-        valid.append(encoded is not None)
-        for index, chain in enumerate(encoded or ()):
-            for name, text in json.loads(chain).items():
-                if isinstance(text, list):
-                    names.extend([name] * len(text))
-                    items.extend(range(len(text)))
-                    texts.extend(text)
-                else:
-                    names.append(name)
-                    items.append(None)
-                    texts.append(text)
-            step_offsets.append(len(names))
-            variants.append(None if per_variant is None else index // per_variant)
-            indices.append(index if per_variant is None else index % per_variant)
-        input_offsets.append(len(indices))
-    count = len(indices)
-    steps = pa.ListArray.from_arrays(
-        pa.array(step_offsets, pa.int32()),
-        pa.StructArray.from_arrays(
-            [pa.array(names, pa.string()), pa.array(items, pa.int32()), pa.array(texts, pa.string())],
-            fields=list(STEP_TYPE),
-        ),
-    )
-    fields = dict(SAMPLE_FIELDS)
-    samples = pa.StructArray.from_arrays(
-        [
-            pa.array(variants, fields["variant"]),
-            pa.array(indices, fields["sample"]),
-            steps,
-            pa.array(list(extracted[:count]), fields["extracted"]),
-            pa.array(list(answers[:count]), fields["answer"]),
-            pa.array([int(value) for value in tokens[:count]], fields["tokens"]),
-        ],
-        fields=[pa.field(name, kind) for name, kind in SAMPLE_FIELDS],
-    )
-    return pa.ListArray.from_arrays(
-        pa.array(input_offsets, pa.int32()), samples, mask=pa.array([not ok for ok in valid], pa.bool_())
-    ).cast(SAMPLES_COLUMN[1])
 
 
 def flatten_samples(rows: pa.Table) -> pa.Table:

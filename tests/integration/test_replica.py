@@ -161,12 +161,13 @@ def _rows(task_name, count):
 )
 def test_consistency_criteria_through_the_replica_stage(replica, ray_session, method, task, curate):
     """The Ray Data stage's contract on the real engine: generated rows -> curated rows with their criterion."""
-    import pyarrow as pa
+    from collections import Counter
 
     from s2d.engine.data.curation import curate_generated
+    from s2d.engine.data.generated import GENERATED_SCHEMA
 
     n = 1 if method == "bsm" else 2
-    columns = ray_session.get(
+    generated = ray_session.get(
         replica.generate_rows.remote(
             _rows(task, 2),
             method=method,
@@ -175,19 +176,21 @@ def test_consistency_criteria_through_the_replica_stage(replica, ray_session, me
             request=SamplingRequest(n=n, temperature=0.7, max_tokens=24),
         )
     )
-    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    assert generated.schema == GENERATED_SCHEMA
+    rows = generated.to_pylist()
     assert len(rows) == 2
     curated_rows = curate_generated(
-        pa.table(columns), task=task, method=method, model="smollm2-135m", rule=curate["rule"], threshold=0.0
+        generated, task=task, method=method, model="smollm2-135m", rule=curate["rule"], threshold=0.0
     ).to_pylist()
     for row, curated in zip(rows, curated_rows):
         assert curated["criterion"] == curate["rule"] and curated["status"] in {"accepted", "rejected"}
         assert curated["system2_tokens"] > 0 and (curated["status"] == "accepted") == (curated["reason"] is None)
         if curate["rule"] == "perturbation":
-            assert [len(texts) for texts in row["variant_texts"]] == [n] * curate["variants"]
+            samples_per_variant = Counter(sample["variant"] for sample in row["samples"])
+            assert samples_per_variant == {variant: n for variant in range(curate["variants"])}
             assert curated["num_samples"] == n * curate["variants"]
         else:
-            assert -1 <= row["usc_choice"] < n and row["usc_tokens"] > 0
+            assert (row["judge_choice"] is None or 0 <= row["judge_choice"] < n) and row["judge_tokens"] > 0
 
 
 def test_engine_runs_vllm_offline_batch_sizes_and_records_its_start(replica, ray_session):

@@ -1,9 +1,8 @@
-"""Consistency criteria: the decision rules as pure functions, the row contract end to end against a
+"""Consistency criteria: the decision rules as pure functions, the replica -> curation contract end to end against a
 scripted backend, and the curated row layout."""
 
 import json
 
-import pyarrow as pa
 import pytest
 
 from s2d.engine.core.criteria import check_compatibility, perturbation_decision, usc_decision, usc_prompt
@@ -11,7 +10,7 @@ from s2d.engine.core.methods import get_method
 from s2d.engine.core.program import Completion, SamplingRequest
 from s2d.engine.core.tasks import get_task
 from s2d.engine.data.curation import curate_generated
-from s2d.engine.data.generated import generate_for_curation
+from s2d.engine.data.generated import GENERATED_SCHEMA, generate_for_curation, generated_table
 from s2d.engine.data.shards import CURATED_SCHEMA
 
 
@@ -60,14 +59,22 @@ def test_usc_rule(answers, choice, answer, reason, votes):
 BASE = {"input_id": "i1", "shard_id": 0, "prompt": "P"}
 
 
+def _samples(texts, tokens, variant=None):
+    """A generated row's samples (GENERATED_SCHEMA), one per text."""
+    return [
+        {"variant": variant, "sample": index, "text": text, "tokens": count}
+        for index, (text, count) in enumerate(zip(texts, tokens))
+    ]
+
+
 def _curate_one(row, **criterion):
     """One generated row through the batch path."""
-    (curated,) = curate_generated(pa.Table.from_pylist([row]), **criterion).to_pylist()
+    (curated,) = curate_generated(generated_table([row]), **criterion).to_pylist()
     return curated
 
 
 def test_majority_row_layout_and_values():
-    row = {**BASE, "sample_texts": ["Answer: abcd", "Answer: abcd", "Answer: x"], "sample_tokens": [3, 4, 5]}
+    row = {**BASE, "samples": _samples(["Answer: abcd", "Answer: abcd", "Answer: x"], [3, 4, 5])}
     ours = _curate_one(row, task="last_letter", method="rar2", model="m", threshold=0.5)
     assert ours == {
         "input_id": "i1",
@@ -90,7 +97,7 @@ def test_majority_row_layout_and_values():
         "samples": None,
     }
     rejected = _curate_one(
-        {**row, "sample_texts": ["Answer: ab", "Answer: cd"]},
+        {**row, "samples": _samples(["Answer: ab", "Answer: cd"], [3, 4])},
         task="last_letter",
         method="rar2",
         model="m",
@@ -100,7 +107,7 @@ def test_majority_row_layout_and_values():
 
 
 def test_custom_extractor_is_used_for_answers():
-    row = {**BASE, "sample_texts": ["Final: yes", "blah Final: yes"], "sample_tokens": [1, 1]}
+    row = {**BASE, "samples": _samples(["Final: yes", "blah Final: yes"], [1, 1])}
     curated = _curate_one(
         row, task="coin_flip", method="custom", model="m", extractor={"kind": "regex", "pattern": r"Final: (\w+)"}
     )
@@ -108,17 +115,15 @@ def test_custom_extractor_is_used_for_answers():
 
 
 def test_perturbation_row_inverts_each_variant_before_agreeing():
+    own = _samples(["Answer: A", "Answer: A"], [10, 10], variant=0)
     row = {
         **BASE,
-        "sample_texts": ["Answer: A", "Answer: A"],
-        "sample_tokens": [10, 10],
-        "variant_texts": [["Answer: A", "Answer: A"], ["Answer: B", "Answer: tie"]],
-        "variant_tokens": [[10, 10], [20, 20]],
-        "variant_inverse": ["{}", json.dumps({"A": "B", "B": "A"})],
+        "samples": own + _samples(["Answer: B", "Answer: tie"], [20, 20], variant=1),
+        "variant_inverse": [[], [("A", "B"), ("B", "A")]],
     }
     curated = _curate_one(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation")
     assert curated["status"] == "rejected" and curated["reason"] == "variant_tie"
-    row["variant_texts"][1] = ["Answer: B", "Answer: B"]  # "B" after the swap is "A" before it
+    row["samples"] = own + _samples(["Answer: B", "Answer: B"], [20, 20], variant=1)  # "B" after the swap is "A"
     curated = _curate_one(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation")
     assert (curated["status"], curated["answer"], curated["votes"], curated["num_samples"]) == ("accepted", "A", 4, 4)
     assert curated["criterion"] == "perturbation" and curated["system2_tokens"] == 15.0
@@ -126,32 +131,33 @@ def test_perturbation_row_inverts_each_variant_before_agreeing():
 
 
 def test_usc_row_charges_the_judge_call_to_the_samples():
-    row = {
-        **BASE,
-        "sample_texts": ["Answer: 12", "Answer: 7"],
-        "sample_tokens": [10, 20],
-        "usc_choice": 1,
-        "usc_tokens": 6,
-    }
+    row = {**BASE, "samples": _samples(["Answer: 12", "Answer: 7"], [10, 20]), "judge_choice": 1, "judge_tokens": 6}
     curated = _curate_one(row, task="arithmetic", method="cot", model="m", rule="usc")
     assert (curated["answer"], curated["criterion"], curated["system2_tokens"]) == ("7", "usc", 18.0)
-    curated = _curate_one({**row, "usc_choice": -1}, task="arithmetic", method="cot", model="m", rule="usc")
+    curated = _curate_one({**row, "judge_choice": None}, task="arithmetic", method="cot", model="m", rule="usc")
     assert curated["reason"] == "usc_no_choice"
     assert curated["answer_counts"] == [{"answer": "12", "votes": 1}, {"answer": "7", "votes": 1}]
 
 
 def test_every_rule_gives_the_one_curated_schema():
-    majority = {**BASE, "sample_texts": ["Answer: 12"], "sample_tokens": [3]}
-    for row, rule in [(majority, "majority"), ({**majority, "usc_choice": 0, "usc_tokens": 2}, "usc")]:
-        table = curate_generated(pa.Table.from_pylist([row]), task="arithmetic", method="cot", model="m", rule=rule)
+    majority = {**BASE, "samples": _samples(["Answer: 12"], [3])}
+    perturbed = {
+        **BASE,
+        "samples": _samples(["Answer: 12"], [3], variant=0) + _samples(["Answer: 12"], [3], variant=1),
+        "variant_inverse": [[], []],
+    }
+    for row, rule in [
+        (majority, "majority"),
+        ({**majority, "judge_choice": 0, "judge_tokens": 2}, "usc"),
+        (perturbed, "perturbation"),
+    ]:
+        table = curate_generated(generated_table([row]), task="arithmetic", method="cot", model="m", rule=rule)
         assert table.schema == CURATED_SCHEMA
 
 
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="unknown consistency rule"):
-        _curate_one(
-            {**BASE, "sample_texts": [], "sample_tokens": []}, task="last_letter", method="m", model="m", rule="vibes"
-        )
+        _curate_one({**BASE, "samples": []}, task="last_letter", method="m", model="m", rule="vibes")
 
 
 class Scripted:
@@ -184,7 +190,7 @@ def _rows(task_name, count):
 def test_generate_for_perturbation_runs_k_variants_in_one_batch():
     gen, task = Scripted(), get_task("multiple_choice")
     rows = _rows("multiple_choice", 2)
-    columns = generate_for_curation(
+    generated = generate_for_curation(
         gen,
         get_method("system1"),
         task,
@@ -198,14 +204,12 @@ def test_generate_for_perturbation_runs_k_variants_in_one_batch():
     ((prompts, request),) = gen.calls
     assert len(prompts) == 2 * 3 and request.n == 2
     assert prompts[0] == rows[0]["prompt"] and prompts[1] != prompts[0]  # variant 0 is the input's own prompt
-    assert [len(texts) for texts in columns["variant_texts"]] == [3, 3]
-    assert columns["sample_texts"] == [texts[0] for texts in columns["variant_texts"]]
-    assert all(
-        json.loads(inverse[0]) == {} and len(json.loads(inverse[1])) == 4 for inverse in columns["variant_inverse"]
-    )
-    curated = _curate_one(
-        {k: v[0] for k, v in columns.items()}, task="multiple_choice", method="system1", model="m", rule="perturbation"
-    )
+    for row in generated.to_pylist():  # the input's own samples first, then each variant's, numbered within it
+        assert [(s["variant"], s["sample"]) for s in row["samples"]] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+        assert row["variant_inverse"][0] == [] and len(row["variant_inverse"][1]) == 4
+    (curated,) = curate_generated(
+        generated.slice(0, 1), task="multiple_choice", method="system1", model="m", rule="perturbation"
+    ).to_pylist()
     # The model always answers "A": mapped back, the variants name different options, so the input is rejected.
     assert curated["status"] == "rejected" and curated["reason"] == "variants_disagree"
 
@@ -213,7 +217,7 @@ def test_generate_for_perturbation_runs_k_variants_in_one_batch():
 def test_generate_for_bsm_passes_the_fields_to_the_templates():
     gen = Scripted("1. Accuracy")
     rows = _rows("pairwise_judge", 1)
-    columns = generate_for_curation(
+    generated = generate_for_curation(
         gen,
         get_method("bsm"),
         get_task("pairwise_judge"),
@@ -229,27 +233,32 @@ def test_generate_for_bsm_passes_the_fields_to_the_templates():
         0
     ].index(fields["response_b"])
     assert branch_prompts[1].index(fields["response_b"]) < branch_prompts[1].index(fields["response_a"])  # swapped
-    assert all(text.endswith("Answer: none") for texts in columns["variant_texts"][0] for text in texts)
+    own = [sample for sample in generated.to_pylist()[0]["samples"] if sample["variant"] == 0]
+    assert own and all(sample["text"].endswith("Answer: none") for sample in own)
 
 
 def test_generate_for_usc_makes_one_greedy_judge_call_per_input():
     gen = Scripted()
     rows = _rows("arithmetic", 2)
-    columns = generate_for_curation(
+    generated = generate_for_curation(
         gen, get_method("cot"), get_task("arithmetic"), rows, SamplingRequest(n=3), rule="usc"
     )
     judge_prompts, judge_request = gen.calls[-1]
     assert len(judge_prompts) == 2 and judge_request.n == 1 and judge_request.temperature == 0.0
     assert "Response 3: Answer: A" in judge_prompts[0] and "Response 4" not in judge_prompts[0]
-    assert columns["usc_choice"] == [1, 1] and columns["usc_tokens"] == [9, 9]
+    assert generated["judge_choice"].to_pylist() == [1, 1] and generated["judge_tokens"].to_pylist() == [9, 9]
 
 
-def test_generate_for_majority_keeps_the_original_contract():
+def test_generate_for_majority_gives_the_contract_without_criterion_extras():
     gen = Scripted()
     rows = _rows("last_letter", 2)
-    columns = generate_for_curation(gen, get_method("rar1"), get_task("last_letter"), rows, SamplingRequest(n=2))
-    assert set(columns) == {"input_id", "shard_id", "prompt", "sample_texts", "sample_tokens"}
-    assert columns["shard_id"] == [3, 3] and columns["sample_tokens"] == [[4, 4], [4, 4]]
+    generated = generate_for_curation(gen, get_method("rar1"), get_task("last_letter"), rows, SamplingRequest(n=2))
+    assert generated.schema == GENERATED_SCHEMA
+    assert generated["shard_id"].to_pylist() == [3, 3]
+    assert [[s["tokens"] for s in row["samples"]] for row in generated.to_pylist()] == [[4, 4], [4, 4]]
+    assert all(s["variant"] is None and s["steps"] is None for row in generated.to_pylist() for s in row["samples"])
+    for name in ("input_error", "variant_inverse", "judge_choice", "judge_tokens"):
+        assert generated[name].null_count == 2
 
 
 def test_usc_prompt_numbers_from_one_and_keeps_each_responses_tail():
@@ -342,7 +351,76 @@ def test_generation_refuses_an_unknown_rule_before_any_call():
 
 def test_a_batch_with_no_rows_gives_empty_columns_for_every_rule():
     for rule, extra in (("majority", {}), ("usc", {}), ("perturbation", {"perturbation": "rename_entities"})):
-        columns = generate_for_curation(
+        generated = generate_for_curation(
             Scripted(), get_method("rar1"), get_task("last_letter"), [], SamplingRequest(), rule=rule, **extra
         )
-        assert columns and all(values == [] for values in columns.values())
+        assert generated.schema == GENERATED_SCHEMA and generated.num_rows == 0
+        assert curate_generated(generated, task="last_letter", method="m", model="m", rule=rule).num_rows == 0
+
+
+class Unanimous:
+    """A criterion written the way a new one is: every sample must give the same parsed answer."""
+
+    name = "unanimous"
+    description = "every sample agrees"
+    perturbs = False
+
+    def check(self, task, perturbation):
+        pass
+
+    def generate(self, generator, method, task, items, prompts, request, options):
+        from s2d.engine.core.criteria.base import GeneratedInput, sample_inputs
+
+        return [GeneratedInput([chains]) for chains in sample_inputs(generator, method, task, items, prompts, request)]
+
+    def decide(self, ballots, options):
+        from s2d.engine.core.criteria import Decision
+        from s2d.engine.core.criteria.base import decisions_table
+        from s2d.engine.core.votes import ranked_counts
+
+        decisions = []
+        for answers in ballots.answers.to_pylist():
+            counts = ranked_counts(answers)
+            agreed = len(counts) == 1 and None not in answers
+            answer = next(iter(counts), None) if agreed else None
+            decisions.append(
+                Decision(
+                    self.name,
+                    answer,
+                    max(counts.values(), default=0),
+                    len(answers),
+                    counts,
+                    None if agreed else "split",
+                )
+            )
+        return decisions_table(decisions)
+
+
+def test_a_registered_criterion_runs_end_to_end_with_no_other_change():
+    from s2d.engine.core.criteria import CRITERIA, register
+    from s2d.engine.core.spec import parse_spec
+
+    register(Unanimous())
+    try:
+        assert parse_spec({"model": "m"}, ["curate.rule=unanimous"]).curate.rule == "unanimous"
+        with pytest.raises(ValueError, match="only used by rule perturbation, not 'unanimous'"):
+            check_compatibility("last_letter", "rar1", "unanimous", "rename_entities")
+        generated = generate_for_curation(
+            Scripted("Answer: abcd"),
+            get_method("rar1"),
+            get_task("last_letter"),
+            _rows("last_letter", 2),
+            SamplingRequest(n=3),
+            rule="unanimous",
+            keep_samples=True,
+        )
+        curated = curate_generated(generated, task="last_letter", method="rar1", model="m", rule="unanimous")
+        assert curated.schema == CURATED_SCHEMA
+        assert curated["criterion"].to_pylist() == ["unanimous"] * 2 and curated["answer"].to_pylist() == ["abcd"] * 2
+        assert [len(samples) for samples in curated["samples"].to_pylist()] == [3, 3]
+        with pytest.raises(ValueError, match="already registered"):
+            register(Unanimous())
+    finally:
+        CRITERIA.pop("unanimous", None)
+    with pytest.raises(ValueError, match="unknown consistency rule"):
+        check_compatibility("last_letter", "rar1", "unanimous", None)

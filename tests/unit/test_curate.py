@@ -5,6 +5,7 @@ import pytest
 
 from s2d.engine.core.votes import majority_vote, majority_votes
 from s2d.engine.data.curation import curate_generated
+from s2d.engine.data.generated import generated_table
 
 
 @pytest.mark.parametrize(
@@ -77,14 +78,15 @@ def test_every_reason_occurs_in_the_random_cases():
 
 
 def _generated(*texts_per_input):
-    return pa.Table.from_pylist(
+    return generated_table(
         [
             {
                 "input_id": f"id{index}",
                 "shard_id": 3,
                 "prompt": "p",
-                "sample_texts": texts,
-                "sample_tokens": [10 + index] * len(texts),
+                "samples": [
+                    {"sample": sample, "text": text, "tokens": 10 + index} for sample, text in enumerate(texts)
+                ],
             }
             for index, texts in enumerate(texts_per_input)
         ]
@@ -112,3 +114,12 @@ def test_curated_table_rejects_with_reason_and_detail():
     assert tie["detail"] == "top answer 'abcd' has 1/2 votes, need > 0.5"
     assert garbage["reason"] == "no_answer" and garbage["detail"] == "no parseable answer in 2 samples"
     assert low["reason"] == "below_threshold" and low["agreement"] == 1 / 3 and low["system2_tokens"] == 12.0
+
+
+def test_a_batch_in_chunks_and_slices_curates_as_one():
+    """Ray Data hands curation a block that may be several chunks, each a slice of a bigger table."""
+    whole = _generated(["Answer: abcd"] * 3, ["Answer: ab", "Answer: cd"], ["Answer: x", "", "Answer: x"])
+    kwargs = dict(task="last_letter", threshold=0.5, method="rar2", model="m")
+    chunked = pa.Table.from_batches(whole.slice(1).to_batches(max_chunksize=1))
+    assert chunked.column("samples").num_chunks == 2
+    assert curate_generated(chunked, **kwargs).to_pylist() == curate_generated(whole, **kwargs).to_pylist()[1:]

@@ -1,33 +1,33 @@
 """The samples table: from the replica's chains through curation to the shard writer and the accounting check."""
 
-import json
-
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from s2d.engine.core.criteria import GeneratedInput
 from s2d.engine.core.methods import get_method
-from s2d.engine.core.program import Completion, SamplingRequest
+from s2d.engine.core.program import Chain, Completion, SamplingRequest
 from s2d.engine.core.tasks import get_task
 from s2d.engine.data.accounting import check_accounting
 from s2d.engine.data.curation import curate_generated
-from s2d.engine.data.generated import generate_for_curation
-from s2d.engine.data.samples import SAMPLES_SCHEMA, chain_json, flatten_samples, sample_count_problems
+from s2d.engine.data.generated import generate_for_curation, pack_generated
+from s2d.engine.data.samples import SAMPLES_SCHEMA, flatten_samples, sample_count_problems
 from s2d.engine.data.shards import ShardWriter, curated_table, read_committed
 
 BASE = {"input_id": "i1", "shard_id": 0, "prompt": "P"}
 
 
-def _curated(row, **criterion):
-    return curate_generated(pa.Table.from_pylist([row]), **criterion)
+def _curated(generated_input, keep_samples=True, **criterion):
+    """One input's chains as the replica packs them, through curation."""
+    return curate_generated(pack_generated([BASE], [generated_input], keep_samples), **criterion)
 
 
 def test_majority_rows_carry_every_sample_with_steps_answers_and_tokens():
     chains = [
-        chain_json({"rephrase": "R1", "respond": "Answer: abcd."}),
-        chain_json({"rephrase": "R2", "respond": "?"}),
+        Chain({"rephrase": "R1", "respond": "Answer: abcd."}, 3),
+        Chain({"rephrase": "R2", "respond": "?"}, 5),
     ]
-    row = {**BASE, "sample_texts": ["Answer: abcd.", "?"], "sample_tokens": [3, 5], "sample_steps": chains}
-    samples = flatten_samples(_curated(row, task="last_letter", method="rar2", model="m"))
+    samples = flatten_samples(_curated(GeneratedInput([chains]), task="last_letter", method="rar2", model="m"))
     assert samples.schema == SAMPLES_SCHEMA
     first, second = samples.to_pylist()
     assert first == {
@@ -47,37 +47,24 @@ def test_majority_rows_carry_every_sample_with_steps_answers_and_tokens():
 
 
 def test_without_sample_steps_no_samples_travel():
-    row = {**BASE, "sample_texts": ["Answer: abcd"], "sample_tokens": [3]}
-    curated = _curated(row, task="last_letter", method="rar2", model="m")
+    chains = [Chain({"respond": "Answer: abcd"}, 3)]
+    curated = _curated(GeneratedInput([chains]), keep_samples=False, task="last_letter", method="rar2", model="m")
     assert curated.column("samples").to_pylist() == [None] and flatten_samples(curated).num_rows == 0
 
 
 def test_perturbation_samples_are_numbered_per_variant_and_mapped_back():
-    texts = [["Answer: A", "Answer: A"], ["Answer: B", "Answer: tie"]]
-    row = {
-        **BASE,
-        "sample_texts": texts[0],
-        "sample_tokens": [10, 10],
-        "variant_texts": texts,
-        "variant_tokens": [[10, 10], [20, 21]],
-        "variant_inverse": ["{}", json.dumps({"A": "B", "B": "A"})],
-        "sample_steps": [chain_json({"judge": text}) for variant in texts for text in variant],
-    }
-    samples = flatten_samples(_curated(row, task="pairwise_judge", method="bsm", model="m", rule="perturbation"))
+    texts, tokens = [["Answer: A", "Answer: A"], ["Answer: B", "Answer: tie"]], [[10, 10], [20, 21]]
+    chains = [[Chain({"judge": text}, count) for text, count in zip(*variant)] for variant in zip(texts, tokens)]
+    generated = GeneratedInput(chains, [{}, {"A": "B", "B": "A"}])
+    samples = flatten_samples(_curated(generated, task="pairwise_judge", method="bsm", model="m", rule="perturbation"))
     got = [(s["variant"], s["sample"], s["extracted"], s["answer"], s["tokens"]) for s in samples.to_pylist()]
     assert got == [(0, 0, "A", "A", 10), (0, 1, "A", "A", 10), (1, 0, "B", "A", 20), (1, 1, "tie", "tie", 21)]
 
 
 def test_fan_out_steps_keep_one_entry_per_call():
-    row = {
-        **BASE,
-        "sample_texts": ["Answer: 7"],
-        "sample_tokens": [9],
-        "usc_choice": 0,
-        "usc_tokens": 2,
-        "sample_steps": [chain_json({"plan": "p", "score": ["s1", "s2"], "respond": "Answer: 7"})],
-    }
-    steps = flatten_samples(_curated(row, task="arithmetic", method="cot", model="m", rule="usc")).to_pylist()[0][
+    chain = Chain({"plan": "p", "score": ["s1", "s2"], "respond": "Answer: 7"}, 9)
+    generated = GeneratedInput([[chain]], judge_choice=0, judge_tokens=2)
+    steps = flatten_samples(_curated(generated, task="arithmetic", method="cot", model="m", rule="usc")).to_pylist()[0][
         "steps"
     ]
     assert [(s["name"], s["item"], s["text"]) for s in steps] == [
@@ -106,10 +93,11 @@ def test_generation_sends_each_samples_chain_only_when_asked():
     ]
     request = SamplingRequest(n=3, max_tokens=8)
     plain = generate_for_curation(Scripted(), get_method("rar2"), task, rows, request)
-    assert "sample_steps" not in plain
+    assert pc.list_flatten(plain["samples"].combine_chunks()).field("steps").null_count == 2 * 3  # no chains
     kept = generate_for_curation(Scripted(), get_method("rar2"), task, rows, request, keep_samples=True)
-    assert [len(chains) for chains in kept["sample_steps"]] == [3, 3]
-    assert list(json.loads(kept["sample_steps"][0][1])) == [step.name for step in get_method("rar2").steps]
+    per_input = [[sample["steps"] for sample in row["samples"]] for row in kept.to_pylist()]
+    assert [len(chains) for chains in per_input] == [3, 3] and all(steps for chains in per_input for steps in chains)
+    assert [step["name"] for step in per_input[0][1]] == [step.name for step in get_method("rar2").steps]
 
 
 def _row(input_id, shard, status="accepted", samples=2):
@@ -146,7 +134,7 @@ def test_writer_commits_samples_with_their_shard_exactly_once(tmp_path):
     assert not (tmp_path / "samples" / "shard-00000.parquet").exists()
     writer.add(curated_table([_row("b", 0)]))
     manifest = writer.finish()
-    assert manifest["counts"]["samples"] == 7 and manifest["shards"]["0"]["samples"] == 4
+    assert manifest.counts.samples == 7 and manifest.shards[0].samples == 4
     assert pq.read_table(tmp_path / "samples" / "shard-00000.parquet").column("input_id").to_pylist() == [
         "a",
         "a",
