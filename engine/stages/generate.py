@@ -34,7 +34,7 @@ from s2d.engine.data.curation import curate_kwargs
 from s2d.engine.data.inputs import INPUTS, InputPlan, prepare_inputs, prompt_and_fields, read_units
 from s2d.engine.data.lease import Lease
 from s2d.engine.data.models import check_model_reference
-from s2d.engine.data.ownership import write_job_file
+from s2d.engine.data.ownership import claim_output, write_job_file
 from s2d.engine.data.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs, quarantined_row
 from s2d.engine.data.shards import PARTS, num_shards_for, open_output, shard_of, spec_fingerprint
 from s2d.engine.data.sources import Quarantined, iter_inputs, source_fingerprint
@@ -103,6 +103,7 @@ def run_generate(
     started = time.monotonic()
     if lease is not None:
         return _generate(spec, force, progress, lease, started)
+    claim_output(spec.out)  # before the lease writes its file there: `out` must be s2d's (run_job claims first too)
     with Lease.acquire(spec.out) as own:
         return _generate(spec, force, progress, own, started)
 

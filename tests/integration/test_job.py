@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+import s2d
 from s2d.engine.cli import main
 from s2d.engine.core.spec import load_spec
 from s2d.engine.core.tasks import get_task
@@ -35,11 +37,31 @@ OVERRIDES = [
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory, ray_session):
+def generated(tmp_path_factory, ray_session):
+    """The generate stage through the Python API, the way the CLI calls it (`s2d.run_job`)."""
     out = tmp_path_factory.mktemp("job") / "run"
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in OVERRIDES)}
+    result = s2d.run_job(DEMO, stages=("generate",), progress=False, out=str(out), **overrides)
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def job(generated):
+    _, out = generated
     args = [str(DEMO), *OVERRIDES, f"out={out}", "--no-progress"]
-    assert main(["generate", *args]) == 0
     return load_spec(DEMO, [*OVERRIDES, f"out={out}"]), args
+
+
+def test_run_job_returns_what_it_committed(generated, job):
+    result, out = generated
+    spec, _ = job
+    assert isinstance(result, s2d.JobResult) and result.train is None and result.eval is None
+    assert result.spec == spec  # keyword overrides mean what the CLI's key=value overrides mean
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (result.generate.inputs, result.generate.skipped_committed) == (8, 0)
+    counts = (result.generate.accepted, result.generate.rejected, result.generate.quarantined)
+    assert counts == tuple(manifest["counts"][name] for name in ("accepted", "rejected", "quarantined"))
+    assert result.generate.out == str(out) and result.generate.seconds > 0
 
 
 def test_every_input_lands_in_exactly_one_of_shards_or_rejected(job):
@@ -105,7 +127,9 @@ def test_train_then_eval(job, capfd):
     console = capfd.readouterr()
     # Ray Train, DeepSpeed and vLLM wrote to <out>/logs/; the console has s2d's lines only.
     assert "Traceback" not in console.out + console.err and "ERROR" not in console.out + console.err
-    assert console.out.splitlines()[-1].startswith("  report") and len(list((spec.out_path / "logs").iterdir())) >= 3
+    assert console.out.splitlines()[-1].startswith("  report")
+    logged = {path.name.split("-")[0] for path in (spec.out_path / "logs").iterdir()}
+    assert {"train", "eval"} <= logged  # each CLI stage's log (generate here ran through the Python API)
     metrics = json.loads((spec.out_path / "eval" / "metrics.json").read_text())
     systems = {score["system"]: score for score in metrics["systems"]}
     # System 1, System 2 (one sample and the majority of sampling.n), distilled
