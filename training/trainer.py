@@ -31,7 +31,9 @@ _INSTALL_HINT = "pip install 'ray[data,train]' deepspeed peft transformers torch
 
 
 def read_accepted_rows(out: Path) -> list[dict[str, str]]:
-    """The (prompt, answer) pairs of the shards `<out>/manifest.json` lists as committed, in manifest order."""
+    """The (prompt, answer) pairs of the shards `<out>/manifest.json` lists as committed, in manifest order, each file
+    verified as it is read: AlteredFile (a ValueError, one line naming the file and why) when one changed after its
+    commit, so neither `s2d train` nor `s2d export` ever uses altered rows."""
     from s2d.engine.data.shards import read_committed
 
     table = read_committed(Path(out), "shards").select(["prompt", "answer"])

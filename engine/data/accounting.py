@@ -9,7 +9,9 @@ A quarantined row may sit outside its id's shard (a duplicate keeps the shard of
 under the id of its row number), so it is checked within its shard only.
 
 The generate stage runs this check on the workers as each shard is written (s2d.engine.data.shard_tasks) and sums
-the results; `s2d status` reruns it over the committed files, shard by shard.
+the results; `s2d status` reruns it over the committed files, shard by shard, and verifies each file as it reads
+it (s2d.engine.data.shards.read_committed_file: its checksum in the manifest, when recorded, and its row count): a
+file changed after its commit is one problem line naming it, and its rows count for nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import pyarrow.compute as pc
 from s2d.engine.data.manifest import Manifest, read_manifest
 from s2d.engine.data.ownership import MANIFEST
 from s2d.engine.data.samples import SAMPLES, sample_count_problems
-from s2d.engine.data.shards import KINDS, TABLE_SCHEMAS, shard_of
-from s2d.engine.data.storage import OutputLocation
+from s2d.engine.data.shards import KINDS, TABLE_SCHEMAS, read_committed_file, shard_of
+from s2d.engine.data.storage import AlteredFile, OutputLocation
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Accounting:
     duplicated_ids: list[str]
     samples: int | None = None  # committed sample rows; None when the job keeps no samples
     sample_problems: list[str] = field(default_factory=list)
+    file_problems: list[str] = field(default_factory=list)  # committed files that fail verification, one line each
+    unchecksummed_files: int = 0  # committed files with no checksum in the manifest: verified by row count only
 
     @property
     def complete(self) -> bool:
@@ -50,18 +54,20 @@ class Accounting:
             self.complete
             and not self.duplicated_ids
             and not self.sample_problems
+            and not self.file_problems
             and sum(self.counts.values()) == self.num_inputs
         )
 
     def problems(self) -> list[str]:
-        found = []
+        found = list(self.file_problems)
         if not self.complete:
             found.append(f"{self.total_shards - self.committed_shards} of {self.total_shards} shards not committed")
         if self.duplicated_ids:
             found.append(
                 f"{len(self.duplicated_ids)} input_ids appear more than once (first: {self.duplicated_ids[0]})"
             )
-        if self.complete and sum(self.counts.values()) != self.num_inputs:
+        # A bad file's rows are not counted: the shortfall it makes is its line above, not another one.
+        if self.complete and not self.file_problems and sum(self.counts.values()) != self.num_inputs:
             found.append(f"{sum(self.counts.values())} rows committed for {self.num_inputs} inputs")
         return found + self.sample_problems
 
@@ -98,8 +104,9 @@ def check_shard_tables(
 
 
 def check_accounting(out: Any, threads: int = 4) -> Accounting:
-    """Read the committed files shard by shard and check that each input is in exactly one place and, when
-    the job keeps samples, that each generated input has its num_samples samples exactly once."""
+    """Read the committed files shard by shard, each verified as it is read, and check that each input is in
+    exactly one place and, when the job keeps samples, that each generated input has its num_samples samples
+    exactly once. A file that fails verification is a file problem, and its rows count for nothing."""
     location = OutputLocation.of(out)
     manifest = read_manifest(location)
     if manifest is None:
@@ -107,12 +114,22 @@ def check_accounting(out: Any, threads: int = 4) -> Accounting:
     num_shards = manifest.num_shards
     keep_samples = manifest.keep_samples
 
-    def check(shard: int) -> ShardCheck:
-        file = manifest.shards[shard].file
+    def check(shard: int) -> tuple[ShardCheck, list[str]]:
+        entry = manifest.shards[shard]
+        problems: list[str] = []
+
+        def read(kind: str, columns: list[str]) -> pa.Table:
+            schema = _schema(kind, columns)
+            try:
+                return read_committed_file(location, kind, entry, schema)
+            except AlteredFile as problem:
+                problems.append(str(problem))
+                return schema.empty_table()
+
         columns = {"shards": ["input_id", "num_samples"], "rejected": ["input_id", "num_samples"]}
-        tables = {kind: _read(location, kind, file, columns.get(kind, ["input_id"])) for kind in KINDS}
-        samples = _read(location, SAMPLES, file, ["input_id", "variant", "sample"]) if keep_samples else None
-        return check_shard_tables(shard, num_shards, tables, samples)
+        tables = {kind: read(kind, columns.get(kind, ["input_id"])) for kind in KINDS}
+        samples = read(SAMPLES, ["input_id", "variant", "sample"]) if keep_samples else None
+        return check_shard_tables(shard, num_shards, tables, samples), problems
 
     shards = sorted(manifest.shards)
     counts = {status: 0 for status, _ in KINDS.values()}
@@ -120,16 +137,21 @@ def check_accounting(out: Any, threads: int = 4) -> Accounting:
     misplaced: list[tuple[str, int]] = []
     samples = 0 if keep_samples else None
     sample_problems: list[str] = []
+    file_problems: list[str] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for shard, result in zip(shards, pool.map(check, shards)):
+        for shard, (result, problems) in zip(shards, pool.map(check, shards)):
+            file_problems += problems
             for status, count in result.counts.items():
                 counts[status] += count
             duplicated.update(result.duplicated_ids)
             misplaced.extend((input_id, shard) for input_id in result.misplaced_ids)
             if samples is not None:
                 samples += result.samples or 0
-                sample_problems += [f"shard {shard}: {problem}" for problem in result.sample_problems]
+                if not problems:  # a bad file's missing rows are its own line, not a samples problem too
+                    sample_problems += [f"shard {shard}: {problem}" for problem in result.sample_problems]
     duplicated.update(_found_elsewhere(location, manifest, misplaced))
+    tables = list(KINDS) + ([SAMPLES] if keep_samples else [])
+    unchecksummed = sum(kind not in (entry.checksums or {}) for entry in manifest.shards.values() for kind in tables)
     return Accounting(
         manifest.num_inputs,
         num_shards,
@@ -138,12 +160,14 @@ def check_accounting(out: Any, threads: int = 4) -> Accounting:
         sorted(duplicated),
         samples,
         sample_problems,
+        file_problems,
+        unchecksummed,
     )
 
 
-def _read(location: OutputLocation, kind: str, file: str, columns: list[str]) -> pa.Table:
+def _schema(kind: str, columns: list[str]) -> pa.Schema:
     schema = TABLE_SCHEMAS[kind]
-    return location.read_table(kind, file, schema=pa.schema([schema.field(name) for name in columns]))
+    return pa.schema([schema.field(name) for name in columns])
 
 
 def _found_elsewhere(location: OutputLocation, manifest: Manifest, misplaced: list[tuple[str, int]]) -> set[str]:
@@ -155,11 +179,12 @@ def _found_elsewhere(location: OutputLocation, manifest: Manifest, misplaced: li
     for home, ids in by_home.items():
         if home not in manifest.shards:
             continue
-        file = manifest.shards[home].file
-        present = {
-            i for kind in KINDS for i in _read(location, kind, file, ["input_id"]).column("input_id").to_pylist()
-        }
-        found |= ids & present
+        for kind in KINDS:
+            try:  # a file that fails verification is already a file problem: its ids are not evidence
+                present = read_committed_file(location, kind, manifest.shards[home], _schema(kind, ["input_id"]))
+            except AlteredFile:
+                continue
+            found |= ids & set(present.column("input_id").to_pylist())
     return found
 
 

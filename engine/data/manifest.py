@@ -8,7 +8,11 @@ it with `python -m s2d.engine.data.manifest > docs/manifest.schema.json`).
 The JSON keeps the keys of the manifests written before the format version was recorded (format 0: the same keys,
 no `format_version`), which still read and resume; one written by a newer s2d is refused with one line
 (s2d.engine.data.ownership owns the version and the check). A field that does not apply is left out of the file
-(`samples` when the job keeps none; `reasons`, `checksums` and `job` of a shard the driver-side writer wrote).
+(`samples` when the job keeps none; `reasons` and `job` of a shard the driver-side writer wrote; `checksums` of a
+shard committed before every writer recorded them, whose files are then verified by their row counts only).
+
+A shard's `file` is its own name, `shard-NNNNN.parquet` of its id, and nothing else: a manifest naming a path, `..`
+or another shard's file is refused with one line, so no reader is sent outside `<out>` or to the wrong shard.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from s2d.engine.data.ownership import FORMAT_VERSION, MANIFEST, ForeignOutput, check_format, claim_output
@@ -28,6 +32,7 @@ class OutputConflict(RuntimeError):
 
 
 Count = Annotated[int, Field(ge=0)]
+SHARD_FILE_PATTERN = r"^shard-[0-9]{5,}\.parquet$"
 Absent = SkipJsonSchema[None]  # a field that does not apply is left out of the file, never written as null
 
 
@@ -36,14 +41,20 @@ def _optional(description: str) -> Any:
     return Field(None, description=description, json_schema_extra=lambda schema: schema.pop("default", None))
 
 
+def shard_name(shard_id: int) -> str:
+    """A shard's file name, the same in each table folder: the only name its manifest entry may give."""
+    return f"shard-{shard_id:05d}.parquet"
+
+
 class ShardEntry(BaseModel):
     """One committed shard: its file in each table folder, what it holds and who wrote it."""
 
     model_config = ConfigDict(frozen=True)
 
     file: str = Field(
-        description="The shard's file name (shard-NNNNN.parquet), the same in each table folder: shards/, "
-        "rejected/, quarantine/ and, when the job keeps samples, samples/."
+        pattern=SHARD_FILE_PATTERN,
+        description="The shard's file name (shard-NNNNN.parquet of its id, never a path), the same in each table "
+        "folder: shards/, rejected/, quarantine/ and, when the job keeps samples, samples/.",
     )
     accepted: Count = Field(0, description="Inputs in shards/: accepted by the consistency criterion.")
     rejected: Count = Field(0, description="Inputs in rejected/: rejected by the consistency criterion.")
@@ -54,7 +65,9 @@ class ShardEntry(BaseModel):
         "that wrote the shard; absent when the driver-side ShardWriter wrote it."
     )
     checksums: dict[str, str] | Absent = _optional(
-        "Table folder -> the first 16 hex digits of the SHA-256 of the shard's file there, as written."
+        "Table folder -> the first 16 hex digits of the SHA-256 of the shard's file there, as written; `s2d status` "
+        "and every reader check the file against it. Absent in shards committed before every writer recorded it: "
+        "their files are checked by row count only."
     )
     job: str | Absent = _optional("The lease owner (the job) that wrote the shard.")
 
@@ -99,6 +112,19 @@ class Manifest(BaseModel):
         json_schema_extra={"propertyNames": {"pattern": "^[0-9]+$"}},
     )
     counts: Counts = Field(default_factory=Counts, description="The sums of the shards' entries.")
+
+    @field_validator("shards")
+    @classmethod
+    def _each_shard_names_its_own_file(cls, shards: dict[int, ShardEntry], info: ValidationInfo):
+        """A reader opens `<out>/<table>/<file>`: a file that is not the shard's own name (a path, `..`, another
+        shard's file) would send it outside the output or to the wrong rows."""
+        num_shards = info.data.get("num_shards")
+        for shard, entry in shards.items():
+            if num_shards is not None and not 0 <= shard < num_shards:
+                raise ValueError(f"shard {shard} is not one of the output's {num_shards} shards")
+            if entry.file != shard_name(shard):
+                raise ValueError(f"shard {shard} names the file {entry.file!r}, not its own {shard_name(shard)}")
+        return shards
 
     @property
     def committed(self) -> set[int]:

@@ -14,7 +14,6 @@ its tables. The driver only plans, schedules and commits (s2d.engine.stages.gene
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -31,7 +30,7 @@ from s2d.engine.data.manifest import ShardEntry
 from s2d.engine.data.samples import SAMPLES
 from s2d.engine.data.shards import CURATED_SCHEMA, PARTS, _first_of_each_input, curated_table, shard_tables
 from s2d.engine.data.sources import preview
-from s2d.engine.data.storage import OutputLocation, parquet_bytes
+from s2d.engine.data.storage import OutputLocation
 
 CURATE_SECONDS_KEY = b"s2d_curate_seconds"
 PART_COUNTS_SCHEMA = pa.schema(
@@ -210,11 +209,8 @@ def write_shard(
         problems.append(f"{sum(check.counts.values())} rows for {inputs.num_rows} inputs")
     if problems:
         raise RuntimeError(f"shard {shard} fails the exactly-once check: {'; '.join(problems)}")
-    checksums = {}
-    for table, kind, name in files:
-        data = parquet_bytes(table)
-        checksums[kind] = hashlib.sha256(data).hexdigest()[:16]
-        location.write_bytes_atomic(data, kind, name)
+    # Each file checksummed as it is written: the same function as the driver-side ShardWriter's (publish_files).
+    checksums = {kind: location.write_table_checksummed(table, kind, name) for table, kind, name in files}
     reasons = {
         status: dict(Counter(tables[kind].column("reason").to_pylist()))
         for kind, status in (("rejected", "rejected"), ("quarantine", "quarantined"))

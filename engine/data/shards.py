@@ -19,7 +19,9 @@ have come out of the pipeline: its files (one per table) are published (temporar
 manifest is rewritten; the manifest rewrite is the single atomic commit step. Readers and resume trust
 only shards the manifest lists, and reopening an output deletes files no manifest entry owns, so an
 interrupted commit is simply redone. Rows of a shard are deduplicated by input_id before commit, so a
-retried replica batch cannot produce a row twice.
+retried replica batch cannot produce a row twice. Each file's checksum goes into its manifest entry, and
+`read_committed` (what export, train and inspect read) checks each file against it, and its row count, as it
+reads it: a file changed after its commit is refused, never handed on.
 
 The generate stage writes shards on the workers (s2d.engine.data.shard_tasks) and commits them on the driver
 (s2d.engine.data.commits); `ShardWriter` is the same mechanism in one process (tests, benchmarks, small tools): both
@@ -45,7 +47,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from s2d.engine.core.votes import ANSWER_COUNTS_TYPE
-from s2d.engine.data.manifest import Manifest, ShardEntry, open_manifest, read_manifest, write_manifest
+from s2d.engine.data.manifest import (
+    Manifest,
+    ShardEntry,
+    open_manifest,
+    read_manifest,
+    shard_name,
+    write_manifest,
+)
 from s2d.engine.data.ownership import is_owned_name
 from s2d.engine.data.samples import SAMPLES, SAMPLES_COLUMN, SAMPLES_SCHEMA, flatten_samples
 from s2d.engine.data.storage import OutputLocation
@@ -120,10 +129,6 @@ def num_shards_for(num_inputs: int, inputs_per_shard: int) -> int:
 def shard_of(input_id: str, num_shards: int) -> int:
     """Stable across runs, machines and cluster sizes: a function of the input_id and the shard count only."""
     return int(hashlib.sha256(input_id.encode()).hexdigest()[:12], 16) % num_shards
-
-
-def shard_name(shard_id: int) -> str:
-    return f"shard-{shard_id:05d}.parquet"
 
 
 def spec_fingerprint(generation_relevant: dict[str, Any]) -> str:
@@ -255,8 +260,9 @@ class ShardWriter:
         if not shards:
             return
         prepared = {shard: self._files(shard) for shard in shards}
-        publish_files(self.location, [file for _, shard_files in prepared.values() for file in shard_files])
-        for shard, (entry, _) in prepared.items():
+        checksums = iter(publish_files(self.location, [file for _, files in prepared.values() for file in files]))
+        for shard, (entry, files) in prepared.items():
+            entry = entry.model_copy(update={"checksums": {kind: next(checksums) for _, kind, _ in files}})
             self.manifest.shards[shard] = entry
             del self.expected[shard]
         write_manifest(self.location, self.manifest)  # the commit point
@@ -296,13 +302,14 @@ def shard_tables(shard: int, rows: pa.Table, keep_samples: bool) -> tuple[ShardE
     return ShardEntry(file=file, **counts), files
 
 
-def publish_files(location: OutputLocation, files: list[tuple[pa.Table, str, str]]) -> None:
-    """Write tables under temporary names and rename them in place."""
+def publish_files(location: OutputLocation, files: list[tuple[pa.Table, str, str]]) -> list[str]:
+    """Write tables under temporary names and rename them in place; returns each file's checksum, in order
+    (`OutputLocation.write_table_checksummed`, as the workers' shard tasks write theirs)."""
     if not files:
-        return
-    # Parquet encoding and fsync release the GIL: the files are written side by side.
+        return []
+    # Parquet encoding, hashing and fsync release the GIL: the files are written side by side.
     with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
-        list(pool.map(lambda file: location.write_table_atomic(*file), files))
+        return list(pool.map(lambda file: location.write_table_checksummed(*file), files))
 
 
 def open_output(
@@ -343,11 +350,26 @@ def _tables(manifest: Manifest) -> list[str]:
     return list(KINDS) + ([SAMPLES] if manifest.keep_samples else [])
 
 
+def committed_rows(entry: ShardEntry, kind: str) -> int | None:
+    """The rows the manifest says a shard's file of `kind` holds (None: not recorded)."""
+    return entry.samples if kind == SAMPLES else getattr(entry, KINDS[kind][0])
+
+
+def read_committed_file(
+    location: OutputLocation, kind: str, entry: ShardEntry, schema: pa.Schema | None = None
+) -> pa.Table:
+    """A committed file's rows, verified against its manifest entry (checksum, when recorded, and row count)
+    before they are handed on; AlteredFile, one line naming the file and why, when it is not what was committed."""
+    recorded = (entry.checksums or {}).get(kind)
+    return location.read_table_verified(kind, entry.file, schema=schema, sha=recorded, rows=committed_rows(entry, kind))
+
+
 def read_committed(
     out: Any, kind: str = "shards", columns: list[str] | None = None, shards: Iterable[int] | None = None
 ) -> pa.Table:
     """All committed rows of `kind` (shards, rejected, quarantine or samples), reading only files the manifest
-    lists (only those of `shards`, when given). An output that kept no samples has an empty samples table."""
+    lists (only those of `shards`, when given), each verified as it is read (`read_committed_file`: AlteredFile
+    when it is not what was committed). An output that kept no samples has an empty samples table."""
     location = OutputLocation.of(out)
     schema = TABLE_SCHEMAS[kind]
     if columns:
@@ -357,5 +379,5 @@ def read_committed(
     if shards is not None:
         wanted = {shard_name(shard) for shard in shards}
         entries = [entry for entry in entries if entry.file in wanted]
-    tables = [location.read_table(kind, entry.file, schema=schema) for entry in entries]
+    tables = [read_committed_file(location, kind, entry, schema) for entry in entries]
     return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -9,6 +9,7 @@ file written for each commit (an object PUT is atomic). See README "Output layou
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
@@ -19,6 +20,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+
+class AlteredFile(ValueError):
+    """A committed file is not what the manifest says was committed: changed, truncated, swapped or gone."""
 
 
 class OutputError(OSError):
@@ -104,8 +109,42 @@ class OutputLocation:
     def write_table_atomic(self, table: pa.Table, *parts: str) -> None:
         self._publish(parts, lambda tmp: _write_parquet(table, tmp, self.fs))
 
+    def write_table_checksummed(self, table: pa.Table, *parts: str) -> str:
+        """Publish `table` as a Parquet file (atomically); returns the checksum of the bytes written, for the
+        manifest: the one way a committed table file is written, by the workers and the driver-side writer alike."""
+        data = parquet_bytes(table)
+        self.write_bytes_atomic(data, *parts)
+        return checksum(data)
+
     def read_table(self, *parts: str, schema: pa.Schema | None = None) -> pa.Table:
         return pq.read_table(self.path(*parts), filesystem=self.fs, schema=schema)
+
+    def read_table_verified(
+        self, *parts: str, schema: pa.Schema | None = None, sha: str | None = None, rows: int | None = None
+    ) -> pa.Table:
+        """A committed Parquet file, checked before its rows are handed on: its bytes are read once, hashed against
+        `sha` (the manifest's checksum, when it has one) and parsed from memory (no second read), and its rows are
+        counted against `rows`. Raises AlteredFile, one line naming the file and why."""
+        path = self.path(*parts)
+        try:
+            data = self.read_bytes(*parts)
+        except OSError as error:
+            raise AlteredFile(f"{path}: unreadable ({_first_line(error)})") from None
+        if data is None:
+            raise AlteredFile(f"{path}: missing, but committed in manifest.json")
+        if sha is not None and (found := checksum(data)) != sha:
+            raise AlteredFile(
+                f"{path}: checksum {found} is not the {sha} committed in manifest.json: the file changed "
+                "after it was committed (rewritten, truncated or swapped); restore it, or regenerate the output"
+            )
+        try:
+            in_file = pq.read_metadata(pa.BufferReader(data)).num_rows
+            table = pq.read_table(pa.BufferReader(data), schema=schema)
+        except (pa.ArrowException, OSError) as error:
+            raise AlteredFile(f"{path}: not a readable Parquet file ({_first_line(error)})") from None
+        if rows is not None and in_file != rows:
+            raise AlteredFile(f"{path}: {in_file} rows, but {rows} committed in manifest.json")
+        return table
 
     def _write_stream(self, path: str, data: bytes) -> None:
         with self.fs.open_output_stream(path) as stream:
@@ -128,6 +167,10 @@ class OutputLocation:
             raise _explain(error, final) from None
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _fsync_file(path: str) -> None:
     # Durable before the rename makes it visible: a power cut must not publish an empty file.
     fd = os.open(path, os.O_RDONLY)
@@ -135,6 +178,11 @@ def _fsync_file(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def checksum(data: bytes) -> str:
+    """What the manifest records of a committed file: the first 16 hex digits of the SHA-256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -4,6 +4,10 @@ Its YAML header declares the Hugging Face `datasets` configs, so `datasets.load_
 accepted shards as the train split and `load_dataset("<out>", "rejected" | "quarantine" | "samples")` the
 other tables; the body is the provenance a reader of a published data set needs (what made it, with which
 prompts, criterion and sampling, what was kept and why the rest was not) and how to use it.
+
+The configs name only the committed shard files of the table folders, so what `load_dataset` reads is never the
+output's private state (logs, the lease, s2d's marker, the job file, working folders); the card says which files
+those are and gives an upload command that leaves them out.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ from s2d.engine.data.shards import KINDS, read_committed
 from s2d.engine.data.storage import OutputLocation
 
 CARD = "README.md"
+SHARD_FILES = "shard-*.parquet"  # a table folder's committed files: never its temporary names or a user's file
+# What an output holds besides the card, the manifest and the tables: private to the run, safe to leave out of
+# an upload (and left out by the card's command). Nothing here is read by `load_dataset`.
+PRIVATE_FILES = {
+    ("logs/",): "the run's logs (local paths, host names)",
+    ("job.yaml",): "the resolved job file (local paths); what it says about how the data was made is above",
+    ("metrics.json",): "the run's timings and throughput",
+    (".lease.json",): "which job is writing the output (host, pid)",
+    (".s2d-output.json",): "s2d's marker of its own output",
+    (".inputs/", ".parts/", ".staging/"): "a job's working files (removed when it completes)",
+    ("model/", "train_ray/", "eval/"): "what `s2d train` and `s2d eval` write",
+}
 CONFIG_OF_TABLE = {"shards": "default", "rejected": "rejected", "quarantine": "quarantine", SAMPLES: SAMPLES}
 TABLE_DESCRIPTIONS = {
     "shards": "accepted inputs: `prompt` (the direct prompt) and `answer` (the self-consistent final answer) are "
@@ -52,7 +68,7 @@ def card_text(spec: JobSpec, manifest: Manifest, reasons: dict[str, Counter], wh
             {
                 "config_name": CONFIG_OF_TABLE[kind],
                 **({"default": True} if kind == "shards" else {}),
-                "data_files": [{"split": "train", "path": f"{kind}/*.parquet"}],
+                "data_files": [{"split": "train", "path": f"{kind}/{SHARD_FILES}"}],
             }
             for kind in tables
         ],
@@ -128,8 +144,32 @@ def card_text(spec: JobSpec, manifest: Manifest, reasons: dict[str, Counter], wh
         "chat `messages` (JSON Lines), the format TRL's `SFTTrainer`, axolotl, LLaMA-Factory and torchtune read; "
         f"`s2d inspect {spec.out}` shows inputs with their samples and why each was kept or dropped.",
         "",
+        *_files_section(tables),
     ]
     return "\n".join(lines)
+
+
+def _files_section(tables: list[str]) -> list[str]:
+    """Which files are the data set and which are private to the run, and an upload of the former only."""
+    public = [CARD, "manifest.json"] + [f"{kind}/{SHARD_FILES}" for kind in tables]
+    return [
+        "## Files",
+        "",
+        f"The data set is this card, the table folders ({', '.join(f'`{kind}/`' for kind in tables)}) and "
+        "`manifest.json`, the commit record: each shard's row counts and each file's checksum, which "
+        "`s2d status <folder>` verifies a copy against. The rest is private to the run and safe to leave out of "
+        "an upload:",
+        "",
+        *[f"- {', '.join(f'`{name}`' for name in names)}: {what}" for names, what in PRIVATE_FILES.items()],
+        "",
+        "To upload the data set only:",
+        "",
+        "```",
+        "hf upload <user>/<name> <this folder> . --repo-type dataset \\\n  "
+        + " ".join(f'--include "{pattern}"' for pattern in public),
+        "```",
+        "",
+    ]
 
 
 def _rows(counts: Counts, kind: str) -> int | None:

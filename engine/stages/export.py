@@ -2,7 +2,9 @@
 
 The rows are `s2d.training.trainer.read_accepted_rows` (the committed accepted shards, in manifest order, the
 rows training skips left out) and each pair is `s2d.training.sft.chat_messages`, the turns training formats:
-what is exported is exactly what `s2d train` learns from.
+what is exported is exactly what `s2d train` learns from. Every file is verified as it is read
+(s2d.engine.data.shards.read_committed): one changed after its commit stops the export, with one line naming it,
+before anything is written.
 """
 
 from __future__ import annotations
