@@ -239,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return _report(args)
     if args.command == "status":
-        return _status(args.out)
+        return _reading_output(_status, args.out)
     if args.command in ("inspect", "export"):
-        return _read_output(args)
+        return _reading_output(_read_output, args)
     try:
         spec = load_spec(args.job, args.overrides)
         check_model_reference(spec.model)
@@ -268,6 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     say(f"s2d: {args.command} {args.job}; Ray, vLLM and DeepSpeed logs -> {log} (-v shows them here)")
     with _sigterm_interrupts(), quiet(log), _own_ray():
         return _run_reporting_errors(args, spec, log)
+
+
+def _reading_output(command, argument) -> int:
+    """A command that reads an output (status, inspect, export) ends with one line on what it could not read (a
+    truncated or foreign manifest, a damaged shard), exit 1, never a traceback."""
+    try:
+        return command(argument)
+    except (ForeignOutput, OutputConflict, ValueError, OSError) as problem:
+        error(f"s2d: error: {' '.join(str(problem).splitlines())}")
+        return 1
 
 
 class Terminated(KeyboardInterrupt):
@@ -400,6 +410,8 @@ def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
 
 
 def _status(out: str) -> int:
+    """Progress, the exactly-once check and every committed file verified (checksum, row count): exit 0 when all
+    hold, 3 while shards are still to commit, 1 for anything wrong (a bad file: one line naming it and why)."""
     from s2d.engine.data.accounting import check_accounting
     from s2d.engine.data.manifest import read_manifest
 
@@ -408,6 +420,9 @@ def _status(out: str) -> int:
             print(f"s2d: error: {out} has no manifest.json: `s2d generate` has not started there", file=sys.stderr)
             return 1
         report = check_accounting(out)
+    except ForeignOutput as problem:
+        print(f"s2d: error: {problem}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"s2d: error: cannot read {out}: {error}", file=sys.stderr)
         return 1
@@ -418,15 +433,27 @@ def _status(out: str) -> int:
         f"{counts['rejected']} rejected, {counts['quarantined']} quarantined"
         + (f"; {report.samples} samples" if report.samples is not None else "")
     )
+    if report.unchecksummed_files:
+        print(
+            f"note: {report.unchecksummed_files} committed files have no checksum in manifest.json (committed by an "
+            "older s2d): those are verified by row count only"
+        )
+    sys.stdout.flush()  # the summary before the errors, when both go to one pipe
+    for problem in report.file_problems:
+        print(f"s2d: error: {problem}", file=sys.stderr)
     problems = report.problems()
     if not problems:
         print(
             "exactly once: every input is in exactly one of shards/, rejected/, quarantine/"
             + (", and each generated input has its samples once in samples/" if report.samples is not None else "")
         )
+        checked = "row count, and checksum where recorded" if report.unchecksummed_files else "checksum and row count"
+        print(f"verified: every committed file is as committed (its {checked} in manifest.json)")
         return 0
-    for problem in problems:
+    for problem in problems[len(report.file_problems) :]:
         print(f"  {problem}")
+    if report.file_problems:
+        return 1
     return 3 if report.complete is False and not report.duplicated_ids else 1
 
 
@@ -458,7 +485,7 @@ def _read_output(args: argparse.Namespace) -> int:
         )
         say(inspect_output(args.out, Selection(kinds, args.reason, args.input_id, args.n, args.full)))
         return 0
-    except (ValueError, OSError) as problem:
+    except (ValueError, OSError, ForeignOutput) as problem:  # AlteredFile (a ValueError) names the file
         error(f"s2d: error: {problem}")
         return 1
 

@@ -13,15 +13,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from s2d.engine.core.spec_compute import EngineSpec, EvalSpec, GenerationSpec, TrainSpec
+from s2d.engine.core.spec_compute import LoraSpec as LoraSpec  # re-exported: the sections' public home is spec
+from s2d.engine.core.spec_compute import Section as _Section
+from s2d.engine.core.spec_compute import replica_bounds as replica_bounds
+
+# Tokens of the context that an LLM call's prompt keeps at least, beside its max_tokens of output: a budget that
+# leaves less would fail every input at the engine (too_long) once it started, so the spec refuses it up front.
+MIN_PROMPT_TOKENS = 32
 
 
 class SpecError(ValueError):
     """A job file or override that cannot be turned into a valid JobSpec (CLI exit code 2)."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TaskSpec(_Section):
@@ -138,240 +143,6 @@ class CurateSpec(_Section):
         return rule
 
 
-class LoraSpec(_Section):
-    """The LoRA adapter (train.mode=lora). Rank and targets trade adapter capacity against memory and step time."""
-
-    r: int = Field(
-        8,
-        ge=1,
-        description="Rank of the update matrices. 8-16 is enough to learn an answer format; "
-        "raise it (64+) when the distilled behaviour is far from the base model's.",
-    )
-    alpha: int = Field(16, ge=1, description="Scale of the update is alpha / r; 2 x r is the usual choice.")
-    dropout: float = Field(
-        0.05, ge=0.0, lt=1.0, description="Dropout on the adapter's input; 0 for exact reproducibility."
-    )
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"],
-        description="Module names that get an adapter. q_proj/v_proj is the LoRA paper's choice and the cheapest; "
-        "adding k_proj, o_proj and the MLP (gate_proj, up_proj, down_proj) learns more per step at more memory.",
-    )
-
-    @field_validator("target_modules")
-    @classmethod
-    def _some_targets(cls, modules: list[str]) -> list[str]:
-        if not modules:
-            raise ValueError("LoRA needs at least one target module, e.g. [q_proj, v_proj]")
-        return modules
-
-
-class TrainSpec(_Section):
-    """The distillation fine-tune: DeepSpeed ZeRO on Ray Train workers (training/)."""
-
-    mode: Literal["lora", "full"] = Field(
-        "lora",
-        description="lora: train a PEFT adapter (small, fast, the base model stays shared); full: train every "
-        "weight (more capacity, needs ZeRO-3 and many GPUs for large models; <out>/model/ is then a whole model).",
-    )
-    deepspeed: str = Field(
-        "zero2",
-        description="A config name under training/configs/ (zero2, zero3, zero3_offload) or a path to a JSON "
-        "file. zero2 shards optimizer state and gradients (enough for LoRA); zero3 also shards the weights (full "
-        "fine-tunes of models that do not fit one GPU); zero3_offload moves optimizer state and weights to host RAM "
-        "(fits the largest models on the fewest GPUs, at the slowest steps).",
-    )
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-    epochs: int = Field(2, ge=1)
-    learning_rate: float | None = Field(
-        None,
-        gt=0.0,
-        description="Peak learning rate; None: 1e-3 for LoRA, 1e-5 for full. Distillation sets are small "
-        "(tens to thousands of pairs), so LoRA at 1e-3 learns the answer format within a few steps; use 1e-4..2e-4 "
-        "for LoRA on large sets.",
-    )
-    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
-        "cosine", description="Decay after warmup: cosine (the usual choice for SFT), linear, or constant."
-    )
-    warmup_ratio: float = Field(
-        0.03,
-        ge=0.0,
-        lt=1.0,
-        description="Share of the optimizer steps spent warming the rate up linearly from "
-        "1/(warmup+1) of the peak (never 0, so no step is wasted). Runs under ~30 steps get no warmup at 0.03.",
-    )
-    batching: Literal["length_grouped", "shuffled", "packed"] = Field(
-        "length_grouped",
-        description="length_grouped: micro batches of similar length (little padding, faster) in a "
-        "shuffled order; shuffled: plain random micro batches; packed: consecutive examples concatenated up to "
-        "max_seq_len tokens per sequence (no padding at all; attention stays within each example), so "
-        "micro_batch_size counts packed sequences. Short distillation pairs pack many to a sequence: fewer steps.",
-    )
-    micro_batch_size: int = Field(4, ge=1, description="Examples per worker per forward pass.")
-    gradient_accumulation_steps: int = Field(
-        1,
-        ge=1,
-        description="Micro batches per worker per optimizer step. The global batch is "
-        "micro_batch_size x gradient_accumulation_steps x num_workers; for a fixed global batch the loss curve does "
-        "not depend on how it is split between workers and accumulation.",
-    )
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on a GPU cluster).")
-    cpus_per_worker: float = Field(1.0, gt=0.0)
-    use_gpu: bool | None = Field(None, description="None: use GPUs when the Ray cluster has them.")
-    max_seq_len: int = Field(
-        256, ge=8, description="Longer prompt+answer examples are truncated from the left of the prompt."
-    )
-    checkpoint_every_steps: int = Field(
-        50,
-        ge=0,
-        description="Optimizer steps between Ray Train checkpoints (model, optimizer and schedule state); "
-        "a killed run resumes from the last one. 0: only the final result. Each checkpoint costs a save of the "
-        "trainable state (the adapter, or the whole model in full mode).",
-    )
-    merge: bool = Field(
-        False,
-        description="LoRA only: also save the base model with the adapter merged in under <out>/model/merged/ "
-        "(a plain Hugging Face model for servers without LoRA support; as large as the base model).",
-    )
-    seed: int = 0
-
-    @property
-    def peak_learning_rate(self) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 1e-3 if self.mode == "lora" else 1e-5
-
-
-class EvalSpec(_Section):
-    num_inputs: int = Field(32, ge=1, description="Held-out inputs, disjoint from the training inputs.")
-    max_tokens: int = Field(32, ge=1, description="Token budget of a direct (System 1) answer.")
-    system2_samples: int | None = Field(
-        None,
-        ge=1,
-        description="Samples of the System 2 method per held-out input; default sampling.n, the job's own vote. "
-        "Their vote (at curate.threshold) is the reference answer that agreement with System 2 is measured "
-        "against, and gives System 2's majority accuracy; the same samples give its single-sample accuracy and cost. "
-        "1 is cheapest but makes each single sample its own reference.",
-    )
-    distilled: Literal["adapter", "merged"] = Field(
-        "adapter",
-        description="Which form of a LoRA result to serve as distilled System 1: the adapter on the base "
-        "model (vLLM with LoRA enabled) or <out>/model/merged/ (needs train.merge=true; one more engine start). "
-        "A full fine-tune is always served as the model it is.",
-    )
-
-
-class EngineSpec(_Section):
-    """vLLM engine arguments of one replica."""
-
-    dtype: str = Field(
-        "auto",
-        description="auto: the checkpoint's dtype on GPU; on CPU bfloat16 only where the CPU has native bf16 "
-        "(AVX512-BF16 or AMX), else float32, which ran 5x faster than emulated bf16 on an AVX2 EPYC.",
-    )
-    max_model_len: int = Field(1024, ge=64)
-    gpu_memory_utilization: float = Field(
-        0.15,
-        gt=0.0,
-        le=1.0,
-        description="On GPU: fraction of device memory for weights + KV cache. On CPU vLLM reads it as the "
-        "fraction of host RAM reserved for KV cache, so keep it small there (0.15 on a 24 GiB machine).",
-    )
-    enforce_eager: bool = Field(True, description="Skip CUDA graph capture: faster start, slower decode on GPU.")
-    tensor_parallel_size: int = Field(
-        1,
-        ge=1,
-        description="GPUs that split each layer of one replica. Use the smallest that fits the weights plus KV cache "
-        "(7B in bf16: 1 on a 24+ GiB GPU; 70B: 4 on 80 GiB GPUs, 8 for long contexts); it must divide the "
-        "model's attention heads and stay within one node, where GPUs talk over NVLink.",
-    )
-    pipeline_parallel_size: int = Field(
-        1,
-        ge=1,
-        description="Stages of layers of one replica, each on its own tensor_parallel_size GPUs. Only for models "
-        "that do not fit one node; stages may sit on different nodes, at the cost of a pipeline bubble.",
-    )
-    enable_prefix_caching: bool = True
-    block_size: int | None = Field(
-        None,
-        ge=1,
-        description="Tokens per KV-cache block. Prefix caching, and the n samples of one prompt, share only whole "
-        "blocks. None: 32 on CPU (vLLM's CPU build defaults to 128, too coarse to share a ~80-token prompt: a "
-        "call ran 1.9x faster at 32 here), vLLM's own default on GPU. On CPU use a multiple of 32.",
-    )
-
-
-class GenerationSpec(_Section):
-    """The pool of data-parallel vLLM replicas and what each one asks Ray for."""
-
-    replicas: int | str = Field(
-        1,
-        description="Replica actors: a number (fixed pool) or 'min..max' (Ray Data grows the pool up to max while "
-        "inputs queue and the cluster has room, and never below min). A fixed pool starts every engine up front; "
-        "an autoscaling one starts faster and shares the cluster, but pays an engine start per added replica.",
-    )
-    cpus_per_replica: float = Field(1.0, gt=0.0, description="CPUs of one replica (of each GPU worker with TP/PP).")
-    gpus_per_replica: float | None = Field(
-        None,
-        description="None: tensor_parallel_size x pipeline_parallel_size GPUs when the cluster has GPUs, else 0. "
-        "A fraction (0.5) packs small models two to a GPU.",
-    )
-    resources: dict[str, float] = Field(
-        default_factory=dict,
-        description="Custom Ray resources each replica also asks for, e.g. {vllm_node: 1} to keep replicas on the "
-        "nodes that advertise it, one per node.",
-    )
-    batch_size: int = Field(
-        64, ge=1, description="Inputs per replica call. Larger batches keep vLLM busier; smaller ones stream sooner."
-    )
-    max_restarts: int = Field(
-        4,
-        ge=0,
-        description="Times Ray restarts one replica whose process died (kill -9, out of memory, an engine "
-        "error); its in-flight batches are retried, and rows are never duplicated. Each restart costs an engine start.",
-    )
-    max_engine_failures: int = Field(
-        3,
-        ge=1,
-        description="Engine errors (not process deaths) tolerated job-wide. A replica restarts after each; "
-        "the one that reaches this count fails the job with the error, so a fault that every restart repeats "
-        "(a bad model, a broken GPU) stops the job fast instead of looping.",
-    )
-
-    @field_validator("replicas", mode="before")
-    @classmethod
-    def _replica_bounds(cls, value: int | str) -> int | str:
-        low, high = replica_bounds(value)
-        return low if low == high else f"{low}..{high}"
-
-    @property
-    def min_replicas(self) -> int:
-        return replica_bounds(self.replicas)[0]
-
-    @property
-    def max_replicas(self) -> int:
-        return replica_bounds(self.replicas)[1]
-
-
-def replica_bounds(replicas: int | str) -> tuple[int, int]:
-    """(min, max) of a replica pool written as `4` or `'2..8'`."""
-    if isinstance(replicas, bool):
-        raise ValueError("replicas is a number or 'min..max'")
-    if isinstance(replicas, int):
-        low = high = replicas
-    else:
-        text = str(replicas).strip()
-        low_text, sep, high_text = text.partition("..")
-        try:
-            low, high = (int(low_text), int(high_text)) if sep else (int(text),) * 2
-        except ValueError:
-            raise ValueError(f"replicas is a number or 'min..max' like '2..8', got {replicas!r}") from None
-    if low < 1:
-        raise ValueError(f"replicas must be at least 1, got {replicas!r}")
-    if high < low:
-        raise ValueError(f"replicas 'min..max' needs min <= max, got {replicas!r}")
-    return low, high
-
-
 class ColumnMap(_Section):
     """Which column of the user's file plays which part. Only `input` is required."""
 
@@ -457,6 +228,34 @@ class JobSpec(_Section):
             raise ValueError("task freeform has no built-in inputs: set data.path (and data.columns)")
         return self
 
+    @model_validator(mode="after")
+    def _samples_can_differ(self) -> JobSpec:
+        """At temperature 0 every sample is the greedy one: n of them cost n times one and vote unanimously."""
+        if self.sampling.temperature > 0:
+            return self
+        for key, samples in (("sampling.n", self.sampling.n), ("eval.system2_samples", self.eval.system2_samples)):
+            if samples is not None and samples > 1:
+                raise ValueError(
+                    f"{key}={samples} needs sampling.temperature > 0: at temperature 0 the samples are all the same "
+                    "greedy one (use n=1 for greedy decoding)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _outputs_leave_room_for_the_prompt(self) -> JobSpec:
+        """A budget the context cannot hold beside a prompt would quarantine every input after the engine started."""
+        length = self.engine.max_model_len
+        for key, tokens in (
+            ("sampling.max_tokens", self.sampling.max_tokens),
+            ("eval.max_tokens", self.eval.max_tokens),
+        ):
+            if tokens > length - MIN_PROMPT_TOKENS:
+                raise ValueError(
+                    f"{key}={tokens} leaves {max(length - tokens, 0)} tokens of engine.max_model_len={length} for "
+                    f"the prompt (at least {MIN_PROMPT_TOKENS}): lower {key} or raise engine.max_model_len"
+                )
+        return self
+
     @property
     def out_path(self) -> Path:
         return Path(self.out)
@@ -522,9 +321,12 @@ def load_spec(
 ) -> JobSpec:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as error:
         raise SpecError(f"cannot read job file {str(path)!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at line {line})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -97,32 +97,29 @@ class InputPlan:
 
 
 def read_units(spec) -> tuple[int, list[ReadUnit]]:
-    """How many inputs the source holds, and its read units. Counting streams (no row is kept)."""
-    from s2d.engine.data.sources import _data_files, _detect_format, _read_records
+    """How many inputs the source holds, and its read units. Counting streams (no row is kept). Raises DataError
+    on a source that cannot make a job (no input column, no rows): the generate stage calls it before Ray starts."""
+    from s2d.engine.data.readers import count_rows, data_files, detect_format
 
     data = spec.data
     if not data.path:
         return spec.task.num_inputs, [ReadUnit(0, 0, None)]
-    fmt = _detect_format(data)
+    fmt = detect_format(data)
     limit = data.limit
     if fmt != "parquet":
-        count = 0
-        for count, _ in enumerate(_read_records(data), start=1):
-            if limit is not None and count >= limit:
-                break
-        return count, [ReadUnit(0, 0, None)]
+        return count_rows(data), [ReadUnit(0, 0, None)]
     import pyarrow.parquet as pq
 
-    from s2d.engine.data.sources import DataError, _check_schema
+    from s2d.engine.data.readers import DataError, check_schema
 
-    files = _data_files(Path(data.path), fmt, data.split)
+    files = data_files(Path(data.path), fmt, data.split)
     if not files:
         raise DataError(f"no data files under {data.path}")
     units: list[ReadUnit] = []
     total = 0
     for path in files:
         metadata = pq.ParquetFile(path)
-        _check_schema(metadata.schema_arrow, data, path)
+        check_schema(metadata.schema_arrow, data, path)
         groups: list[int] = []
         first, rows = total, 0
         for group in range(metadata.metadata.num_row_groups):
@@ -138,12 +135,15 @@ def read_units(spec) -> tuple[int, list[ReadUnit]]:
                 groups, first, rows = [], total, 0
         if groups:
             units.append(ReadUnit(len(units), first, rows, str(path), tuple(groups)))
+    if total == 0:
+        raise DataError(f"{data.path} has no rows: there is nothing to generate from")
     return total, units
 
 
 def _unit_records(spec, unit: ReadUnit):
     """(global row index, TaskInput | Quarantined) of one unit, rows checked each on its own."""
-    from s2d.engine.data.sources import _read_records, _Validator
+    from s2d.engine.data.readers import read_records
+    from s2d.engine.data.sources import _Validator
 
     if not spec.data.path:
         items = get_task(spec.task.name).generate(spec.task.num_inputs, spec.task.seed, "train")
@@ -151,7 +151,7 @@ def _unit_records(spec, unit: ReadUnit):
         return
     validator = _Validator(spec, dedupe=False)
     if unit.path is None:
-        for index, record in _read_records(spec.data):
+        for index, record in read_records(spec.data):
             if spec.data.limit is not None and index >= spec.data.limit:
                 return
             yield index, validator.validate(index, record)

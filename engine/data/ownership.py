@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -63,6 +64,38 @@ def claim_output(out: Any, create: bool = True) -> OutputLocation:
     location.makedirs()
     _write_marker(location)
     return location
+
+
+def manifest_can_be_set_aside(location: OutputLocation) -> bool:
+    """Whether `set_aside_manifest` may move this output's manifest.json: the output is s2d's (its marker, of a
+    format this s2d knows, is there) and the manifest is not one of a newer s2d (unknown, not unreadable)."""
+    marker = location.read_bytes(MARKER)
+    data = location.read_bytes(MANIFEST)
+    if marker is None or data is None:
+        return False
+    try:
+        check_format(_parse(marker, location.path(MARKER)).get("version"), location.path(MARKER))
+        raw = json.loads(data)
+    except ForeignOutput:
+        return False
+    except ValueError:
+        return True  # not JSON: truncated or overwritten
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    return not (isinstance(version, int) and version > FORMAT_VERSION)
+
+
+def set_aside_manifest(location: OutputLocation) -> str:
+    """Move an unreadable manifest.json aside as `manifest.json.unreadable-<time>` (kept for a look, never deleted),
+    so that `--force` starts the output afresh. Only where `manifest_can_be_set_aside`; returns the new path."""
+    if not manifest_can_be_set_aside(location):
+        raise ForeignOutput(f"{location.path(MANIFEST)}: not an unreadable manifest of an s2d output; left as it is")
+    name = f"{MANIFEST}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+    taken = 0
+    while location.exists(name + (f"-{taken}" if taken else "")):  # a second --force within the second
+        taken += 1
+    aside = location.path(name + (f"-{taken}" if taken else ""))
+    location.fs.move(location.path(MANIFEST), aside)
+    return aside
 
 
 def write_job_file(spec: JobSpec) -> None:

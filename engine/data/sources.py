@@ -5,12 +5,11 @@ written by `save_to_disk`, read without the `datasets` library. A column mapping
 the input column and the optional label, options and response columns. Every row of the file becomes
 exactly one input: a valid TaskInput, or a Quarantined record whose reason says what is wrong with it
 (the job goes on; `<out>/quarantine/` lists them). Only a problem with the whole file (missing, unknown
-format, the input column absent from a Parquet/CSV schema) is an error.
+format, no rows, the input column absent from the file) is an error, found before any cluster work.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -22,7 +21,9 @@ from typing import Any
 
 from s2d.engine.core.tasks import TaskInput, get_task, make_input_id
 from s2d.engine.core.tasks.base import input_fields_of
-from s2d.engine.data.compat_datasets import is_save_to_disk_folder
+from s2d.engine.data.readers import BadRecord as _BadRecord
+from s2d.engine.data.readers import DataError as DataError  # re-exported: callers catch it from here
+from s2d.engine.data.readers import data_files, detect_format, read_records
 
 RAW_PREVIEW_CHARS = 200
 # No tokenizer packs more than this many characters into one token on average, so longer inputs cannot fit
@@ -30,10 +31,6 @@ RAW_PREVIEW_CHARS = 200
 MAX_CHARS_PER_TOKEN = 16
 _CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-class DataError(ValueError):
-    """The input file as a whole cannot be read (a bad row is quarantined instead)."""
 
 
 @dataclass(frozen=True)
@@ -45,12 +42,6 @@ class Quarantined:
     raw: str
 
 
-class _BadRecord(Exception):
-    def __init__(self, reason: str, detail: str, raw: Any = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.raw = reason, detail, raw
-
-
 def iter_inputs(spec, batch_rows: int = 4096) -> Iterator[list[TaskInput | Quarantined]]:
     """The job's inputs in batches, in source order; each source row yields exactly one item."""
     if not spec.data.path:
@@ -60,7 +51,7 @@ def iter_inputs(spec, batch_rows: int = 4096) -> Iterator[list[TaskInput | Quara
         return
     validator = _Validator(spec)
     batch: list[TaskInput | Quarantined] = []
-    for index, record in _read_records(spec.data):
+    for index, record in read_records(spec.data):
         if spec.data.limit is not None and index >= spec.data.limit:
             break
         batch.append(validator.validate(index, record))
@@ -100,7 +91,7 @@ def source_fingerprint(spec) -> str | None:
     if not spec.data.path:
         return None
     digest = hashlib.sha256()
-    for path in _data_files(Path(spec.data.path), _detect_format(spec.data), spec.data.split):
+    for path in data_files(Path(spec.data.path), detect_format(spec.data), spec.data.split):
         digest.update(path.name.encode())
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -251,126 +242,3 @@ def preview(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return text if len(text) <= RAW_PREVIEW_CHARS else f"{text[:RAW_PREVIEW_CHARS]}... ({len(text)} chars)"
-
-
-# ---- readers: (row index, dict | _BadRecord) in file order -------------------------------------------------
-
-
-def _detect_format(data) -> str:
-    path = Path(data.path)
-    if not path.exists():
-        raise DataError(f"data.path {str(path)!r} does not exist")
-    if data.format != "auto":
-        return data.format
-    if path.is_dir():
-        if is_save_to_disk_folder(path):
-            return "hf_disk"
-        if any(path.glob("*.parquet")):
-            return "parquet"
-        raise DataError(f"{path} is a folder with neither *.parquet files nor a datasets save_to_disk layout")
-    suffix = path.suffix.lower()
-    formats = {
-        ".parquet": "parquet",
-        ".pq": "parquet",
-        ".jsonl": "jsonl",
-        ".ndjson": "jsonl",
-        ".json": "jsonl",
-        ".csv": "csv",
-    }
-    if suffix not in formats:
-        raise DataError(f"cannot tell the format of {path.name}; set data.format to parquet, jsonl, csv or hf_disk")
-    return formats[suffix]
-
-
-def _data_files(path: Path, fmt: str, split: str = "train") -> list[Path]:
-    if fmt == "hf_disk":
-        return _hf_arrow_files(path, split)
-    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-
-
-def _read_records(data) -> Iterator[tuple[int, Any]]:
-    fmt = _detect_format(data)
-    path = Path(data.path)
-    readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_arrow_files, "hf_disk": _read_arrow_files}
-    records = (
-        readers[fmt](_data_files(path, fmt, data.split), fmt, data)
-        if fmt in ("parquet", "hf_disk")
-        else readers[fmt](path)
-    )
-    yield from enumerate(records)
-
-
-def _read_jsonl(path: Path) -> Iterator[Any]:
-    with open(path, "rb") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue  # blank lines are layout, not rows
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                yield _BadRecord(
-                    "invalid_utf8", f"line {line_number} is not UTF-8 ({error.reason} at byte {error.start})", line
-                )
-                continue
-            try:
-                yield json.loads(text)
-            except (json.JSONDecodeError, RecursionError) as error:
-                yield _BadRecord("invalid_json", f"line {line_number}: {getattr(error, 'msg', error)}", text)
-
-
-def _read_csv(path: Path) -> Iterator[Any]:
-    # surrogateescape keeps a row with bad bytes readable; the validator reports it as invalid_unicode.
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path} has no header row")
-        for cells in reader:
-            if len(cells) != len(header):
-                yield _BadRecord("malformed_row", f"{len(cells)} fields, the header has {len(header)}", cells)
-            else:
-                # An empty CSV cell is "no value", like a null in Parquet or JSON.
-                yield {name: (cell if cell != "" else None) for name, cell in zip(header, cells)}
-
-
-def _read_arrow_files(files: list[Path], fmt: str, data) -> Iterator[dict]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not files:
-        raise DataError(f"no data files under {data.path}")
-    for path in files:
-        if fmt == "parquet":
-            parquet = pq.ParquetFile(path)
-            _check_schema(parquet.schema_arrow, data, path)
-            batches = parquet.iter_batches(batch_size=4096)
-        else:
-            reader = _open_arrow_stream(pa, path)
-            _check_schema(reader.schema, data, path)
-            batches = reader
-        for batch in batches:
-            yield from batch.to_pylist()
-
-
-def _open_arrow_stream(pa, path: Path):
-    try:
-        return pa.ipc.open_stream(pa.memory_map(str(path)))
-    except pa.ArrowInvalid:
-        return pa.ipc.open_file(pa.memory_map(str(path))).get_record_batch_reader()
-
-
-def _check_schema(schema, data, path: Path) -> None:
-    if data.columns.input not in schema.names:
-        raise DataError(
-            f"{path.name} has no input column {data.columns.input!r} (columns: {schema.names}); set data.columns.input"
-        )
-
-
-def _hf_arrow_files(path: Path, split: str) -> list[Path]:
-    """The Arrow files of a `save_to_disk` folder (a Dataset, or one split of a DatasetDict)."""
-    from s2d.engine.data.compat_datasets import NotADatasetsFolder, save_to_disk_files
-
-    try:
-        return save_to_disk_files(path, split)
-    except NotADatasetsFolder as error:
-        raise DataError(str(error)) from error

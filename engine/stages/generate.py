@@ -19,11 +19,14 @@ A killed driver loses nothing committed: the rerun reuses the partitioned inputs
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import re
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from s2d.engine.core.spec import JobSpec
@@ -34,12 +37,20 @@ from s2d.engine.data.curation import curate_kwargs
 from s2d.engine.data.inputs import INPUTS, InputPlan, prepare_inputs, prompt_and_fields, read_units
 from s2d.engine.data.lease import Lease
 from s2d.engine.data.models import check_model_reference
-from s2d.engine.data.ownership import claim_output, write_job_file
+from s2d.engine.data.ownership import (
+    MANIFEST,
+    ForeignOutput,
+    claim_output,
+    manifest_can_be_set_aside,
+    set_aside_manifest,
+    write_job_file,
+)
 from s2d.engine.data.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs, quarantined_row
 from s2d.engine.data.shards import PARTS, num_shards_for, open_output, shard_of, spec_fingerprint
 from s2d.engine.data.sources import Quarantined, iter_inputs, source_fingerprint
 from s2d.engine.data.storage import OutputLocation
 from s2d.engine.stages.card import write_card
+from s2d.engine.stages.console import error
 from s2d.engine.stages.progress import JobProgress, ProgressDisplay, write_metrics
 from s2d.engine.stages.results import GenerateResult
 
@@ -62,11 +73,42 @@ def generation_fingerprint(spec: JobSpec) -> str:
             "keep_samples": spec.output.keep_samples,
             "data": spec.data.model_dump(exclude={"eval_path"}),
             "data_content": source_fingerprint(spec),
+            # dtype changes the numbers the model computes, max_model_len which inputs fit (too_long); the other
+            # engine settings (parallelism, memory, caching, graphs) change speed and placement, not what is sampled,
+            # so a job may be resumed with them changed (to get past an out-of-memory, say).
+            "engine": spec.engine.model_dump(include={"dtype", "max_model_len"}),
+            "weights": model_identity(spec.model),
             # User files: duplicates stay in the shard of the input they repeat (s2d.engine.data.inputs); outputs
             # written before that must not be resumed by this code.
             **({"input_layout": 2} if spec.data.path else {}),
         }
     )
+
+
+def model_identity(ref: str) -> dict[str, Any]:
+    """What the weights behind `model:` are, cheaply and stably: the packaged model's package version; a local
+    folder's config.json and each other file's name, size and mtime (not a hash of gigabytes: replaced weights
+    change them); a hub id by its name (which revision loads is the HF cache's)."""
+    from s2d.engine.data.models import PACKAGED_MODELS
+
+    if ref in PACKAGED_MODELS:
+        return {
+            "package": PACKAGED_MODELS[ref].package,
+            "version": importlib.metadata.version(PACKAGED_MODELS[ref].package),
+        }
+    folder = Path(ref).expanduser()
+    if not folder.is_dir():
+        return {"hub_id": ref}
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.name == "config.json":
+            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        else:
+            stat = path.stat()
+            files[path.name] = [stat.st_size, stat.st_mtime_ns]
+    return {"folder_files": files}
 
 
 def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:
@@ -113,7 +155,9 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
     fingerprint = generation_fingerprint(spec)
     num_inputs, units = read_units(spec)
     num_shards = num_shards_for(num_inputs, spec.output.inputs_per_shard)
-    manifest = open_output(location, num_shards, fingerprint, num_inputs, force, spec.output.keep_samples)
+    manifest = _open_output(
+        location, num_shards, fingerprint, num_inputs, force=force, keep_samples=spec.output.keep_samples
+    )
     write_job_file(spec)  # only now: a job its manifest refused must leave the output's job.yaml as it was
     if force:
         location.delete(INPUTS)
@@ -161,6 +205,22 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
         time.monotonic() - started,
         spec.out,
     )
+
+
+def _open_output(location: OutputLocation, *args: Any, force: bool, keep_samples: bool):
+    """open_output, where `force` also gets past a manifest.json that does not read (truncated, overwritten): it is
+    moved aside (ownership.set_aside_manifest: only in an s2d output, never a newer s2d's) and the output starts
+    afresh. Without `force` the refusal says so."""
+    try:
+        return open_output(location, *args, force, keep_samples)
+    except ForeignOutput as problem:
+        if not manifest_can_be_set_aside(location):
+            raise
+        if not force:
+            raise ForeignOutput(f"{problem}; --force moves it aside and starts this output afresh") from None
+        moved = set_aside_manifest(location)
+        error(f"s2d: --force: {location.path(MANIFEST)} did not read ({problem}); moved it aside to {moved}")
+        return open_output(location, *args, force, keep_samples)
 
 
 def _connect_quietly():
