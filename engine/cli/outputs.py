@@ -1,0 +1,116 @@
+"""The `s2d` commands that read an output: status, inspect, export, report. Each ends with one line on what it
+could not read, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from s2d.engine.data.manifest import OutputConflict
+from s2d.engine.data.ownership import ForeignOutput
+from s2d.engine.stages.console import error, say
+
+
+def reading_output(command, argument) -> int:
+    """A command that reads an output (status, inspect, export) ends with one line on what it could not read (a
+    truncated or foreign manifest, a damaged shard), exit 1, never a traceback."""
+    try:
+        return command(argument)
+    except (ForeignOutput, OutputConflict, ValueError, OSError) as problem:
+        error(f"s2d: error: {' '.join(str(problem).splitlines())}")
+        return 1
+
+
+def status_command(out: str) -> int:
+    """Progress, the exactly-once check and every committed file verified (checksum, row count): exit 0 when all
+    hold, 3 while shards are still to commit, 1 for anything wrong (a bad file: one line naming it and why)."""
+    from s2d.engine.data.accounting import check_accounting
+    from s2d.engine.data.manifest import read_manifest
+
+    try:
+        if read_manifest(out) is None:
+            print(f"s2d: error: {out} has no manifest.json: `s2d generate` has not started there", file=sys.stderr)
+            return 1
+        report = check_accounting(out)
+    except ForeignOutput as problem:
+        print(f"s2d: error: {problem}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"s2d: error: cannot read {out}: {error}", file=sys.stderr)
+        return 1
+    counts = report.counts
+    print(
+        f"{out}: {report.committed_shards} / {report.total_shards} shards committed; "
+        f"{sum(counts.values())} / {report.num_inputs} inputs: {counts['accepted']} accepted, "
+        f"{counts['rejected']} rejected, {counts['quarantined']} quarantined"
+        + (f"; {report.samples} samples" if report.samples is not None else "")
+    )
+    if report.unchecksummed_files:
+        print(
+            f"note: {report.unchecksummed_files} committed files have no checksum in manifest.json (committed by an "
+            "older s2d): those are verified by row count only"
+        )
+    sys.stdout.flush()  # the summary before the errors, when both go to one pipe
+    for problem in report.file_problems:
+        print(f"s2d: error: {problem}", file=sys.stderr)
+    problems = report.problems()
+    if not problems:
+        print(
+            "exactly once: every input is in exactly one of shards/, rejected/, quarantine/"
+            + (", and each generated input has its samples once in samples/" if report.samples is not None else "")
+        )
+        checked = "row count, and checksum where recorded" if report.unchecksummed_files else "checksum and row count"
+        print(f"verified: every committed file is as committed (its {checked} in manifest.json)")
+        return 0
+    for problem in problems[len(report.file_problems) :]:
+        print(f"  {problem}")
+    if report.file_problems:
+        return 1
+    return 3 if report.complete is False and not report.duplicated_ids else 1
+
+
+def read_output(args: argparse.Namespace) -> int:
+    """`s2d inspect` and `s2d export`: read a finished (or partial) output."""
+    try:
+        if args.command == "export":
+            from s2d.engine.stages.export import export_pairs
+
+            count = export_pairs(args.out, args.to, args.fmt)
+            say(f"export: {count} pairs ({args.fmt}) -> {args.to}")
+            return 0
+        from s2d.engine.stages.inspection import Selection, inspect_output
+
+        if args.n < 1:
+            raise ValueError("-n must be at least 1")
+        kinds = (
+            ("shards",)
+            if args.accepted
+            else ("quarantine",)
+            if args.quarantined
+            else ("rejected",)
+            if args.rejected
+            else ("rejected", "quarantine")
+            if args.reason
+            else ("shards", "rejected", "quarantine")
+            if args.input_id
+            else ("shards", "rejected")
+        )
+        say(inspect_output(args.out, Selection(kinds, args.reason, args.input_id, args.n, args.full)))
+        return 0
+    except (ValueError, OSError, ForeignOutput) as problem:  # AlteredFile (a ValueError) names the file
+        error(f"s2d: error: {problem}")
+        return 1
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from s2d.engine.stages.report import write_report
+
+    try:
+        report, chart = write_report([Path(out) for out in args.outs], Path(args.to) if args.to else None)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"s2d: error: {error}", file=sys.stderr)
+        return 2
+    print(report.read_text())
+    print(f"report: {report}, chart: {chart}")
+    return 0
