@@ -1,11 +1,13 @@
 """Distillation fine-tune: LoRA (PEFT) or full, under DeepSpeed ZeRO, on Ray Train workers.
 
 The driver reads the committed (prompt, answer) rows, starts one Ray Train worker per data-parallel rank and
-copies the result rank 0 reports into `<out>/model/`. Every `train.checkpoint_every_steps` optimizer steps all
-ranks save their DeepSpeed state (weights or adapter, sharded optimizer state, lr schedule) into one Ray Train
-checkpoint; rerunning the same job on the same `out` resumes from the latest one (Ray Train restores it), while
-a changed spec or data set starts afresh. Each worker resolves the model itself (packaged models are converted
-per node), so a multi-node cluster only shares the Ray storage path.
+swaps the result rank 0 reports in as `<out>/model/`, whole (s2d.engine.data.folder_swap: readers see the old
+model or the new one, never a mix or neither). It trains only on a finished `s2d generate` unless told otherwise
+(`check_generate_finished`); its caller holds the output's lease (s2d.engine.stages.api). Every
+`train.checkpoint_every_steps` optimizer steps all ranks save their DeepSpeed state (weights or adapter, sharded
+optimizer state, lr schedule) into one Ray Train checkpoint; rerunning the same job on the same `out` resumes from
+the latest one (Ray Train restores it), while a changed spec or data set starts afresh. Each worker resolves the
+model itself (packaged models are converted per node), so a multi-node cluster only shares the Ray storage path.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from s2d.engine.core.spec import JobSpec
+from s2d.engine.data.folder_swap import clear_leftovers, replace_folder, staging_folder
 
 RUN_NAME = "distill"
 METRICS_FILE = "train_metrics.json"
@@ -40,10 +43,33 @@ def read_accepted_rows(out: Path) -> list[dict[str, str]]:
     return [row for row in table.to_pylist() if row["prompt"] and row["answer"]]
 
 
-def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
-    """Fine-tune on the committed shards of `spec.out`; save the adapter (or full model) to `<out>/model/`."""
+class UnfinishedOutput(ValueError):
+    """`s2d generate` has not committed every shard of the output: training on it would silently use part of it."""
+
+
+def check_generate_finished(out: Path, allow_partial: bool, stage: str = "train") -> None:
+    """Refuse, in one line, an output whose manifest lists fewer committed shards than it has, unless
+    `allow_partial`. No manifest is left to the stage's own error (nothing to train on)."""
+    from s2d.engine.data.manifest import read_manifest
+
+    manifest = read_manifest(out)
+    if allow_partial or manifest is None or len(manifest.committed) >= manifest.num_shards:
+        return
+    raise UnfinishedOutput(
+        f"{out}: `s2d generate` is unfinished, {len(manifest.committed)} of {manifest.num_shards} shards committed: "
+        f"rerun `s2d generate` to finish it, or pass --allow-partial (allow_partial=True in Python) to {stage} on "
+        "what is committed"
+    )
+
+
+def train_model(
+    spec: JobSpec, model_out: Path | None = None, *, allow_partial: bool = False, lease: Any = None
+) -> dict[str, Any]:
+    """Fine-tune on the committed shards of `spec.out`; save the adapter (or full model) to `<out>/model/`.
+    `allow_partial`: train on an unfinished generate's shards; `lease` (the output's) is checked before the swap."""
     out = Path(spec.out).expanduser().resolve()
     model_out = Path(model_out) if model_out else out / "model"
+    check_generate_finished(out, allow_partial)
     rows = read_accepted_rows(out)
     if not rows:
         raise ValueError(
@@ -52,6 +78,7 @@ def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
         )
     if spec.train.merge and spec.train.mode != "lora":
         raise ValueError("train.merge applies to LoRA only: a full fine-tune already saves a whole model")
+    clear_leftovers(model_out)  # what an interrupted swap left (the caller holds the lease: no swap is running)
     try:
         from ray.train import CheckpointConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
@@ -97,13 +124,27 @@ def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a model checkpoint (Ray Train run under {storage_path})")
 
-    shutil.rmtree(model_out, ignore_errors=True)  # a previous result (and its merged copy) must not linger
-    model_out.mkdir(parents=True)
-    result.checkpoint.to_directory(str(model_out))
-    (model_out / PROGRESS_FILE).unlink(missing_ok=True)
-    metrics = json.loads((model_out / METRICS_FILE).read_text())
+    # The new model (its merged copy with it) is written beside the old one and swapped in whole.
+    staged = staging_folder(model_out)
+    try:
+        result.checkpoint.to_directory(str(staged))
+        metrics = _finish_model(spec, staged, model_out, len(rows), seconds, use_gpu, result)
+        if lease is not None:
+            lease.check()  # a train that lost the output to another job must not replace its model
+        replace_folder(staged, model_out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone after a swap; a failed one leaves no temporary folder
+    return metrics
+
+
+def _finish_model(
+    spec: JobSpec, staged: Path, model_out: Path, rows: int, seconds: float, use_gpu: bool, result: Any
+) -> dict[str, Any]:
+    """The staged model's metrics file (and its merged copy, with train.merge), as `model_out` will hold them."""
+    (staged / PROGRESS_FILE).unlink(missing_ok=True)
+    metrics = json.loads((staged / METRICS_FILE).read_text())
     metrics.update(
-        rows=len(rows),
+        rows=rows,
         seconds=round(seconds, 2),
         num_workers=spec.train.num_workers,
         use_gpu=use_gpu,
@@ -114,8 +155,9 @@ def train_model(spec: JobSpec, model_out: Path | None = None) -> dict[str, Any]:
         reused_finished_run=bool(result.metrics and result.metrics.get("reused")),
     )
     if spec.train.merge:
-        metrics["merged_dir"] = str(merge_adapter(spec.model, model_out, model_out / MERGED_DIR))
-    (model_out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        merge_adapter(spec.model, staged, staged / MERGED_DIR)
+        metrics["merged_dir"] = str(model_out / MERGED_DIR)
+    (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
 
 

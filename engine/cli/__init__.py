@@ -165,7 +165,14 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None
         say(f"{_stage_of(result)}: {time.monotonic() - started:.0f} s")
         started = time.monotonic()
 
-    run_job(spec, stages, force=getattr(args, "force", False), progress=not args.no_progress, on_result=report)
+    run_job(
+        spec,
+        stages,
+        force=getattr(args, "force", False),
+        allow_partial=getattr(args, "allow_partial", False),
+        progress=not args.no_progress,
+        on_result=report,
+    )
     for line in _where(spec, stages, log):
         say(line)
     return 0

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="discard shards of a different job spec in `out` instead of refusing",
             )
+        if name in ("run", "train", "eval"):
+            stage.add_argument(
+                "--allow-partial",
+                action="store_true",
+                help="train (or evaluate) on what an unfinished `s2d generate` committed instead of refusing",
+            )
     commands.add_parser("methods", help="list the System 2 methods", description="List the System 2 methods.")
     status = commands.add_parser(
         "status",

@@ -4,7 +4,7 @@ An s2d output carries a marker file, written first when s2d claims a new or empt
 which readers check (an output written by a newer s2d is refused, not misread). An output written before the
 marker existed (a manifest.json of s2d's shape, format 0) is adopted: its layout is the same. Anything else that
 is not empty is refused with one line, before anything is written or deleted there. Within an output s2d
-deletes only what its own names say it wrote (`is_owned_name`).
+deletes only what its own names say it wrote (`is_owned_name`; beside model/ and eval/, `is_swap_folder_name`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ MANIFEST = "manifest.json"
 JOB_FILE = "job.yaml"  # the resolved job the output was last run with
 # File names s2d writes in a table folder: committed shards, and the temporary names of an unfinished write.
 _OWNED_NAME = re.compile(r"^(shard-\d{5}\.parquet|\.shard-\d{5}\.parquet\.[0-9a-f]+\.tmp)$")
+# Folder names s2d writes beside a result folder it replaces whole (model/, eval/): the new one being written
+# (`.model.<token>.tmp`) and the old one set aside during the swap (`.model.<token>.old`).
+_SWAP_NAME = r"^\.{folder}\.[0-9a-f]{{12}}\.(tmp|old)$"
 
 
 class ForeignOutput(RuntimeError):
@@ -35,6 +38,19 @@ class ForeignOutput(RuntimeError):
 def is_owned_name(name: str) -> bool:
     """A table folder's file that s2d wrote (a shard, or a temporary file of an interrupted write)."""
     return bool(_OWNED_NAME.match(name))
+
+
+def swap_folder_name(folder: str, token: str, kind: str) -> str:
+    """The temporary name of `folder` (model, eval) while it is replaced: kind `tmp` (the new one) or `old`."""
+    name = f".{folder}.{token}.{kind}"
+    if not is_swap_folder_name(name, folder):
+        raise ValueError(f"not a temporary name s2d gives: {name}")
+    return name
+
+
+def is_swap_folder_name(name: str, folder: str) -> bool:
+    """A folder s2d left beside `folder` when a replacement of it was interrupted (only these are removed)."""
+    return bool(re.match(_SWAP_NAME.format(folder=re.escape(folder)), name))
 
 
 def claim_output(out: Any, create: bool = True) -> OutputLocation:

@@ -12,7 +12,6 @@ are imported only by the stage that runs.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -41,14 +40,16 @@ def run_job(
     stages: Iterable[str] = STAGES,
     *,
     force: bool = False,
+    allow_partial: bool = False,
     progress: bool = True,
     on_result: Callable[[StageResult], None] | None = None,
     **overrides: Any,
 ) -> JobResult:
-    """Run `stages` of a job in order (generate, train, eval), under the output's lease when generate is among them.
+    """Run `stages` of a job in order (generate, train, eval), all under one lease on the output.
 
-    `force`: discard a different job's shards in `out` instead of refusing. `on_result` is called as each stage ends
-    (the CLI prints its line there). Raises on the first failing stage; what was committed stays and a rerun resumes.
+    `force`: discard a different job's shards in `out` instead of refusing. `allow_partial`: train and evaluate on
+    what an unfinished generate committed instead of refusing. `on_result` is called as each stage ends (the CLI
+    prints its line there). Raises on the first failing stage; what was committed stays and a rerun resumes.
     """
     spec = job_spec(job, values=overrides)
     stages = tuple(stages)
@@ -63,9 +64,11 @@ def run_job(
         )
     results: dict[str, StageResult] = {}
     claim_output(location, create="generate" in stages)  # before anything is written: `out` must be s2d's
-    with contextlib.ExitStack() as held:
-        # generate's lease first: a job refused because another writes <out> must not touch it (job.yaml).
-        lease = held.enter_context(Lease.acquire(spec.out)) if "generate" in stages else None
+    # Every stage holds the output's one lease, not a lease of its own: train reads the shards generate commits
+    # (a train beside a generate would read a moving set) and writes model/, which eval reads, so any two of them
+    # on one output conflict; one lease makes each stop at once with one line (OutputBusy) instead of racing.
+    # Taken first: a job refused because another holds <out> must not touch it (job.yaml).
+    with Lease.acquire(spec.out, command="s2d " + " + ".join(stages)) as lease:
         if "generate" not in stages:  # generate writes it once its manifest accepted this job (no conflict)
             write_job_file(spec)
         for stage in STAGES:
@@ -74,9 +77,9 @@ def run_job(
             if stage == "generate":
                 result = _generate(spec, force, progress, lease)
             elif stage == "train":
-                result = _train(spec)
+                result = _train(spec, allow_partial, lease)
             else:
-                result = _evaluate(spec)
+                result = _evaluate(spec, allow_partial)
             results[stage] = result
             if on_result is not None:
                 on_result(result)
@@ -88,14 +91,16 @@ def generate(job: JobSpec | str | Path, *, force: bool = False, progress: bool =
     return run_job(job, ("generate",), force=force, progress=progress, **overrides).generate
 
 
-def train(job: JobSpec | str | Path, **overrides: Any) -> TrainResult:
-    """Fine-tune on the committed accepted pairs of `out` (LoRA or full, DeepSpeed ZeRO on Ray Train)."""
-    return run_job(job, ("train",), **overrides).train
+def train(job: JobSpec | str | Path, *, allow_partial: bool = False, **overrides: Any) -> TrainResult:
+    """Fine-tune on the committed accepted pairs of `out` (LoRA or full, DeepSpeed ZeRO on Ray Train); an unfinished
+    generate is refused unless `allow_partial`."""
+    return run_job(job, ("train",), allow_partial=allow_partial, **overrides).train
 
 
-def evaluate(job: JobSpec | str | Path, **overrides: Any) -> EvalResult:
-    """System 1, System 2 and the distilled System 1 on held-out inputs: `<out>/eval/report.md`, metrics.json."""
-    return run_job(job, ("eval",), **overrides).eval
+def evaluate(job: JobSpec | str | Path, *, allow_partial: bool = False, **overrides: Any) -> EvalResult:
+    """System 1, System 2 and the distilled System 1 on held-out inputs: `<out>/eval/report.md`, metrics.json; an
+    output whose generate is unfinished is refused unless `allow_partial`."""
+    return run_job(job, ("eval",), allow_partial=allow_partial, **overrides).eval
 
 
 def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease | None) -> GenerateResult:
@@ -104,11 +109,11 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease | None) -
     return run_generate(spec, force=force, progress=progress, lease=lease)
 
 
-def _train(spec: JobSpec) -> TrainResult:
+def _train(spec: JobSpec, allow_partial: bool, lease: Lease) -> TrainResult:
     from s2d.training.trainer import train_model
 
     started = time.monotonic()
-    metrics = train_model(spec)
+    metrics = train_model(spec, allow_partial=allow_partial, lease=lease)
     return TrainResult(
         model_dir=metrics["model_dir"],
         steps=metrics.get("steps", 0),
@@ -121,11 +126,11 @@ def _train(spec: JobSpec) -> TrainResult:
     )
 
 
-def _evaluate(spec: JobSpec) -> EvalResult:
+def _evaluate(spec: JobSpec, allow_partial: bool) -> EvalResult:
     from s2d.engine.stages.evaluate import run_eval
 
     started = time.monotonic()
-    metrics = run_eval(spec)
+    metrics = run_eval(spec, allow_partial=allow_partial)
     eval_dir = spec.out_path / "eval"
     return EvalResult(
         report=str(eval_dir / "report.md"),

@@ -12,6 +12,7 @@ The report (table + chart) is engine/report.py.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -24,7 +25,8 @@ from s2d.engine.core.program import Chain, SamplingRequest
 from s2d.engine.core.spec import JobSpec
 from s2d.engine.core.tasks import TaskInput, get_task
 from s2d.engine.core.votes import majority_vote
-from s2d.engine.stages.report import wilson_interval, write_report
+from s2d.engine.data.folder_swap import clear_leftovers, replace_folder, staging_folder
+from s2d.engine.stages.report import plot_runs, render_report, wilson_interval
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
@@ -160,12 +162,16 @@ def adapter_rank(adapter_dir: str) -> int:
     raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
 
 
-def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
+def run_eval(spec: JobSpec, model_dir: Path | None = None, *, allow_partial: bool = False) -> dict:
+    """Evaluate the three systems; `<out>/eval/` is replaced whole. `allow_partial`: evaluate a model trained on an
+    unfinished generate instead of refusing (the caller holds the output's lease)."""
     from s2d.actors.replica import GenerationReplica, sampling_request
     from s2d.cluster.connect import connect
     from s2d.cluster.resources import replica_resources
+    from s2d.training.trainer import check_generate_finished
 
     out = spec.out_path
+    check_generate_finished(out, allow_partial, stage="eval")
     model_dir = Path(model_dir or out / "model")
     adapter, other_model, distilled_name = distilled_model(spec, model_dir)
     task = get_task(spec.task.name)
@@ -250,8 +256,30 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None) -> dict:
         "engine_start_s": round(engine_start_s, 2),
         "systems": [asdict(score) for score in scores],
     }
-    eval_dir = out / "eval"
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_report([out])  # report.md + report.png
+    write_eval_folder(out / "eval", metrics)
     return metrics
+
+
+def _keep_foreign_files(eval_dir: Path, staged: Path) -> None:
+    """What a user put in eval/ beside s2d's three files moves with the swap: s2d replaces only its own files."""
+    if not eval_dir.is_dir():
+        return
+    for entry in eval_dir.iterdir():
+        if not (staged / entry.name).exists():
+            copy = shutil.copytree if entry.is_dir() else shutil.copy2
+            copy(entry, staged / entry.name)
+
+
+def write_eval_folder(eval_dir: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json, report.md and report.png, written beside `eval_dir` and swapped in whole: a crash leaves the
+    previous evaluation's three files, never a new metrics.json beside an old report."""
+    clear_leftovers(eval_dir)
+    staged = staging_folder(eval_dir)
+    try:
+        (staged / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot_runs([metrics], staged / "report.png")
+        (staged / "report.md").write_text(render_report(metrics))
+        _keep_foreign_files(eval_dir, staged)
+        replace_folder(staged, eval_dir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone after the swap; a failure leaves no temporary folder

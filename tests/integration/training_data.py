@@ -30,8 +30,11 @@ def last_letter_rows(count: int = len(WORDS)) -> list[dict[str, str]]:
     return rows
 
 
-def commit_shards(out: Path, rows: list[dict[str, str]], num_shards: int = 2) -> None:
-    """Commit `rows` as accepted inputs of `num_shards` shards, with the manifest training reads."""
+def commit_shards(
+    out: Path, rows: list[dict[str, str]], num_shards: int = 2, committed: set[int] | None = None
+) -> None:
+    """Commit `rows` as accepted inputs of `num_shards` shards, with the manifest training reads; with `committed`,
+    only those shards, as an unfinished `s2d generate` leaves its output."""
     from s2d.engine.data.shards import ShardWriter, curated_table
 
     full = [
@@ -51,5 +54,8 @@ def commit_shards(out: Path, rows: list[dict[str, str]], num_shards: int = 2) ->
     ]
     expected = {shard: sum(row["shard_id"] == shard for row in full) for shard in range(num_shards)}
     writer = ShardWriter.open(Path(out), num_shards, "test-fingerprint", expected)
+    if committed is not None:
+        writer.add(curated_table([row for row in full if row["shard_id"] in committed]))
+        return
     writer.add(curated_table(full))
     writer.finish()
