@@ -28,14 +28,11 @@ def status_command(out: str) -> int:
     from s2d.engine.data.accounting import check_accounting
     from s2d.engine.data.manifest import read_manifest
 
-    try:
+    try:  # a foreign or unreadable manifest, a damaged file: reading_output's one line
         if read_manifest(out) is None:
             print(f"s2d: error: {out} has no manifest.json: `s2d generate` has not started there", file=sys.stderr)
             return 1
         report = check_accounting(out)
-    except ForeignOutput as problem:
-        print(f"s2d: error: {problem}", file=sys.stderr)
-        return 1
     except OSError as error:
         print(f"s2d: error: cannot read {out}: {error}", file=sys.stderr)
         return 1
@@ -71,36 +68,33 @@ def status_command(out: str) -> int:
 
 
 def read_output(args: argparse.Namespace) -> int:
-    """`s2d inspect` and `s2d export`: read a finished (or partial) output."""
-    try:
-        if args.command == "export":
-            from s2d.engine.stages.export import export_pairs
+    """`s2d inspect` and `s2d export`: read a finished (or partial) output. What cannot be read (AlteredFile names
+    the file) is reading_output's one line."""
+    if args.command == "export":
+        from s2d.engine.stages.export import export_pairs
 
-            count = export_pairs(args.out, args.to, args.fmt)
-            say(f"export: {count} pairs ({args.fmt}) -> {args.to}")
-            return 0
-        from s2d.engine.stages.inspection import Selection, inspect_output
-
-        if args.n < 1:
-            raise ValueError("-n must be at least 1")
-        kinds = (
-            ("shards",)
-            if args.accepted
-            else ("quarantine",)
-            if args.quarantined
-            else ("rejected",)
-            if args.rejected
-            else ("rejected", "quarantine")
-            if args.reason
-            else ("shards", "rejected", "quarantine")
-            if args.input_id
-            else ("shards", "rejected")
-        )
-        say(inspect_output(args.out, Selection(kinds, args.reason, args.input_id, args.n, args.full)))
+        count = export_pairs(args.out, args.to, args.fmt)
+        say(f"export: {count} pairs ({args.fmt}) -> {args.to}")
         return 0
-    except (ValueError, OSError, ForeignOutput) as problem:  # AlteredFile (a ValueError) names the file
-        error(f"s2d: error: {problem}")
-        return 1
+    from s2d.engine.stages.inspection import Selection, inspect_output
+
+    if args.n < 1:
+        raise ValueError("-n must be at least 1")
+    kinds = (
+        ("shards",)
+        if args.accepted
+        else ("quarantine",)
+        if args.quarantined
+        else ("rejected",)
+        if args.rejected
+        else ("rejected", "quarantine")
+        if args.reason
+        else ("shards", "rejected", "quarantine")
+        if args.input_id
+        else ("shards", "rejected")
+    )
+    say(inspect_output(args.out, Selection(kinds, args.reason, args.input_id, args.n, args.full)))
+    return 0
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ from typing import Any
 from s2d.engine.data.accounting import check_accounting
 from s2d.engine.data.manifest import Manifest, read_manifest
 from s2d.engine.data.samples import SAMPLES
-from s2d.engine.data.shards import KINDS, read_committed, shard_of
+from s2d.engine.data.shards import KINDS, TABLE_SCHEMAS, read_committed, read_committed_file, shard_of
+from s2d.engine.data.storage import OutputLocation
 
 LINE_CHARS = 160  # each step's text is cut to this many characters unless --full
 
@@ -37,7 +38,7 @@ def inspect_output(out: str, selection: Selection) -> str:
     found = 0
     for kind in selection.kinds:
         for row in _rows(out, manifest, kind, selection):
-            samples = _samples_of(out, row) if manifest.keep_samples and kind != "quarantine" else None
+            samples = _samples_of(out, manifest, row) if manifest.keep_samples and kind != "quarantine" else None
             lines += ["", *_describe(kind, row, samples, selection.full)]
             found += 1
     if not found:
@@ -74,8 +75,12 @@ def _rows(out: str, manifest: Manifest, kind: str, selection: Selection) -> Iter
     else:
         shards = list(manifest.shards)
     shown = 0
+    location = OutputLocation.of(out)
     for shard in shards:
-        for row in read_committed(out, kind, shards=[shard]).to_pylist():
+        entry = manifest.shards.get(shard)
+        if entry is None:  # the input's shard is not committed yet
+            continue
+        for row in read_committed_file(location, kind, entry, TABLE_SCHEMAS[kind]).to_pylist():
             if selection.input_id is not None and row["input_id"] != selection.input_id:
                 continue
             if selection.reason is not None and row.get("reason") != selection.reason:
@@ -86,8 +91,9 @@ def _rows(out: str, manifest: Manifest, kind: str, selection: Selection) -> Iter
                 return
 
 
-def _samples_of(out: str, row: dict[str, Any]) -> list[dict[str, Any]]:
-    table = read_committed(out, SAMPLES, shards=[row["shard_id"]])
+def _samples_of(out: str, manifest: Manifest, row: dict[str, Any]) -> list[dict[str, Any]]:
+    entry = manifest.shards[row["shard_id"]]
+    table = read_committed_file(OutputLocation.of(out), SAMPLES, entry, TABLE_SCHEMAS[SAMPLES])
     return [sample for sample in table.to_pylist() if sample["input_id"] == row["input_id"]]
 
 
