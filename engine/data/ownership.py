@@ -10,6 +10,7 @@ deletes only what its own names say it wrote (`is_owned_name`; beside model/ and
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import time
 from typing import Any
@@ -29,6 +30,9 @@ _OWNED_NAME = re.compile(r"^(shard-\d{5}\.parquet|\.shard-\d{5}\.parquet\.[0-9a-
 # Folder names s2d writes beside a result folder it replaces whole (model/, eval/): the new one being written
 # (`.model.<token>.tmp`) and the old one set aside during the swap (`.model.<token>.old`).
 _SWAP_NAME = r"^\.{folder}\.[0-9a-f]{{12}}\.(tmp|old)$"
+# The marker while another s2d process writes it (storage's atomic publish): a folder holding only these is being
+# claimed by a job started at the same moment, not the user's; the lease then decides which of the two writes.
+_MARKER_BEING_WRITTEN = re.compile(r"^\.\.s2d-output\.json\.[0-9a-f]{8}\.tmp$")
 
 
 class ForeignOutput(RuntimeError):
@@ -63,6 +67,9 @@ def claim_output(out: Any, create: bool = True) -> OutputLocation:
     if kind == pafs.FileType.File:
         raise ForeignOutput(f"out={location.root} is a file, not a folder")
     if kind == pafs.FileType.Directory:
+        # Listed before the marker is read: a job started at the same moment writes its marker before anything
+        # else, so a listing without the marker holds at most that marker being written (never deleted once there).
+        entries = location.fs.get_file_info(pafs.FileSelector(location.root))
         marker = location.read_bytes(MARKER)
         if marker is not None:
             check_format(_parse(marker, location.path(MARKER)).get("version"), location.path(MARKER))
@@ -70,7 +77,7 @@ def claim_output(out: Any, create: bool = True) -> OutputLocation:
         if _is_legacy_output(location):
             _write_marker(location)
             return location
-        if location.fs.get_file_info(pafs.FileSelector(location.root)):
+        if any(not _MARKER_BEING_WRITTEN.match(posixpath.basename(entry.path)) for entry in entries):
             raise ForeignOutput(
                 f"out={location.root} is not empty and is not an s2d output (no {MARKER}): s2d writes only into a "
                 "new or empty folder or its own output; choose another `out`"

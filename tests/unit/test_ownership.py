@@ -3,6 +3,7 @@ line and left byte for byte as it was; within its own output s2d deletes only fi
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,33 @@ def test_a_new_or_empty_folder_is_claimed_and_stays_claimed(tmp_path):
         assert json.loads((out / MARKER).read_text()) == {"format": "s2d-output", "version": FORMAT_VERSION}
         (out / "logs").mkdir()  # an output with s2d's files in it is still s2d's
         claim_output(out)
+
+
+def test_a_folder_another_job_is_claiming_is_not_taken_for_the_users(tmp_path):
+    """Two jobs started together on one new `out`: the second may look while the first's marker is being written
+    (only its temporary name there) or just after (marker and lease file); neither is a folder of the user's."""
+    (tmp_path / "..s2d-output.json.0123abcd.tmp").write_text("{")
+    claim_output(tmp_path)
+    assert json.loads((tmp_path / MARKER).read_text())["format"] == "s2d-output"
+    (tmp_path / "..s2d-output.json.0123abcd.tmp").unlink()
+
+    for round_ in range(30):  # real threads racing: each claim succeeds, whichever order the files appear in
+        out = tmp_path / f"race{round_}"
+        errors: list[BaseException] = []
+
+        def claim_then_write(out=out, errors=errors):
+            try:
+                claim_output(out)
+                (out / f"lease-{threading.get_ident()}").write_text("x")  # what the winner writes next
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=claim_then_write) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
 
 
 def test_an_output_of_a_newer_s2d_is_refused(tmp_path):
