@@ -73,11 +73,12 @@ def build_submission(
     environ: dict[str, str] | None = None,
     *,
     package: str,
+    flags: tuple[str, ...] = (),
 ) -> Submission:
     """Entrypoint and runtime_env of one s2d job; `working_dir` holds the resolved job file (see `stage_job_dir`),
-    `package` the s2d package (see `stage_package`)."""
+    `package` the s2d package (see `stage_package`); `flags` are passed on to the stage (--force, --allow-partial)."""
     check_submittable(spec)
-    entrypoint = f"{python} -m s2d.engine.cli {stage} {JOB_FILE} --no-progress"
+    entrypoint = " ".join([python, "-m", "s2d.engine.cli", stage, JOB_FILE, "--no-progress", *flags])
     runtime_env = {
         "working_dir": working_dir,
         "py_modules": [package],
@@ -158,7 +159,9 @@ def _guard(call: Callable[[], Any], url: str) -> Any:
         raise SubmitError(str(error).splitlines()[0]) from None
 
 
-def submit(spec: JobSpec, stage: str, address: str | None, python: str | None = None) -> str:
+def submit(
+    spec: JobSpec, stage: str, address: str | None, python: str | None = None, flags: tuple[str, ...] = ()
+) -> str:
     """Submit the job; returns its submission id."""
     check_submittable(spec)
     url = dashboard_address(address)
@@ -166,7 +169,7 @@ def submit(spec: JobSpec, stage: str, address: str | None, python: str | None = 
     job_client = client(address)
     working_dir, package = stage_job_dir(spec), stage_package()
     try:
-        submission = build_submission(spec, stage, working_dir, python, package=package)
+        submission = build_submission(spec, stage, working_dir, python, package=package, flags=flags)
         return _guard(
             lambda: job_client.submit_job(
                 entrypoint=submission.entrypoint, runtime_env=submission.runtime_env, metadata=submission.metadata

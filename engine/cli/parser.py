@@ -136,6 +136,10 @@ def _add_cluster_commands(commands) -> None:
     submit.add_argument("--stage", choices=list(STAGE_HELP), default="run", help="what the job runs (default: run)")
     submit.add_argument("--address", default=None, help=CLUSTER_ADDRESS_HELP)
     submit.add_argument("--no-wait", action="store_true", help="print the submission id and return")
+    submit.add_argument("--force", action="store_true", help="as for `s2d run`/`s2d generate` (those stages only)")
+    submit.add_argument(
+        "--allow-partial", action="store_true", help="as for `s2d run`/`train`/`eval` (those stages only)"
+    )
     submit.add_argument(
         "--python",
         default=None,
@@ -147,6 +151,21 @@ def _add_cluster_commands(commands) -> None:
         command.add_argument("--address", default=None, help=CLUSTER_ADDRESS_HELP)
         if name == "logs":
             command.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+
+
+# The flags a submitted stage passes on to the `s2d <stage>` it runs, and the stages that take each.
+_PASSED_FLAGS = {"force": ("run", "generate"), "allow_partial": ("run", "train", "eval")}
+
+
+def _stage_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    flags = []
+    for name, stages in _PASSED_FLAGS.items():
+        if getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            if args.stage not in stages:
+                raise SpecError(f"{flag} applies to --stage {' or '.join(stages)}, not {args.stage}")
+            flags.append(flag)
+    return tuple(flags)
 
 
 def cluster_command(args: argparse.Namespace) -> int:
@@ -165,7 +184,7 @@ def cluster_command(args: argparse.Namespace) -> int:
             print(f"s2d: job {args.submission_id} " + ("stopping" if stopped else "had already ended"))
             return 0
         spec = load_spec(args.job, args.overrides)
-        job_id = jobs.submit(spec, args.stage, args.address, args.python)
+        job_id = jobs.submit(spec, args.stage, args.address, args.python, flags=_stage_flags(args))
         print(
             f"s2d: submitted {job_id} ({args.stage} {args.job}); logs: s2d logs {job_id}, stop: s2d stop {job_id}",
             file=sys.stderr,

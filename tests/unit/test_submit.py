@@ -102,3 +102,16 @@ def test_submit_with_a_bad_job_file_exits_2_before_contacting_a_cluster(tmp_path
     bad.write_text("model: m\nsampling: {n: 0}\n")
     assert main(["submit", str(bad), "--address", "http://127.0.0.1:9"]) == 2
     assert "sampling.n" in capsys.readouterr().err
+
+
+def test_a_submitted_stage_gets_force_and_allow_partial_only_where_it_takes_them(tmp_path, capsys):
+    spec = parse_spec({"model": "m", "out": str(tmp_path)})
+    submission = build_submission(spec, "train", "/tmp", "python", {}, package="/tmp/s2d", flags=("--allow-partial",))
+    assert submission.entrypoint == "python -m s2d.engine.cli train job.yaml --no-progress --allow-partial"
+    from s2d.engine.cli import main
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"model: m\nout: {tmp_path / 'run'}\n")
+    # refused before anything reaches a cluster: no cluster at this address is ever asked
+    assert main(["submit", str(job), "--stage", "train", "--force", "--address", "http://127.0.0.1:9"]) == 2
+    assert "--force applies to --stage run or generate, not train" in capsys.readouterr().err
