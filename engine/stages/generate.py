@@ -88,7 +88,8 @@ def generation_fingerprint(spec: JobSpec) -> str:
 def model_identity(ref: str) -> dict[str, Any]:
     """What the weights behind `model:` are, cheaply and stably: the packaged model's package version; a local
     folder's config.json and each other file's name, size and mtime (not a hash of gigabytes: replaced weights
-    change them); a hub id by its name (which revision loads is the HF cache's)."""
+    change them); a hub id by its name and the revision the HF cache holds for it (the snapshot that loads here,
+    offline; none when it is not cached)."""
     from s2d.engine.data.models import PACKAGED_MODELS
 
     if ref in PACKAGED_MODELS:
@@ -98,7 +99,7 @@ def model_identity(ref: str) -> dict[str, Any]:
         }
     folder = Path(ref).expanduser()
     if not folder.is_dir():
-        return {"hub_id": ref}
+        return {"hub_id": ref, "revision": _cached_hub_revision(ref)}
     files = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
@@ -109,6 +110,17 @@ def model_identity(ref: str) -> dict[str, Any]:
             stat = path.stat()
             files[path.name] = [stat.st_size, stat.st_mtime_ns]
     return {"folder_files": files}
+
+
+def _cached_hub_revision(repo_id: str) -> str | None:
+    """The commit of the snapshot the HF cache resolves `repo_id` to (its config.json's folder), read offline."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a repo id the hub accepts
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:

