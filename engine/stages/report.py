@@ -7,9 +7,10 @@ renders the same from one or more finished runs (one table, one chart). matplotl
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
+
+from s2d.engine.core.stats import wilson_interval
 
 KIND_STYLE = {  # marker, legend label and point label offset (points; apart, as System 1 and distilled sit close)
     "system1": ("o", "System 1 (base, direct)", (8, 8)),
@@ -17,16 +18,6 @@ KIND_STYLE = {  # marker, legend label and point label offset (points; apart, as
     "distilled": ("*", "Distilled System 1", (8, -14)),
 }
 SHORT_NAMES = {"system1": "System 1", "system2": "System 2", "distilled": "distilled"}
-
-
-def wilson_interval(correct: float, total: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% for z=1.96); sane at 0%, 100% and small totals."""
-    if total <= 0:
-        return 0.0, 1.0
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def system_kind(score: dict[str, Any]) -> str:
@@ -87,11 +78,19 @@ def _row(score: dict[str, Any]) -> str:
 
 
 NOTES = (
-    "Accuracy with its 95% Wilson confidence interval. Agreement with System 2: the share of a system's answers "
-    "equal to System 2's majority answer, over the held-out inputs where System 2's own samples pass the job's vote "
-    "(what distillation teaches System 1, right or wrong). Tokens per answer count every generated token, reasoning "
-    "and all samples included. Latency per answer is batched: the wall time of generating the whole held-out set "
-    "for that system on one replica, divided by the number of inputs (not the latency of a lone request)."
+    "Accuracy with its 95% confidence interval, the held-out input as the unit: Wilson's interval for one answer per "
+    "input; for System 2's mean over n samples (one input's samples are correlated), Wilson's at the effective "
+    "sample size, answers / design effect estimated between inputs (Korn & Graubard 1998). Agreement with System 2: "
+    "the share of a system's answers equal to System 2's majority answer, over the held-out inputs where System 2's "
+    "own samples pass the job's vote (what distillation teaches System 1, right or wrong), with the same intervals. "
+    "Tokens per answer count every generated token, reasoning and all samples included. Latency per answer is "
+    "batched: the wall time of generating the whole held-out set for that system on one replica, divided by the "
+    "number of inputs (not the latency of a lone request)."
+)
+PAIRED_NOTES = (
+    "Paired comparisons: the same held-out inputs under both systems, matched by input id. The difference of the "
+    "two rates in percentage points with Newcombe's 95% interval for paired proportions (1998, method 10), and the "
+    "exact two-sided McNemar p-value, from the inputs where only one of the two is right (or agrees)."
 )
 _COLUMNS = (
     "accuracy [95% CI] | correct / total | agrees with System 2 [95% CI] | tokens per answer | latency per answer"
@@ -110,9 +109,48 @@ def render_report(metrics: dict[str, Any], chart: str | None = "report.png") -> 
         "|---|---:|---:|---:|---:|---:|",
     ]
     lines += [f"| {score['system']} | {_row(score)} |" for score in normalised_systems(metrics)]
+    lines += _paired_table([metrics], with_run=False)
     if chart:
         lines += ["", f"![accuracy vs tokens per answer]({chart})"]
     return "\n".join(lines) + "\n"
+
+
+def format_p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def format_difference(comparison: dict[str, Any]) -> str:
+    """'+17.0 pts [+10.6, +23.2]'"""
+    difference, low, high = (100 * comparison[key] for key in ("difference", "low", "high"))
+    return f"{difference:+.1f} pts [{low:+.1f}, {high:+.1f}]"
+
+
+def _comparisons(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's paired comparisons, accuracy first (none in metrics written before they existed)."""
+    return sorted(metrics.get("comparisons") or [], key=lambda comparison: comparison["measure"] != "accuracy")
+
+
+def _paired_table(runs: list[dict[str, Any]], with_run: bool) -> list[str]:
+    rows = [(metrics, comparison) for metrics in runs for comparison in _comparisons(metrics)]
+    if not rows:
+        return []
+    lines = [
+        "",
+        PAIRED_NOTES,
+        "",
+        ("| run " if with_run else "")
+        + "| measure | system | versus | inputs | difference [95% CI] | only the system / only versus "
+        + "| McNemar exact p |",
+        ("|---" if with_run else "") + "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for metrics, comparison in rows:
+        lines.append(
+            (f"| {metrics['run']} " if with_run else "")
+            + f"| {comparison['measure']} | {comparison['system']} | {comparison['versus']} | {comparison['inputs']} "
+            f"| {format_difference(comparison)} | {comparison['first_only']} / {comparison['second_only']} "
+            f"| {format_p(comparison['p_value'])} |"
+        )
+    return lines
 
 
 def _reference(metrics: dict[str, Any]) -> str:
@@ -141,6 +179,7 @@ def render_comparison(runs: list[dict[str, Any]], chart: str | None = "report.pn
                 f"| {metrics['run']} | {metrics['task']} | {metrics['method']} | {metrics['model']} "
                 f"| {score['system']} | {_row(score)} |"
             )
+    lines += _paired_table(runs, with_run=True)
     if chart:
         lines += ["", f"![accuracy vs tokens per answer]({chart})"]
     return "\n".join(lines) + "\n"
@@ -198,19 +237,49 @@ def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
     else:
         axes.set_xlim(left=0)
     axes.set_xlabel("generated tokens per answer (reasoning and all samples included)")
-    axes.set_ylabel("accuracy, % (bars: 95% Wilson interval)")
+    axes.set_ylabel("accuracy, % (bars: 95% interval, the input as the unit)")
     axes.set_ylim(-10, 105)
     axes.set_title("Accuracy vs tokens per answer")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="best")
+    _annotate_paired(axes, runs, "accuracy")
     if with_agreement:
         _plot_agreement(agreement_axes, runs, colours)
+        _annotate_paired(agreement_axes, runs, "agreement")
     figure.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png)
     plt.close(figure)
     return png
+
+
+def _annotate_paired(axes: Any, runs: list[dict[str, Any]], measure: str) -> None:
+    """The paired comparisons of `measure` as a text box in the panel's top-left corner."""
+    lines = []
+    for metrics in runs:
+        for comparison in _comparisons(metrics):
+            if comparison["measure"] == measure:
+                versus = SHORT_NAMES[system_kind({"system": comparison["versus"], "kind": comparison["versus_kind"]})]
+                versus += " (majority)" if "majority" in comparison["versus"] else ""
+                prefix = f"{metrics['run']}: " if len(runs) > 1 else ""
+                lines.append(
+                    f"{prefix}distilled - {versus}: {format_difference(comparison)}, "
+                    f"McNemar p = {format_p(comparison['p_value'])}"
+                )
+    if lines:
+        low, high = axes.get_ylim()
+        axes.set_ylim(low, high + 6 * (len(lines) + 1))  # headroom: the box never covers a point or a bar
+        axes.set_yticks(range(0, 101, 20))
+        axes.text(
+            0.02,
+            0.98,
+            "paired, same inputs:\n" + "\n".join(lines),
+            transform=axes.transAxes,
+            fontsize=7,
+            va="top",
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "grey"},
+        )
 
 
 def _plot_agreement(axes: Any, runs: list[dict[str, Any]], colours: list[str]) -> None:

@@ -1,5 +1,5 @@
-"""The evaluation report: Wilson intervals, the table, the PNG chart, `s2d report`, and what eval serves as
-distilled."""
+"""The evaluation report: the table with its intervals and paired comparisons, the PNG chart, `s2d report`, and
+what eval serves as distilled. The statistics themselves: test_stats.py."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 
 from s2d.engine.cli import main
 from s2d.engine.core.spec import parse_spec
+from s2d.engine.core.stats import wilson_interval
 from s2d.engine.stages.evaluate import adapter_rank, distilled_model
-from s2d.engine.stages.report import normalised_systems, render_report, wilson_interval, write_report
+from s2d.engine.stages.report import normalised_systems, render_report, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -51,12 +52,38 @@ def write_run(out, data):
     return out
 
 
-def test_wilson_interval_matches_the_formula_and_stays_in_0_1():
-    low, high = wilson_interval(16, 32)
-    assert (round(low, 3), round(high, 3)) == (0.336, 0.664)
-    assert wilson_interval(0, 32)[0] == 0.0 and round(wilson_interval(0, 32)[1], 3) == 0.107
-    assert wilson_interval(32, 32)[1] == 1.0 and wilson_interval(32, 32)[0] > 0.89
-    assert wilson_interval(0, 0) == (0.0, 1.0)
+COMPARISONS = [
+    {
+        "measure": "accuracy",
+        "system": "Distilled System 1 (base + LoRA, direct)",
+        "versus": "System 1 (base model, direct)",
+        "versus_kind": "system1",
+        "inputs": 32,
+        "both": 6,
+        "first_only": 8,
+        "second_only": 2,
+        "neither": 16,
+        "difference": 0.1875,
+        "low": 0.0123,
+        "high": 0.3456,
+        "p_value": 0.109375,
+    },
+    {
+        "measure": "agreement",
+        "system": "Distilled System 1 (base + LoRA, direct)",
+        "versus": "System 1 (base model, direct)",
+        "versus_kind": "system1",
+        "inputs": 20,
+        "both": 5,
+        "first_only": 12,
+        "second_only": 0,
+        "neither": 3,
+        "difference": 0.6,
+        "low": 0.35,
+        "high": 0.77,
+        "p_value": 0.00048828125,
+    },
+]
 
 
 def test_old_metrics_files_get_kind_interval_and_latency():
@@ -73,6 +100,18 @@ def test_report_table_has_interval_tokens_latency_and_the_chart():
     assert "batched" in text and "![accuracy vs tokens per answer](report.png)" in text
 
 
+def test_report_has_the_paired_comparisons_with_mcnemar():
+    assert "McNemar" not in render_report(metrics())  # metrics written before the comparisons: no table
+    text = render_report(metrics() | {"comparisons": COMPARISONS})
+    assert "Newcombe" in text and "input as the unit" in text
+    assert (
+        "| accuracy | Distilled System 1 (base + LoRA, direct) | System 1 (base model, direct) | 32 "
+        "| +18.8 pts [+1.2, +34.6] | 8 / 2 | 0.109 |"
+    ) in text
+    assert "| agreement | Distilled System 1 (base + LoRA, direct) | System 1 (base model, direct) | 20 " in text
+    assert "| +60.0 pts [+35.0, +77.0] | 12 / 0 | 4.9e-04 |" in text
+
+
 def test_one_run_renders_into_its_eval_folder(tmp_path):
     out = write_run(tmp_path / "run", metrics())
     report, chart = write_report([out])
@@ -82,12 +121,15 @@ def test_one_run_renders_into_its_eval_folder(tmp_path):
 
 def test_several_runs_share_one_table_and_chart(tmp_path):
     first = write_run(tmp_path / "a", metrics())
-    second = write_run(tmp_path / "b", metrics(accuracies=(0.1, 0.9, 0.8), tokens=(10.0, 400.0, 9.0)))
+    second = write_run(
+        tmp_path / "b", metrics(accuracies=(0.1, 0.9, 0.8), tokens=(10.0, 400.0, 9.0)) | {"comparisons": COMPARISONS}
+    )
     with pytest.raises(ValueError, match="--to"):
         write_report([first, second])
     report, chart = write_report([first, second], tmp_path / "compare")
     text = report.read_text()
     assert text.count("| last_letter | rar2 |") == 6 and str(first) in text and str(second) in text
+    assert text.count(f"| {second} | accuracy |") == 1 and f"| {first} | accuracy |" not in text
     assert chart.read_bytes()[:8] == PNG_MAGIC
 
 
