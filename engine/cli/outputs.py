@@ -73,7 +73,7 @@ def read_output(args: argparse.Namespace) -> int:
     if args.command == "export":
         from s2d.engine.stages.export import export_pairs
 
-        count = export_pairs(args.out, args.to, args.fmt)
+        count = export_pairs(args.out, args.to, args.fmt, overwrite=args.overwrite)
         say(f"export: {count} pairs ({args.fmt}) -> {args.to}")
         return 0
     from s2d.engine.stages.inspection import Selection, inspect_output
@@ -105,6 +105,9 @@ def report_command(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"s2d: error: {error}", file=sys.stderr)
         return 2
+    except (ForeignOutput, OSError) as error:
+        print(f"s2d: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        return 1
     print(report.read_text())
     print(f"report: {report}, chart: {chart}")
     return 0

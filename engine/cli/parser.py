@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="messages",
         help="; ".join(f"{name}: {description}" for name, description in EXPORT_FORMATS.items()),
     )
-    export.add_argument("--to", required=True, help="the JSON Lines file to write")
+    export.add_argument("--to", required=True, help="the JSON Lines file to write (refused if it exists)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
     report = commands.add_parser(
         "report",
         help="table + chart (accuracy vs tokens per answer) of one or more evaluated runs",
@@ -112,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         "`s2d eval`). One run: <out>/eval/report.md and report.png. Several: one table and one chart in --to.",
     )
     report.add_argument("outs", nargs="+", metavar="OUT", help="a job's output directory")
-    report.add_argument("--to", default=None, help="folder for report.md and report.png (needed for several runs)")
+    report.add_argument(
+        "--to",
+        default=None,
+        help="folder for report.md and report.png (needed for several runs): new, empty, or one s2d report wrote",
+    )
     _add_cluster_commands(commands)
     return parser
 

@@ -10,6 +10,7 @@ before anything is written.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 FORMATS = {
@@ -20,8 +21,9 @@ FORMATS = {
 }
 
 
-def export_pairs(out: str | Path, to: str | Path, fmt: str = "messages") -> int:
-    """Write the training pairs of `out` to the JSON Lines file `to`; returns how many."""
+def export_pairs(out: str | Path, to: str | Path, fmt: str = "messages", overwrite: bool = False) -> int:
+    """Write the training pairs of `out` to the JSON Lines file `to`; returns how many. An existing `to` is the
+    user's: refused (before the pairs are read) unless `overwrite`."""
     from s2d.engine.data.manifest import read_manifest
     from s2d.training.sft import chat_messages
     from s2d.training.trainer import read_accepted_rows
@@ -30,16 +32,25 @@ def export_pairs(out: str | Path, to: str | Path, fmt: str = "messages") -> int:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(FORMATS)}")
     if read_manifest(out) is None:
         raise FileNotFoundError(f"{out} has no manifest.json: not the output of `s2d generate`")
-    rows = read_accepted_rows(Path(out))
     to = Path(to)
+    if (to.exists() or to.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{to} exists: choose another --to, or pass --overwrite to replace it")
+    if to.is_dir():
+        raise IsADirectoryError(f"{to} is a folder: --to names the JSON Lines file to write")
+    rows = read_accepted_rows(Path(out))
     to.parent.mkdir(parents=True, exist_ok=True)
-    tmp = to.with_name(f".{to.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for row in rows:
-            user, assistant = chat_messages(row["prompt"], row["answer"])
-            record = (
-                {"messages": [user, assistant]} if fmt == "messages" else {"prompt": [user], "completion": [assistant]}
-            )
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(to)
+    tmp = to.with_name(f".{to.name}.{uuid.uuid4().hex[:8]}.tmp")  # a name of s2d's, never one of the user's
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            for row in rows:
+                user, assistant = chat_messages(row["prompt"], row["answer"])
+                record = (
+                    {"messages": [user, assistant]}
+                    if fmt == "messages"
+                    else {"prompt": [user], "completion": [assistant]}
+                )
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        tmp.replace(to)
+    finally:
+        tmp.unlink(missing_ok=True)
     return len(rows)

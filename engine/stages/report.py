@@ -7,10 +7,13 @@ renders the same from one or more finished runs (one table, one chart). matplotl
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 from s2d.engine.core.stats import wilson_interval
+from s2d.engine.data.ownership import ForeignOutput
 
 KIND_STYLE = {  # marker, legend label and point label offset (points; apart, as System 1 and distilled sit close)
     "system1": ("o", "System 1 (base, direct)", (8, 8)),
@@ -312,18 +315,45 @@ def _plot_agreement(axes: Any, runs: list[dict[str, Any]], colours: list[str]) -
     axes.grid(alpha=0.3, axis="y")
 
 
+REPORT_MARKER = ".s2d-report.json"  # in a --to folder: s2d's report is there, so s2d may rewrite it
+
+
 def write_report(outs: list[Path], to: Path | None = None) -> tuple[Path, Path]:
-    """report.md + report.png for one run (in `<out>/eval/` unless `to`) or a comparison of several (in `to`)."""
+    """report.md + report.png for one run (in `<out>/eval/` unless `to`) or a comparison of several (in `to`).
+    A `to` folder must be new, empty, or one a report was written to before: a user's folder is refused with one
+    line (ForeignOutput), whatever it holds. Each file is written beside and renamed over: never half a report."""
     if not outs:
         raise ValueError("name at least one run directory")
     runs = [load_metrics(Path(out)) for out in outs]
     if to is None:
         if len(runs) > 1:
             raise ValueError("comparing several runs needs --to DIR for the table and chart")
-        to = Path(outs[0]) / "eval"
+        to = Path(outs[0]) / "eval"  # the output's own eval folder, s2d's
+    else:
+        claim_report_folder(Path(to))
     to = Path(to)
-    png = plot_runs(runs, to / "report.png")
     markdown = render_report(runs[0]) if len(runs) == 1 else render_comparison(runs)
-    report = to / "report.md"
-    report.write_text(markdown)
+    token = uuid.uuid4().hex[:8]
+    png, report = to / "report.png", to / "report.md"
+    staged_png, staged_report = to / f".report.{token}.tmp.png", to / f".report.{token}.tmp.md"
+    try:
+        plot_runs(runs, staged_png)
+        staged_report.write_text(markdown)
+        os.replace(staged_png, png)
+        os.replace(staged_report, report)
+    finally:
+        staged_png.unlink(missing_ok=True)
+        staged_report.unlink(missing_ok=True)
     return report, png
+
+
+def claim_report_folder(to: Path) -> None:
+    if to.is_dir() and not (to / REPORT_MARKER).is_file() and any(to.iterdir()):
+        raise ForeignOutput(
+            f"--to {to} is a folder that holds files and no report of s2d's ({REPORT_MARKER}): choose a new or "
+            "empty folder"
+        )
+    if to.exists() and not to.is_dir():
+        raise ForeignOutput(f"--to {to} is a file, not a folder")
+    to.mkdir(parents=True, exist_ok=True)
+    (to / REPORT_MARKER).write_text(json.dumps({"format": "s2d-report", "version": 1}))

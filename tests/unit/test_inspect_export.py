@@ -54,3 +54,16 @@ def test_inspect_shows_samples_votes_and_the_decision(tmp_path, capsys):
     assert main(["inspect", str(out), "--reason", "nonsense"]) == 0
     assert "no committed rejected or quarantine inputs with reason 'nonsense'" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "nothing")]) == 1
+
+
+def test_export_never_replaces_a_file_unless_asked(tmp_path, capsys):
+    out = tmp_path / "demo"
+    demo_sized_output(out)
+    to = tmp_path / "pairs.jsonl"
+    to.write_text("the user's own pairs\n")
+    assert main(["export", str(out), "--to", str(to)]) == 1
+    assert "exists: choose another --to, or pass --overwrite" in capsys.readouterr().err
+    assert to.read_text() == "the user's own pairs\n"
+    assert main(["export", str(out), "--to", str(to), "--overwrite"]) == 0
+    assert len(to.read_text().splitlines()) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "pairs.jsonl"]

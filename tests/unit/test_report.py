@@ -162,3 +162,24 @@ def test_distilled_model_is_the_adapter_the_merged_copy_or_the_full_model(tmp_pa
     (model / "adapter_config.json").unlink()
     (model / "config.json").write_text("{}")
     assert distilled_model(spec, model)[:2] == (None, str(model.resolve()))
+
+
+def test_a_report_goes_only_where_it_may_and_is_rewritten_whole(tmp_path, capsys):
+    """`s2d report --to DIR` writes into a new or empty folder or one it wrote a report to; a user's folder is
+    refused with one line and left as it was. No temporary name is left behind."""
+    out = write_run(tmp_path / "run", metrics())
+    users = tmp_path / "notes"
+    users.mkdir()
+    (users / "report.md").write_text("my own notes")
+    assert main(["report", str(out), "--to", str(users)]) == 1
+    assert "no report of s2d's" in capsys.readouterr().err
+    assert [p.name for p in users.iterdir()] == ["report.md"] and (users / "report.md").read_text() == "my own notes"
+    assert main(["report", str(out), "--to", str(users / "report.md")]) == 1
+    assert "is a file" in capsys.readouterr().err
+
+    compare = tmp_path / "compare"
+    for _ in range(2):  # the second run rewrites the report s2d wrote there
+        assert main(["report", str(out), "--to", str(compare)]) == 0
+    assert sorted(p.name for p in compare.iterdir()) == [".s2d-report.json", "report.md", "report.png"]
+    write_report([out])
+    assert sorted(p.name for p in (out / "eval").iterdir()) == ["metrics.json", "report.md", "report.png"]
