@@ -7,6 +7,7 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import threading
 import time
@@ -17,12 +18,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from s2d.actors.vllm_backend import BatchTimedOut
 from s2d.cluster import compat_ray
 from s2d.engine.core.methods import resolve_method
 from s2d.engine.core.program import Chain, SamplingRequest, StepBarrier, run_method
 from s2d.engine.core.spec import EngineSpec, JobSpec, SamplingSpec
 from s2d.engine.core.tasks import get_task
-from s2d.engine.data.generated import generate_for_curation, with_input_errors
+from s2d.engine.data.generated import GENERATED_SCHEMA, generate_for_curation, with_input_errors
 from s2d.engine.data.models import resolve_model
 
 # For the replica actors of a job. Ray kills an actor's child processes as soon as its graceful exit begins,
@@ -39,11 +41,14 @@ class ReplicaFailed(RuntimeError):
 
 
 class EngineFailures:
-    """A job-wide count of replica engine failures (one small named actor), so that a fault that repeats on
-    every restart stops the job instead of restarting forever."""
+    """The job's ledger of replica faults (one small named actor): engine failures, counted job-wide so that a
+    fault that repeats on every restart stops the job instead of restarting forever; and batch timeouts, per
+    batch (a timed-out batch is retried once, then quarantined) and per replica (restarts they cost)."""
 
     def __init__(self):
         self._causes: list[str] = []
+        self._timeouts: dict[str, int] = {}
+        self._timeout_restarts: dict[str, int] = {}
 
     def record(self, cause: str) -> int:
         self._causes.append(cause)
@@ -51,6 +56,19 @@ class EngineFailures:
 
     def causes(self) -> list[str]:
         return list(self._causes)
+
+    def batch_timed_out(self, batch: str) -> int:
+        """Times the batch of this key has timed out, this one included."""
+        self._timeouts[batch] = self._timeouts.get(batch, 0) + 1
+        return self._timeouts[batch]
+
+    def restart_for_timeout(self, replica: str, allowed: int) -> bool:
+        """Whether `replica` may restart for a timeout: at most `allowed` times, leaving the rest of Ray's
+        max_restarts for process deaths and engine errors."""
+        if self._timeout_restarts.get(replica, 0) >= allowed:
+            return False
+        self._timeout_restarts[replica] = self._timeout_restarts.get(replica, 0) + 1
+        return True
 
 
 class EngineProcessDied(RuntimeError):
@@ -118,6 +136,8 @@ class GenerationReplica:
         max_engine_failures: int = 3,
         keep_samples: bool = False,
         step_barrier: bool = False,
+        batch_timeout_s: float | None = None,
+        max_restarts: int = 4,
     ):
         started = time.perf_counter()
         import torch
@@ -128,6 +148,9 @@ class GenerationReplica:
 
         self.failure_ledger = failure_ledger
         self.max_engine_failures = max_engine_failures
+        # Enforced with a ledger only (a job's pool): eval's plain actor has no one to retry its calls elsewhere.
+        self.batch_timeout_s = batch_timeout_s if failure_ledger is not None else None
+        self.timeout_restarts = max_restarts // 2
         # Batches run in concurrent threads (the engine interleaves them); one engine failure is counted once.
         self._failure_lock = threading.Lock()
         self._closed = threading.Event()  # set by close(): the engine is shut down on purpose
@@ -182,6 +205,8 @@ class GenerationReplica:
             task=spec.task.name,
             curate=spec.curate.model_dump(),
             keep_samples=spec.output.keep_samples,
+            batch_timeout_s=spec.generation.batch_timeout_s,
+            max_restarts=spec.generation.max_restarts,
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -190,7 +215,7 @@ class GenerationReplica:
         what the job's consistency criterion needs (its variants' inverses, or the judge's choice)."""
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         try:
-            return self.generate_checked(rows)
+            return self.generate_in_time(rows)
         except Exception as error:  # noqa: BLE001 - any engine failure: restart with a fresh engine, or stop the job
             self._engine_failed(error)
             raise
@@ -211,6 +236,46 @@ class GenerationReplica:
         ]
         generated = self.generate_rows([row for row, error in zip(rows, errors) if error is None])
         return with_input_errors(generated, rows, errors)
+
+    def generate_in_time(self, rows: list[dict[str, Any]]) -> pa.Table:
+        """`generate_checked` within generation.batch_timeout_s. A batch past it (its requests aborted) is retried
+        once: on a fresh engine, by restarting this replica (a hang is most often a wedged engine; Ray retries the
+        replica's batches on its restart), or, once it has restarted max_restarts // 2 times for timeouts (the rest
+        is left for process deaths), here on the same engine. Past it again, wherever the retry ran (the job's
+        ledger counts per batch), its inputs are quarantined and the job goes on."""
+        if self.batch_timeout_s is None:
+            return self.generate_checked(rows)
+        import ray
+
+        ledger = ray.get_actor(self.failure_ledger)
+        batch = hashlib.sha256("\n".join(sorted(str(row["input_id"]) for row in rows)).encode()).hexdigest()[:24]
+        for _ in range(2):
+            try:
+                with self.generator.deadline(self.batch_timeout_s):
+                    return self.generate_checked(rows)
+            except BatchTimedOut:
+                pass
+            if ray.get(ledger.batch_timed_out.remote(batch)) > 1:
+                break
+            if ray.get(
+                ledger.restart_for_timeout.remote(ray.get_runtime_context().get_actor_id(), self.timeout_restarts)
+            ):
+                self._restart(
+                    f"a batch of {len(rows)} inputs ran past generation.batch_timeout_s={self.batch_timeout_s:g}"
+                )
+        print(f"s2d: a batch of {len(rows)} inputs timed out twice; quarantining it as batch_timeout", flush=True)
+        reason = (
+            f"batch_timeout: its batch of {len(rows)} inputs ran past generation.batch_timeout_s="
+            f"{self.batch_timeout_s:g} twice (retried once); raise the limit if batches are this slow"
+        )
+        return with_input_errors(GENERATED_SCHEMA.empty_table(), rows, [reason] * len(rows))
+
+    def _restart(self, cause: str) -> None:
+        """Exit with the engine killed first: Ray restarts this actor and retries its in-flight batches there."""
+        self._failure_lock.acquire()  # never released: one thread exits the process (as in _engine_failed)
+        print(f"s2d: {cause}; restarting the replica, its batches are retried on a fresh engine", flush=True)
+        _kill_children()  # a suspect engine is not worth a graceful shutdown, and must not outlive this process
+        os._exit(1)
 
     def _engine_failed(self, error: Exception) -> None:
         """Count the failure job-wide and exit the process: Ray restarts this actor and retries its batches.

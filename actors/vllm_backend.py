@@ -10,6 +10,7 @@ import contextlib
 import functools
 import gc
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Coroutine, Sequence
@@ -22,6 +23,10 @@ from s2d.engine.core.spec import EngineSpec
 
 T = TypeVar("T")
 UNLOAD_TIMEOUT_S = 30.0
+
+
+class BatchTimedOut(TimeoutError):
+    """A call ran past the deadline its thread set (`VLLMGenerator.deadline`); its requests were aborted."""
 
 
 def import_vllm() -> Any:
@@ -56,6 +61,7 @@ class VLLMGenerator:
         # Updated only on the loop's thread.
         self.stats = {"prompts": 0, "completions": 0, "output_tokens": 0, "prompts_too_long": 0}
         self._in_flight = 0  # requests in the engine; like stats, touched only on the loop's thread
+        self._deadlines = threading.local()  # per calling thread: a replica runs its batches in concurrent threads
 
     @classmethod
     def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> VLLMGenerator:
@@ -98,8 +104,28 @@ class VLLMGenerator:
             raise
         return cls(llm, loop, thread, engine.max_model_len)
 
+    @contextlib.contextmanager
+    def deadline(self, seconds: float | None):
+        """Every call this thread makes inside the block ends by `seconds` from now (None: no deadline): one past
+        it raises BatchTimedOut, its requests aborted in the engine."""
+        self._deadlines.at = None if seconds is None else time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._deadlines.at = None
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        at = getattr(self._deadlines, "at", None)
+        try:
+            return future.result(timeout=None if at is None else max(at - time.monotonic(), 0.0))
+        except TimeoutError:
+            if future.done():  # the coroutine's own TimeoutError, or it finished just now
+                return future.result()
+            # Cancelling the task cancels its requests' generators, and vLLM aborts a cancelled request: the engine
+            # stops spending steps on them. A wedged loop never runs the cancellation, but this thread returns anyway.
+            future.cancel()
+            raise BatchTimedOut("the call ran past its deadline") from None
 
     def generate(
         self, prompts: Sequence[str], request: SamplingRequest, adapter: str | None = None

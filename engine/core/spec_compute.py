@@ -214,6 +214,18 @@ class GenerationSpec(Section):
         "the one that reaches this count fails the job with the error, so a fault that every restart repeats "
         "(a bad model, a broken GPU) stops the job fast instead of looping.",
     )
+    batch_timeout_s: float | None = Field(
+        900.0,
+        gt=0.0,
+        le=86400.0,
+        description="Seconds one replica call (a batch of batch_size inputs, every step of its method) may take; "
+        "None: no limit. A batch past it has its requests aborted and is retried once on a fresh engine (the "
+        "replica restarts, at most max_restarts // 2 times for this reason, else the retry runs on the same "
+        "engine); past it again, its inputs are quarantined as batch_timeout and the job goes on. Too low "
+        "quarantines slow but healthy batches (long max_tokens on a CPU), too high lets a hung engine hold its "
+        "batches that long: set it a few times above your slowest batch (on 2 CPU cores a 64-input demo batch "
+        "takes about 100 s).",
+    )
 
     @field_validator("replicas", mode="before")
     @classmethod
