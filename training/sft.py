@@ -1,4 +1,5 @@
-"""Supervised fine-tuning examples: the user prompt in the chat template, the loss only on the answer.
+"""Supervised fine-tuning examples: the user prompt in the chat template of the model trained (the student's own,
+whatever the teacher's), the loss only on the answer.
 
 System 2 distillation trains the model to give the final answer directly, so the target is the bare answer
 (no reasoning) followed by EOS, and the prompt tokens are masked out of the loss with -100.

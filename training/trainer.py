@@ -1,5 +1,7 @@
 """Distillation fine-tune: LoRA (PEFT) or full, under DeepSpeed ZeRO, on Ray Train workers.
 
+The model trained is the job's student (`train.model`, else the job's `model`, which generated the pairs): the
+pairs are text, chat-formatted with the student's own tokenizer and template, so teacher and student may differ.
 The driver reads the committed (prompt, answer) rows, starts one Ray Train worker per data-parallel rank and
 swaps the result rank 0 reports in as `<out>/model/`, whole (s2d.engine.data.folder_swap: readers see the old
 model or the new one, never a mix or neither). It trains only on a finished `s2d generate` unless told otherwise
@@ -100,9 +102,9 @@ def train_model(
 
     # Absolute, so workers on other nodes write to the same (shared) place and nothing lands in ~/ray_results.
     storage_path = out / "train_ray"
-    fingerprint = run_fingerprint(
-        spec.train.model_dump(mode="json", exclude={"checkpoint_every_steps", "merge"}) | {"use_gpu": use_gpu},
-        spec.model,
+    fingerprint = run_fingerprint(  # the student is the model argument: a default job's fingerprint is as before
+        spec.train.model_dump(mode="json", exclude={"checkpoint_every_steps", "merge", "model"}) | {"use_gpu": use_gpu},
+        spec.student,
         rows,
     )
     _claim_run_dir(storage_path, fingerprint)
@@ -151,11 +153,13 @@ def _finish_model(
         deepspeed_config=spec.train.deepspeed,
         mode=spec.train.mode,
         model_dir=str(model_out),
+        student=spec.student,  # the model trained: train.model, else the job's model (the teacher)
+        teacher=spec.model,
         # True when the same run had already finished: its result was reported again, nothing retrained.
         reused_finished_run=bool(result.metrics and result.metrics.get("reused")),
     )
     if spec.train.merge:
-        merge_adapter(spec.model, staged, staged / MERGED_DIR)
+        merge_adapter(spec.student, staged, staged / MERGED_DIR)
         metrics["merged_dir"] = str(model_out / MERGED_DIR)
     (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -217,7 +221,9 @@ def _train_worker(config: dict[str, Any]) -> None:
 
         torch.cuda.set_device(ray.train.torch.get_device())
 
-    model_path = resolve_model(spec.model)
+    # The student's own weights, tokenizer and chat template: the pairs are text, so a student whose tokenizer
+    # differs from the teacher's (train.model) learns them in its own format.
+    model_path = resolve_model(spec.student)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     examples = build_examples(config["rows"], tokenizer, train.max_seq_len)
     if not examples:

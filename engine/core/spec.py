@@ -260,6 +260,16 @@ class JobSpec(_Section):
     def out_path(self) -> Path:
         return Path(self.out)
 
+    @property
+    def student(self) -> str:
+        """The model `s2d train` fine-tunes and `s2d eval` serves as distilled: train.model, else the job's model."""
+        return self.train.model or self.model
+
+    @property
+    def has_student(self) -> bool:
+        """Whether the student is another model than the teacher (the job's `model`, which generates)."""
+        return self.student != self.model
+
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML (``8``, ``0.5``, ``[a, b]``)."""

@@ -45,6 +45,15 @@ class LoraSpec(Section):
 class TrainSpec(Section):
     """The distillation fine-tune: DeepSpeed ZeRO on Ray Train workers (training/)."""
 
+    model: str | None = Field(
+        None,
+        description="The student: the model `s2d train` fine-tunes on the teacher's (the job's `model`) accepted "
+        "pairs, chat-formatted with the student's own template (the pairs are text, so its tokenizer may differ), "
+        "and `s2d eval` reports as distilled System 1 beside its own base System 1. A packaged name, a local "
+        "Hugging Face folder or a hub id; None: the job's `model` distils into itself. A smaller student serves "
+        "cheaper (fewer weights, faster answers) but starts weaker, so it may gain more and still end below the "
+        "teacher's System 2.",
+    )
     mode: Literal["lora", "full"] = Field(
         "lora",
         description="lora: train a PEFT adapter (small, fast, the base model stays shared); full: train every "

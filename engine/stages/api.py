@@ -19,6 +19,7 @@ from typing import Any
 
 from s2d.engine.core.spec import JobSpec, load_spec, parse_spec
 from s2d.engine.data.lease import Lease
+from s2d.engine.data.models import ModelNotFound, check_model_reference
 from s2d.engine.data.ownership import claim_output, write_job_file
 from s2d.engine.data.storage import OutputLocation
 from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, StageResult, TrainResult
@@ -62,6 +63,8 @@ def run_job(
             f"out={spec.out}: train and eval need a local or mounted path; only generate writes to a "
             "filesystem URI (copy the shards to a mounted path, or mount the bucket)"
         )
+    if spec.has_student and {"train", "eval"} & set(stages):
+        check_student(spec)
     results: dict[str, StageResult] = {}
     claim_output(location, create="generate" in stages)  # before anything is written: `out` must be s2d's
     # Every stage holds the output's one lease, not a lease of its own: train reads the shards generate commits
@@ -84,6 +87,14 @@ def run_job(
             if on_result is not None:
                 on_result(result)
     return JobResult(spec, spec.out, **results)
+
+
+def check_student(spec: JobSpec) -> None:
+    """A student (train.model) that cannot load fails here, in one line naming the key, before Ray starts."""
+    try:
+        check_model_reference(spec.student)
+    except ModelNotFound as problem:
+        raise ModelNotFound(f"train.model (the student): {problem}") from None
 
 
 def generate(job: JobSpec | str | Path, *, force: bool = False, progress: bool = True, **overrides: Any):

@@ -91,7 +91,8 @@ def card_text(spec: JobSpec, manifest: Manifest, reasons: dict[str, Counter], wh
         f"{when:%Y-%m-%d %H:%M} UTC: the System 2 method `{spec.method.name}` was sampled "
         f"{spec.sampling.n} times per input with `{spec.model}`, and an input was kept when its final answers "
         f"were self-consistent (criterion `{spec.curate.rule}`). The kept *prompt -> answer* pairs teach the "
-        "model to answer directly, without the reasoning.",
+        + (f"student `{spec.student}` (`train.model`)" if spec.has_student else "model")
+        + " to answer directly, without the reasoning.",
         "",
         "## Counts",
         "",
@@ -113,6 +114,11 @@ def card_text(spec: JobSpec, manifest: Manifest, reasons: dict[str, Counter], wh
         "",
         f"- model: `{spec.model}`; spec fingerprint `{manifest.fingerprint}` "
         f"({manifest.num_shards} shards, committed exactly once; `s2d status` checks it)",
+        *(
+            [f"- student (the model `s2d train` fine-tunes on these pairs): `{spec.student}`"]
+            if spec.has_student
+            else []
+        ),
         f"- sampling: `{spec.sampling.model_dump()}`",
         f"- criterion: `{spec.curate.model_dump(exclude_none=True)}`",
         f"- answer extractor: `{spec.method.extractor.model_dump(exclude_none=True)}`",

@@ -1,11 +1,12 @@
 """Evaluation on held-out inputs: System 1 (base, direct), System 2 (the method), distilled System 1.
 
-One replica actor serves System 1, System 2 and, for a LoRA result, the distilled System 1 (the adapter on
-the same engine, vLLM with LoRA enabled). A merged model (eval.distilled=merged) or a full fine-tune is a
-different model, so it gets a second replica. System 2 is sampled n times per input (eval.system2_samples,
-default the job's sampling.n) and reported two ways: majority vote over n (what curation trusts) and mean
-single-sample accuracy. Each system's agreement with System 2 (its answers equal to System 2's vote, on the
-inputs where that vote meets the job's criterion) measures what distillation transfers, labels or not.
+One replica actor serves System 1, System 2 and, for a LoRA result, the distilled System 1 (the adapter on the same
+engine, vLLM with LoRA enabled). A merged model (eval.distilled=merged) or a full fine-tune is a different model, so
+it gets a second replica. A student of its own (train.model) adds its base System 1 beside the teacher's, on a
+replica of its own (engine/stages/eval_systems.py: which system runs where). System 2 is sampled n times per input
+(eval.system2_samples, default the job's sampling.n) and reported two ways: majority vote over n (what curation
+trusts) and mean single-sample accuracy. Each system's agreement with System 2 (its answers equal to System 2's
+vote, on the inputs where that vote meets the job's criterion) measures what distillation transfers, labels or not.
 Intervals take the input as the unit (one input's n samples are correlated), and the distilled model is compared
 with the others pair by pair on the same inputs, matched by input id (engine/core/stats.py). The report (table +
 chart) is engine/stages/report.py.
@@ -29,9 +30,10 @@ from s2d.engine.core.stats import clustered_interval, paired_comparison
 from s2d.engine.core.tasks import TaskInput, get_task
 from s2d.engine.core.votes import majority_vote
 from s2d.engine.data.folder_swap import clear_leftovers, replace_folder, staging_folder
+from s2d.engine.stages.eval_systems import TEACHER_SYSTEM1, distilled_model, replica_plans, system_names
+from s2d.engine.stages.eval_systems import adapter_rank as adapter_rank  # re-exported: its earlier home
 from s2d.engine.stages.report import plot_runs, render_report
 
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 Outcomes = dict[str, tuple[int, int]]  # input id -> (answers that count: right, or agreeing; answers)
 
 
@@ -197,7 +199,7 @@ def paired_comparisons(systems: Sequence[tuple[SystemScore, Outcomes, Outcomes]]
     score, accuracy, agreement = distilled[0]
     found = []
     for other, other_accuracy, other_agreement in systems:
-        if other.kind == "distilled":
+        if other.kind in ("distilled", TEACHER_SYSTEM1):  # beside a student: its own base System 1 is the baseline
             continue
         if all(m == 1 for _, m in other_accuracy.values()):
             found.append(("accuracy", other, accuracy, other_accuracy))
@@ -228,31 +230,6 @@ def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
     ]
 
 
-def distilled_model(spec: JobSpec, model_dir: Path) -> tuple[str | None, str | None, str]:
-    """(adapter, model, label) of the distilled System 1 in `model_dir`: a LoRA adapter on the base model, the
-    merged copy of it, or a full fine-tune; a clear error when what the spec asks for is not there."""
-    adapter = model_dir / "adapter_config.json"
-    if adapter.is_file():
-        if spec.eval.distilled == "adapter":
-            return str(model_dir.resolve()), None, "Distilled System 1 (base + LoRA, direct)"
-        merged = model_dir / "merged"
-        if not (merged / "config.json").is_file():
-            raise FileNotFoundError(f"eval.distilled=merged but {merged} holds no model: train with train.merge=true")
-        return None, str(merged.resolve()), "Distilled System 1 (merged LoRA, direct)"
-    if (model_dir / "config.json").is_file():
-        return None, str(model_dir.resolve()), "Distilled System 1 (full fine-tune, direct)"
-    raise FileNotFoundError(f"no trained model in {model_dir}: run `s2d train` on this job first")
-
-
-def adapter_rank(adapter_dir: str) -> int:
-    """The smallest max_lora_rank vLLM accepts that fits the adapter's rank."""
-    rank = int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("r", 8))
-    for allowed in VLLM_LORA_RANKS:
-        if rank <= allowed:
-            return allowed
-    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
-
-
 def run_eval(spec: JobSpec, model_dir: Path | None = None, *, allow_partial: bool = False) -> dict:
     """Evaluate the three systems; `<out>/eval/` is replaced whole. `allow_partial`: evaluate a model trained on an
     unfinished generate instead of refusing (the caller holds the output's lease)."""
@@ -273,42 +250,26 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None, *, allow_partial: boo
     ray = connect()
     resources = replica_resources(spec, ray.cluster_resources().get("GPU", 0))
     direct = SamplingRequest(n=1, temperature=0.0, max_tokens=spec.eval.max_tokens)
+    system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples or spec.sampling.n)
+    chains: dict[str, list[list[Chain]]] = {}  # kind -> each input's chains
     timings: dict[str, float] = {}
     engine_start_s = 0.0
-
-    def start(model: str, lora_rank: int | None) -> Any:
-        nonlocal engine_start_s
+    for plan in replica_plans(spec, adapter, other_model, direct, system2_request):
         started = time.monotonic()
-        kwargs = GenerationReplica.for_job(spec, max_lora_rank=lora_rank) | {"model": model}
+        kwargs = GenerationReplica.for_job(spec, max_lora_rank=plan.lora_rank) | {"model": plan.model}
         replica = ray.remote(GenerationReplica).options(**resources).remote(**kwargs)
-        ray.get(replica.ready.remote())  # engine start-up stays out of the per-input timings
-        engine_start_s += time.monotonic() - started
-        return replica
-
-    def timed(replica: Any, label: str, *args) -> list[list[Chain]]:
-        started = time.monotonic()
-        result = ray.get(replica.run.remote(*args))
-        timings[label] = (time.monotonic() - started) / len(inputs)
-        return result
-
-    replica = start(spec.model, adapter_rank(adapter) if adapter else None)
-    try:
-        system1 = timed(replica, "system1", "system1", contexts, direct)
-        system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples or spec.sampling.n)
-        # the method section, not its name: a custom method is defined by its steps there
-        system2 = timed(replica, "system2", spec.method.model_dump(), contexts, system2_request)
-        if adapter:
-            distilled = timed(replica, "distilled", "system1", contexts, direct, adapter)
-    finally:
-        ray.kill(replica)
-    if other_model:
-        replica = start(other_model, None)
         try:
-            distilled = timed(replica, "distilled", "system1", contexts, direct)
+            ray.get(replica.ready.remote())  # engine start-up stays out of the per-input timings
+            engine_start_s += time.monotonic() - started
+            for run in plan.runs:
+                started = time.monotonic()
+                extra = (run.adapter,) if run.adapter else ()
+                chains[run.kind] = ray.get(replica.run.remote(run.method, contexts, run.request, *extra))
+                timings[run.kind] = (time.monotonic() - started) / len(inputs)
         finally:
             ray.kill(replica)
 
-    n = system2_request.n
+    n, system2 = system2_request.n, chains["system2"]
     extractor = resolve_method(spec.method.model_dump()).extractor
     # The reference answer is the job's own criterion: the vote at curate.threshold (a plurality for the rules
     # that decide otherwise: perturbation's variants and usc's judge are not rerun on held-out inputs).
@@ -325,28 +286,20 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None, *, allow_partial: boo
         single = _score(name, kind, correct, _tokens_per_answer(chains, sum(m for _, m in correct.values())))
         return with_agreement(single, agrees)
 
-    scores = [
-        scored("System 1 (base model, direct)", "system1", system1),
-        scored(
-            f"System 2 ({spec.method.name}, single sample" + (f", mean of {n})" if n > 1 else ")"),
-            "system2",
-            system2,
-            extractor,
-        ),
-        scored(distilled_name, "distilled", distilled),
-    ]
-    if n > 1:
-        majority = score_majority(
-            f"System 2 ({spec.method.name}, majority of {n})", task.name, inputs, system2, extractor
-        )
-        outcomes[majority.system] = (majority_outcomes(task.name, inputs, system2, extractor), {})
-        scores.insert(2, majority)
-    scores = [replace(score, latency_s=timings[score.kind]) for score in scores]
+    scores = []
+    for kind, name in system_names(spec, n, distilled_name).items():  # in the report's order
+        if kind == "system2_majority":
+            scores.append(score_majority(name, task.name, inputs, system2, extractor))
+            outcomes[name] = (majority_outcomes(task.name, inputs, system2, extractor), {})
+        else:
+            scores.append(scored(name, kind, chains[kind], extractor if kind == "system2" else None))
+    scores = [replace(score, latency_s=timings[score.kind]) for score in scores]  # System 2's majority: its samples
     comparisons = paired_comparisons([(score, *outcomes[score.system]) for score in scores])
     metrics = {
         "task": task.name,
         "method": spec.method.name,
         "model": spec.model,
+        "student": spec.student if spec.has_student else None,  # the model trained, when not the teacher
         "eval_inputs": len(inputs),
         "samples_for_system2": n,
         "distilled_model": adapter or other_model,

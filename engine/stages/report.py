@@ -19,8 +19,20 @@ KIND_STYLE = {  # marker, legend label and point label offset (points; apart, as
     "system1": ("o", "System 1 (base, direct)", (8, 8)),
     "system2": ("s", "System 2 (the method)", (8, 8)),
     "distilled": ("*", "Distilled System 1", (8, -14)),
+    "teacher_system1": ("D", "System 1 (teacher, beside a student)", (-58, 8)),  # left: the student S1 sits close
 }
-SHORT_NAMES = {"system1": "System 1", "system2": "System 2", "distilled": "distilled"}
+SHORT_NAMES = {"system1": "System 1", "system2": "System 2", "distilled": "distilled", "teacher_system1": "teacher S1"}
+
+
+def short_name(metrics: dict[str, Any], kind: str) -> str:
+    """A system's name on the chart: with a student of its own (train.model), its base System 1 says so."""
+    return "student S1" if kind == "system1" and metrics.get("student") else SHORT_NAMES[kind]
+
+
+def model_label(metrics: dict[str, Any]) -> str:
+    """The run's model: the teacher, and the student it distilled into when that is another model."""
+    student = metrics.get("student")
+    return f"{metrics['model']} -> {student}" if student else metrics["model"]
 
 
 def system_kind(score: dict[str, Any]) -> str:
@@ -103,7 +115,7 @@ _COLUMNS = (
 def render_report(metrics: dict[str, Any], chart: str | None = "report.png") -> str:
     """One run's report.md."""
     lines = [
-        f"# s2d evaluation: {metrics['task']} / {metrics['method']} / {metrics['model']}",
+        f"# s2d evaluation: {metrics['task']} / {metrics['method']} / {model_label(metrics)}",
         "",
         f"{metrics['eval_inputs']} held-out inputs (disjoint from the distillation inputs){_reference(metrics)}. "
         f"{NOTES}",
@@ -179,7 +191,7 @@ def render_comparison(runs: list[dict[str, Any]], chart: str | None = "report.pn
     for metrics in runs:
         for score in normalised_systems(metrics):
             lines.append(
-                f"| {metrics['run']} | {metrics['task']} | {metrics['method']} | {metrics['model']} "
+                f"| {metrics['run']} | {metrics['task']} | {metrics['method']} | {model_label(metrics)} "
                 f"| {score['system']} | {_row(score)} |"
             )
     lines += _paired_table(runs, with_run=True)
@@ -223,7 +235,7 @@ def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
                 label=label,
             )
             label = None  # one legend entry per run
-            name = SHORT_NAMES[score["kind"]] + (" (majority)" if "majority" in score["system"] else "")
+            name = short_name(metrics, score["kind"]) + (" (majority)" if "majority" in score["system"] else "")
             axes.annotate(
                 name,
                 (score["tokens_per_answer"], accuracy),
@@ -233,8 +245,10 @@ def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
                 color=colour,
             )
             tokens.append(score["tokens_per_answer"])
-    for marker, text, _ in KIND_STYLE.values():
-        axes.plot([], [], marker, color="grey", label=text)
+    present = {score["kind"] for metrics in runs for score in normalised_systems(metrics)}
+    for kind, (marker, text, _) in KIND_STYLE.items():
+        if kind in present:
+            axes.plot([], [], marker, color="grey", label=text)
     if tokens and min(tokens) > 0 and max(tokens) / min(tokens) > 8:
         axes.set_xscale("log")  # System 2 with many samples costs orders of magnitude more tokens
     else:
@@ -263,7 +277,9 @@ def _annotate_paired(axes: Any, runs: list[dict[str, Any]], measure: str) -> Non
     for metrics in runs:
         for comparison in _comparisons(metrics):
             if comparison["measure"] == measure:
-                versus = SHORT_NAMES[system_kind({"system": comparison["versus"], "kind": comparison["versus_kind"]})]
+                versus = short_name(
+                    metrics, system_kind({"system": comparison["versus"], "kind": comparison["versus_kind"]})
+                )
                 versus += " (majority)" if "majority" in comparison["versus"] else ""
                 prefix = f"{metrics['run']}: " if len(runs) > 1 else ""
                 lines.append(
@@ -305,7 +321,9 @@ def _plot_agreement(axes: Any, runs: list[dict[str, Any]], colours: list[str]) -
                 linewidth=0.5,
             )
             axes.annotate(f"{value:.0f}%", (position, value), textcoords="offset points", xytext=(-18, 4), fontsize=8)
-            labels.append((position, SHORT_NAMES[score["kind"]] + (f"\n{metrics['run']}" if len(runs) > 1 else "")))
+            labels.append(
+                (position, short_name(metrics, score["kind"]) + (f"\n{metrics['run']}" if len(runs) > 1 else ""))
+            )
             position += 1
         position += 0.5  # a gap between runs
     axes.set_xticks([p for p, _ in labels], [label for _, label in labels], fontsize=7)
