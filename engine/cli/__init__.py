@@ -23,6 +23,7 @@ from s2d.engine.data.manifest import OutputConflict
 from s2d.engine.data.models import ModelNotFound, check_model_reference
 from s2d.engine.data.ownership import ForeignOutput, claim_output
 from s2d.engine.data.storage import OutputError
+from s2d.engine.stages.api import check_student
 from s2d.engine.stages.console import error, log_path_for, quiet, say
 from s2d.engine.stages.generate import GenerationFailed
 from s2d.engine.stages.results import EvalResult, GenerateResult, StageResult, TrainResult
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.job, args.overrides)
         check_model_reference(spec.model)
+        if args.command in ("run", "train", "eval"):
+            check_student(spec)
     except (SpecError, ModelNotFound) as problem:
         error(f"s2d: error: {problem}")
         return 2

@@ -63,9 +63,11 @@ def test_the_cli_says_the_missing_student_in_one_line(tmp_path, capsys):
     unfinished_output(out, "smollm2-135m")
     job = tmp_path / "job.yaml"
     job.write_text(f"model: smollm2-135m\nout: {out}\ntrain: {{model: {tmp_path / 'gone'}}}\n")
-    assert main(["train", str(job), "-v"]) == 1
+    before = sorted(path.relative_to(out) for path in out.rglob("*"))
+    assert main(["train", str(job), "-v"]) == 2  # as for a job `model` that cannot load: before any log
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("s2d: error: train.model (the student): model ")
+    assert sorted(path.relative_to(out) for path in out.rglob("*")) == before
 
 
 def test_eval_runs_the_teacher_and_the_student_each_on_its_own_replica(tmp_path):
