@@ -1,6 +1,11 @@
 """The driver's side of shard commits: a few integers per shard, the shard-writing tasks in flight, and the
 manifest, rewritten once per batch of finished shards (s2d.engine.data.shard_tasks writes the shards).
 
+Fenced: the workers write under the job's lease fence only (its parts folder, staged shard names); at each
+commit the driver, holding the lease's lock at its epoch (s2d.engine.data.lease.Lease.fenced), renames the staged
+files into place and rewrites the manifest, so a job whose lease was taken over publishes nothing. The commit
+loop is the lease's proof of progress: each part, finished shard write and commit is reported to it.
+
 The manifest is one JSON file rewritten whole at each commit (the single commit point). Its cost grows with
 the shards committed, so commits are spaced to keep rewriting it a small share of the driver's time: at least
 COMMIT_INTERVAL_S apart, and at least COMMIT_COST_FACTOR times as long as the last rewrite took.
@@ -8,6 +13,7 @@ COMMIT_INTERVAL_S apart, and at least COMMIT_COST_FACTOR times as long as the la
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -19,9 +25,9 @@ import numpy as np
 
 from s2d.engine.core.spec import JobSpec
 from s2d.engine.data.inputs import InputPlan
-from s2d.engine.data.lease import Lease
+from s2d.engine.data.lease import PROGRESS_S, Lease
 from s2d.engine.data.manifest import Manifest, write_manifest
-from s2d.engine.data.shard_tasks import WrittenShard, part_folder, write_shard
+from s2d.engine.data.shard_tasks import WrittenShard, part_folder, publish_shard, stage_shard
 from s2d.engine.data.shards import PARTS
 from s2d.engine.data.storage import OutputLocation
 
@@ -51,12 +57,15 @@ class ShardCommits:
         self.last_commit = 0.0
         self.last_commit_seconds = 0.0
         self.duplicates_dropped = 0
-        self.job = lease.owner
+        self.job, self.fence = lease.owner, lease.fence
         self._write = None
+        self._watching = contextlib.ExitStack()
 
     def start(self, ray, plan: InputPlan) -> None:
         self.ray = ray
-        self._write = ray.remote(write_shard).options(num_cpus=0, max_retries=3)
+        self._write = ray.remote(stage_shard).options(num_cpus=0, max_retries=3)
+        # From here the heartbeat renews only while this loop reports progress (until finish).
+        self._watching.enter_context(self.lease.watching_progress(progress_window(self.spec)))
         self.expected[:] = plan.valid
         # Shards with nothing to generate (empty, or only quarantined inputs) are written at once.
         for shard in np.flatnonzero((plan.valid == 0) & ~self.done).tolist():
@@ -67,9 +76,10 @@ class ShardCommits:
 
     def add_part(self, shard: int, rows: int, part: str) -> bool:
         """Count a part's rows; False when the shard is already committed (a retried batch's copies)."""
+        self.lease.progress()
         if self.done[shard]:
             self.duplicates_dropped += rows
-            self.location.delete(PARTS, part_folder(shard), part)
+            self.location.delete(PARTS, part_folder(shard, self.fence), part)
             return False
         self.received[shard] += rows
         if self.received[shard] >= self.expected[shard] and not self.writing[shard]:
@@ -94,6 +104,7 @@ class ShardCommits:
                 self.job,
                 spec.method.name,
                 spec.model,
+                self.fence,
             )
             self.in_flight[ref] = shard
             self.received_at_launch[shard] = int(self.received[shard])
@@ -104,6 +115,8 @@ class ShardCommits:
             ready, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=None if wait else 0)
             if wait and not ready:
                 continue
+            if ready:
+                self.lease.progress()
             for ref in ready:
                 shard = self.in_flight.pop(ref)
                 written = _shard_result(self.ray, ref)
@@ -125,23 +138,36 @@ class ShardCommits:
         if not self.finished or (not force and time.monotonic() - self.last_commit < spacing):
             return
         started = time.monotonic()
-        self.lease.check()  # a job that lost its lease must not commit over the new holder
-        for shard, written in self.finished.items():
-            self.duplicates_dropped += written.duplicates_dropped
-            self.manifest.shards[shard] = written.entry
-            self.done[shard] = True
-        write_manifest(self.location, self.manifest)  # the commit point
+        # Under the lease's lock, at this job's epoch: a job that lost its lease publishes nothing, and no
+        # takeover comes between the check and the manifest rewrite.
+        with self.lease.fenced():
+            for shard, written in self.finished.items():
+                publish_shard(self.location, written)
+                self.duplicates_dropped += written.duplicates_dropped
+                self.manifest.shards[shard] = written.entry
+                self.done[shard] = True
+            write_manifest(self.location, self.manifest)  # the commit point
+        self.lease.progress()
         for shard in self.finished:
-            self.location.delete(PARTS, part_folder(shard))
+            self.location.delete(PARTS, part_folder(shard, self.fence))
         self.finished = {}
         self.last_commit = time.monotonic()
         self.last_commit_seconds = self.last_commit - started
 
     def finish(self) -> None:
-        self.poll(wait=True)
+        with self._watching:
+            self.poll(wait=True)
         missing = np.flatnonzero(~self.done).tolist()
         if missing:
             raise RuntimeError(f"{len(missing)} shards never completed (first: {missing[:5]}); rerun to resume")
+
+
+def progress_window(spec: JobSpec) -> float:
+    """How long the commit loop may see nothing (no part, no shard written) before the job counts as hung: the
+    lease's PROGRESS_S, or longer when one batch may legitimately take longer (a batch that times out and its one
+    retry, with an engine restart between)."""
+    batch_timeout = getattr(spec.generation, "batch_timeout_s", None)  # issue 25 part 6's limit, where present
+    return max(PROGRESS_S, 2 * batch_timeout + 120) if batch_timeout else PROGRESS_S
 
 
 def _shard_result(ray, ref) -> WrittenShard:

@@ -5,9 +5,19 @@ their commits. The job takes `<out>/.lease.json` before it reads or writes anyth
 job id), host, pid, start time, heartbeat. A second job finds a live lease and stops at once with one line
 naming the holder and what to do. The holder rewrites the heartbeat every `heartbeat_s`; a lease whose
 heartbeat is older than `timeout_s` (its holder died or hangs), or whose holder is a dead process on this
-host (a kill -9: taken over at once), is taken over. Before each manifest commit the holder checks that the
-lease is still its own, so a job that lost it (it stalled past the timeout and another took over) stops
-instead of committing over the new holder: the manifest has one writer at a time.
+host (a kill -9: taken over at once), is taken over.
+
+Fencing. Each grant of the lease has an epoch, one more than any before it on this output (kept in
+`<out>/.lease.epoch`, which outlives the lease file; read and written under the lock). The job's fencing token
+(`fence`: epoch and job id) travels with its work: its workers write only under names scoped by it (parts under
+`.parts/<fence>/`, shard files as hidden staged names), and only the holder publishes, under the lock, after
+checking that the lease is still its own at its epoch (`fenced`). A replaced job's late writes land under its
+own token, which nobody reads or publishes, so they never become visible; the next holder deletes them.
+
+The heartbeat proves progress, not only liveness: inside `watching_progress` (the generate stage's commit
+loop) it renews only while the job reports progress (`progress`: a part arrived, a shard was written or
+committed) within the window, so a job whose loop hangs lets its lease go stale and can be taken over. Outside
+it (planning, train, eval) the heartbeat renews while the process lives.
 
 Taking the lease is a read-check-write. On a local or mounted filesystem an flock on `<out>/.lease.lock`
 makes that step atomic across processes (and across hosts on filesystems with network locks, such as NFSv4);
@@ -31,8 +41,12 @@ from s2d.engine.data.storage import OutputLocation
 
 LEASE = ".lease.json"
 LOCK = ".lease.lock"
+EPOCH = ".lease.epoch"  # the last epoch granted on this output: outlives the lease file, so epochs never repeat
 HEARTBEAT_S = float(os.environ.get("S2D_LEASE_HEARTBEAT_S", 10))
 TIMEOUT_S = float(os.environ.get("S2D_LEASE_TIMEOUT_S", 120))
+# A watched job that reports no progress for this long stops renewing its heartbeat. Generous: a replica's engine
+# start or a long batch reports nothing (issue 25 part 6 bounds a hung batch itself).
+PROGRESS_S = float(os.environ.get("S2D_LEASE_PROGRESS_S", 600))
 
 
 class OutputBusy(RuntimeError):
@@ -62,6 +76,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def epoch_of(holder: dict[str, Any] | None) -> int:
+    """A lease record's epoch (0: none, or a lease written before epochs)."""
+    try:
+        return max(int((holder or {}).get("epoch", 0)), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def is_stale(holder: dict[str, Any], now: float, timeout_s: float) -> bool:
     if now - float(holder.get("heartbeat", 0)) > timeout_s:
         return True
@@ -78,7 +100,10 @@ class Lease:
     timeout_s: float = TIMEOUT_S
     started: float = field(default_factory=time.time)
     taken_over: dict[str, Any] | None = None  # the stale lease this job replaced, if any
+    epoch: int = 0  # this grant's fencing epoch (set when acquired)
     _lost: str | None = None
+    _progress_window: float | None = None  # seconds; None: not watched, the heartbeat proves liveness only
+    _last_progress: float = 0.0  # time.monotonic() of the last progress report
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -99,6 +124,8 @@ class Lease:
                     f"a lease without a heartbeat for {timeout_s:.0f} s is taken over"
                 )
             lease.taken_over = holder
+            lease.epoch = max(lease._last_epoch(), epoch_of(holder)) + 1
+            lease.location.write_bytes_atomic(str(lease.epoch).encode(), EPOCH)
             lease._write(now)
         if not location.is_local:
             # No lock on an object store: let a racing writer's lease land, then see whose survived.
@@ -110,17 +137,43 @@ class Lease:
         lease._thread.start()
         return lease
 
+    @property
+    def fence(self) -> str:
+        """This grant's fencing token, which scopes every name its workers write: `e<epoch>-<job>`."""
+        return f"e{self.epoch}-{self.owner}"
+
     def check(self) -> None:
-        """Raise LeaseLost unless this job still holds the lease (called before every commit)."""
+        """Raise LeaseLost unless this job still holds the lease at its epoch (called before every commit)."""
         if self._lost is None:
-            holder = self._read()
-            if not holder or holder.get("owner") != self.owner:
-                self._lost = describe(holder, time.time()) if holder else "nobody (the lease file is gone)"
+            self._verify(self._read())
         if self._lost is not None:
             raise LeaseLost(
-                f"this job lost its lease on {self.location.root} to {self._lost} (its heartbeat stalled past "
-                f"{self.timeout_s:.0f} s); it stops without committing more; committed shards are kept"
+                f"this job lost its lease on {self.location.root} to {self._lost} (its heartbeat stalled, or it made "
+                f"no progress, past {self.timeout_s:.0f} s); it stops without committing more; committed shards are "
+                "kept"
             )
+
+    @contextlib.contextmanager
+    def fenced(self):
+        """Hold the lease's lock while the holder publishes: raises LeaseLost unless the lease is still this job's
+        at its epoch, and no takeover can come between that check and the writes inside (the lock excludes it)."""
+        with self._locked():
+            self.check()
+            yield
+
+    def progress(self) -> None:
+        """The job moved on (a part arrived, a shard was written or committed): the heartbeat may renew."""
+        self._last_progress = time.monotonic()
+
+    @contextlib.contextmanager
+    def watching_progress(self, within_s: float = PROGRESS_S):
+        """While inside, the heartbeat renews only if `progress` was reported within `within_s` seconds."""
+        self.progress()
+        self._progress_window = within_s
+        try:
+            yield self
+        finally:
+            self._progress_window = None
 
     def release(self) -> None:
         self._stop.set()
@@ -137,17 +190,35 @@ class Lease:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    def _progressing(self) -> bool:
+        window = self._progress_window
+        return window is None or time.monotonic() - self._last_progress <= window
+
+    def _verify(self, holder: dict[str, Any] | None) -> None:
+        """Record the loss when `holder` is not this job at its epoch."""
+        if holder and holder.get("owner") == self.owner and epoch_of(holder) == self.epoch:
+            return
+        self._lost = describe(holder, time.time()) if holder else "nobody (the lease file is gone)"
+
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
+            if not self._progressing():
+                continue  # a hung job must not keep its lease alive: it goes stale and can be taken over
             try:
                 with self._locked():
-                    holder = self._read()
-                    if not holder or holder.get("owner") != self.owner:
-                        self._lost = describe(holder, time.time()) if holder else "nobody (the lease file is gone)"
+                    self._verify(self._read())
+                    if self._lost is not None:
                         return
                     self._write(time.time())
             except OSError:
                 continue  # a transient storage error: the next beat retries; the timeout is generous
+
+    def _last_epoch(self) -> int:
+        """The last epoch granted here (0: none yet, or an output from before epochs)."""
+        try:
+            return max(int((self.location.read_bytes(EPOCH) or b"0").strip() or 0), 0)
+        except ValueError:
+            return 0  # garbage: epochs restart, and the job id in every fence still keeps names apart
 
     def _read(self) -> dict[str, Any] | None:
         data = self.location.read_bytes(LEASE)
@@ -167,6 +238,7 @@ class Lease:
             "started": self.started,
             "heartbeat": now,
             "timeout_s": self.timeout_s,
+            "epoch": self.epoch,
         }
         self.location.write_bytes_atomic(json.dumps(record).encode(), LEASE)
 

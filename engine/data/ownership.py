@@ -25,8 +25,12 @@ FORMAT = "s2d-output"
 FORMAT_VERSION = 1  # of the output's layout (marker, manifest, tables); readers refuse a newer one
 MANIFEST = "manifest.json"
 JOB_FILE = "job.yaml"  # the resolved job the output was last run with
-# File names s2d writes in a table folder: committed shards, and the temporary names of an unfinished write.
-_OWNED_NAME = re.compile(r"^(shard-\d{5}\.parquet|\.shard-\d{5}\.parquet\.[0-9a-f]+\.tmp)$")
+# File names s2d writes in a table folder: committed shards, a worker's staged shard file (hidden, scoped by its
+# job's lease fence `e<epoch>-<job>` and the task: published only by the lease holder's rename), and the temporary
+# names of an unfinished write of either.
+_SHARD = r"shard-\d{5,}\.parquet"
+_STAGED = rf"\.{_SHARD}\.e\d+-[0-9a-f]+-[0-9a-f]+\.staged"
+_OWNED_NAME = re.compile(rf"^({_SHARD}|\.{_SHARD}\.[0-9a-f]+\.tmp|{_STAGED}|\.{_STAGED}\.[0-9a-f]+\.tmp)$")
 # Folder names s2d writes beside a result folder it replaces whole (model/, eval/): the new one being written
 # (`.model.<token>.tmp`) and the old one set aside during the swap (`.model.<token>.old`).
 _SWAP_NAME = r"^\.{folder}\.[0-9a-f]{{12}}\.(tmp|old)$"
@@ -40,7 +44,7 @@ class ForeignOutput(RuntimeError):
 
 
 def is_owned_name(name: str) -> bool:
-    """A table folder's file that s2d wrote (a shard, or a temporary file of an interrupted write)."""
+    """A table folder's file that s2d wrote (a shard, a staged shard, or a temporary file of an interrupted write)."""
     return bool(_OWNED_NAME.match(name))
 
 

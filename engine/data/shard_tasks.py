@@ -3,13 +3,17 @@ its tables. The driver only plans, schedules and commits (s2d.engine.stages.gene
 
 - `load_shard_inputs`: a shard's valid inputs from `.inputs/` (s2d.engine.data.inputs).
 - `curate_and_write`: a batch of generated rows -> the curated table (s2d.engine.data.curation) -> one part file
-  per shard under `.parts/shard-NNNNN/`; what comes back is a row of counts per shard.
-- `write_shard`: when the driver has seen all of a shard's rows, its parts (deduplicated: a retried replica
+  per shard under `.parts/<fence>/shard-NNNNN/`; what comes back is a row of counts per shard.
+- `stage_shard`: when the driver has seen all of a shard's rows, its parts (deduplicated: a retried replica
   batch repeats rows) and its inputs quarantined before generation -> the shard's tables, through the one
-  mechanism the driver-side ShardWriter also uses (`s2d.engine.data.shards.shard_tables`), each under a temporary
-  name then renamed; the shard's exactly-once check (s2d.engine.data.accounting) runs here. Returned: its manifest
-  entry (s2d.engine.data.manifest.ShardEntry: counts, reasons, checksums). The driver's manifest rewrite stays the
-  one commit point.
+  mechanism the driver-side ShardWriter also uses (`s2d.engine.data.shards.shard_tables`), each written under a
+  hidden staged name; the shard's exactly-once check (s2d.engine.data.accounting) runs here. Returned: its manifest
+  entry (s2d.engine.data.manifest.ShardEntry: counts, reasons, checksums) and the staged name.
+- `publish_shard`: the driver, holding the lease at its epoch (s2d.engine.data.lease.Lease.fenced), renames the
+  staged files to the shard's own name, then rewrites the manifest: the one commit point.
+
+Every name a worker writes carries its job's fence (lease epoch and job id): a job whose lease was taken over
+writes late only under its own fence, which the new holder neither reads nor publishes (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import pyarrow.compute as pc
 from s2d.engine.data.curation import curate_generated
 from s2d.engine.data.inputs import GENERATION_COLUMNS, INPUT_SCHEMA, INPUTS, shard_input_name
 from s2d.engine.data.manifest import ShardEntry
+from s2d.engine.data.ownership import is_owned_name
 from s2d.engine.data.samples import SAMPLES
 from s2d.engine.data.shards import CURATED_SCHEMA, PARTS, _first_of_each_input, curated_table, shard_tables
 from s2d.engine.data.sources import preview
-from s2d.engine.data.storage import OutputLocation
+from s2d.engine.data.storage import OutputError, OutputLocation
 
 CURATE_SECONDS_KEY = b"s2d_curate_seconds"
 PART_COUNTS_SCHEMA = pa.schema(
@@ -48,8 +53,23 @@ PART_COUNTS_SCHEMA = pa.schema(
 )
 
 
-def part_folder(shard: int) -> str:
-    return f"shard-{shard:05d}"
+UNFENCED = "e0-0"  # the fence of a shard written and published in one process (write_shard), under no lease
+
+
+def part_folder(shard: int, fence: str) -> str:
+    """Where a job's workers put a shard's part files, under `.parts/`: scoped by the job's fence."""
+    if not fence or "/" in fence:
+        raise ValueError(f"not a lease fence: {fence!r}")
+    return f"{fence}/shard-{shard:05d}"
+
+
+def staged_name(file: str, fence: str) -> str:
+    """A shard file's hidden name until the lease holder publishes it: its fence and a token of the task (a
+    retried task's file never collides with its first attempt's)."""
+    name = f".{file}.{fence}-{uuid.uuid4().hex[:8]}.staged"
+    if not is_owned_name(name):
+        raise ValueError(f"not a staged name s2d gives: {name}")
+    return name
 
 
 def load_shard_inputs(batch: dict, out: str):
@@ -121,9 +141,10 @@ def curate_generated_or_quarantine(batch: pa.Table, criterion: dict[str, Any]) -
     )
 
 
-def curate_and_write(batch: pa.Table, out: str, criterion: dict[str, Any]) -> pa.Table:
-    """Ray Data stage: generated rows -> curated (the job's criterion) -> one part file per shard of the batch.
-    A row the replica could not run (`input_error`) is quarantined. Returns PART_COUNTS_SCHEMA rows."""
+def curate_and_write(batch: pa.Table, out: str, criterion: dict[str, Any], fence: str = UNFENCED) -> pa.Table:
+    """Ray Data stage: generated rows -> curated (the job's criterion) -> one part file per shard of the batch,
+    under the job's `fence`. A row the replica could not run (`input_error`) is quarantined. Returns
+    PART_COUNTS_SCHEMA rows."""
     started = time.perf_counter()
     curated = curate_generated_or_quarantine(batch, criterion)
     curated = curated.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
@@ -132,8 +153,8 @@ def curate_and_write(batch: pa.Table, out: str, criterion: dict[str, Any]) -> pa
     for shard in pc.unique(curated.column("shard_id")).to_pylist():
         rows = curated.filter(pc.equal(curated.column("shard_id"), shard))
         part = f"part-{uuid.uuid4().hex[:16]}.parquet"
-        location.makedirs(PARTS, part_folder(shard))
-        location.write_table_atomic(rows, PARTS, part_folder(shard), part)
+        location.makedirs(PARTS, part_folder(shard, fence))
+        location.write_table_atomic(rows, PARTS, part_folder(shard, fence), part)
         status = Counter(rows.column("status").to_pylist())
         reasons = Counter(
             reason
@@ -171,17 +192,27 @@ class WrittenShard:
     entry: ShardEntry | None
     arrived: int  # the shard's generated inputs found in its parts
     duplicates_dropped: int = 0  # rows of its parts repeated by a retried batch
+    staged: str | None = None  # the hidden name of its files (the same in each table folder) until published
 
 
-def write_shard(
-    out: str, shard: int, num_shards: int, expected: int, keep_samples: bool, job: str, method: str, model: str
+def stage_shard(
+    out: str,
+    shard: int,
+    num_shards: int,
+    expected: int,
+    keep_samples: bool,
+    job: str,
+    method: str,
+    model: str,
+    fence: str,
 ) -> WrittenShard:
-    """A shard's parts and quarantined inputs -> its tables, written and checked, and its manifest entry; no entry
-    when only some of its `expected` generated inputs have arrived."""
+    """A shard's parts (those of `fence` only) and quarantined inputs -> its tables, checked and written under a
+    staged name, and its manifest entry; no entry when only some of its `expected` generated inputs have arrived.
+    Nothing here is visible: only the lease holder's `publish_shard` gives the files the shard's own name."""
     from s2d.engine.data.accounting import check_shard_tables
 
     location = OutputLocation.of(out)
-    folder = part_folder(shard)
+    folder = part_folder(shard, fence)
     names = location.list_files(PARTS, folder, suffix=".parquet")
     parts = [location.read_table(PARTS, folder, name, schema=CURATED_SCHEMA) for name in names]
     generated = _first_of_each_input(pa.concat_tables(parts)) if parts else CURATED_SCHEMA.empty_table()
@@ -210,10 +241,33 @@ def write_shard(
     if problems:
         raise RuntimeError(f"shard {shard} fails the exactly-once check: {'; '.join(problems)}")
     # Each file checksummed as it is written: the same function as the driver-side ShardWriter's (publish_files).
-    checksums = {kind: location.write_table_checksummed(table, kind, name) for table, kind, name in files}
+    staged = staged_name(entry.file, fence)
+    checksums = {kind: location.write_table_checksummed(table, kind, staged) for table, kind, _ in files}
     reasons = {
         status: dict(Counter(tables[kind].column("reason").to_pylist()))
         for kind, status in (("rejected", "rejected"), ("quarantine", "quarantined"))
     }
     entry = entry.model_copy(update={"reasons": reasons, "checksums": checksums, "job": job})
-    return WrittenShard(entry, arrived, sum(map(len, parts)) - arrived)
+    return WrittenShard(entry, arrived, sum(map(len, parts)) - arrived, staged)
+
+
+def publish_shard(location: OutputLocation, written: WrittenShard) -> None:
+    """Give a staged shard's files their own name (one rename each: atomic on local and mounted filesystems). Only
+    the lease holder calls it, inside `Lease.fenced`, just before the manifest rewrite that commits them."""
+    for kind in written.entry.checksums:
+        staged, final = location.path(kind, written.staged), location.path(kind, written.entry.file)
+        try:
+            location.fs.move(staged, final)
+        except OSError as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise OutputError(error.errno, f"cannot publish {final}: {reason}; committed shards are intact") from None
+
+
+def write_shard(
+    out: str, shard: int, num_shards: int, expected: int, keep_samples: bool, job: str, method: str, model: str
+) -> WrittenShard:
+    """`stage_shard` and `publish_shard` in one process that holds the output alone (tools, tests): no fence."""
+    written = stage_shard(out, shard, num_shards, expected, keep_samples, job, method, model, UNFENCED)
+    if written.entry is not None:
+        publish_shard(OutputLocation.of(out), written)
+    return written

@@ -10,9 +10,11 @@ Layout under <out>/ (a local path or a pyarrow filesystem URI, see s2d.engine.da
   manifest.json                    the commit record: committed shards with counts, the spec fingerprint
                                    (s2d.engine.data.manifest: the typed model, the one reader and writer)
   .inputs/                         the job's inputs partitioned by shard (s2d.engine.data.inputs; removed at the end)
-  .parts/                          curated rows of uncommitted shards, written by workers (s2d.engine.data.shard_tasks)
+  .parts/<fence>/                  curated rows of uncommitted shards, written by workers under their job's lease fence
+                                   (s2d.engine.data.shard_tasks)
   .staging/                        rows the driver-side ShardWriter spilled to disk (discarded on resume)
   .lease.json                      who is writing this output (s2d.engine.data.lease)
+  .lease.epoch                     the last lease epoch granted here (fencing tokens never repeat)
 
 Every input belongs to one shard, by a hash of its input_id. A shard is committed once all its inputs
 have come out of the pipeline: its files (one per table) are published (temporary name, then rename), then the
@@ -23,11 +25,13 @@ retried replica batch cannot produce a row twice. Each file's checksum goes into
 `read_committed` (what export, train and inspect read) checks each file against it, and its row count, as it
 reads it: a file changed after its commit is refused, never handed on.
 
-The generate stage writes shards on the workers (s2d.engine.data.shard_tasks) and commits them on the driver
-(s2d.engine.data.commits); `ShardWriter` is the same mechanism in one process (tests, benchmarks, small tools): both
-make a shard's tables with `shard_tables`. The writer takes curated rows as Arrow tables (CURATED_SCHEMA)
-and works on whole columns: splitting a batch by shard, counting, deduplicating and selecting by status are
-array operations, so a job of millions of inputs spends no Python per row here.
+The generate stage writes shards on the workers (s2d.engine.data.shard_tasks), under hidden staged names scoped by
+the job's lease fence, and the driver, holding the lease at its epoch, renames them into place and commits them
+(s2d.engine.data.commits): a replaced job's late writes never become visible. `ShardWriter` is the same mechanism
+in one process (tests, benchmarks, small tools): both make a shard's tables with `shard_tables`. The writer takes
+curated rows as Arrow tables (CURATED_SCHEMA) and works on whole columns: splitting a batch by shard, counting,
+deduplicating and selecting by status are array operations, so a job of millions of inputs spends no Python per
+row here.
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ def _generate_and_commit(
     try:
         # Before the datasets are built: Ray Data takes the DataContext's settings when it builds one.
         with driver_memory_bounded(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
-            parts = _pipeline_stages(ray, spec, shards, ledger_name)
+            parts = _pipeline_stages(ray, spec, shards, ledger_name, commits.fence)
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 committing = time.monotonic()
                 if batch is not None:
@@ -299,8 +299,9 @@ def _generate_and_commit(
         ray.kill(ledger)
 
 
-def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str):
-    """The shards' inputs -> replicas -> curation and part files, as a Ray Data dataset of part counts."""
+def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str, fence: str):
+    """The shards' inputs -> replicas -> curation and part files (under the job's lease `fence`), as a Ray Data
+    dataset of part counts."""
     inputs = (
         ray.data.from_items([{"shard_id": shard} for shard in shards])
         .map_batches(load_shard_inputs, batch_size=1, fn_kwargs={"out": spec.out})
@@ -317,7 +318,7 @@ def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str):
         curate_and_write,
         batch_format="pyarrow",
         batch_size=None,
-        fn_kwargs={"out": spec.out, "criterion": curate_kwargs(spec)},
+        fn_kwargs={"out": spec.out, "criterion": curate_kwargs(spec), "fence": fence},
     )
 
 

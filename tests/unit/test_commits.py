@@ -1,13 +1,21 @@
-"""s2d.engine.data.commits.with_ticks: the driver's loop over pipeline output wakes up to commit between batches."""
+"""s2d.engine.data.commits: the driver's loop over pipeline output wakes up to commit between batches (with_ticks);
+its commits are fenced by the lease, so a replaced job's late writes never become visible (ShardCommits)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
+from fencing_scene import NUM_SHARDS, PER_SHARD, open_scene, visible_files, write_part
 
-from s2d.engine.data.commits import with_ticks
+from s2d.engine.data.accounting import check_accounting
+from s2d.engine.data.commits import ShardCommits, with_ticks
+from s2d.engine.data.lease import Lease, LeaseLost
+from s2d.engine.data.manifest import read_manifest, shard_name
+from s2d.engine.data.ownership import is_owned_name
+from s2d.engine.data.shards import KINDS, PARTS, open_output, read_committed
 
 
 def slow_items(delays: list[float], pulled: list[int] | None = None):
@@ -51,3 +59,143 @@ def test_the_puller_reads_at_most_one_ahead_and_stops_when_the_consumer_does():
     time.sleep(0.5)
     assert len(pulled) <= 3
     assert not [thread for thread in threading.enumerate() if thread.name == "s2d-pipeline-output"]
+
+
+# --- Fencing: a replaced job's late writes never become visible (s2d.engine.data.lease, shard_tasks, commits) ---
+
+
+class InlineRay:
+    """The part of Ray's API ShardCommits uses, in this process: a task runs only when the driver waits for it, so
+    a test decides when a job's worker writes (after its lease was taken over: a late write)."""
+
+    class exceptions:  # noqa: N801 - Ray's name
+        RayTaskError = RuntimeError
+
+    class Ref:
+        def __init__(self, fn, args):
+            self.fn, self.args, self.done, self.result = fn, args, False, None
+
+        def run(self):
+            if not self.done:
+                self.result, self.done = self.fn(*self.args), True
+            return self
+
+    def remote(self, fn):
+        ray = self
+
+        class Task:
+            def options(self, **_):
+                return self
+
+            def remote(self, *args):
+                return ray.Ref(fn, args)
+
+        return Task()
+
+    def wait(self, refs, num_returns, timeout):
+        return [ref.run() for ref in refs], []
+
+    def get(self, ref):
+        return ref.run().result
+
+
+def _take_over(out, stalled):
+    time.sleep(0.4)  # past the stalled holder's timeout: its heartbeat never beat
+    taker = Lease.acquire(out, heartbeat_s=3600, timeout_s=0.3)
+    assert taker.taken_over["owner"] == stalled.owner and taker.epoch == stalled.epoch + 1
+    return taker
+
+
+def test_a_late_write_of_a_job_whose_lease_was_taken_over_never_becomes_visible(tmp_path):
+    out = tmp_path / "run"
+    location, spec, plan = open_scene(out)
+    stalled = Lease.acquire(out, heartbeat_s=3600, timeout_s=0.3)
+    old = ShardCommits(location, read_manifest(out), stalled, spec, NUM_SHARDS)
+    old.start(InlineRay(), plan)
+    old.add_part(0, PER_SHARD, write_part(location, stalled.fence, 0, "old", "part-a.parquet"))  # launched, not run
+
+    taker = _take_over(out, stalled)
+    location, spec, plan = open_scene(out)  # the new holder opens the output: it deletes what no commit owns
+    new = ShardCommits(location, read_manifest(out), taker, spec, NUM_SHARDS)
+    new.start(InlineRay(), plan)
+    # The replaced job's workers go on late: parts of both shards (its pipeline still runs), beside the new holder's.
+    for shard in range(NUM_SHARDS):
+        write_part(location, stalled.fence, shard, "old", "part-late.parquet")
+    for shard in range(NUM_SHARDS):
+        new.add_part(shard, PER_SHARD, write_part(location, taker.fence, shard, "new", "part-b.parquet"))
+    new.finish()
+    with pytest.raises(LeaseLost, match="lost its lease"):
+        old.finish()  # its shard write runs now, late (its files are staged), and its driver tries to commit it
+
+    manifest = read_manifest(out)
+    assert {entry.job for entry in manifest.shards.values()} == {taker.owner}
+    answers = read_committed(out, "shards", columns=["answer"]).column("answer").to_pylist()  # verified reads
+    assert answers == ["new"] * NUM_SHARDS * PER_SHARD, "no late row of the replaced job, none counted twice"
+    assert visible_files(out) == {kind: [shard_name(s) for s in range(NUM_SHARDS)] for kind in visible_files(out)}
+    late = sorted(path.name for path in (out / "shards").iterdir() if stalled.fence in path.name)
+    assert len(late) == 1 and late[0].startswith(".") and is_owned_name(late[0]), "its file is staged, hidden"
+    assert check_accounting(out).ok
+
+    taker.release()
+    with Lease.acquire(out) as next_job:  # the next job that opens the output deletes the late leftovers
+        assert next_job.epoch == taker.epoch + 1
+        open_output(location, NUM_SHARDS, "fp", NUM_SHARDS * PER_SHARD, force=False, keep_samples=False)
+    assert not [path for path in out.rglob("*") if stalled.fence in str(path)]
+    assert read_committed(out, "shards", columns=["answer"]).num_rows == NUM_SHARDS * PER_SHARD
+
+
+def test_a_job_that_lost_its_lease_publishes_nothing_even_when_its_write_finished_first(tmp_path):
+    """The shard write finishes before the takeover; the commit comes after it: nothing is renamed into place."""
+    out = tmp_path / "run"
+    location, spec, plan = open_scene(out)
+    stalled = Lease.acquire(out, heartbeat_s=3600, timeout_s=0.3)
+    old = ShardCommits(location, read_manifest(out), stalled, spec, NUM_SHARDS)
+    old.start(InlineRay(), plan)
+    old.add_part(0, PER_SHARD, write_part(location, stalled.fence, 0, "old", "part-a.parquet"))
+    old.last_commit = time.monotonic()  # its next commit is not due yet...
+    old.poll(wait=False)  # ...when its shard's files are written (staged) and collected
+    assert 0 in old.finished
+    taker = _take_over(out, stalled)
+    with pytest.raises(LeaseLost):
+        old.commit(force=True)
+    assert visible_files(out) == {kind: [] for kind in visible_files(out)}
+    assert read_manifest(out).shards == {}
+    taker.release()
+
+
+def test_the_holder_publishes_staged_files_under_the_shards_own_name_with_their_checksums(tmp_path):
+    out = tmp_path / "run"
+    location, spec, plan = open_scene(out)
+    with Lease.acquire(out) as lease:
+        commits = ShardCommits(location, read_manifest(out), lease, spec, NUM_SHARDS)
+        commits.start(InlineRay(), plan)
+        for shard in range(NUM_SHARDS):
+            commits.add_part(shard, PER_SHARD, write_part(location, lease.fence, shard, "x", "part-0.parquet"))
+        commits.finish()
+    assert [name for kind in KINDS for name in os.listdir(out / kind) if name.startswith(".")] == []
+    assert check_accounting(out).ok and not list((out / PARTS).rglob("*.parquet"))
+
+
+def test_an_output_left_by_the_unfenced_layout_resumes(tmp_path):
+    """An interrupted job of the layout before fencing left parts in `.parts/shard-NNNNN/`, an uncommitted shard
+    file and a temporary name, and a lease record without an epoch: the fenced job deletes them and completes."""
+    out = tmp_path / "run"
+    location, spec, plan = open_scene(out)
+    unfenced = out / PARTS / "shard-00000"  # the old parts folder
+    unfenced.mkdir(parents=True)
+    (unfenced / "part-unfenced.parquet").write_bytes(b"rows of the interrupted job")
+    (out / "shards" / "shard-00001.parquet").write_bytes(b"an uncommitted shard of an interrupted commit")
+    (out / "shards" / ".shard-00000.parquet.0123abcd.tmp").write_bytes(b"a temporary file")
+    (out / ".lease.json").write_text('{"owner": "old", "host": "elsewhere", "pid": 1, "heartbeat": 0}')
+    with Lease.acquire(out) as lease:
+        assert lease.epoch == 1
+        location, spec, plan = open_scene(out)
+        commits = ShardCommits(location, read_manifest(out), lease, spec, NUM_SHARDS)
+        commits.start(InlineRay(), plan)
+        for shard in range(NUM_SHARDS):
+            commits.add_part(shard, PER_SHARD, write_part(location, lease.fence, shard, "new", "part-0.parquet"))
+        commits.finish()
+    answers = read_committed(out, "shards", columns=["answer"]).column("answer").to_pylist()
+    assert answers == ["new"] * NUM_SHARDS * PER_SHARD and check_accounting(out).ok
+    assert sorted(os.listdir(out / "shards")) == [shard_name(shard) for shard in range(NUM_SHARDS)]
+    assert not unfenced.exists()
