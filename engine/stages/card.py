@@ -31,7 +31,8 @@ PRIVATE_FILES = {
     ("logs/",): "the run's logs (local paths, host names)",
     ("job.yaml",): "the resolved job file (local paths); what it says about how the data was made is above",
     ("metrics.json",): "the run's timings and throughput",
-    (".lease.json",): "which job is writing the output (host, pid)",
+    (".lease.json", ".lease.lock", ".lease.epoch"): "which job is writing the output (host, pid), its lock and "
+    "the last lease epoch granted",
     (".s2d-output.json",): "s2d's marker of its own output",
     (".inputs/", ".parts/", ".staging/"): "a job's working files (removed when it completes)",
     ("model/", "train_ray/", "eval/"): "what `s2d train` and `s2d eval` write",
