@@ -71,6 +71,14 @@ class EngineFailures:
         return True
 
 
+def describe_failure(error: BaseException) -> str:
+    """`Name: message` of what failed: inside an exception group (a method's concurrent chains run in a TaskGroup),
+    its first leaf, not "unhandled errors in a TaskGroup"."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return f"{type(error).__name__}: {error}"
+
+
 class EngineProcessDied(RuntimeError):
     """vLLM's engine core (a child process of the replica) exited."""
 
@@ -286,7 +294,7 @@ class GenerationReplica:
         import ray
 
         self._failure_lock.acquire()  # never released: the first failing thread exits the process
-        cause = f"{type(error).__name__}: {error}"
+        cause = describe_failure(error)
         failures = ray.get(ray.get_actor(self.failure_ledger).record.remote(cause))
         print(
             f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})", flush=True

@@ -81,3 +81,12 @@ def test_a_reused_pid_is_never_killed():
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_failure_inside_a_task_group_is_named_by_its_leaf():
+    from s2d.actors.replica import describe_failure
+
+    inner = RuntimeError("EngineCore died")
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [ExceptionGroup("nested", [inner])])
+    assert describe_failure(group) == "RuntimeError: EngineCore died"
+    assert describe_failure(ValueError("plain")) == "ValueError: plain"
