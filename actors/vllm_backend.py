@@ -206,6 +206,9 @@ def _sampling_params(request: SamplingRequest) -> Any:
         temperature=request.temperature,
         top_p=request.top_p,
         max_tokens=request.max_tokens,
+        # A method step's stop strings (core.methods): the text ends before the first one, which it leaves out.
+        stop=list(request.stop) or None,
+        include_stop_str_in_output=False,
         output_kind=RequestOutputKind.FINAL_ONLY,
     )
 

@@ -10,6 +10,10 @@ chains, so sample i's answer comes from sample i's own reasoning. A later step i
   runs once per item; the step's output is the list of texts (Branch-Solve-Merge's per-criterion solve);
 - a computed step (`compute`): a named Python function of the chain's outputs, no LLM call (BSM's merge).
 
+A prompt step may name `stop` strings: its generation ends where one first appears, which is left out of the step's
+text (vLLM's `stop`). A few-shot prompt stops where an invented next exemplar would begin, so a sample ends with
+its own answer and the extractor never reads a made-up question's tail.
+
 The `custom` method is the same program built from templates in the job spec instead of a file.
 """
 
@@ -49,6 +53,7 @@ class Step:
     prompt: str | None = None
     for_each: ForEach | None = None
     compute: str | None = None  # a name in COMPUTED_STEPS; set instead of a prompt
+    stop: tuple[str, ...] = ()  # strings that end this step's generation (left out of its text)
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,8 @@ def _step(raw: dict[str, Any], source: str) -> Step:
     prompt, compute, for_each = raw.get("prompt"), raw.get("compute"), raw.get("for_each")
     if (prompt is None) == (compute is None):
         raise ValueError(f"{where}: give exactly one of prompt or compute")
+    if compute is not None and raw.get("stop") is not None:
+        raise ValueError(f"{where}: stop needs a prompt (a computed step generates nothing)")
     if compute is not None and compute not in COMPUTED_STEPS:
         raise ValueError(f"{where}: unknown computed step {compute!r}; known: {sorted(COMPUTED_STEPS)}")
     if prompt is not None:
@@ -190,7 +197,16 @@ def _step(raw: dict[str, Any], source: str) -> Step:
         fan_out = ForEach(**for_each)
         if fan_out.parse not in ITEM_PARSERS or fan_out.max_items < 1:
             raise ValueError(f"{where}: for_each needs a known parse ({sorted(ITEM_PARSERS)}) and max_items >= 1")
-    return Step(name=str(name), prompt=prompt, for_each=fan_out, compute=compute)
+    return Step(name=str(name), prompt=prompt, for_each=fan_out, compute=compute, stop=_stops(raw.get("stop"), where))
+
+
+def _stops(raw: Any, where: str) -> tuple[str, ...]:
+    """A step's `stop` strings: absent, or a list of non-empty strings (one line of error otherwise)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple) or not all(isinstance(stop, str) and stop for stop in raw):
+        raise ValueError(f"{where}: stop must be a list of non-empty strings, got {raw!r}")
+    return tuple(dict.fromkeys(raw))  # in order, each once
 
 
 def load_method(path: Path) -> Method:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from s2d.engine.core.methods import COMPUTED_STEPS, ITEM_PARSERS, Method, Step
@@ -36,6 +36,7 @@ class SamplingRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 128
+    stop: tuple[str, ...] = ()  # generation ends where one of these first appears; the text leaves it out
 
 
 class Generator(Protocol):
@@ -95,7 +96,9 @@ def run_method(
         return []
     if isinstance(generator, AsyncGenerator):
         return generator.run(run_method_async(generator, method, contexts, request, adapter))
-    first = generator.generate([method.render(0, context) for context in contexts], request, adapter)
+    first = generator.generate(
+        [method.render(0, context) for context in contexts], _for_step(request, method.steps[0]), adapter
+    )
     _check_shape(first, len(contexts), request.n)
     chains = [_first_chains(method, completions) for completions in first]
     follow_up = _follow_up(request)
@@ -110,7 +113,8 @@ def run_method(
         calls = [
             (chain, prompt) for context, chain in flat for prompt in _step_prompts(method, step_index, context, chain)
         ]
-        outputs = generator.generate([prompt for _, prompt in calls], follow_up, adapter) if calls else []
+        sampling = _for_step(follow_up, step)
+        outputs = generator.generate([prompt for _, prompt in calls], sampling, adapter) if calls else []
         _check_shape(outputs, len(calls), 1)
         per_chain: dict[int, list[Completion]] = {id(chain): [] for _, chain in flat}
         for (chain, _), (completion,) in zip(calls, outputs):
@@ -128,7 +132,7 @@ async def run_method_async(
     adapter: str | None = None,
 ) -> list[list[Chain]]:
     """`run_method` with flowing chains: every input's first call at once, then each chain on its own."""
-    follow_up = _follow_up(request)
+    first, follow_up = _for_step(request, method.steps[0]), _follow_up(request)
 
     async def one_call(prompt: str, sampling: SamplingRequest) -> list[Completion]:
         completions = await generator.complete(prompt, sampling, adapter)
@@ -141,13 +145,14 @@ async def run_method_async(
             if step.compute is not None:
                 _compute(step, context, chain)
                 continue
+            sampling = _for_step(follow_up, step)
             outputs = await all_of(
-                one_call(prompt, follow_up) for prompt in _step_prompts(method, step_index, context, chain)
+                one_call(prompt, sampling) for prompt in _step_prompts(method, step_index, context, chain)
             )
             _record(step, chain, [completion for (completion,) in outputs])
 
     async def one_input(context: dict[str, Any]) -> list[Chain]:
-        chains = _first_chains(method, await one_call(method.render(0, context), request))
+        chains = _first_chains(method, await one_call(method.render(0, context), first))
         await all_of(continue_chain(context, chain) for chain in chains)
         return chains
 
@@ -167,7 +172,14 @@ def _first_chains(method: Method, completions: list[Completion]) -> list[Chain]:
 
 def _follow_up(request: SamplingRequest) -> SamplingRequest:
     # Later steps continue one chain each: one sample per call.
-    return SamplingRequest(n=1, temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens)
+    return replace(request, n=1)
+
+
+def _for_step(request: SamplingRequest, step: Step) -> SamplingRequest:
+    """The request a step's calls are sent with: the caller's stops, then the step's own."""
+    if not step.stop:
+        return request
+    return replace(request, stop=tuple(dict.fromkeys((*request.stop, *step.stop))))
 
 
 def _compute(step: Step, context: dict[str, Any], chain: Chain) -> None:

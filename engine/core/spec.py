@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from s2d.engine.core.spec_compute import EngineSpec, EvalSpec, GenerationSpec, TrainSpec
 from s2d.engine.core.spec_compute import LoraSpec as LoraSpec  # re-exported: the sections' public home is spec
@@ -53,6 +53,20 @@ class CustomStepSpec(_Section):
         description="Jinja template (sandboxed, strict): input variables (question, system1_prompt, "
         "the task's fields) and earlier steps' outputs."
     )
+    stop: list[str] | None = Field(
+        None,
+        description="Strings that end this step's generation where one first appears, left out of its text "
+        '(e.g. ["\\nQ:"] for a few-shot prompt, so a sample never runs on into an invented next question).',
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_stop(self, handler):
+        # A step without stops (absent or []) dumps as before stops existed, so the job fingerprint of a custom
+        # method written then is unchanged; one that names stops differs from one that does not.
+        data = handler(self)
+        if not data.get("stop"):
+            data.pop("stop", None)
+        return data
 
 
 class ExtractorSpec(_Section):

@@ -208,3 +208,116 @@ def test_s2d_methods_lists_custom_and_every_file_method():
     names = [name for name, _ in list_methods()]
     assert names == sorted(names) and set(names) == {*METHODS, "custom"}
     assert {"system1", "rar1", "rar2", "s2a", "cot", "bsm", "custom"} <= set(names)
+
+
+# --- stops: a step ends where its answer ends, never inside it ---
+
+FEWSHOT_TASKS = ("last_letter", "last_letter_one", "coin_flip", "arithmetic")
+
+
+def _stopped(text: str, stops: tuple[str, ...]) -> str:
+    """What vLLM returns for `text` with these stop strings: the text before the first one (left out)."""
+    ends = [index for stop in stops if (index := text.find(stop)) >= 0]
+    return text[: min(ends)] if ends else text
+
+
+@pytest.mark.parametrize("task_name", FEWSHOT_TASKS)
+@pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
+def test_no_stop_cuts_an_exemplar_answer(method, task_name):
+    from s2d.engine.core.tasks import get_task
+
+    for step in method.steps:
+        assert not step.stop or step.prompt is not None
+        for exemplar in get_task(task_name).exemplars:
+            for stop in step.stop:
+                assert stop not in exemplar.solution, (method.name, step.name, stop, exemplar.solution)
+
+
+@pytest.mark.parametrize("task_name", FEWSHOT_TASKS)
+def test_cot_fewshot_stops_a_run_on_into_an_invented_next_exemplar_at_the_answers_end(task_name):
+    """A sample that copies an exemplar and then starts the next one, in the prompt's own format, is cut exactly
+    where the copied answer ends; its extracted answer is the exemplar's, not the invented question's."""
+    from s2d.engine.core.tasks import get_task, task_variables
+
+    method, task = get_method("cot_fewshot"), get_task(task_name)
+    (step,) = method.steps
+    assert step.stop == ("\nQ:",)
+    prompt = method.render(0, {"question": "<q>", "system1_prompt": "", **task_variables(task)})
+    exemplars = task.exemplars
+    for exemplar, following in zip(exemplars, (*exemplars[1:], exemplars[0])):
+        assert f"A: {exemplar.solution}\n\nQ: " in prompt  # the prompt's separator, then the next question
+        for separator in ("\n\n", "\n", " \n"):
+            run_on = f"{exemplar.solution}{separator}Q: {following.question}\nA: {following.solution[:20]}"
+            kept = _stopped(run_on, step.stop)
+            assert kept == exemplar.solution + separator[:-1]  # up to the newline that begins "\nQ:"
+            answer = task.normalize(method.extract_answer(exemplar.solution))
+            assert answer is not None and task.normalize(method.extract_answer(kept)) == answer
+
+
+def test_the_demo_run_on_from_issue_23_is_cut_and_read():
+    from s2d.engine.core.tasks import get_task
+
+    method, task = get_method("cot_fewshot"), get_task("last_letter_one")
+    text = (
+        'Carina is spelled c-r-a-n-a-l. The last letter is n.\n\nQ: What is the last letter of the word "Olivia"?\n'
+        "A: Olivia is spelled o-l-"
+    )
+    assert task.normalize(method.extract_answer(text)) is None  # the invented exemplar's tail was read: no answer
+    kept = _stopped(text, method.steps[0].stop)
+    assert kept == "Carina is spelled c-r-a-n-a-l. The last letter is n.\n"
+    assert task.normalize(method.extract_answer(kept)) == "n"
+
+
+@pytest.mark.parametrize(
+    "stop, message",
+    [
+        ("\nQ:", "stop must be a list of non-empty strings"),
+        ([""], "stop must be a list of non-empty strings"),
+        (["\nQ:", 3], "stop must be a list of non-empty strings"),
+        ({"a": 1}, "stop must be a list of non-empty strings"),
+    ],
+)
+def test_bad_stops_get_one_line_errors(stop, message):
+    from s2d.engine.core.methods import method_from_definition
+
+    with pytest.raises(ValueError, match=message) as error:
+        method_from_definition({"name": "custom", "steps": [{"name": "a", "prompt": "x", "stop": stop}]}, "spec")
+    assert "\n" not in str(error.value).replace(repr(stop), "")
+
+
+def test_a_computed_step_cannot_stop():
+    from s2d.engine.core.methods import method_from_definition
+
+    steps = [{"name": "a", "prompt": "x"}, {"name": "b", "compute": "bsm_merge", "stop": ["x"]}]
+    with pytest.raises(ValueError, match="stop needs a prompt"):
+        method_from_definition({"name": "custom", "steps": steps}, "spec")
+
+
+def test_a_custom_method_in_a_job_file_takes_stops_and_they_change_its_fingerprint():
+    from s2d.engine.core.methods import resolve_method
+    from s2d.engine.core.spec import SpecError, parse_spec
+
+    def job(**step):
+        method = {"name": "custom", "steps": [{"name": "a", "prompt": "{{ question }}", **step}]}
+        return {"model": "smollm2-135m", "out": "/tmp/unused", "task": {"name": "last_letter_one"}, "method": method}
+
+    plain, empty, stopped = (parse_spec(job()), parse_spec(job(stop=[])), parse_spec(job(stop=["\nQ:", "###"])))
+    # No stops dumps as before stops existed (a custom job's fingerprint written then is unchanged) ...
+    assert plain.method.model_dump()["steps"] == [{"name": "a", "prompt": "{{ question }}"}]
+    assert empty.method.model_dump() == plain.method.model_dump()
+    # ... and stops are part of the method section that the job's fingerprint covers.
+    assert stopped.method.model_dump()["steps"][0]["stop"] == ["\nQ:", "###"]
+    assert resolve_method(stopped.method.model_dump()).steps[0].stop == ("\nQ:", "###")
+    assert parse_spec(yaml_round_trip(stopped)).method == stopped.method
+    for bad in ("\nQ:", [""], [1]):
+        with pytest.raises(SpecError) as error:
+            parse_spec(job(stop=bad))
+        assert "stop" in str(error.value) and "\n" not in str(error.value).replace("\\n", "")
+
+
+def yaml_round_trip(spec):
+    import yaml
+
+    from s2d.engine.core.spec import dump_spec
+
+    return yaml.safe_load(dump_spec(spec))

@@ -199,3 +199,36 @@ def test_a_failing_call_fails_the_method_and_cancels_the_other_chains():
         )
     assert failure.group_contains(RuntimeError, match="engine failed")
     assert not any(prompt.startswith("(original) Q0") for prompt in gen.returned)  # cancelled, never returned
+
+
+def _method_with_stops():
+    from s2d.engine.core.methods import method_from_definition
+
+    return method_from_definition(
+        {
+            "name": "custom",
+            "steps": [
+                {"name": "think", "prompt": "{{ question }} think", "stop": ["\nQ:", "###"]},
+                {"name": "plain", "prompt": "{{ think }} plain"},
+                {"name": "say", "prompt": "{{ think }} say", "stop": ["\nQ:"]},
+            ],
+        },
+        "test",
+    )
+
+
+@pytest.mark.parametrize("form", ["batched", "flowing"])
+def test_each_step_is_sent_with_its_own_stops_beside_the_callers(form):
+    scripted = ScriptedGenerator()
+    backend = scripted if form == "batched" else AsyncOf(scripted)
+    request = SamplingRequest(n=2, temperature=0.7, max_tokens=9, stop=("END",))
+    run_method(backend, _method_with_stops(), [{"question": "Q", "system1_prompt": "S"}], request)
+    stops = {prompts[0].rsplit(" ", 1)[-1]: sent.stop for prompts, sent in scripted.calls}
+    assert stops == {"think": ("END", "\nQ:", "###"), "plain": ("END",), "say": ("END", "\nQ:")}
+    assert all(sent.n == (2 if prompts[0].endswith("think") else 1) for prompts, sent in scripted.calls)
+    assert all(sent.max_tokens == 9 and sent.temperature == 0.7 for _, sent in scripted.calls)
+
+
+def test_a_request_with_stops_is_hashable_for_the_backends_cache():
+    assert hash(SamplingRequest(stop=("\nQ:",))) == hash(SamplingRequest(stop=("\nQ:",)))
+    assert SamplingRequest().stop == ()
