@@ -26,9 +26,11 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from s2d.engine.core.methods import resolve_method
 from s2d.engine.core.spec import JobSpec
 from s2d.engine.core.tasks import TaskInput, get_task
 from s2d.engine.data.accounting import accounting_from_entries
@@ -67,6 +69,9 @@ def generation_fingerprint(spec: JobSpec) -> str:
             "model": spec.model,
             "task": spec.task.model_dump(),
             "method": spec.method.model_dump(),
+            # What the method sends: a built-in's prompts and stops live in s2d's files, not in the spec, and an
+            # edited prompt must not mix old and new samples in one output.
+            "method_definition": method_definition(spec),
             "sampling": spec.sampling.model_dump(),
             "curate": spec.curate.model_dump(),
             "inputs_per_shard": spec.output.inputs_per_shard,
@@ -83,6 +88,12 @@ def generation_fingerprint(spec: JobSpec) -> str:
             **({"input_layout": 2} if spec.data.path else {}),
         }
     )
+
+
+def method_definition(spec: JobSpec) -> dict[str, Any]:
+    """The resolved method's steps (prompts, stops, fan-out, computed steps) and extractor."""
+    method = resolve_method(spec.method.model_dump())
+    return {"steps": [asdict(step) for step in method.steps], "extractor": asdict(method.extractor)}
 
 
 def model_identity(ref: str) -> dict[str, Any]:

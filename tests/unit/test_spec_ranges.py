@@ -133,3 +133,20 @@ def test_a_local_model_folders_weights_and_config_are_in_the_fingerprint(tmp_pat
     assert replaced != first
     (folder / "config.json").write_text('{"hidden_size": 16}')
     assert _fingerprint(model=str(folder)) not in (first, replaced)
+
+
+def test_a_built_in_methods_prompts_and_stops_are_in_the_fingerprint(monkeypatch):
+    """A built-in method's prompts live in s2d's files, not in the spec: an edited prompt or stop (an upgrade of
+    s2d) makes old shards stale, so an unfinished output is refused instead of mixing old and new samples."""
+    import dataclasses
+
+    from s2d.engine.core import methods
+
+    base = _fingerprint("method.name=cot_fewshot")
+    method = methods.METHODS["cot_fewshot"]
+    for change in ({"stop": ()}, {"prompt": method.steps[0].prompt + " "}):
+        edited = dataclasses.replace(method, steps=(dataclasses.replace(method.steps[0], **change), *method.steps[1:]))
+        monkeypatch.setitem(methods.METHODS, "cot_fewshot", edited)
+        assert _fingerprint("method.name=cot_fewshot") != base, change
+    monkeypatch.setitem(methods.METHODS, "cot_fewshot", method)
+    assert _fingerprint("method.name=cot_fewshot") == base
