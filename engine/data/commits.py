@@ -38,6 +38,10 @@ COMMIT_COST_FACTOR = 20  # ...and a rewrite at most 1/20 of the driver's time
 T = TypeVar("T")
 
 
+class JobStalled(RuntimeError):
+    """The commit loop saw no progress for the lease's progress window (s2d.engine.data.lease)."""
+
+
 class ShardCommits:
     """The driver's side of shard commits: per shard a few integers (inputs expected, rows seen, state),
     the shard-writing tasks in flight, and the manifest, rewritten once per batch of finished shards."""
@@ -110,10 +114,16 @@ class ShardCommits:
             self.received_at_launch[shard] = int(self.received[shard])
 
     def poll(self, wait: bool = False) -> None:
-        """Collect finished shard writes (all of them when `wait`), and commit what is due."""
+        """Collect finished shard writes (all of them when `wait`), and commit what is due. Called at every tick
+        of the commit loop, results or not: a job that made no progress for the lease's window stops here
+        (JobStalled) instead of hanging, its engines stopped by the stage's teardown and its output resumable."""
+        self._check_progress()
         while self.in_flight:
-            ready, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=None if wait else 0)
+            ready, _ = self.ray.wait(
+                list(self.in_flight), num_returns=len(self.in_flight), timeout=COMMIT_INTERVAL_S if wait else 0
+            )
             if wait and not ready:
+                self._check_progress()  # a shard write that hangs must not hold the job forever either
                 continue
             if ready:
                 self.lease.progress()
@@ -132,6 +142,13 @@ class ShardCommits:
             if not wait:
                 break
         self.commit(force=wait)
+
+    def _check_progress(self) -> None:
+        if (stalled := self.lease.stalled_s()) is not None:
+            raise JobStalled(
+                f"no progress for {stalled:.0f} s (no part arrived, no shard was written or committed): a replica "
+                "or a pipeline task hangs; committed shards are kept, rerun the same command to resume"
+            )
 
     def commit(self, force: bool = False) -> None:
         spacing = max(COMMIT_INTERVAL_S, COMMIT_COST_FACTOR * self.last_commit_seconds)

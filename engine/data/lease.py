@@ -190,9 +190,13 @@ class Lease:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    def stalled_s(self) -> float | None:
+        """Seconds since the last progress, once past the watched window (else None): the job hangs somewhere."""
+        idle = time.monotonic() - self._last_progress
+        return idle if self._progress_window is not None and idle > self._progress_window else None
+
     def _progressing(self) -> bool:
-        window = self._progress_window
-        return window is None or time.monotonic() - self._last_progress <= window
+        return self.stalled_s() is None
 
     def _verify(self, holder: dict[str, Any] | None) -> None:
         """Record the loss when `holder` is not this job at its epoch."""

@@ -34,7 +34,7 @@ from s2d.engine.core.methods import resolve_method
 from s2d.engine.core.spec import JobSpec
 from s2d.engine.core.tasks import TaskInput, get_task
 from s2d.engine.data.accounting import accounting_from_entries
-from s2d.engine.data.commits import COMMIT_INTERVAL_S, ShardCommits, with_ticks
+from s2d.engine.data.commits import COMMIT_INTERVAL_S, JobStalled, ShardCommits, with_ticks
 from s2d.engine.data.curation import curate_kwargs
 from s2d.engine.data.inputs import INPUTS, InputPlan, prepare_inputs, prompt_and_fields, read_units
 from s2d.engine.data.lease import Lease
@@ -306,6 +306,8 @@ def _generate_and_commit(
         raise GenerationFailed(
             f"generation failed: {root_cause(error)}; committed shards are kept, rerun the same command to resume"
         ) from error
+    except JobStalled as error:
+        raise GenerationFailed(f"generation stopped: {error}") from None
     finally:
         ray.kill(ledger)
 

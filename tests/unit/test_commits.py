@@ -199,3 +199,22 @@ def test_an_output_left_by_the_unfenced_layout_resumes(tmp_path):
     assert answers == ["new"] * NUM_SHARDS * PER_SHARD and check_accounting(out).ok
     assert sorted(os.listdir(out / "shards")) == [shard_name(shard) for shard in range(NUM_SHARDS)]
     assert not unfenced.exists()
+
+
+def test_a_commit_loop_without_progress_stops_the_job_with_one_line(tmp_path, monkeypatch):
+    """A replica or a pipeline task that hangs past the lease's progress window stops the job (its engines are
+    stopped by the stage's teardown, its output resumable) instead of holding it forever."""
+    from s2d.engine.data import commits as commits_module
+
+    monkeypatch.setattr(commits_module, "progress_window", lambda spec: 0.2)
+    out = tmp_path / "run"
+    location, spec, plan = open_scene(out)
+    with Lease.acquire(out) as lease:
+        commits = ShardCommits(location, read_manifest(out), lease, spec, NUM_SHARDS)
+        commits.start(InlineRay(), plan)
+        commits.add_part(0, 1, write_part(location, lease.fence, 0, "x", "part-0.parquet"))  # progress
+        commits.poll()
+        time.sleep(0.3)  # then nothing arrives
+        with pytest.raises(commits_module.JobStalled, match=r"no progress for \d+ s .*rerun the same command"):
+            commits.poll()
+        lease.check()  # stopped by the job itself, before the lease went stale
