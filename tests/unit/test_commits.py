@@ -106,12 +106,18 @@ def _take_over(out, stalled):
     return taker
 
 
-def test_a_late_write_of_a_job_whose_lease_was_taken_over_never_becomes_visible(tmp_path):
-    out = tmp_path / "run"
+def _stalled_job(out):
+    """(location, lease, commits) of a job whose heartbeat never beats: its lease goes stale after 0.3 s."""
     location, spec, plan = open_scene(out)
     stalled = Lease.acquire(out, heartbeat_s=3600, timeout_s=0.3)
     old = ShardCommits(location, read_manifest(out), stalled, spec, NUM_SHARDS)
     old.start(InlineRay(), plan)
+    return location, stalled, old
+
+
+def test_a_late_write_of_a_job_whose_lease_was_taken_over_never_becomes_visible(tmp_path):
+    out = tmp_path / "run"
+    location, stalled, old = _stalled_job(out)
     old.add_part(0, PER_SHARD, write_part(location, stalled.fence, 0, "old", "part-a.parquet"))  # launched, not run
 
     taker = _take_over(out, stalled)
@@ -147,10 +153,7 @@ def test_a_late_write_of_a_job_whose_lease_was_taken_over_never_becomes_visible(
 def test_a_job_that_lost_its_lease_publishes_nothing_even_when_its_write_finished_first(tmp_path):
     """The shard write finishes before the takeover; the commit comes after it: nothing is renamed into place."""
     out = tmp_path / "run"
-    location, spec, plan = open_scene(out)
-    stalled = Lease.acquire(out, heartbeat_s=3600, timeout_s=0.3)
-    old = ShardCommits(location, read_manifest(out), stalled, spec, NUM_SHARDS)
-    old.start(InlineRay(), plan)
+    location, stalled, old = _stalled_job(out)
     old.add_part(0, PER_SHARD, write_part(location, stalled.fence, 0, "old", "part-a.parquet"))
     old.last_commit = time.monotonic()  # its next commit is not due yet...
     old.poll(wait=False)  # ...when its shard's files are written (staged) and collected
