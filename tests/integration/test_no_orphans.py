@@ -136,7 +136,14 @@ def stop_job(out: Path, num_inputs: int, how: str, wait_s: float = GONE_WITHIN_S
 
 
 @pytest.mark.parametrize(
-    "how", ["kill-9-process-group", "sigterm", "ctrl-c", pytest.param("engine-crash", marks=pytest.mark.slow)]
+    "how",
+    [
+        "kill-9-process-group",
+        "sigterm",
+        # Ctrl-C takes SIGTERM's path from KeyboardInterrupt on (the CLI turns SIGTERM into it): slow tier, 2 min
+        pytest.param("ctrl-c", marks=pytest.mark.slow),
+        pytest.param("engine-crash", marks=pytest.mark.slow),
+    ],
 )
 def test_a_stopped_job_leaves_no_process_and_its_rerun_completes(tmp_path, how):
     out, num_inputs = tmp_path / "run", 24
