@@ -9,6 +9,9 @@ vLLM is imported anyway); a path whose internal is gone is switched off with one
   on the next request). s2d stops it while nothing is in flight and before the engine shuts down, so that an
   engine core stopped first (Ray stops a job's actors in any order) is not logged as an engine failure. Off:
   the handler runs until vLLM's own shutdown stops it; a job's end may log an EngineDeadError traceback.
+- `unfinished_requests`: AsyncLLM's `output_processor.request_states` (one entry per unfinished sequence: a
+  request's n samples are child requests). The replica's occupancy sampler reads its length (actors/occupancy.py).
+  Off: occupancy reads 0 and metrics.json's occupancy figures say nothing.
 
 vLLM is imported inside the functions only: importing s2d does not import vLLM.
 """
@@ -32,6 +35,25 @@ def stop_output_handler(engine: Any) -> Any:
     return handler
 
 
+def unfinished_sequences(engine: Any) -> int:
+    """Sequences the engine holds unfinished, running or waiting; 0 where the path is off. Read from any thread:
+    the length of a dict."""
+    if engine is None or not INTERNALS.enabled("unfinished_requests"):
+        return 0
+    return len(engine.output_processor.request_states)
+
+
+def _has_request_states() -> bool:
+    """AsyncLLM sets `output_processor` in __init__, and OutputProcessor keeps `request_states` by request id."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.engine.output_processor import OutputProcessor
+
+    return (
+        "output_processor" in AsyncLLM.__init__.__code__.co_names
+        and "request_states" in OutputProcessor.__init__.__code__.co_names
+    )
+
+
 def _has_output_handler() -> bool:
     """AsyncLLM sets `output_handler` in __init__, and `_run_output_handler` starts a task when it is None."""
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -52,6 +74,11 @@ INTERNALS = Internals(
             "AsyncLLM.output_handler / _run_output_handler",
             "the output handler runs until vLLM's shutdown (a job's end may log an EngineDeadError)",
             _has_output_handler,
+        ),
+        "unfinished_requests": Internal(
+            "AsyncLLM.output_processor.request_states",
+            "occupancy reads 0: metrics.json's occupancy figures say nothing",
+            _has_request_states,
         ),
     },
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import itertools
 import os
 import threading
 import time
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from s2d.actors.failures import ReplicaFailed, describe_failure
+from s2d.actors.occupancy import OccupancyRecorder, start_sampling
 from s2d.actors.vllm_backend import BatchTimedOut
 from s2d.cluster import compat_ray
 from s2d.engine.core.methods import resolve_method
@@ -34,49 +37,6 @@ from s2d.engine.data.models import resolve_model
 # vLLM's own exit handlers stop its processes if anything is left. A replica that dies without running Python
 # (kill -9, its node's raylet gone) has its engine killed by its guard (s2d.actors.engine_guard).
 RUNTIME_ENV = {"env_vars": compat_ray.replica_env_vars()}  # RAY_kill_child_processes_on_worker_exit=0
-
-
-class ReplicaFailed(RuntimeError):
-    """The engine failed as often as the job allows: a fault that restarts do not cure (bad model, bad GPU)."""
-
-
-class EngineFailures:
-    """The job's ledger of replica faults (one small named actor): engine failures, counted job-wide so that a
-    fault that repeats on every restart stops the job instead of restarting forever; and batch timeouts, per
-    batch (a timed-out batch is retried once, then quarantined) and per replica (restarts they cost)."""
-
-    def __init__(self):
-        self._causes: list[str] = []
-        self._timeouts: dict[str, int] = {}
-        self._timeout_restarts: dict[str, int] = {}
-
-    def record(self, cause: str) -> int:
-        self._causes.append(cause)
-        return len(self._causes)
-
-    def causes(self) -> list[str]:
-        return list(self._causes)
-
-    def batch_timed_out(self, batch: str) -> int:
-        """Times the batch of this key has timed out, this one included."""
-        self._timeouts[batch] = self._timeouts.get(batch, 0) + 1
-        return self._timeouts[batch]
-
-    def restart_for_timeout(self, replica: str, allowed: int) -> bool:
-        """Whether `replica` may restart for a timeout: at most `allowed` times, leaving the rest of Ray's
-        max_restarts for process deaths and engine errors."""
-        if self._timeout_restarts.get(replica, 0) >= allowed:
-            return False
-        self._timeout_restarts[replica] = self._timeout_restarts.get(replica, 0) + 1
-        return True
-
-
-def describe_failure(error: BaseException) -> str:
-    """`Name: message` of what failed: inside an exception group (a method's concurrent chains run in a TaskGroup),
-    its first leaf, not "unhandled errors in a TaskGroup"."""
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
-        error = error.exceptions[0]
-    return f"{type(error).__name__}: {error}"
 
 
 class EngineProcessDied(RuntimeError):
@@ -146,12 +106,13 @@ class GenerationReplica:
         step_barrier: bool = False,
         batch_timeout_s: float | None = None,
         max_restarts: int = 4,
+        batch_priority: bool = True,
     ):
         started = time.perf_counter()
         import torch
 
         from s2d.actors.engine_guard import start_guard
-        from s2d.actors.vllm_backend import VLLMGenerator, import_vllm
+        from s2d.actors.vllm_backend import VLLMGenerator, cpu_engine_env, import_vllm
         from s2d.cluster.resources import cpu_thread_env
 
         self.failure_ledger = failure_ledger
@@ -166,6 +127,7 @@ class GenerationReplica:
         if not torch.cuda.is_available():
             # Before the engine starts: its core process inherits this environment.
             os.environ.update(cpu_thread_env(replicas, os.cpu_count() or 1))
+            os.environ.update(cpu_engine_env(EngineSpec(**engine)))
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         imported = time.perf_counter()
         self.model_path = resolve_model(model)
@@ -184,6 +146,9 @@ class GenerationReplica:
         # What methods run on: chains flow through the async engine, or (step_barrier, for benchmarks) each step
         # runs over the whole batch as before.
         self.backend = StepBarrier(self.generator) if step_barrier else self.generator
+        # Oldest batch first (continuous admission); False (benchmarks): every batch equal, i.e. vLLM's first come
+        # first served across the batches, as before.
+        self.batch_priority = batch_priority
         if failure_ledger is not None:
             # A weak reference: the watchdog must not keep the replica alive, or its __del__ never closes the engine.
             engine_failed = weakref.WeakMethod(self._engine_failed)
@@ -192,12 +157,52 @@ class GenerationReplica:
         # after vLLM's own, so it runs first, while the engine's loop still runs. Weakly, like the watchdog.
         close = weakref.WeakMethod(self.close)
         atexit.register(lambda: (method := close()) and method())
+        self._start_occupancy()
         self.method = resolve_method(method) if method else None
         self.request = request
         self.task = get_task(task) if task else None
         self.curate = curate or {"rule": "majority"}
         self.seed = seed
         self.keep_samples = keep_samples  # also return each sample's chain (s2d.engine.data.samples)
+
+    def _start_occupancy(self) -> None:
+        """Sample how full the engine is (s2d.actors.occupancy) and report it to the job's ledger. Batches take
+        arrival tickets: the scheduling priority of their requests (VLLMGenerator.priority), oldest first."""
+        self._tickets = itertools.count()
+        self._batches_held = 0  # batches this replica runs now (Ray Data's concurrent calls)
+        self._held_lock = threading.Lock()
+        self.occupancy = OccupancyRecorder(self.generator.max_num_seqs)
+        this = weakref.ref(self)  # the sampler must not keep the replica alive (see the watchdog)
+
+        def sequences() -> int:
+            replica = this()
+            return 0 if replica is None else replica.generator.unfinished_sequences()
+
+        def batches() -> int:
+            replica = this()
+            return 0 if replica is None else replica._batches_held
+
+        def report() -> None:
+            replica = this()
+            if replica is not None:
+                replica.report_occupancy()
+
+        start_sampling(
+            self.occupancy, sequences, batches, self._closed, on_tick=report if self.failure_ledger else None
+        )
+
+    def report_occupancy(self) -> None:
+        """Send the occupancy sums to the job's ledger (fire and forget: the ledger's answer is not needed)."""
+        if self.failure_ledger is None:
+            return
+        import ray
+
+        try:
+            ray.get_actor(self.failure_ledger).report_occupancy.remote(
+                ray.get_runtime_context().get_actor_id(), str(os.getpid()), self.occupancy.summary()
+            )
+        except Exception:  # noqa: BLE001 - the ledger gone (the job ending): a lost report costs nothing
+            pass
 
     @classmethod
     def for_job(cls, spec: JobSpec, max_lora_rank: int | None = None) -> dict[str, Any]:
@@ -222,11 +227,19 @@ class GenerationReplica:
         (s2d.engine.data.generated.GENERATED_SCHEMA): the input's samples (texts, tokens, chains when kept) and
         what the job's consistency criterion needs (its variants' inverses, or the judge's choice)."""
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        with self._held_lock:
+            ticket, ahead = next(self._tickets), self._batches_held
+            self._batches_held += 1
         try:
-            return self.generate_in_time(rows)
+            with self.generator.priority(ticket if self.batch_priority else 0):  # the oldest batch's run first
+                return self.generate_in_time(rows, queued_behind=ahead)
         except Exception as error:  # noqa: BLE001 - any engine failure: restart with a fresh engine, or stop the job
             self._engine_failed(error)
             raise
+        finally:
+            with self._held_lock:
+                self._batches_held -= 1
+            self.report_occupancy()
 
     def generate_checked(self, rows: list[dict[str, Any]]) -> pa.Table:
         """`generate_rows` for the rows that fit the engine's context; the others come back with `input_error`
@@ -245,21 +258,26 @@ class GenerationReplica:
         generated = self.generate_rows([row for row, error in zip(rows, errors) if error is None])
         return with_input_errors(generated, rows, errors)
 
-    def generate_in_time(self, rows: list[dict[str, Any]]) -> pa.Table:
-        """`generate_checked` within generation.batch_timeout_s. A batch past it (its requests aborted) is retried
-        once: on a fresh engine, by restarting this replica (a hang is most often a wedged engine; Ray retries the
-        replica's batches on its restart), or, once it has restarted max_restarts // 2 times for timeouts (the rest
-        is left for process deaths), here on the same engine. Past it again, wherever the retry ran (the job's
-        ledger counts per batch), its inputs are quarantined and the job goes on."""
+    def generate_in_time(self, rows: list[dict[str, Any]], queued_behind: int = 0) -> pa.Table:
+        """`generate_checked` within generation.batch_timeout_s (times `queued_behind`, the batches this replica
+        held when this one arrived, when more than one: the engine runs the oldest batch first, so a batch behind
+        k others takes up to k batch times; behind one, its time as before admission was ordered).
+
+        A batch past it (its requests aborted) is retried once: on a fresh engine, by restarting this replica (a
+        hang is most often a wedged engine; Ray retries the replica's batches on its restart), or, once it has
+        restarted max_restarts // 2 times for timeouts (the rest is left for process deaths), here on the same
+        engine. Past it again, wherever the retry ran (the job's ledger counts per batch), its inputs are
+        quarantined and the job goes on."""
         if self.batch_timeout_s is None:
             return self.generate_checked(rows)
         import ray
 
         ledger = ray.get_actor(self.failure_ledger)
         batch = hashlib.sha256("\n".join(sorted(str(row["input_id"]) for row in rows)).encode()).hexdigest()[:24]
+        limit = self.batch_timeout_s * max(1, queued_behind)
         for _ in range(2):
             try:
-                with self.generator.deadline(self.batch_timeout_s):
+                with self.generator.deadline(limit):
                     return self.generate_checked(rows)
             except BatchTimedOut:
                 pass
@@ -366,6 +384,12 @@ class GenerationReplica:
 
     def stats(self) -> dict[str, int]:
         return dict(self.generator.stats)
+
+    def occupancy_figures(self) -> dict:
+        """This replica's occupancy since it started (s2d.actors.occupancy.merge), for benchmarks and eval."""
+        from s2d.actors.occupancy import merge
+
+        return merge([self.occupancy.summary()])
 
     def __ray_shutdown__(self) -> None:  # a plain actor exiting gracefully (its handles gone)
         self.close()

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import gc
+import os
 import threading
 import time
 import uuid
@@ -17,12 +19,15 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from s2d.actors import compat_vllm
-from s2d.actors.compat_vllm import stop_output_handler
+from s2d.actors.compat_vllm import stop_output_handler, unfinished_sequences
 from s2d.engine.core.program import Completion, SamplingRequest, all_of
 from s2d.engine.core.spec import EngineSpec
 
 T = TypeVar("T")
 UNLOAD_TIMEOUT_S = 30.0
+# The priority of the requests a coroutine sends (lower runs first): its replica batch's arrival ticket. Set in the
+# coroutine's own task, so every task it starts (a chain's next call, a fan-out) inherits it.
+_PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("s2d_request_priority", default=0)
 
 
 class BatchTimedOut(TimeoutError):
@@ -52,7 +57,14 @@ class VLLMGenerator:
     resolve_block_size).
     """
 
-    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread, max_model_len: int):
+    def __init__(
+        self,
+        engine: Any,
+        loop: asyncio.AbstractEventLoop,
+        loop_thread: threading.Thread,
+        max_model_len: int,
+        max_num_seqs: int | None = None,
+    ):
         self._engine = engine
         self._loop, self._loop_thread = loop, loop_thread
         self._tokenizer = engine.get_tokenizer()
@@ -62,6 +74,9 @@ class VLLMGenerator:
         self.stats = {"prompts": 0, "completions": 0, "output_tokens": 0, "prompts_too_long": 0}
         self._in_flight = 0  # requests in the engine; like stats, touched only on the loop's thread
         self._deadlines = threading.local()  # per calling thread: a replica runs its batches in concurrent threads
+        self._priorities = threading.local()  # per calling thread: the priority of the batch it runs
+        # The engine's running-sequence cap (vLLM's max_num_seqs): what occupancy is measured against.
+        self.max_num_seqs = max_num_seqs
 
     @classmethod
     def load(cls, model_path: str, engine: EngineSpec, seed: int, max_lora_rank: int | None = None) -> VLLMGenerator:
@@ -84,6 +99,13 @@ class VLLMGenerator:
             # The engine is seeded, not each request: per-request seeds crash the CPU build at batch size.
             seed=seed,
             disable_log_stats=True,
+            # Continuous admission across a replica's batches: each batch's requests carry its arrival ticket as
+            # their priority, so vLLM's scheduler fills every slot a finishing sequence frees with the oldest
+            # batch's work first (its chains' next steps included) and the newer batches fill the rest. The
+            # engine stays at max_num_seqs while any batch has work waiting, and batches still finish in order,
+            # so the oldest one returns (and Ray Data sends the next) while the others keep the engine full.
+            # Preemption (KV cache short) takes the newest batch's sequences first.
+            scheduling_policy="priority",
         )
         if max_lora_rank is not None:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
@@ -102,7 +124,7 @@ class VLLMGenerator:
         except BaseException:
             loop.call_soon_threadsafe(loop.stop)
             raise
-        return cls(llm, loop, thread, engine.max_model_len)
+        return cls(llm, loop, thread, engine.max_model_len, int(llm.vllm_config.scheduler_config.max_num_seqs))
 
     @contextlib.contextmanager
     def deadline(self, seconds: float | None):
@@ -114,7 +136,24 @@ class VLLMGenerator:
         finally:
             self._deadlines.at = None
 
+    @contextlib.contextmanager
+    def priority(self, value: int):
+        """Every request this thread sends inside the block has this scheduling priority (lower runs first)."""
+        self._priorities.value = value
+        try:
+            yield
+        finally:
+            self._priorities.value = None
+
+    def unfinished_sequences(self) -> int:
+        """Sequences the engine holds unfinished, running or waiting (each of a request's n samples counts once:
+        vLLM runs them as child requests). Read from any thread: the length of a dict."""
+        return unfinished_sequences(self._engine)
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        priority = getattr(self._priorities, "value", None)
+        if priority is not None:
+            coroutine = _with_priority(coroutine, priority)
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         at = getattr(self._deadlines, "at", None)
         try:
@@ -147,6 +186,7 @@ class VLLMGenerator:
                 _sampling_params(request),
                 uuid.uuid4().hex,
                 lora_request=_lora_request(adapter),
+                priority=_PRIORITY.get(),
             ):
                 final = output
         finally:
@@ -187,6 +227,11 @@ class VLLMGenerator:
         gc.collect()
 
 
+async def _with_priority(coroutine: Coroutine[Any, Any, T], priority: int) -> T:
+    _PRIORITY.set(priority)  # in this task's own context: the tasks it starts copy it
+    return await coroutine
+
+
 async def _shutdown(engine: Any) -> None:
     # The output handler goes first: stopped after the engine core, it logs the core's exit as an engine failure.
     handler = stop_output_handler(engine)
@@ -211,6 +256,22 @@ def _sampling_params(request: SamplingRequest) -> Any:
         include_stop_str_in_output=False,
         output_kind=RequestOutputKind.FINAL_ONLY,
     )
+
+
+def cpu_engine_env(engine: EngineSpec) -> dict[str, str]:
+    """Environment for a CPU engine of one worker, set before it starts: its worker runs inside the engine core
+    process instead of a process of its own. vLLM's CPU build otherwise spawns that worker too (its platform forces
+    the multiprocess executor while VLLM_ENABLE_V1_MULTIPROCESSING=1, which AsyncLLM does not read: the engine core
+    stays a process of its own either way), importing torch and vLLM afresh: ~8 s of the start, ~1 s of a clean
+    shutdown, and a busy-waiting message queue between the two processes on the same cores that preempted the
+    worker's threads ~60,000 times in an 80 s run (bench/RESULTS.md, issue 26). `S2D_ENGINE_WORKER_PROCESS=1` keeps
+    vLLM's own layout (benchmarks compare the two)."""
+    if (
+        engine.tensor_parallel_size * engine.pipeline_parallel_size > 1
+        or os.environ.get("S2D_ENGINE_WORKER_PROCESS") == "1"
+    ):
+        return {}
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def resolve_dtype(requested: str) -> str:

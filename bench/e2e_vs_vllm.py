@@ -92,6 +92,8 @@ def run_s2d(workdir: Path) -> dict:
         "seconds": seconds,
         "samples": metrics["samples"],
         "stage_seconds": metrics.get("stage_seconds", {}),
+        "time_to_first_batch_s": metrics.get("time_to_first_batch_s"),
+        "occupancy": metrics.get("occupancy_by_replica", {}),
         "tracebacks": (child.stdout + child.stderr).count("Traceback"),
         "console": str(console),
     }
@@ -119,9 +121,14 @@ def main() -> None:
                 )
                 if side == "s2d":
                     stages = ", ".join(f"{name} {value:.1f} s" for name, value in result["stage_seconds"].items())
+                    engines = ", ".join(
+                        f"{name} {figures.get('mean_pct')}% (fed {figures.get('fed_pct')}%)"
+                        for name, figures in result["occupancy"].items()
+                    )
                     print(
-                        f"     stages: {stages}; tracebacks in its output: {result['tracebacks']} "
-                        f"({result['console']})",
+                        f"     stages: {stages}; time to first batch {result['time_to_first_batch_s']} s; engine "
+                        f"occupancy (% of its cap): {engines or 'not reported'}; tracebacks in its output: "
+                        f"{result['tracebacks']} ({result['console']})",
                         flush=True,
                     )
     means = {side: sum(values) / len(values) for side, values in rates.items()}

@@ -3,6 +3,8 @@
 - `cpu_snapshot` / `cpu_by_role`: CPU seconds of every process on the machine over a run, grouped by role
   (the side's front end: the bench script or the replica actor; vLLM's engine core; vLLM's worker, which runs
   the model; Ray's daemons and idle workers; anything else on the machine), next to the cores' wall capacity.
+- `format_occupancy`: the engine's occupancy per side, as % of its cap; for a replica also its own figures
+  (s2d.actors.occupancy: while it held a batch, and while a batch waited behind the one it ran).
 - `OccupancySampler`: samples, every `interval_s`, the sequences the engine front end holds unfinished (each of
   a request's n samples counts once: vLLM runs them as child requests), i.e. waiting + running in the engine.
   Below the engine's `max_num_seqs` the running batch has room that nothing fills: at a step barrier, or at
@@ -133,6 +135,7 @@ class OccupancySampler:
             "mean_unfinished": round(sum(samples) / len(samples), 1),
             "mean_running": round(sum(min(s, self.cap) for s in samples) / len(samples), 1),
             "below_cap": round(sum(s < self.cap for s in samples) / len(samples), 3),
+            "mean_pct": round(100 * sum(min(s, self.cap) for s in samples) / len(samples) / self.cap, 1),
             "samples": len(samples),
         }
 
@@ -141,3 +144,26 @@ def engine_counter(engine) -> tuple[Callable[[], int], int]:
     """For vLLM's `LLMEngine` (inside `LLM`) or `AsyncLLM`: the unfinished-sequence count and max_num_seqs."""
     processor = engine.output_processor
     return (lambda: len(processor.request_states)), engine.vllm_config.scheduler_config.max_num_seqs
+
+
+def replica_occupancy(before: dict, after: dict) -> dict:
+    """A replica's own occupancy figures (s2d.actors.occupancy) over a run: the difference of two summaries.
+    `mean_pct` counts while it held a batch; `fed_pct` while a batch waited behind the one it ran (outside the
+    run's last batch)."""
+    from s2d.actors.occupancy import merge
+
+    run = {key: after[key] - before[key] for key in after if key != "cap"} | {"cap": after["cap"]}
+    figures = merge([run])
+    return {"replica_mean_pct": figures["mean_pct"], "replica_fed_pct": figures["fed_pct"]}
+
+
+def format_occupancy(occupancy: dict) -> str:
+    """One line: the engine's mean running sequences as % of its cap, per what each side measured."""
+    parts = [f"{occupancy.get('mean_pct', 0):.1f}% of the cap over the run (50 ms samples)"]
+    if occupancy.get("replica_mean_pct") is not None:
+        parts.append(f"replica: {occupancy['replica_mean_pct']:.1f}% while it held a batch")
+    if occupancy.get("replica_fed_pct") is not None:
+        parts.append(f"{occupancy['replica_fed_pct']:.1f}% while a batch waited behind (outside the last batch)")
+    if occupancy.get("batches_in_flight"):
+        parts.append(f"{occupancy['batches_in_flight']} batches in flight")
+    return "; ".join(parts)

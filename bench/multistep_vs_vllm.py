@@ -12,6 +12,9 @@ defaults) and the same CPU thread binding (every core computing) on three sides,
 - barrier: s2d's replica actor (Ray, the pipeline's batches, two in flight) running each step over its batch,
            as s2d did before chains flowed (`GenerationReplica(step_barrier=True)`);
 - flow:    the same replica with chains that flow: each sample's next call goes out when its last returns;
+           its batches in flight cover the engine's cap and run oldest first (continuous admission, issue 26);
+- main:    flow as it ran before issue 26 (only when asked): two batches in flight, vLLM's first come first
+           served across them, vLLM's engine worker in a process of its own;
 - raw+ray (only when asked): the raw side with a local Ray started beside it and left idle.
 
 Sizing: the first side runs a warm-up (it also starts the engine's kernels) and sizes each run from its measured
@@ -42,7 +45,7 @@ TASK_OF = {
     "bsm": "pairwise_judge",
     "system1": "last_letter",
 }
-SIDES = ("flow", "barrier", "raw", "raw+ray")
+SIDES = ("flow", "main", "barrier", "raw", "raw+ray")
 # Per method: inputs that warm the engine up, inputs that size the runs, and how far over the target the runs
 # are sized (the runs' larger batches generate faster than the sizing batch's, unless that already fills the
 # engine: bsm's 8 chains x 5 criteria per input do).
@@ -50,9 +53,10 @@ WARMUP = {"bsm": (1, 3, 1.25)}
 DEFAULT_WARMUP = (2, 8, 2.0)
 
 
-def job(method: str, n: int, max_tokens: int, temperature: float = 0.7, seed: int = 0) -> dict:
+def job(method: str, n: int, max_tokens: int, temperature: float = 0.7, seed: int = 0, batch_size: int = 64) -> dict:
     return {
         "model": "smollm2-135m",
+        "generation": {"batch_size": batch_size},
         "out": "unused",
         "task": {"name": TASK_OF[method], "seed": 0},
         "method": {"name": method},
@@ -168,25 +172,24 @@ class RawSide:
 class ReplicaSide:
     """s2d's replica actor fed the pipeline's batches (`generation.batch_size` inputs, as many in flight)."""
 
-    def __init__(self, spec, step_barrier: bool):
+    def __init__(self, spec, step_barrier: bool, before_issue_26: bool = False):
         import ray
 
         from s2d.actors.replica import GenerationReplica
+        from s2d.cluster.placement import MAX_BATCHES_PER_REPLICA, batches_per_replica
         from s2d.cluster.resources import replica_resources
-        from s2d.engine.stages.generate import BATCHES_PER_REPLICA
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        self.ray, self.in_flight, self.batch_size = (
-            ray,
-            BATCHES_PER_REPLICA,
-            spec.generation.batch_size,
-        )
+        self.ray, self.batch_size = ray, spec.generation.batch_size
         self.replica = (
             ray.remote(GenerationReplica)
-            .options(**replica_resources(spec, 0), max_concurrency=BATCHES_PER_REPLICA)
-            .remote(**GenerationReplica.for_job(spec), step_barrier=step_barrier)
+            .options(**replica_resources(spec, 0), max_concurrency=MAX_BATCHES_PER_REPLICA)
+            .remote(**GenerationReplica.for_job(spec), step_barrier=step_barrier, batch_priority=not before_issue_26)
         )
         ray.get(self.replica.ready.remote())
+        # As the pipeline does (generate.replica_batches_in_flight), from the cap the engine actually got.
+        cap = ray.get(self.replica.__ray_call__.remote(lambda replica: replica.generator.max_num_seqs))
+        self.in_flight = 2 if before_issue_26 else batches_per_replica(cap, self.batch_size, spec.sampling.n)
 
     def run(self, rows: list[dict]) -> tuple[int, int]:
         import pyarrow as pa
@@ -215,9 +218,17 @@ class ReplicaSide:
 
     def start_sampling(self) -> None:
         self.ray.get(self.replica.__ray_call__.remote(_start_sampler))
+        self.recorded = self.ray.get(self.replica.__ray_call__.remote(lambda replica: replica.occupancy.summary()))
 
     def stop_sampling(self) -> dict:
-        return self.ray.get(self.replica.__ray_call__.remote(_stop_sampler))
+        from engine_profile import replica_occupancy
+
+        now = self.ray.get(self.replica.__ray_call__.remote(lambda replica: replica.occupancy.summary()))
+        return {
+            **self.ray.get(self.replica.__ray_call__.remote(_stop_sampler)),
+            **replica_occupancy(self.recorded, now),
+            "batches_in_flight": self.in_flight,
+        }
 
 
 def _start_sampler(replica) -> None:  # runs inside the replica actor
@@ -242,7 +253,7 @@ def measure(side: str, spec, per_run: int | None, runs: int, seconds: float) -> 
     if side.startswith("raw"):
         runner = RawSide(spec)
     else:
-        runner = ReplicaSide(spec, step_barrier=side == "barrier")
+        runner = ReplicaSide(spec, step_barrier=side == "barrier", before_issue_26=side == "main")
     warm, size, over = WARMUP.get(spec.method.name, DEFAULT_WARMUP)
     timed(runner, input_rows(spec, warm))  # the engine's first calls are slow: not measured
     if per_run is None:
@@ -305,6 +316,7 @@ def run_side(side: str, settings: dict, per_run: int | None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # The raw side gets the binding s2d's lone replica sets for itself, so both compute on every core.
     env.update(cpu_thread_env(1, os.cpu_count() or 1) if side.startswith("raw") else {})
+    env["S2D_ENGINE_WORKER_PROCESS"] = "1" if side == "main" else "0"  # the replica's engine layout before issue 26
     argument = json.dumps({**settings, "side": side, "per_run": per_run})
     child = subprocess.run(
         [sys.executable, __file__, "--child", argument],
@@ -331,9 +343,13 @@ def compare(
     runs: int,
     seconds: float,
     per_run: int | None = None,
+    batch_size: int = 64,
 ) -> dict[str, float]:
     """Run the sides one after another on the same inputs; print each run; mean tokens/s per side."""
+    from engine_profile import format_occupancy
+
     settings = {
+        "batch_size": batch_size,
         "method": method,
         "n": n,
         "max_tokens": max_tokens,
@@ -367,6 +383,7 @@ def compare(
                 f"{occupancy['mean_running']:.0f}, below the cap {occupancy['below_cap'] * 100:.0f}% of the time",
                 flush=True,
             )
+            print(f"  {side:<8} run {index} occupancy: {format_occupancy(occupancy)}", flush=True)
         spread = (max(rates) - min(rates)) / means[side] * 100
         print(
             f"  {side:<8} mean {means[side]:6.1f} tok/s, spread {min(rates):.1f}-{max(rates):.1f} ({spread:.1f}%)"
@@ -374,6 +391,7 @@ def compare(
             flush=True,
         )
     for numerator, denominator in (
+        ("flow", "main"),
         ("flow", "raw"),
         ("flow", "barrier"),
         ("barrier", "raw"),
@@ -390,7 +408,7 @@ def compare(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=["rar2"], choices=sorted(TASK_OF))
-    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    parser.add_argument("--sides", nargs="+", default=[s for s in SIDES if s != "main"], choices=SIDES)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=2)
@@ -405,6 +423,13 @@ def main() -> None:
         type=int,
         help="inputs per run (skips the sizing warm-up): repeat earlier runs",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="generation.batch_size of the replica sides: runs of several batches show the occupancy outside the "
+        "job's last batch (fed), which continuous admission is judged by",
+    )
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; sides in order: {', '.join(args.sides)}", flush=True)
     results = {
@@ -416,6 +441,7 @@ def main() -> None:
             args.runs,
             args.seconds,
             args.per_run,
+            args.batch_size,
         )
         for method in args.methods
     }
@@ -431,7 +457,7 @@ def child(argument: str) -> None:
     sys.path.insert(0, BENCH)
 
     settings = json.loads(argument)
-    spec = parse_spec(job(settings["method"], settings["n"], settings["max_tokens"]))
+    spec = parse_spec(job(settings["method"], settings["n"], settings["max_tokens"], batch_size=settings["batch_size"]))
     print(
         "RESULT "
         + json.dumps(

@@ -1,13 +1,16 @@
 """Where a generation replica's start-up goes: the driver's imports, Ray, the actor, vLLM, the first batch.
 
-    .venv/bin/python bench/replica_start.py            # ~2 minutes on 2 cores
+    .venv/bin/python bench/replica_start.py                    # ~2 minutes on 2 cores
+    .venv/bin/python bench/replica_start.py --worker-process   # vLLM's own layout (main before issue 26)
 
 Each run is one fresh process, as `s2d generate` starts one: imports, `ray.init` (no dashboard), one
 `GenerationReplica` actor with a job's engine settings (the packaged model, already converted) and the
 pipeline's runtime_env, `ready()`, then one small System 1 batch (4 inputs, n=8, 32 tokens). The actor's own
 phases come from the replica (`startup_s`: its imports, model resolution, `import vllm`, the engine start: vLLM
 spawns its engine core, which spawns its worker, each importing torch and vLLM afresh, then loads the model).
-The rest of "actor ready" is Ray starting the actor's worker process. Prints each phase per run.
+The rest of "actor ready" is Ray starting the actor's worker process. Then `close`: the engine's clean shutdown.
+`--worker-process` keeps vLLM's CPU engine worker in a process of its own (S2D_ENGINE_WORKER_PROCESS=1: how
+the replica started before issue 26), to compare side by side. Prints each phase per run.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ def child() -> dict:
     import ray
 
     from s2d.actors.replica import RUNTIME_ENV, GenerationReplica
+    from s2d.cluster.placement import MAX_BATCHES_PER_REPLICA
     from s2d.engine.core.spec import parse_spec
     from s2d.engine.data.generated import sample_count
-    from s2d.engine.stages.generate import BATCHES_PER_REPLICA, input_rows
+    from s2d.engine.stages.generate import input_rows
 
     spec = parse_spec(
         {
@@ -47,7 +51,7 @@ def child() -> dict:
     ray_started = time.perf_counter()
     replica = (
         ray.remote(GenerationReplica)
-        .options(num_cpus=1, max_concurrency=BATCHES_PER_REPLICA, runtime_env=RUNTIME_ENV)
+        .options(num_cpus=1, max_concurrency=MAX_BATCHES_PER_REPLICA, runtime_env=RUNTIME_ENV)
         .remote(**GenerationReplica.for_job(spec))
     )
     ray.get(replica.ready.remote())
@@ -56,7 +60,9 @@ def child() -> dict:
     result = ray.get(replica.__call__.remote(pa.Table.from_pylist(rows).to_pydict()))
     first = time.perf_counter()
     inside = ray.get(replica.__ray_call__.remote(lambda actor: actor.startup_s))
+    closing = time.perf_counter()
     ray.get(replica.__ray_call__.remote(lambda actor: actor.close()))
+    closed = time.perf_counter()
     ray.shutdown()
     return {
         "driver imports": imported - started,
@@ -65,6 +71,7 @@ def child() -> dict:
         **{f"  actor {name}": value for name, value in inside.items()},
         "first batch": first - ready,
         "total": first - started,
+        "close": closed - closing,
         "samples": sample_count(result),
     }
 
@@ -72,9 +79,10 @@ def child() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--worker-process", action="store_true", help="vLLM's worker in a process of its own")
     args = parser.parse_args()
     for index in range(args.runs):
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), S2D_ENGINE_WORKER_PROCESS="1" if args.worker_process else "0")
         run = subprocess.run(
             [sys.executable, __file__, "--child"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
         )

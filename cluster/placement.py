@@ -111,3 +111,32 @@ def map_batches_placement_args(placement: ReplicaPlacement) -> dict[str, Any]:
     if placement.uses_placement_group:
         args["ray_remote_args_fn"] = partial(placement_group_strategy, placement.bundles, placement.strategy)
     return args
+
+
+# vLLM's offline scheduler cap (max_num_seqs, the replica's `usage_context=LLM_CLASS`): 256 on CPU, 1024 on an
+# H100/H200-class GPU (vLLM 0.32 EngineArgs.get_batch_defaults). Over-estimating it costs a few queued rows.
+EXPECTED_MAX_NUM_SEQS = {"cpu": 256, "gpu": 1024}
+# At most this many batches per replica: a slow or restarting replica holds back no more, and a batch queued behind
+# the others waits at most this many batch times.
+MAX_BATCHES_PER_REPLICA = 4
+
+
+def batches_per_replica(max_num_seqs: int, batch_size: int, samples_per_input: int) -> int:
+    """Batches one replica holds at once (Ray Data's calls in flight per actor) so that its engine stays at its
+    sequence cap while work waits: the replica runs its oldest batch first (continuous admission, see
+    VLLMGenerator's scheduling priority), and when that one returns, the others must still hold a cap's worth of
+    sequences until Ray Data's next batch arrives. So: the batches that cover the cap, plus the one draining, at
+    least 2. On CPU (256) with 64 inputs x n=8 that is 2; on a GPU (1024) 3; with 16 inputs x n=8 on CPU, 3.
+
+    Batches too small for MAX_BATCHES_PER_REPLICA of them to cover the cap keep 2, as before: a few more tiny
+    batches would not fill the engine either, and a slow replica would hold more of them back (the fault and
+    slow-replica tests run one-input batches). Raise generation.batch_size to fill the engine there."""
+    sequences_per_batch = max(batch_size * samples_per_input, 1)
+    needed = max(2, -(-max_num_seqs // sequences_per_batch) + 1)
+    return needed if needed <= MAX_BATCHES_PER_REPLICA else 2
+
+
+def expected_max_num_seqs(placement: ReplicaPlacement) -> int:
+    """The sequence cap a replica of this placement will most likely get (it is known only once its engine runs)."""
+    gpus = placement.actor_options.get("num_gpus", 0) or any(bundle.get("GPU") for bundle in placement.bundles)
+    return EXPECTED_MAX_NUM_SEQS["gpu" if gpus else "cpu"]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from s2d.cluster.connect import embedded_dashboard, needs_dashboard
 from s2d.engine.core.spec import JobSpec, load_spec, parse_spec
 from s2d.engine.data.lease import Lease
 from s2d.engine.data.models import ModelNotFound, check_model_reference
@@ -71,7 +72,10 @@ def run_job(
     # (a train beside a generate would read a moving set) and writes model/, which eval reads, so any two of them
     # on one output conflict; one lease makes each stop at once with one line (OutputBusy) instead of racing.
     # Taken first: a job refused because another holds <out> must not touch it (job.yaml).
-    with Lease.acquire(spec.out, command="s2d " + " + ".join(stages)) as lease:
+    with (
+        Lease.acquire(spec.out, command="s2d " + " + ".join(stages)) as lease,
+        embedded_dashboard(needs_dashboard(stages)),  # an embedded Ray: the dashboard only for Ray Train
+    ):
         if "generate" not in stages:  # generate writes it once its manifest accepted this job (no conflict)
             write_job_file(spec)
         for stage in STAGES:

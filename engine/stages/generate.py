@@ -56,10 +56,10 @@ from s2d.engine.stages.console import error
 from s2d.engine.stages.progress import JobProgress, ProgressDisplay, write_metrics
 from s2d.engine.stages.results import GenerateResult
 
-BATCHES_PER_REPLICA = 2  # batches a generation replica runs at once (see _replica_stage)
 # Rows that may wait between two stages, in rounds of the replica pool's in-flight work (s2d.cluster.backpressure):
 # enough that no replica waits for input, few enough that driver memory does not grow with the input.
 QUEUED_ROUNDS = 2
+OCCUPANCY_POLL_S = 5.0  # how often the driver asks the job's ledger how full the replicas keep their engines
 
 
 def generation_fingerprint(spec: JobSpec) -> str:
@@ -193,12 +193,13 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
         "shard commit + accounting (driver)": 0.0,
     }
     commits = ShardCommits(location, manifest, lease, spec, num_shards)
+    first_batch_at: float | None = None
     if len(committed) < num_shards:
         ray = _connect_quietly()
         plan = prepare_inputs(ray, spec, num_inputs, units, num_shards, fingerprint)
         stage_seconds["plan, Ray start, inputs"] = time.monotonic() - started
         display = ProgressDisplay(tally, enabled=progress)
-        _generate_and_commit(ray, spec, plan, commits, tally, display, stage_seconds)
+        first_batch_at = _generate_and_commit(ray, spec, plan, commits, tally, display, stage_seconds)
         display.close()
     finishing = time.monotonic()
     accounting = accounting_from_entries(manifest)
@@ -215,6 +216,9 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
         {f"committed_{k}": v for k, v in counts.model_dump(exclude_none=True).items()}
         | {
             "duplicates_dropped": commits.duplicates_dropped,
+            # From the stage's start (plan, Ray start, inputs, the replicas' start) to the first batch of results
+            # reaching the driver (generated and curated); null when this run generated nothing (all committed).
+            "time_to_first_batch_s": None if first_batch_at is None else round(first_batch_at - started, 3),
             "stage_seconds": {name: round(seconds, 3) for name, seconds in stage_seconds.items()},
         },
     )
@@ -265,10 +269,12 @@ def _generate_and_commit(
     tally: JobProgress,
     display: ProgressDisplay,
     stage_seconds: dict[str, float],
-) -> None:
+) -> float | None:
     """Run the pipeline over the uncommitted shards, committing them as they finish; adds where the time went
-    to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation)."""
-    from s2d.actors.replica import EngineFailures
+    to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation) and
+    the replicas' engine occupancy to `tally`. Returns when (time.monotonic()) the first batch of results reached
+    the driver, None if none did."""
+    from s2d.actors.failures import EngineFailures
     from s2d.cluster.backpressure import driver_memory_bounded
     from s2d.cluster.metrics import RayMetricsExporter
 
@@ -277,11 +283,13 @@ def _generate_and_commit(
     exporter = RayMetricsExporter(job=str(spec.out))
     if not shards:
         commits.finish()
-        return
+        return None
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
     started = time.monotonic()
-    pool_rows = spec.generation.max_replicas * BATCHES_PER_REPLICA * spec.generation.batch_size
+    first_batch_at: float | None = None
+    occupancy_read = started
+    pool_rows = spec.generation.max_replicas * replica_batches_in_flight(ray, spec) * spec.generation.batch_size
     try:
         # Before the datasets are built: Ray Data takes the DataContext's settings when it builds one.
         with driver_memory_bounded(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
@@ -289,7 +297,9 @@ def _generate_and_commit(
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 committing = time.monotonic()
                 if batch is not None:
-                    stage_seconds.setdefault("replica start + first batch", committing - started)
+                    if first_batch_at is None:
+                        first_batch_at = committing
+                        stage_seconds["replica start + first batch"] = committing - started
                     stage_seconds["curate (in Ray tasks)"] += float(
                         (batch.schema.metadata or {}).get(CURATE_SECONDS_KEY, 0)
                     )
@@ -299,9 +309,15 @@ def _generate_and_commit(
                     display.refresh()  # only when counts change: a redraw per tick is a line per second in a log
                     exporter.update(tally.snapshot())
                 commits.poll()  # also between batches (a None): finished shards commit without waiting for more
+                if committing - occupancy_read >= OCCUPANCY_POLL_S:
+                    occupancy_read = committing
+                    tally.occupancy = _read_occupancy(ray, ledger) or tally.occupancy
+                    display.refresh()
                 stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
             commits.finish()
             stage_seconds["generate + curate pipeline"] = time.monotonic() - started
+            tally.occupancy = _read_occupancy(ray, ledger) or tally.occupancy
+            return first_batch_at
     except ray.exceptions.RayError as error:
         raise GenerationFailed(
             f"generation failed: {root_cause(error)}; committed shards are kept, rerun the same command to resume"
@@ -310,6 +326,15 @@ def _generate_and_commit(
         raise GenerationFailed(f"generation stopped: {error}") from None
     finally:
         ray.kill(ledger)
+
+
+def _read_occupancy(ray, ledger) -> dict[str, dict[str, Any]]:
+    """The replicas' engine occupancy as the ledger has it ({} if it does not answer within a second: a figure
+    for the display and metrics.json, never worth stalling the commit loop or failing the job)."""
+    try:
+        return ray.get(ledger.occupancy.remote(), timeout=1.0)
+    except Exception:  # noqa: BLE001 - any failure to read it leaves the last figures
+        return {}
 
 
 def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str, fence: str):
@@ -362,25 +387,41 @@ def replica_class():
     return GenerationReplica
 
 
+def replica_batches_in_flight(ray, spec: JobSpec) -> int:
+    """Batches each replica holds at once: enough to keep its engine at its sequence cap (placement's
+    batches_per_replica, for the cap its device most likely gives)."""
+    from s2d.cluster.placement import (
+        batches_per_replica,
+        expected_max_num_seqs,
+        largest_node_gpus,
+        replica_placement,
+    )
+
+    placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
+    return batches_per_replica(expected_max_num_seqs(placement), spec.generation.batch_size, spec.sampling.n)
+
+
 def _replica_stage(ray, spec: JobSpec, inputs, ledger_name: str):
     from s2d.actors.replica import RUNTIME_ENV
     from s2d.cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
 
     placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
+    in_flight = replica_batches_in_flight(ray, spec)
     GenerationReplica = replica_class()  # noqa: N806 - a class
     return inputs.map_batches(
         GenerationReplica,
         fn_constructor_kwargs=GenerationReplica.for_job(spec)
         | {"failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures},
         batch_size=spec.generation.batch_size,
-        # Two batches per replica, running at once in two threads: the replica's async engine interleaves
-        # their requests, so it stays full while one batch finishes its longest samples or moves to its
-        # method's next step; a slow or restarting replica holds back at most two and idle ones take the rest.
+        # A few batches per replica (replica_batches_in_flight), running at once in threads: the replica's async
+        # engine runs the oldest one's requests first and fills the rest of its sequence cap from the others
+        # (continuous admission), so it stays full while a batch finishes its longest samples or moves to its
+        # method's next step; a slow or restarting replica holds back only these and idle ones take the rest.
         compute=ray.data.ActorPoolStrategy(
             min_size=spec.generation.min_replicas,
             max_size=spec.generation.max_replicas,
-            max_tasks_in_flight_per_actor=BATCHES_PER_REPLICA,
-            max_concurrent_calls_per_actor=BATCHES_PER_REPLICA,
+            max_tasks_in_flight_per_actor=in_flight,
+            max_concurrent_calls_per_actor=in_flight,
             enable_true_multi_threading=True,
         ),
         # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.

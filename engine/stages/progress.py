@@ -34,6 +34,9 @@ class JobProgress:
     quarantined: int = 0  # bad inputs: not counted in the accept rate, which is about self-consistency
     tokens: float = 0.0
     reasons: Counter = field(default_factory=Counter)
+    # Per replica, how full it keeps its engine (s2d.actors.occupancy.merge: mean running sequences as % of the
+    # engine's cap, busy and fed), as the job's ledger last reported it.
+    occupancy: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +96,9 @@ class JobProgress:
             "inputs_per_s": round(inputs_per_s, 4) if inputs_per_s else None,
             "accept_rate": round(self.accepted / done, 4) if done else None,
             "eta_s": round(remaining / inputs_per_s, 1) if inputs_per_s else (0.0 if not remaining else None),
+            "occupancy_by_replica": self.occupancy,
+            "occupancy_mean_pct": _mean_of(self.occupancy, "mean_pct"),
+            "occupancy_fed_pct": _mean_of(self.occupancy, "fed_pct"),
         }
 
     def postfix(self) -> dict[str, str]:
@@ -105,7 +111,17 @@ class JobProgress:
             fields["accept"] = f"{snap['accept_rate']:.0%}"
         if snap["tokens_per_s"] is not None:
             fields["tok/s"] = f"{snap['tokens_per_s']:.0f}"
+        shown = [figures["mean_pct"] for figures in self.occupancy.values() if figures.get("mean_pct") is not None]
+        if shown:  # each replica's engine, % of its sequence cap (more than 4: the lowest and the highest)
+            pcts = shown if len(shown) <= 4 else [min(shown), max(shown)]
+            fields["engine"] = ("/" if len(shown) <= 4 else "-").join(f"{pct:.0f}" for pct in pcts) + "%"
         return fields
+
+
+def _mean_of(occupancy: dict[str, dict[str, Any]], key: str) -> float | None:
+    """The replicas' mean of one occupancy figure, None when no replica has it."""
+    values = [figures[key] for figures in occupancy.values() if figures.get(key) is not None]
+    return round(sum(values) / len(values), 1) if values else None
 
 
 def write_metrics(out: Any, progress: JobProgress, extra: dict[str, Any] | None = None) -> str:

@@ -203,3 +203,68 @@ def test_engine_runs_vllm_offline_batch_sizes_and_records_its_start(replica, ray
     startup = ray_session.get(replica.__ray_call__.remote(lambda actor: actor.startup_s))
     assert set(startup) == {"imports", "resolve_model", "import_vllm", "engine_start"}
     assert all(seconds >= 0 for seconds in startup.values())
+
+
+def test_concurrent_batches_run_by_priority_and_the_engine_occupancy_is_recorded(replica, ray_session):
+    # The engine runs with vLLM's priority scheduling (each batch's arrival ticket): the oldest batch first,
+    # the others filling the rest of the cap. Two batches at once must both come out whole, and the replica's
+    # occupancy recorder sees them (busy samples, some with a batch waiting behind the other).
+    import sys
+    import time
+
+    import ray.cloudpickle as cloudpickle  # Ray pickles with its own copy of cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
+    time.sleep(0.6)  # at least one idle sample first: idle time is not busy time
+    outcome = ray_session.get(replica.__ray_call__.remote(_two_batches_at_once))
+    assert outcome["rows"] == {"a": 8, "b": 8} and outcome["held"] == 0
+    assert outcome["after"]["cap"] >= 256
+    assert outcome["after"]["busy_samples"] > outcome["before"]["busy_samples"]
+    figures = ray_session.get(replica.occupancy_figures.remote())
+    assert 0 < figures["mean_pct"] <= 100 and figures["cap"] == outcome["after"]["cap"]
+    policy = ray_session.get(
+        replica.__ray_call__.remote(lambda actor: str(actor.generator._engine.vllm_config.scheduler_config.policy))
+    )
+    assert "priority" in policy.lower()
+
+
+def _two_batches_at_once(actor) -> dict:
+    """Inside the replica: two batches through __call__ in two threads, as Ray Data's pool sends them."""
+    import threading
+
+    import pyarrow as pa
+
+    from s2d.engine.core.spec import parse_spec
+    from s2d.engine.stages.generate import input_rows
+
+    spec = parse_spec(
+        {
+            "model": "smollm2-135m",
+            "out": "unused",
+            "task": {"name": "last_letter", "num_inputs": 16, "seed": 3},
+            "method": {"name": "system1"},
+            "sampling": {"n": 4, "temperature": 0.7, "max_tokens": 24},
+        }
+    )
+    from s2d.engine.core.methods import resolve_method
+
+    rows = list(input_rows(spec, num_shards=1))
+    job = actor.request, actor.method, actor.task  # the module's actor: put back for the other tests
+    actor.request = SamplingRequest(n=4, temperature=0.7, max_tokens=24)
+    actor.method, actor.task = resolve_method("system1"), get_task("last_letter")
+    before = actor.occupancy.summary()
+    results: dict[str, int] = {}
+
+    def call(name: str, batch: list[dict]) -> None:
+        table = actor(pa.Table.from_pylist(batch).to_pydict())
+        results[name] = table.num_rows
+
+    threads = [threading.Thread(target=call, args=(name, rows[i::2])) for i, name in enumerate("ab")]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        actor.request, actor.method, actor.task = job
+    return {"rows": results, "before": before, "after": actor.occupancy.summary(), "held": actor._batches_held}

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from s2d.actors.replica import EngineFailures
+from s2d.actors.failures import EngineFailures
 from s2d.actors.vllm_backend import BatchTimedOut, VLLMGenerator
 from s2d.engine.core.spec import SpecError, parse_spec
 

@@ -84,7 +84,7 @@ def test_a_reused_pid_is_never_killed():
 
 
 def test_a_failure_inside_a_task_group_is_named_by_its_leaf():
-    from s2d.actors.replica import describe_failure
+    from s2d.actors.failures import describe_failure
 
     inner = RuntimeError("EngineCore died")
     group = ExceptionGroup("unhandled errors in a TaskGroup", [ExceptionGroup("nested", [inner])])

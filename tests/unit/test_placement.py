@@ -99,3 +99,18 @@ def test_bad_autoscaling_bounds_are_refused_clearly(value, message):
 
 def test_fixed_range_normalises_to_a_number():
     assert parse_spec({"model": "m", "generation": {"replicas": "2..2"}}).generation.replicas == 2
+
+
+def test_batches_in_flight_cover_the_engine_cap_plus_the_one_draining():
+    from s2d.cluster.placement import MAX_BATCHES_PER_REPLICA, batches_per_replica, expected_max_num_seqs
+
+    assert batches_per_replica(256, 64, 8) == 2  # CPU, the default batch: one batch covers the cap
+    assert batches_per_replica(1024, 64, 8) == 3  # an H100-class GPU
+    assert batches_per_replica(256, 16, 8) == 3
+    assert batches_per_replica(256, 22, 4) == MAX_BATCHES_PER_REPLICA  # 88 sequences a batch: 3 cover the cap
+    assert batches_per_replica(256, 1, 2) == 2  # tiny batches cannot fill it: two, as before (not dozens)
+    assert batches_per_replica(1024, 32, 8) == 2
+    assert batches_per_replica(256, 4096, 1) == 2  # never fewer than two
+    assert expected_max_num_seqs(ReplicaPlacement(actor_options={"num_cpus": 1, "num_gpus": 0})) == 256
+    assert expected_max_num_seqs(ReplicaPlacement(actor_options={"num_cpus": 1, "num_gpus": 1.0})) == 1024
+    assert expected_max_num_seqs(ReplicaPlacement([{"GPU": 1.0, "CPU": 1.0}] * 2, "PACK", {"num_gpus": 0})) == 1024
