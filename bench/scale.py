@@ -15,12 +15,21 @@ splitting into batches, curation; s2d.cluster.backpressure keeps them all alive 
 for curation. With 4, curation runs one task at a time and the data path halves. A sampler reads the head
 node's object store (plasma) use and spilled bytes every second (`ray memory --stats-only`), and the driver's
 RSS. The last lines are the figures, then both memories over time (a peak that plateaus is bounded; one that
-climbs grows with the input).
+climbs grows with the input), the CPU the driver and the whole machine spent, and how many Ray worker processes
+were started (each one imports Ray, pyarrow and s2d: Ray replaces a worker it stopped as idle).
+
+A result names its code: the commit of `--code` (and the files that differ from it; `--code-commit` for a copy
+without .git) and the files the driver and a Ray worker loaded s2d from; `--record FILE` appends it all as JSON.
+The child imports `--code`'s s2d, not the venv's editable install: a sitecustomize on its PYTHONPATH (inherited
+by Ray's workers) maps s2d's subpackages to `--code`'s folders, and the job is refused if either process loaded
+s2d from elsewhere. A checkout of the flat layout from before `s2d` (main 1ca35ff: engine/, actors/ at the top)
+runs its own bench/scale.py as the child (its stand-in packs that code's contract), after naming its `engine`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -123,15 +132,24 @@ def _rss_mib() -> float:
 def child(args: argparse.Namespace) -> None:
     """One job in this process: patch in the stand-in, run `run_generate`, print one JSON line of figures."""
     sys.path.insert(0, args.code)
+    if not (Path(args.code) / "s2d" / "__init__.py").is_file():
+        _flat_child(args)
+        return
     import ray
 
+    import s2d
     import s2d.actors.replica as replica_module
+    import s2d.engine.data.generated as generated_module
     from s2d.engine.core.spec import load_spec
     from s2d.engine.stages.generate import run_generate
 
     replica_module.GenerationReplica = StandInReplica  # run_generate imports it from there at call time
     ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    worker_files = ray.get(ray.remote(num_cpus=0)(_loaded_files).remote())
+    loaded = {"driver": _loaded_files(), "ray_worker": worker_files}
+    print(json.dumps({"loaded": loaded}), flush=True)
+    _check_loaded(args.code, loaded, (s2d, replica_module, generated_module))
     overrides = [
         f"data.path={args.data}",
         "task.name=freeform",
@@ -155,9 +173,10 @@ def child(args: argparse.Namespace) -> None:
         tracemalloc.start(8)
         first = threading.Timer(args.trace_memory, lambda: setattr(sampler, "first", tracemalloc.take_snapshot()))
         first.start()
-    started = time.monotonic()
+    started, cpu_before, machine_before = time.monotonic(), _own_cpu_s(), _machine_busy_s()
     summary = run_generate(spec, progress=False)
     seconds = time.monotonic() - started
+    driver_cpu, machine_cpu = _own_cpu_s() - cpu_before, _machine_busy_s() - machine_before
     if args.trace_memory and getattr(sampler, "first", None) is not None:
         _print_growth(sampler.first, tracemalloc.take_snapshot())
     import ctypes
@@ -168,6 +187,7 @@ def child(args: argparse.Namespace) -> None:
     sampler.stop.set()
     sampler.join()
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
+    workers_started = _workers_started(ray)
     print(
         json.dumps(
             {
@@ -187,10 +207,115 @@ def child(args: argparse.Namespace) -> None:
                 "driver_rss_before_job_mib": rss_before_job,
                 "driver_rss_at_end_mib": rss_at_end,
                 "driver_rss_after_malloc_trim_mib": rss_trimmed,
+                "ray_workers_started": workers_started,
+                # where the CPU went: the driver process (all its threads), and every process on the machine
+                "driver_cpu_s": round(driver_cpu, 1),
+                "machine_busy_cpu_s": round(machine_cpu, 1),
             }
         )
     )
     ray.shutdown()
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent on anything but idle and I/O wait since boot (/proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _workers_started(ray) -> int | None:
+    """Python worker processes this Ray session started (one log file each): a worker that Ray stops when idle is
+    replaced by a new one, which imports Ray, pyarrow and s2d again (seconds of CPU on two cores)."""
+    try:
+        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    except AttributeError:  # noqa: BLE001 - a diagnostic, not a result
+        return None
+    return len(list(logs.glob("worker-*.out")))
+
+
+def _loaded_files() -> dict[str, str]:
+    """The files this process runs s2d from (its package and the layers a job touches)."""
+    import importlib
+
+    return {name: importlib.import_module(name).__file__ for name in ("s2d", "s2d.engine", "s2d.actors")}
+
+
+def _check_loaded(code: str, loaded: dict, modules: tuple) -> None:
+    """Stop unless the driver and a Ray worker both run `code`'s s2d: a result must name the code it measured."""
+    files = [path for where in loaded.values() for path in where.values()] + [module.__file__ for module in modules]
+    foreign = [path for path in files if not Path(path).resolve().is_relative_to(Path(code).resolve())]
+    if foreign:
+        raise SystemExit(f"--code {code}: s2d was loaded from outside it ({foreign[0]}); not measuring")
+
+
+def _flat_child(args: argparse.Namespace) -> None:
+    """A checkout of the flat layout from before `s2d` (main 1ca35ff: engine/, actors/ at the top): its own
+    bench/scale.py runs the job (its stand-in packs that code's contract), after naming the `engine` it loads."""
+    import runpy
+
+    import engine
+
+    loaded = {"driver": {"engine": engine.__file__}}
+    print(json.dumps({"loaded": loaded}), flush=True)
+    if not Path(engine.__file__).resolve().is_relative_to(Path(args.code).resolve()):
+        raise SystemExit(f"--code {args.code}: engine was loaded from {engine.__file__}; not measuring")
+    sys.argv = [str(Path(args.code) / "bench" / "scale.py"), *sys.argv[1:]]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+def _code_identity(code: str) -> dict:
+    """The git commit of `code` (and the files that differ from it), or `--code-commit` for a copy without .git."""
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "-C", code, *argv], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else ""
+
+    if not (Path(code) / ".git").exists():
+        return {"commit": None, "changed": None}
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "HEAD").strip(), "changed": changed}
+
+
+def _import_path_env(code: str, work: Path) -> dict:
+    """The child's environment: `code` first on PYTHONPATH, and for the `s2d` layout a sitecustomize (it runs in
+    the driver and in every Ray worker, which inherit the environment) that maps s2d's subpackages to `code`'s
+    folders ahead of the venv's editable install, whose finder would otherwise resolve s2d.engine & co. to the
+    installed checkout for a commit whose s2d/__init__ does not put its own checkout on the path."""
+    if not (Path(code) / "s2d" / "__init__.py").is_file():
+        return os.environ | {"PYTHONPATH": code}
+    hook = work / f"import-hook-{hashlib.sha1(str(Path(code).resolve()).encode()).hexdigest()[:12]}"
+    hook.mkdir(parents=True, exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE.format(code=str(Path(code).resolve())))
+    return os.environ | {"PYTHONPATH": f"{hook}{os.pathsep}{code}"}
+
+
+SITECUSTOMIZE = """# Written by bench/scale.py: this process imports s2d from {code!r}, whatever is installed.
+import sys
+import tomllib
+from importlib.util import spec_from_file_location
+from pathlib import Path
+
+_CODE = Path({code!r})
+_LAYOUT = tomllib.loads((_CODE / "pyproject.toml").read_text())["tool"]["setuptools"].get("package-dir", {{}})
+_DIRS = {{"s2d": _CODE / "s2d"}} | {{name: _CODE / folder for name, folder in _LAYOUT.items()}}
+
+
+class _CheckoutFinder:
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname not in _DIRS:
+            return None
+        folder = _DIRS[fullname]
+        return spec_from_file_location(fullname, folder / "__init__.py", submodule_search_locations=[str(folder)])
+
+
+sys.meta_path.insert(0, _CheckoutFinder)
+"""
 
 
 def _print_growth(first, last) -> None:
@@ -218,6 +343,8 @@ def main() -> None:
         help="trace the driver's Python allocations and print where they grew between S seconds in and the end",
     )
     parser.add_argument("--work", default=os.environ.get("S2D_SCALE_DIR", tempfile.gettempdir() + "/s2d-scale"))
+    parser.add_argument("--record", help="append each size's figures, with the code that ran, to this JSONL file")
+    parser.add_argument("--code-commit", help="the commit --code was copied from, where it has no .git (an archive)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -227,6 +354,8 @@ def main() -> None:
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    identity = {"path": str(Path(args.code).resolve())} | _code_identity(args.code)
+    identity["commit"] = identity["commit"] or args.code_commit
     results = {}
     for size in [int(size) for size in args.sizes.split(",")]:
         data = work / f"inputs-{size}.parquet"
@@ -248,29 +377,47 @@ def main() -> None:
         command += ["--batch-size", str(args.batch_size), "--cpus", str(args.cpus)]
         command += ["--keep-samples"] if args.keep_samples else []
         command += ["--trace-memory", str(args.trace_memory)]
-        env = os.environ | {"PYTHONPATH": args.code}
+        env = _import_path_env(args.code, work)
         # cwd: Ray puts the driver's working directory on its workers' path, so they import the same checkout
+        child_started, machine_before = time.monotonic(), _machine_busy_s()
         done = subprocess.run(command, env=env, cwd=args.code, capture_output=True, text=True)
+        # The same for either layout (the flat one runs its own child): the machine's CPU over the child's life,
+        # Ray's start and stop included
+        whole = {"child_wall_s": round(time.monotonic() - child_started, 1)}
+        whole["child_machine_cpu_s"] = round(_machine_busy_s() - machine_before, 1)
         if args.trace_memory and "grew " in done.stderr:
             print(done.stderr[done.stderr.find("grew ") :], file=sys.stderr)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode or not lines:
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        figures = [line for line in lines if "inputs" in line]
+        if done.returncode or not figures:
             print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"size {size}: the job failed (exit {done.returncode})")
-        results[size] = json.loads(lines[-1])
-        print(f"{size}: {lines[-1]}", flush=True)
+        loaded = next((line["loaded"] for line in lines if "loaded" in line), None)
+        results[size] = figures[-1] | whole | {"code": identity, "loaded": loaded, "keep_samples": args.keep_samples}
+        print(f"{size}: {json.dumps(results[size])}", flush=True)
+        if args.record:
+            with open(args.record, "a") as record:
+                record.write(json.dumps(results[size] | {"size": size, "at": time.strftime("%FT%TZ", time.gmtime())}))
+                record.write("\n")
         subprocess.run(["rm", "-rf", str(out)], check=True)
     print(
-        f"\ncode: {args.code}; stand-in replica (instant answers), n={N_SAMPLES}, batch {args.batch_size}, "
-        f"keep_samples {args.keep_samples}"
+        f"\ncode: {args.code} at {identity['commit']} (changed: {identity['changed']}); stand-in replica (instant "
+        f"answers), n={N_SAMPLES}, batch {args.batch_size}, keep_samples {args.keep_samples}"
     )
-    print("| inputs | wall | inputs/s (job) | inputs/s (pipeline) | driver peak RSS | object store peak | spilled |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for where, files in (next(iter(results.values()))["loaded"] or {}).items():
+        print(f"loaded by the {where}: " + ", ".join(f"{name} {path}" for name, path in files.items()))
+    print(
+        "| inputs | wall | inputs/s (job) | inputs/s (pipeline) | driver peak RSS | object store peak | spilled "
+        "| driver CPU | machine CPU | Ray workers started |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size, found in results.items():
         print(
             f"| {size:,} | {found['seconds']:.0f} s | {found['inputs_per_s']:,} | {found['pipeline_inputs_per_s']:,} "
             f"| {found['driver_peak_rss_mib']} MiB | {found['object_store_peak_mib']:.0f} MiB "
-            f"| {found['spilled_mib']:.0f} MiB |"
+            f"| {found['spilled_mib']:.0f} MiB | {found.get('driver_cpu_s', '-')} s "
+            f"| {found.get('machine_busy_cpu_s', '-')} s ({found['child_machine_cpu_s']} s in "
+            f"{found['child_wall_s']} s with Ray's start and stop) | {found.get('ray_workers_started', '-')} |"
         )
     for size, found in results.items():
         curve = ", ".join(f"{t:.0f} s {rss:.0f}/{plasma:.0f}" for t, rss, plasma in found["curve_s_rss_plasma_mib"])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 # "Answer: x", "Final answer: x", "**Answer:** x", "**Answer**: x", "Answer：x".
 _MARKER = re.compile(r"(?<![a-z])(?:final\s+)?answer\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?", re.IGNORECASE)
 # What is left of a span that only repeats the marker word, e.g. the tail of a truncated "Answer: Answer: Answer".
@@ -58,6 +61,54 @@ def _content(span: str) -> str | None:
 def _clean(span: str) -> str:
     # Markdown emphasis and closing sentence punctuation are formatting, not part of the answer ("**Yes**!").
     return _TRAILING_FORMAT.sub("", span.lstrip(" \t*_`"))
+
+
+# --- The same extraction for a whole column of texts (curation): array operations, Python only for the rare shapes ---
+#
+# RE2 (pyarrow.compute) has no look-behind and its \s differs from Python's outside ASCII, so the array path takes
+# only texts where the two provably agree: ASCII, no control characters but tab and newline (there \s is space,
+# tab and newline in both, and the only line break is \n), and at most one "answer" in any case. Of those:
+#   no "answer"        -> the last line with content (what the last-line fallback returns when there is no marker)
+#   one marker         -> the rest of its line, when it has content
+#   one "answer is"    -> the rest of its line, when it has content, and no marker
+# Every other text (and any of these whose span is empty) goes through extract_final_answer, one by one.
+_CONTROL = r"[\x00-\x08\x0b-\x1f\x7f]"
+_FORMAT_CHARS = " \t*_`.!"  # _TRAILING_FORMAT's set in such texts; _clean's left set is its first five
+_RE2_LAST_CONTENT_LINE = r"(?:\A|\n)(?P<span>[^\n]*[^\n \t*_`.!][^\n]*)(?:\n[ \t*_`.!]*)*\z"
+_RE2_MARKER_REST = r"(?i)(?:\A|[^a-z])answer\s*(?:\*\*)?\s*:\s*(?:\*\*)?(?P<span>[^\n]*)"
+_RE2_ANSWER_IS_REST = r"(?i)answer\s+is\s*:?\s*(?P<span>[^\n]*)"
+
+
+def extract_final_answers(texts: pa.Array) -> pa.Array:
+    """`extract_final_answer` of every text of a string array (null: none), the same result for each."""
+    texts = pc.cast(texts, pa.string())
+    if len(texts) == 0:
+        return texts
+    simple = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, _CONTROL)))
+    words = pc.count_substring(texts, "answer", ignore_case=True)
+    marker = pc.struct_field(pc.extract_regex(texts, _RE2_MARKER_REST), [0])  # null: no marker
+    answer_is = _cleaned(pc.struct_field(pc.extract_regex(texts, _RE2_ANSWER_IS_REST), [0]))
+    last_line = _cleaned(pc.struct_field(pc.extract_regex(texts, _RE2_LAST_CONTENT_LINE), [0]))
+    spans = pc.case_when(
+        pc.make_struct(pc.equal(words, 0), pc.equal(words, 1)),
+        last_line,  # null: a blank text, or no line with content, as in Python
+        pc.if_else(pc.is_valid(marker), _cleaned(marker), answer_is),
+    )
+    # Python: not such a text, more than one "answer", or one whose span is empty (the next line, the last line...)
+    found_in_python = pc.or_(
+        pc.invert(simple), pc.or_(pc.greater(words, 1), pc.and_(pc.equal(words, 1), pc.is_null(spans)))
+    )
+    found_in_python = pc.fill_null(pc.and_(found_in_python, pc.is_valid(texts)), False)
+    if not pc.any(found_in_python).as_py():
+        return spans
+    rest = [extract_final_answer(text) for text in pc.filter(texts, found_in_python).to_pylist()]
+    return pc.replace_with_mask(spans, found_in_python, pa.array(rest, pa.string()))
+
+
+def _cleaned(spans: pa.Array) -> pa.Array:
+    """`_clean` of each span (in the texts above), null when nothing is left."""
+    cleaned = pc.utf8_rtrim(pc.utf8_ltrim(spans, characters=_FORMAT_CHARS[:5]), characters=_FORMAT_CHARS)
+    return pc.if_else(pc.equal(cleaned, ""), pa.scalar(None, pa.string()), cleaned)
 
 
 # --- Parsers of intermediate method steps (Branch-Solve-Merge) and of the USC judge's choice ---

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from s2d.engine.core.criteria import Ballots, CriterionOptions, extracted_and_answers, get_criterion
+from s2d.engine.core.criteria import Ballots, CriterionOptions, extracted_and_answers_array, get_criterion
 from s2d.engine.core.methods import Extractor
 from s2d.engine.core.tasks import get_task
 from s2d.engine.data.samples import SAMPLE_FIELDS, SAMPLES, SAMPLES_COLUMN
@@ -39,10 +39,8 @@ def curate_generated(
     options = CriterionOptions(threshold=threshold, per_variant_majority=per_variant_majority)
     samples = _combined(generated.column("samples"))
     flat = pc.list_flatten(samples)  # every sample of the batch, input by input
-    extracted, answers = extracted_and_answers(
-        get_task(task), Extractor(**(extractor or {})), flat.field("text").to_pylist()
-    )
-    answers = pa.array(_mapped_back(generated, samples, flat, answers), pa.string())
+    extracted, answers = extracted_and_answers_array(get_task(task), Extractor(**(extractor or {})), flat.field("text"))
+    answers = _mapped_back(generated, samples, flat, answers)
     ballots = Ballots(
         _same_lists(samples, answers), _same_lists(samples, flat.field("variant")), _combined(generated["judge_choice"])
     )
@@ -52,7 +50,7 @@ def curate_generated(
     steps = flat.field("steps")
     if len(steps) == 0 or steps.null_count == len(steps):  # the samples were not kept (output.keep_samples)
         return curated
-    column = _samples_column(samples, flat, pa.array(extracted, pa.string()), answers)
+    column = _samples_column(samples, flat, extracted, answers)
     return curated.set_column(curated.schema.get_field_index(SAMPLES), SAMPLES, column)
 
 
@@ -109,15 +107,14 @@ def curated_from_decisions(
     ).cast(CURATED_SCHEMA)
 
 
-def _mapped_back(
-    generated: pa.Table, samples: pa.ListArray, flat: pa.StructArray, answers: list[str | None]
-) -> list[str | None]:
+def _mapped_back(generated: pa.Table, samples: pa.ListArray, flat: pa.StructArray, answers: pa.Array) -> pa.Array:
     """Each sample's answer in its input's answer space: a variant's answer through that variant's inverse."""
     if "variant_inverse" not in generated.column_names:
         return answers
     inverses = _combined(generated.column("variant_inverse"))
     if inverses.null_count == len(inverses):
         return answers
+    answers = answers.to_pylist()
     per_input = [None if maps is None else [dict(inverse) for inverse in maps] for maps in inverses.to_pylist()]
     owners = pc.list_parent_indices(samples).to_numpy()
     variants = flat.field("variant").to_pylist()
@@ -127,7 +124,7 @@ def _mapped_back(
         mapped.append(
             answer if answer is None or maps is None or variant is None else maps[variant].get(answer, answer)
         )
-    return mapped
+    return pa.array(mapped, pa.string())
 
 
 def _samples_column(samples: pa.ListArray, flat: pa.StructArray, extracted: pa.Array, answers: pa.Array) -> pa.Array:

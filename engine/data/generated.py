@@ -82,22 +82,25 @@ def generate_for_curation(
 
 def pack_generated(rows: Sequence[dict[str, Any]], generated: Sequence[GeneratedInput], keep_samples: bool) -> pa.Table:
     """A criterion's generate output for `rows` as GENERATED_SCHEMA: flat Python lists per field, then one Arrow
-    array each (the per-sample Python here only reads the chains)."""
+    array each (the per-sample Python here only reads the chains; numbering is array arithmetic)."""
     chains = [chain for result in generated for per_variant in result.variants for chain in per_variant]
-    input_offsets, variants, indices = [0], [], []
-    for result in generated:
-        numbered = result.inverses is not None
-        for variant, per_variant in enumerate(result.variants):
-            variants.extend([variant if numbered else None] * len(per_variant))
-            indices.extend(range(len(per_variant)))
-        input_offsets.append(len(indices))
+    # One group per (input, variant): its size, its variant number (null unless the criterion numbers variants)
+    sizes = np.array([len(chains) for result in generated for chains in result.variants], np.int64)
+    numbers = [variant for result in generated for variant in range(len(result.variants))]
+    unnumbered = np.array([result.inverses is None for result in generated for _ in result.variants], bool)
+    starts = np.cumsum(sizes) - sizes
+    indices = np.arange(len(chains), dtype=np.int32) - np.repeat(starts, sizes).astype(np.int32)
+    variants = np.repeat(np.array(numbers, np.int32), sizes)
+    input_sizes = [sum(len(chains) for chains in result.variants) for result in generated]
+    input_offsets = np.r_[0, np.cumsum(input_sizes, dtype=np.int64)].astype(np.int32)
+    texts = pa.array([chain.final_text for chain in chains], pa.string())
     samples = pa.StructArray.from_arrays(
         [
-            pa.array(variants, pa.int32()),
+            pa.array(variants, pa.int32(), mask=np.repeat(unnumbered, sizes)),
             pa.array(indices, pa.int32()),
-            pa.array([chain.final_text for chain in chains], pa.string()),
+            texts,
             pa.array([chain.num_tokens for chain in chains], pa.int64()),
-            _steps(chains) if keep_samples else pa.nulls(len(chains), STEPS_TYPE),
+            _steps(chains, texts) if keep_samples else pa.nulls(len(chains), STEPS_TYPE),
         ],
         fields=list(GENERATED_SAMPLE_TYPE),
     )
@@ -111,7 +114,7 @@ def pack_generated(rows: Sequence[dict[str, Any]], generated: Sequence[Generated
             "shard_id": pa.array([int(row["shard_id"]) for row in rows], pa.int32()),
             "prompt": pa.array([str(row["prompt"]) for row in rows], pa.string()),
             "input_error": pa.nulls(len(rows), pa.string()),
-            "samples": pa.ListArray.from_arrays(pa.array(input_offsets, pa.int32()), samples),
+            "samples": pa.ListArray.from_arrays(pa.array(input_offsets), samples),
             "variant_inverse": pa.array(inverses, GENERATED_SCHEMA.field("variant_inverse").type),
             "judge_choice": pa.array([result.judge_choice for result in generated], pa.int32()),
             "judge_tokens": pa.array([result.judge_tokens for result in generated], pa.int64()),
@@ -120,14 +123,16 @@ def pack_generated(rows: Sequence[dict[str, Any]], generated: Sequence[Generated
     )
 
 
-def _steps(chains: Sequence[Chain]) -> pa.ListArray:
-    """Each chain's steps in order (STEPS_TYPE): one entry per step, one per call of a fan-out step."""
+def _steps(chains: Sequence[Chain], final_texts: pa.Array) -> pa.ListArray:
+    """Each chain's steps in order (STEPS_TYPE): one entry per step, one per call of a fan-out step.
+    `final_texts`: each chain's final text, which is its one step's text when every chain has one step."""
     chain_steps = [chain.steps for chain in chains]
+    lengths = [len(steps) for steps in chain_steps]
     names = [name for steps in chain_steps for name in steps]
     texts = [text for steps in chain_steps for text in steps.values()]
-    lengths = [len(steps) for steps in chain_steps]
     items = pa.nulls(len(names), pa.int32())
-    if any(isinstance(text, list) for text in texts):  # a fan-out step: one entry per call, numbered
+    fan_out = any(isinstance(text, list) for text in texts)
+    if fan_out:  # a fan-out step: one entry per call, numbered
         names, items, texts, lengths = [], [], [], []
         for steps in chain_steps:
             start = len(names)
@@ -138,11 +143,13 @@ def _steps(chains: Sequence[Chain]) -> pa.ListArray:
                 texts.extend(calls)
             lengths.append(len(names) - start)
         items = pa.array(items, pa.int32())
+    one_step_each = not fan_out and lengths.count(1) == len(lengths)  # each text is its chain's final text
     offsets = np.r_[0, np.cumsum(lengths, dtype=np.int64)].astype(np.int32)
     return pa.ListArray.from_arrays(
         pa.array(offsets),
         pa.StructArray.from_arrays(
-            [pa.array(names, pa.string()), items, pa.array(texts, pa.string())], fields=list(STEP_TYPE)
+            [pa.array(names, pa.string()), items, final_texts if one_step_each else pa.array(texts, pa.string())],
+            fields=list(STEP_TYPE),
         ),
     )
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from s2d.engine.core.answers import extract_final_answers
 from s2d.engine.core.methods import Extractor, Method
 from s2d.engine.core.program import Chain, Generator, SamplingRequest, run_method
 from s2d.engine.core.tasks import Task, TaskInput, task_variables
@@ -152,6 +154,20 @@ def extracted_and_answers(
     """Each text's extracted answer span, and its normalised form (what votes count)."""
     extracted = [extractor(text) for text in texts]
     return extracted, [task.normalize(span) for span in extracted]
+
+
+def extracted_and_answers_array(task: Task, extractor: Extractor, texts: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """`extracted_and_answers` of a string array, as string arrays: the same spans and answers.
+
+    The answer-marker extractor runs on the whole array (answers.extract_final_answers); the task normalises each
+    distinct span once (the samples of an input mostly agree: that is what they vote on)."""
+    if extractor.kind == "answer_marker":
+        extracted = extract_final_answers(texts)
+    else:
+        extracted = pa.array([extractor(text) for text in texts.to_pylist()], pa.string())
+    distinct = pc.unique(extracted)
+    normalized = pa.array([task.normalize(span) for span in distinct.to_pylist()], pa.string())
+    return extracted, normalized.take(pc.index_in(extracted, distinct))
 
 
 def input_of(row: dict[str, Any]) -> TaskInput:
