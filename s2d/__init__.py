@@ -18,19 +18,22 @@ if (_checkout / "pyproject.toml").is_file() and (_checkout / "engine" / "__init_
     __path__.append(str(_checkout))
 
 from s2d.engine.core.spec import JobSpec, SpecError, load_spec  # noqa: E402 - after the path is set
-from s2d.engine.stages.api import evaluate, generate, run_job, train  # noqa: E402
-from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, TrainResult  # noqa: E402
+from s2d.engine.stages.api import evaluate, generate, pilot, run_job, train  # noqa: E402
+from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, RoundsResult, TrainResult  # noqa: E402
 
 __all__ = [
     "EvalResult",
     "GenerateResult",
     "JobResult",
     "JobSpec",
+    "PilotResult",
+    "RoundsResult",
     "SpecError",
     "TrainResult",
     "evaluate",
     "generate",
     "load_spec",
+    "pilot",
     "run_job",
     "train",
 ]

@@ -71,8 +71,17 @@ def train_model(
     `allow_partial`: train on an unfinished generate's shards; `lease` (the output's) is checked before the swap."""
     out = Path(spec.out).expanduser().resolve()
     model_out = Path(model_out) if model_out else out / "model"
-    check_generate_finished(out, allow_partial)
-    rows = read_accepted_rows(out)
+    mixture = None
+    if spec.train.data is not None:  # several outputs, weighted and deduplicated (engine/data/mixture.py)
+        from s2d.engine.data.mixture import read_mixture
+
+        mixture = read_mixture(spec, allow_partial)
+        rows = mixture.rows
+        if not rows:
+            raise ValueError("no accepted examples in any source of train.data: run `s2d generate` on them first")
+    else:
+        check_generate_finished(out, allow_partial)
+        rows = read_accepted_rows(out)
     if not rows:
         raise ValueError(
             f"no accepted examples in the committed shards of {out} (manifest.json): run `s2d generate` first, "
@@ -103,7 +112,9 @@ def train_model(
     # Absolute, so workers on other nodes write to the same (shared) place and nothing lands in ~/ray_results.
     storage_path = out / "train_ray"
     fingerprint = run_fingerprint(  # the student is the model argument: a default job's fingerprint is as before
-        spec.train.model_dump(mode="json", exclude={"checkpoint_every_steps", "merge", "model"}) | {"use_gpu": use_gpu},
+        # train.data is left out: the rows it gives (weighted, deduplicated, in order) are fingerprinted themselves
+        spec.train.model_dump(mode="json", exclude={"checkpoint_every_steps", "merge", "model", "data"})
+        | {"use_gpu": use_gpu},
         spec.student,
         rows,
     )
@@ -131,6 +142,8 @@ def train_model(
     try:
         result.checkpoint.to_directory(str(staged))
         metrics = _finish_model(spec, staged, model_out, len(rows), seconds, use_gpu, result)
+        if mixture is not None:
+            _describe_mixture(spec, staged, metrics, mixture.sources)
         if lease is not None:
             lease.check()  # a train that lost the output to another job must not replace its model
         replace_folder(staged, model_out)
@@ -163,6 +176,15 @@ def _finish_model(
         metrics["merged_dir"] = str(model_out / MERGED_DIR)
     (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _describe_mixture(spec: JobSpec, staged: Path, metrics: dict[str, Any], sources: list[dict[str, Any]]) -> None:
+    """A mixture's model names its sources: in train_metrics.json and in the model card (README.md)."""
+    from s2d.engine.data.mixture import mixture_model_card
+
+    metrics["mixture"] = sources
+    (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    (staged / "README.md").write_text(mixture_model_card(spec, metrics))
 
 
 def _claim_run_dir(storage_path: Path, fingerprint: str) -> None:

@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from s2d.engine.cli.outputs import read_output, reading_output, report_command, status_command
+from s2d.engine.cli.outputs import pilot_command, read_output, reading_output, report_command, status_command
 from s2d.engine.cli.parser import build_parser, cluster_command, parse_args
 from s2d.engine.core.spec import JobSpec, SpecError, load_spec
 from s2d.engine.data.lease import LeaseLost, OutputBusy
@@ -63,14 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         return reading_output(read_output, args)
     try:
         spec = load_spec(args.job, args.overrides)
+        if spec.rounds > 1 and args.command not in (
+            "run",
+            "pilot",
+        ):  # a pilot runs one round  # before `out` is claimed or a log written
+            raise SpecError(f"rounds={spec.rounds}: a rounds job runs every stage of each round: use `s2d run`")
         check_model_reference(spec.model)
-        if args.command in ("run", "train", "eval"):
+        if args.command in ("run", "train", "eval", "pilot"):
             check_student(spec)
     except (SpecError, ModelNotFound) as problem:
         error(f"s2d: error: {problem}")
         return 2
     try:  # before anything is written there, the log included: `out` must be new, empty or s2d's own
-        claim_output(spec.out, create=args.command in ("run", "generate"))
+        claim_output(spec.out, create=args.command in ("run", "generate", "pilot"))
     except ForeignOutput as problem:
         error(f"s2d: error: {problem}")
         return 2
@@ -158,6 +163,8 @@ def _run_reporting_errors(args: argparse.Namespace, spec: JobSpec, log: Path | N
 def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None) -> int:
     from s2d.engine.stages.api import run_job
 
+    if args.command == "pilot":
+        return pilot_command(args, spec, log)
     stages = ["generate", "train", "eval"] if args.command == "run" else [args.command]
     started = time.monotonic()
 
@@ -212,6 +219,15 @@ def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
 
     location = OutputLocation.of(spec.out)
     entries = [("logs", str(log) if log else None, "Ray, vLLM and DeepSpeed")]
+    if spec.rounds > 1:  # each round a whole output of its own
+        from s2d.engine.core.rounds import ROUNDS_REPORT, round_dir
+
+        entries.append(("rounds", location.path(ROUNDS_REPORT), "the rounds side by side, with rounds.json"))
+        entries += [
+            (f"round {r}", round_dir(spec.out, r), f"s2d status {round_dir(spec.out, r)}")
+            for r in range(1, spec.rounds + 1)
+        ]
+        stages = []
     if "generate" in stages:
         entries += [
             ("pairs", location.path("shards"), f"s2d export {spec.out} --format messages --to pairs.jsonl"),

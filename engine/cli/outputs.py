@@ -1,5 +1,5 @@
-"""The `s2d` commands that read an output: status, inspect, export, report. Each ends with one line on what it
-could not read, never a traceback."""
+"""The `s2d` commands that read an output: status, inspect, export, report; and pilot's lines. Each ends with one
+line on what it could not read, never a traceback."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ def reading_output(command, argument) -> int:
         return 1
 
 
+def _round_folders(out: str) -> list[Path]:
+    """The round folders of a rounds job's output (`<out>/round-<r>`, in order); none for any other folder."""
+    from s2d.engine.core.rounds import ROUNDS_DATA
+
+    root = Path(out)
+    if not (root / ROUNDS_DATA).is_file():
+        return []
+    numbered = [(int(p.name[6:]), p) for p in root.glob("round-*") if p.is_dir() and p.name[6:].isdigit()]
+    return [folder for _, folder in sorted(numbered)]
+
+
 def status_command(out: str) -> int:
     """Progress, the exactly-once check and every committed file verified (checksum, row count): exit 0 when all
     hold, 3 while shards are still to commit, 1 for anything wrong (a bad file: one line naming it and why)."""
@@ -29,6 +40,10 @@ def status_command(out: str) -> int:
     from s2d.engine.data.manifest import read_manifest
 
     try:  # a foreign or unreadable manifest, a damaged file: reading_output's one line
+        if read_manifest(out) is None and (rounds := _round_folders(out)):
+            print(f"{out}: {len(rounds)} rounds (`s2d run --rounds`; {out}/rounds.md compares them)", flush=True)
+            codes = [status_command(str(folder)) for folder in rounds]
+            return 1 if 1 in codes else max(codes)  # a broken round first, then one still to finish
         if read_manifest(out) is None:
             print(f"s2d: error: {out} has no manifest.json: `s2d generate` has not started there", file=sys.stderr)
             return 1
@@ -110,4 +125,15 @@ def report_command(args: argparse.Namespace) -> int:
         return 1
     print(report.read_text())
     print(f"report: {report}, chart: {chart}")
+    return 0
+
+
+def pilot_command(args: argparse.Namespace, spec, log: Path | None) -> int:
+    """`s2d pilot`: one line per phase, the verdict, and where the report is (errors: the caller's one line)."""
+    from s2d.engine.stages.api import pilot
+
+    result = pilot(
+        spec, inputs=args.inputs, held_out=args.held_out, progress=not args.no_progress, on_line=say, job_name=args.job
+    )
+    say(f"results:\n  report  {result.report}\n  metrics {result.metrics_path}" + (f"\n  logs    {log}" if log else ""))
     return 0

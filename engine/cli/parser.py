@@ -10,9 +10,11 @@ from s2d.engine.stages.export import FORMATS as EXPORT_FORMATS
 
 EPILOG = """examples:
   s2d run configs/demo.yaml
+  s2d run configs/demo.yaml --rounds 2 out=runs/rounds
   s2d generate configs/demo.yaml task.num_inputs=8 sampling.n=4 out=runs/try
   s2d train configs/demo.yaml out=runs/try
   s2d eval configs/demo.yaml out=runs/try
+  s2d pilot configs/demo.yaml --inputs 200
   s2d status runs/try
   s2d inspect runs/try --rejected --reason no_answer -n 2
   s2d export runs/try --format messages --to pairs.jsonl
@@ -56,12 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="discard shards of a different job spec in `out` instead of refusing",
             )
+        if name == "run":
+            stage.add_argument(
+                "--rounds",
+                type=int,
+                default=None,
+                metavar="K",
+                help="iterated distillation: K rounds, each sampling from the round before's distilled model, in "
+                "<out>/round-<r>/, compared in <out>/rounds.md (the job file's `rounds` key)",
+            )
         if name in ("run", "train", "eval"):
             stage.add_argument(
                 "--allow-partial",
                 action="store_true",
                 help="train (or evaluate) on what an unfinished `s2d generate` committed instead of refusing",
             )
+    _add_pilot_command(commands)
     commands.add_parser("methods", help="list the System 2 methods", description="List the System 2 methods.")
     status = commands.add_parser(
         "status",
@@ -120,6 +132,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cluster_commands(commands)
     return parser
+
+
+PILOT_HELP = (
+    "a bounded run before the big one: the job's stages on its first N inputs -> acceptance, threshold curve, "
+    "agreement with System 2 before/after a short LoRA (paired test), the full job projected, and a verdict"
+)
+
+
+def _add_pilot_command(commands) -> None:
+    pilot = commands.add_parser("pilot", help=PILOT_HELP, description=PILOT_HELP + "; <out>/pilot/report.md")
+    pilot.add_argument("job", help="YAML job file (see configs/demo.yaml)")
+    pilot.add_argument("overrides", nargs="*", metavar="key=value", help="override a job-file key")
+    pilot.add_argument("--inputs", type=int, default=200, help="inputs to run, the job's first (default 200)")
+    pilot.add_argument(
+        "--held-out",
+        type=int,
+        default=200,
+        help="held-out inputs at most, never trained on (default 200; fewer is faster but the paired test weaker)",
+    )
+    pilot.add_argument(
+        "--address", default=None, help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)"
+    )
+    pilot.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pilot.add_argument("-v", "--verbose", action="store_true", help="show Ray, vLLM and DeepSpeed logs here")
 
 
 CLUSTER_ADDRESS_HELP = (
@@ -222,4 +258,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "rounds", None) is not None:  # the job key, validated with the rest of the job
+        args.overrides = [*args.overrides, f"rounds={args.rounds}"]
     return args

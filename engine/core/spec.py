@@ -228,6 +228,17 @@ class JobSpec(_Section):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    rounds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Rounds of iterated distillation (`s2d run` only). 1: today's job, its output in `out`. k > 1: "
+        "round 1 is that job in <out>/round-1/; round r+1 samples the method from round r's distilled model (its "
+        "merged copy: train.merge is set for LoRA), curates, trains the student's base again on the new pairs (not "
+        "round r's model: every round is base + one round's data, so rounds compare by their data alone and no "
+        "round fine-tunes on its own outputs twice over) and evaluates, in <out>/round-<r+1>/; "
+        "<out>/rounds.md and rounds.json compare the rounds. Each round costs one whole job.",
+    )
 
     @model_validator(mode="after")
     def _method_and_criterion_fit_the_task(self) -> JobSpec:

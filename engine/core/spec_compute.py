@@ -42,9 +42,40 @@ class LoraSpec(Section):
         return modules
 
 
+class MixtureSource(Section):
+    """One s2d output a mixture trains on (train.data), read through the verified reader, never written."""
+
+    out: str = Field(description="The source's output folder: a finished `s2d generate` with its job.yaml.")
+    weight: float = Field(
+        1.0,
+        le=100.0,
+        allow_inf_nan=False,
+        description="Examples of this source per epoch, as a multiple of its accepted pairs (after dedup): 1 takes "
+        "each once, 2 each twice, 0.5 a seeded half (the same half every epoch). Repetition rather than a loss "
+        "weight: counts stay exact and every example weighs the same, but a high weight on a small source "
+        "repeats the same few pairs (it may memorise them); a low one drops pairs instead of down-weighting them.",
+    )
+
+    @field_validator("weight")
+    @classmethod
+    def _positive(cls, weight: float) -> float:
+        if weight <= 0:
+            raise ValueError("a source's weight must be above 0: leave the source out instead")
+        return weight
+
+
 class TrainSpec(Section):
     """The distillation fine-tune: DeepSpeed ZeRO on Ray Train workers (training/)."""
 
+    data: list[MixtureSource] | None = Field(
+        None,
+        description="A mixture: several s2d outputs with weights ([{out: runs/a, weight: 1}, {out: runs/b, "
+        "weight: 2}]) trained into the one student, once, on their union (deduplicated by input id: the first "
+        "source listed keeps an input, so the order is the priority); `s2d eval` then evaluates it on each "
+        "source job's own held-out inputs (its job.yaml's task, method and eval section). None: the job's own "
+        "output. With it, `s2d run` generates only when the job's own `out` is one of the sources (its task is "
+        "generated, then mixed in); else it trains and evaluates on the sources alone. engine/data/mixture.py.",
+    )
     model: str | None = Field(
         None,
         description="The student: the model `s2d train` fine-tunes on the teacher's (the job's `model`) accepted "
@@ -119,6 +150,17 @@ class TrainSpec(Section):
         "(a plain Hugging Face model for servers without LoRA support; as large as the base model).",
     )
     seed: int = 0
+
+    @field_validator("data")
+    @classmethod
+    def _distinct_sources(cls, sources: list[MixtureSource] | None) -> list[MixtureSource] | None:
+        if sources is not None and not sources:
+            raise ValueError("a mixture needs at least one source (or leave train.data out: the job's own output)")
+        outs = [source.out.rstrip("/") for source in sources or []]
+        repeated = sorted({out for out in outs if outs.count(out) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]} is listed twice: give it one entry with the weight you want")
+        return sources
 
     @property
     def peak_learning_rate(self) -> float:

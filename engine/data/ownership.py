@@ -25,6 +25,8 @@ FORMAT = "s2d-output"
 FORMAT_VERSION = 1  # of the output's layout (marker, manifest, tables); readers refuse a newer one
 MANIFEST = "manifest.json"
 JOB_FILE = "job.yaml"  # the resolved job the output was last run with
+PILOT = "pilot"  # <out>/pilot/: what `s2d pilot` writes (its bounded run, report.md, metrics.json), beside the job
+PILOT_NAMES = frozenset({"run", "report.md", "metrics.json"})
 # File names s2d writes in a table folder: committed shards, a worker's staged shard file (hidden, scoped by its
 # job's lease fence `e<epoch>-<job>` and the task: published only by the lease holder's rename), and the temporary
 # names of an unfinished write of either.
@@ -59,6 +61,39 @@ def swap_folder_name(folder: str, token: str, kind: str) -> str:
 def is_swap_folder_name(name: str, folder: str) -> bool:
     """A folder s2d left beside `folder` when a replacement of it was interrupted (only these are removed)."""
     return bool(re.match(_SWAP_NAME.format(folder=re.escape(folder)), name))
+
+
+def claim_pilot_folder(out: Any) -> OutputLocation:
+    """`<out>/pilot/`, where `s2d pilot` writes, once `<out>` is s2d's (claimed like any output, so that the full job
+    later writes beside the pilot) and `pilot/` is new or holds only the pilot's own names. Raises ForeignOutput
+    otherwise: a pilot never writes into a folder of the user's."""
+    location = claim_output(out, create=True)
+    if not location.is_local:
+        raise ForeignOutput(f"out={location.root}: a pilot trains and evaluates, so it needs a local or mounted path")
+    pilot = OutputLocation.of(location.path(PILOT))
+    kind = pilot.fs.get_file_info(pilot.root).type
+    if kind == pafs.FileType.File:
+        raise ForeignOutput(f"{pilot.root} is a file, not a pilot's folder: move it, or choose another `out`")
+    if kind == pafs.FileType.Directory:
+        foreign = sorted(
+            name
+            for name in (
+                posixpath.basename(entry.path) for entry in pilot.fs.get_file_info(pafs.FileSelector(pilot.root))
+            )
+            if name not in PILOT_NAMES and not _is_pilot_temporary(name)
+        )
+        if foreign:
+            raise ForeignOutput(
+                f"{pilot.root} holds files the pilot did not write ({', '.join(foreign[:3])}): move them, or choose "
+                "another `out`"
+            )
+    pilot.makedirs()
+    return pilot
+
+
+def _is_pilot_temporary(name: str) -> bool:
+    """The temporary name of a pilot file being written (storage's atomic publish)."""
+    return any(re.match(rf"^\.{re.escape(kept)}\.[0-9a-f]{{8}}\.tmp$", name) for kept in PILOT_NAMES)
 
 
 def claim_output(out: Any, create: bool = True) -> OutputLocation:

@@ -20,10 +20,11 @@ from typing import Any
 from s2d.cluster.connect import embedded_dashboard, needs_dashboard
 from s2d.engine.core.spec import JobSpec, load_spec, parse_spec
 from s2d.engine.data.lease import Lease
+from s2d.engine.data.mixture import check_sources, stages_to_run
 from s2d.engine.data.models import ModelNotFound, check_model_reference
 from s2d.engine.data.ownership import claim_output, write_job_file
 from s2d.engine.data.storage import OutputLocation
-from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, StageResult, TrainResult
+from s2d.engine.stages.results import EvalResult, GenerateResult, JobResult, PilotResult, StageResult, TrainResult
 
 STAGES = ("generate", "train", "eval")
 
@@ -49,6 +50,7 @@ def run_job(
 ) -> JobResult:
     """Run `stages` of a job in order (generate, train, eval), all under one lease on the output.
 
+    A job with `rounds` > 1 runs every stage once per round (s2d.engine.stages.rounds).
     `force`: discard a different job's shards in `out` instead of refusing. `allow_partial`: train and evaluate on
     what an unfinished generate committed instead of refusing. `on_result` is called as each stage ends (the CLI
     prints its line there). Raises on the first failing stage; what was committed stays and a rerun resumes.
@@ -58,6 +60,14 @@ def run_job(
     unknown = [stage for stage in stages if stage not in STAGES]
     if unknown or not stages:
         raise ValueError(f"stages must be some of {list(STAGES)}, got {list(stages)}")
+    if spec.rounds > 1:  # iterated distillation: each round a whole job in <out>/round-<r>/
+        if stages != STAGES:
+            raise ValueError(f"rounds={spec.rounds}: a rounds job runs every stage of each round (`s2d run`)")
+        from s2d.engine.stages.rounds import run_rounds
+
+        return run_rounds(
+            spec, run_job, force=force, allow_partial=allow_partial, progress=progress, on_result=on_result
+        )
     location = OutputLocation.of(spec.out)
     if not location.is_local and stages != ("generate",):
         raise ValueError(
@@ -66,8 +76,13 @@ def run_job(
         )
     if spec.has_student and {"train", "eval"} & set(stages):
         check_student(spec)
+    if spec.train.data is not None:  # a mixture: its sources are checked before Ray starts (engine/data/mixture.py)
+        stages = stages_to_run(spec, stages)
+        if {"train", "eval"} & set(stages):
+            check_sources(spec, allow_partial, skip_own="generate" in stages)
     results: dict[str, StageResult] = {}
-    claim_output(location, create="generate" in stages)  # before anything is written: `out` must be s2d's
+    # before anything is written: `out` must be s2d's (a mixture's model/ and eval/ may go to a new folder)
+    claim_output(location, create="generate" in stages or spec.train.data is not None)
     # Every stage holds the output's one lease, not a lease of its own: train reads the shards generate commits
     # (a train beside a generate would read a moving set) and writes model/, which eval reads, so any two of them
     # on one output conflict; one lease makes each stop at once with one line (OutputBusy) instead of racing.
@@ -116,6 +131,29 @@ def evaluate(job: JobSpec | str | Path, *, allow_partial: bool = False, **overri
     """System 1, System 2 and the distilled System 1 on held-out inputs: `<out>/eval/report.md`, metrics.json; an
     output whose generate is unfinished is refused unless `allow_partial`."""
     return run_job(job, ("eval",), allow_partial=allow_partial, **overrides).eval
+
+
+def pilot(
+    job: JobSpec | str | Path,
+    *,
+    inputs: int = 200,
+    held_out: int = 200,
+    progress: bool = True,
+    on_line: Callable[[str], None] | None = None,
+    job_name: str | None = None,
+    **overrides: Any,
+) -> PilotResult:
+    """A bounded run before the big one: the job's stages on its first `inputs` inputs and at most `held_out`
+    held-out ones, into `<out>/pilot/`; acceptance, the threshold curve, agreement with System 2 before and after a
+    short LoRA (paired test), a projection of the full job, and one verdict (engine/stages/pilot.py)."""
+    from s2d.engine.stages.pilot import run_pilot
+
+    spec = job_spec(job, values=overrides)
+    if spec.has_student:
+        check_student(spec)
+    name = job_name or (None if isinstance(job, JobSpec) else str(job))
+    lines = on_line or (lambda line: None)
+    return run_pilot(spec, run_job, inputs=inputs, held_out=held_out, progress=progress, on_line=lines, job_name=name)
 
 
 def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease | None) -> GenerateResult:

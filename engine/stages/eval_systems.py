@@ -11,6 +11,7 @@ its own replica.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,48 @@ def system_names(spec: JobSpec, samples: int, distilled: str) -> dict[str, str]:
         "system1": "System 1 (student base, direct)",
         "distilled": distilled,
     }
+
+
+EvalJob = tuple[JobSpec, list[ReplicaPlan], list[dict[str, Any]]]  # a job, its replica plans, its inputs' contexts
+Ran = tuple[dict[str, list[list[Any]]], dict[str, float], float]  # kind -> chains, kind -> s per input, engine start
+
+
+def engine_key(kwargs: dict[str, Any]) -> str:
+    """What makes two replicas the same engine: model, engine settings, seed and LoRA rank. The rest of a replica's
+    arguments (method, task, criterion, sampling) serve `s2d generate`; eval passes method and sampling per run."""
+    return json.dumps({key: kwargs[key] for key in ("model", "engine", "seed", "max_lora_rank")}, sort_keys=True)
+
+
+def run_plans(jobs: list[EvalJob]) -> list[Ran]:
+    """Run every job's systems, one replica per distinct engine (`engine_key`) in the order first planned, each
+    killed once its runs are done. A shared engine's start counts under the first job that uses it."""
+    from s2d.actors.replica import GenerationReplica
+    from s2d.cluster.connect import connect
+    from s2d.cluster.resources import replica_resources
+
+    ray = connect()
+    engines: dict[str, list[tuple[int, ReplicaPlan, dict[str, Any]]]] = {}
+    for index, (spec, plans, _) in enumerate(jobs):
+        for plan in plans:
+            kwargs = GenerationReplica.for_job(spec, max_lora_rank=plan.lora_rank) | {"model": plan.model}
+            engines.setdefault(engine_key(kwargs), []).append((index, plan, kwargs))
+    ran: list[Ran] = [({}, {}, 0.0) for _ in jobs]
+    for members in engines.values():
+        first, _, kwargs = members[0]
+        resources = replica_resources(jobs[first][0], ray.cluster_resources().get("GPU", 0))
+        started = time.monotonic()
+        replica = ray.remote(GenerationReplica).options(**resources).remote(**kwargs)
+        try:
+            ray.get(replica.ready.remote())  # engine start-up stays out of the per-input timings
+            chains, timings, start_s = ran[first]
+            ran[first] = (chains, timings, start_s + time.monotonic() - started)
+            for index, plan, _ in members:
+                contexts = jobs[index][2]
+                for run in plan.runs:
+                    started = time.monotonic()
+                    extra = (run.adapter,) if run.adapter else ()
+                    ran[index][0][run.kind] = ray.get(replica.run.remote(run.method, contexts, run.request, *extra))
+                    ran[index][1][run.kind] = (time.monotonic() - started) / len(contexts)
+        finally:
+            ray.kill(replica)
+    return ran

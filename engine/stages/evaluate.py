@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -30,9 +29,9 @@ from s2d.engine.core.stats import clustered_interval, paired_comparison
 from s2d.engine.core.tasks import TaskInput, get_task
 from s2d.engine.core.votes import majority_vote
 from s2d.engine.data.folder_swap import clear_leftovers, replace_folder, staging_folder
-from s2d.engine.stages.eval_systems import TEACHER_SYSTEM1, distilled_model, replica_plans, system_names
+from s2d.engine.stages.eval_systems import TEACHER_SYSTEM1, distilled_model, replica_plans, run_plans, system_names
 from s2d.engine.stages.eval_systems import adapter_rank as adapter_rank  # re-exported: its earlier home
-from s2d.engine.stages.report import plot_runs, render_report
+from s2d.engine.stages.report import plot_runs, render_mixture_report, render_report
 
 Outcomes = dict[str, tuple[int, int]]  # input id -> (answers that count: right, or agreeing; answers)
 
@@ -232,44 +231,104 @@ def held_out_inputs(spec: JobSpec) -> list[TaskInput]:
 
 def run_eval(spec: JobSpec, model_dir: Path | None = None, *, allow_partial: bool = False) -> dict:
     """Evaluate the three systems; `<out>/eval/` is replaced whole. `allow_partial`: evaluate a model trained on an
-    unfinished generate instead of refusing (the caller holds the output's lease)."""
-    from s2d.actors.replica import GenerationReplica, sampling_request
-    from s2d.cluster.connect import connect
-    from s2d.cluster.resources import replica_resources
+    unfinished generate instead of refusing (the caller holds the output's lease). A mixture (train.data) is
+    evaluated on each source's own held-out inputs (`run_mixture_eval`)."""
     from s2d.training.trainer import check_generate_finished
 
     out = spec.out_path
-    check_generate_finished(out, allow_partial, stage="eval")
     model_dir = Path(model_dir or out / "model")
-    adapter, other_model, distilled_name = distilled_model(spec, model_dir)
+    if spec.train.data is not None:
+        metrics = run_mixture_eval(spec, model_dir, allow_partial)
+    else:
+        check_generate_finished(out, allow_partial, stage="eval")
+        metrics = evaluate_systems(spec, model_dir)
+    write_eval_folder(out / "eval", metrics)
+    return metrics
+
+
+def run_mixture_eval(spec: JobSpec, model_dir: Path, allow_partial: bool) -> dict:
+    """The one student of a mixture on each source job's own held-out inputs (its task, data and method; its model
+    as the teacher), one section per source: `sources` holds each source's metrics as a single-source eval has them,
+    and `systems` all their rows, each with its `source`."""
+    from s2d.engine.data.mixture import check_sources, source_eval_spec
+
+    trained = _train_metrics(model_dir).get("mixture") or []
+    by_out = {entry["out"]: entry for entry in trained}
+    runs = []
+    sources = check_sources(spec, allow_partial)
+    evaluated = evaluate_jobs([source_eval_spec(spec, source) for source in sources], model_dir)
+    for source, metrics in zip(sources, evaluated):
+        taken = by_out.get(str(source.out), {})
+        metrics.update(
+            run=str(source.out),
+            source={
+                "out": str(source.out),
+                "fingerprint": source.manifest.fingerprint,
+                "weight": source.weight,
+                "examples": taken.get("examples"),  # per epoch, as trained (None: trained before it was recorded)
+                "duplicates": taken.get("duplicates"),
+            },
+        )
+        runs.append(metrics)
+    return {
+        "mixture": True,
+        "task": "+".join(run["task"] for run in runs),
+        "method": "+".join(run["method"] for run in runs),
+        "model": spec.model,
+        "student": spec.student,
+        "run": str(spec.out_path),
+        "eval_inputs": sum(run["eval_inputs"] for run in runs),
+        "distilled_model": runs[0]["distilled_model"] if runs else None,
+        "engine_start_s": round(sum(run["engine_start_s"] for run in runs), 2),
+        "sources": runs,
+        "systems": [score | {"source": run["run"]} for run in runs for score in run["systems"]],
+    }
+
+
+def _train_metrics(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "train_metrics.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def evaluate_systems(spec: JobSpec, model_dir: Path) -> dict:
+    """One job's systems on its held-out inputs (the module's docstring): the metrics, not yet written."""
+    return evaluate_jobs([spec], model_dir)[0]
+
+
+def evaluate_jobs(specs: Sequence[JobSpec], model_dir: Path) -> list[dict]:
+    """Each job's systems on its own held-out inputs, one metrics dict per job; jobs whose replicas would be the
+    same engine (a mixture's sources under one teacher and student) share it: one engine start, not one per job."""
+    from s2d.actors.replica import sampling_request
+
+    prepared, jobs = [], []
+    for spec in specs:
+        adapter, other_model, distilled_name = distilled_model(spec, model_dir)
+        inputs = held_out_inputs(spec)
+        # bsm's templates read the task's fields (instruction, response_a, response_b), not just the question
+        contexts = [input_context(get_task(spec.task.name), item) for item in inputs]
+        direct = SamplingRequest(n=1, temperature=0.0, max_tokens=spec.eval.max_tokens)
+        system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples or spec.sampling.n)
+        prepared.append((spec, inputs, system2_request.n, adapter or other_model, distilled_name))
+        jobs.append((spec, replica_plans(spec, adapter, other_model, direct, system2_request), contexts))
+    return [_metrics(*job, *ran) for job, ran in zip(prepared, run_plans(jobs))]
+
+
+def _metrics(
+    spec: JobSpec,
+    inputs: list[TaskInput],
+    n: int,
+    distilled_dir: str | None,
+    distilled_name: str,
+    chains: dict[str, list[list[Chain]]],
+    timings: dict[str, float],
+    engine_start_s: float,
+) -> dict:
+    """One job's scores, comparisons and metrics from its systems' chains (kind -> each input's chains)."""
     task = get_task(spec.task.name)
-    inputs = held_out_inputs(spec)
-    # bsm's templates read the task's fields (instruction, response_a, response_b), not just the question
-    contexts = [input_context(task, item) for item in inputs]
-
-    ray = connect()
-    resources = replica_resources(spec, ray.cluster_resources().get("GPU", 0))
-    direct = SamplingRequest(n=1, temperature=0.0, max_tokens=spec.eval.max_tokens)
-    system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples or spec.sampling.n)
-    chains: dict[str, list[list[Chain]]] = {}  # kind -> each input's chains
-    timings: dict[str, float] = {}
-    engine_start_s = 0.0
-    for plan in replica_plans(spec, adapter, other_model, direct, system2_request):
-        started = time.monotonic()
-        kwargs = GenerationReplica.for_job(spec, max_lora_rank=plan.lora_rank) | {"model": plan.model}
-        replica = ray.remote(GenerationReplica).options(**resources).remote(**kwargs)
-        try:
-            ray.get(replica.ready.remote())  # engine start-up stays out of the per-input timings
-            engine_start_s += time.monotonic() - started
-            for run in plan.runs:
-                started = time.monotonic()
-                extra = (run.adapter,) if run.adapter else ()
-                chains[run.kind] = ray.get(replica.run.remote(run.method, contexts, run.request, *extra))
-                timings[run.kind] = (time.monotonic() - started) / len(inputs)
-        finally:
-            ray.kill(replica)
-
-    n, system2 = system2_request.n, chains["system2"]
+    system2 = chains["system2"]
     extractor = resolve_method(spec.method.model_dump()).extractor
     # The reference answer is the job's own criterion: the vote at curate.threshold (a plurality for the rules
     # that decide otherwise: perturbation's variants and usc's judge are not rerun on held-out inputs).
@@ -302,15 +361,14 @@ def run_eval(spec: JobSpec, model_dir: Path | None = None, *, allow_partial: boo
         "student": spec.student if spec.has_student else None,  # the model trained, when not the teacher
         "eval_inputs": len(inputs),
         "samples_for_system2": n,
-        "distilled_model": adapter or other_model,
-        "run": str(out),
+        "distilled_model": distilled_dir,
+        "run": str(spec.out_path),
         "agreement_reference": {"threshold": threshold, "inputs": sum(answer is not None for answer in reference)},
         "seconds_per_input": timings,
         "engine_start_s": round(engine_start_s, 2),
         "systems": [asdict(score) for score in scores],
         "comparisons": comparisons,
     }
-    write_eval_folder(out / "eval", metrics)
     return metrics
 
 
@@ -331,8 +389,10 @@ def write_eval_folder(eval_dir: Path, metrics: dict[str, Any]) -> None:
     staged = staging_folder(eval_dir)
     try:
         (staged / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        plot_runs([metrics], staged / "report.png")
-        (staged / "report.md").write_text(render_report(metrics))
+        plot_runs(metrics.get("sources") or [metrics], staged / "report.png")  # a mixture: one colour per source
+        (staged / "report.md").write_text(
+            render_mixture_report(metrics) if metrics.get("sources") else render_report(metrics)
+        )
         _keep_foreign_files(eval_dir, staged)
         replace_folder(staged, eval_dir)
     finally:

@@ -112,13 +112,15 @@ _COLUMNS = (
 )
 
 
-def render_report(metrics: dict[str, Any], chart: str | None = "report.png") -> str:
-    """One run's report.md."""
+def render_report(
+    metrics: dict[str, Any], chart: str | None = "report.png", title: str = "#", notes: bool = True
+) -> str:
+    """One run's report.md (`title`: its heading's level; `notes`: with the notes on the columns)."""
     lines = [
-        f"# s2d evaluation: {metrics['task']} / {metrics['method']} / {model_label(metrics)}",
+        f"{title} s2d evaluation: {metrics['task']} / {metrics['method']} / {model_label(metrics)}",
         "",
-        f"{metrics['eval_inputs']} held-out inputs (disjoint from the distillation inputs){_reference(metrics)}. "
-        f"{NOTES}",
+        f"{metrics['eval_inputs']} held-out inputs (disjoint from the distillation inputs){_reference(metrics)}."
+        + (f" {NOTES}" if notes else ""),
         "",
         f"| system | {_COLUMNS} |",
         "|---|---:|---:|---:|---:|---:|",
@@ -128,6 +130,51 @@ def render_report(metrics: dict[str, Any], chart: str | None = "report.png") -> 
     if chart:
         lines += ["", f"![accuracy vs tokens per answer]({chart})"]
     return "\n".join(lines) + "\n"
+
+
+def render_mixture_report(metrics: dict[str, Any], chart: str | None = "report.png") -> str:
+    """A mixture's report.md: the one student on each source's own held-out inputs, a summary row per source
+    (distilled against the student's base, paired), then each source's section as a single-source report has it."""
+    sources = metrics["sources"]
+    lines = [
+        f"# s2d evaluation: a mixture of {len(sources)} sources / {model_label(metrics)}",
+        "",
+        f"One student, trained once on the weighted union of the sources' accepted pairs (`{metrics['run']}/model`), "
+        f"evaluated on each source job's own held-out inputs, with that job's task and method; its model is the "
+        f"teacher there. {NOTES}",
+        "",
+        "| source | task / method | weight | examples per epoch | distilled accuracy | versus student base, paired "
+        "| McNemar exact p |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in sources:
+        source = run.get("source") or {}
+        distilled = [score for score in normalised_systems(run) if score["kind"] == "distilled"]
+        base = [c for c in _comparisons(run) if c["measure"] == "accuracy" and c["versus_kind"] == "system1"]
+        accuracy = f"{distilled[0]['accuracy']:.1%}" if distilled else "n/a"
+        paired = (format_difference(base[0]), format_p(base[0]["p_value"])) if base else ("n/a", "n/a")
+        weight = f"{source['weight']:g}" if source.get("weight") is not None else "n/a"
+        lines.append(
+            f"| {run['run']} | {run['task']} / {run['method']} | {weight} "
+            f"| {source.get('examples', 'n/a')} | {accuracy} | {paired[0]} | {paired[1]} |"
+        )
+    for index, run in enumerate(sources, start=1):
+        lines += ["", f"## Source {index}: {run['run']}", ""]
+        lines.append(render_report(run, chart=None, title="###", notes=False).rstrip())
+    if chart:
+        lines += ["", f"![accuracy vs tokens per answer, one colour per source]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def expand_mixtures(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs with each mixture replaced by its sources (one row group per source, named `mixture <- source`)."""
+    expanded = []
+    for metrics in runs:
+        if not metrics.get("sources"):
+            expanded.append(metrics)
+            continue
+        expanded += [source | {"run": f"{metrics['run']} <- {source['run']}"} for source in metrics["sources"]]
+    return expanded
 
 
 def format_p(p: float) -> str:
@@ -350,7 +397,11 @@ def write_report(outs: list[Path], to: Path | None = None) -> tuple[Path, Path]:
     else:
         claim_report_folder(Path(to))
     to = Path(to)
-    markdown = render_report(runs[0]) if len(runs) == 1 else render_comparison(runs)
+    if len(runs) == 1 and runs[0].get("sources"):
+        markdown, runs = render_mixture_report(runs[0]), runs[0]["sources"]
+    else:
+        runs = expand_mixtures(runs)
+        markdown = render_report(runs[0]) if len(runs) == 1 else render_comparison(runs)
     token = uuid.uuid4().hex[:8]
     png, report = to / "report.png", to / "report.md"
     staged_png, staged_report = to / f".report.{token}.tmp.png", to / f".report.{token}.tmp.md"

@@ -47,13 +47,38 @@ class EvalResult:
     metrics: dict[str, Any] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class RoundsResult:
+    """A rounds job's report across rounds (`<out>/rounds.md`, `rounds.json`); `rows` are rounds.json's rows."""
+
+    report: str  # rounds.md
+    data: str  # rounds.json
+    rows: list[dict[str, Any]] = field(repr=False)
+    reused: list[int]  # rounds an earlier run had finished: read back, not redone
+
+
+@dataclass(frozen=True)
+class PilotResult:
+    """`s2d pilot`'s outcome; `metrics` is `<out>/pilot/metrics.json` whole."""
+
+    verdict: str  # distils | does not distil | inconclusive (engine/core/pilot.py: the rule)
+    because: str  # the numbers behind it, one line
+    report: str  # <out>/pilot/report.md
+    metrics_path: str
+    seconds: float
+    metrics: dict[str, Any] = field(repr=False)
+
+
 StageResult = GenerateResult | TrainResult | EvalResult
 
 
 @dataclass(frozen=True)
 class JobResult:
+    """A job's stages; for a rounds job, the stages of its last round run now and the report across rounds."""
+
     spec: JobSpec = field(repr=False)
     out: str
     generate: GenerateResult | None = None
     train: TrainResult | None = None
     eval: EvalResult | None = None
+    rounds: RoundsResult | None = None
