@@ -310,9 +310,10 @@ def _generate_and_commit(
                     exporter.update(tally.snapshot())
                 commits.poll()  # also between batches (a None): finished shards commit without waiting for more
                 if committing - occupancy_read >= OCCUPANCY_POLL_S:
-                    occupancy_read = committing
+                    occupancy_read, shown = committing, tally.postfix()
                     tally.occupancy = _read_occupancy(ray, ledger) or tally.occupancy
-                    display.refresh()
+                    if tally.postfix() != shown:  # a redraw only for a new figure: in a log, each one is a line
+                        display.refresh()
                 stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
             commits.finish()
             stage_seconds["generate + curate pipeline"] = time.monotonic() - started
