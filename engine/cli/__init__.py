@@ -63,10 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return reading_output(read_output, args)
     try:
         spec = load_spec(args.job, args.overrides)
-        if spec.rounds > 1 and args.command not in (
-            "run",
-            "pilot",
-        ):  # a pilot runs one round  # before `out` is claimed or a log written
+        # before `out` is claimed or a log written; a pilot measures one round
+        if spec.rounds > 1 and args.command not in ("run", "pilot"):
             raise SpecError(f"rounds={spec.rounds}: a rounds job runs every stage of each round: use `s2d run`")
         check_model_reference(spec.model)
         if args.command in ("run", "train", "eval", "pilot"):

@@ -76,3 +76,25 @@ def test_status_reports_progress_and_the_exactly_once_check(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 0
     assert "1 accepted, 0 rejected, 1 quarantined" in capsys.readouterr().out
     assert main(["status", str(tmp_path / "nothing")]) == 1
+
+
+def test_sigterm_stops_a_run_the_way_ctrl_c_does_with_exit_143_and_one_line(tmp_path, monkeypatch, capsys):
+    """What a scheduler's SIGTERM does to a running job, without an engine (test_no_orphans runs it with one)."""
+    import os
+    import signal
+    import time
+
+    from s2d.engine import cli
+
+    def stages_then_sigterm(args, spec, log):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises Terminated at once, in the middle of the run
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(cli, "_run_stages", stages_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    code = cli.main(["generate", "-v", str(ROOT / "configs" / "demo.yaml"), f"out={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 143
+    assert err[-1] == "s2d: terminated (SIGTERM); committed shards are kept, rerun the same command to resume"
+    assert signal.getsignal(signal.SIGTERM) is before, "the run puts the previous handler back"
