@@ -48,7 +48,7 @@ def pilot_spec(spec: JobSpec, inputs: int, held_out: int, run_dir: str) -> JobSp
     values["data.limit" if spec.data.path else "task.num_inputs"] = inputs
     # the adapter on the base is the pilot's signal: no merged copy, no second engine for it
     values |= {"train.mode": "lora", "train.merge": False, "eval.distilled": "adapter"}
-    if getattr(spec, "rounds", 1) > 1:  # iterated distillation: the pilot measures its first round
+    if spec.rounds > 1:  # iterated distillation: the pilot measures its first round
         values["rounds"] = 1
     return parse_spec(spec.model_dump(mode="json"), (), values=values)
 

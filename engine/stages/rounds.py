@@ -57,7 +57,7 @@ def run_rounds(
     rounds."""
     from s2d.engine.stages.generate import generation_fingerprint
 
-    if getattr(spec.train, "data", None) is not None:  # a mixture trains on its sources, not on the round's pairs
+    if spec.train.data is not None:  # a mixture trains on its sources, not on the round's pairs
         raise ValueError("rounds with train.data (a mixture) are not supported: each round trains on its own pairs")
     location = claim_output(spec.out, create=True)
     if not location.is_local:
