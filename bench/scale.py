@@ -122,6 +122,52 @@ class StoreSampler(threading.Thread):
         return self.series[step - 1 :: step][: points - 1] + [self.series[-1]]
 
 
+class RssJumps(threading.Thread):
+    """Every 10 ms this driver's RSS; at each new high 16 MiB above the last one recorded, what every Python thread
+    was running (its innermost frames). A transient shorter than StoreSampler's interval shows up in ru_maxrss
+    only; this names where it happened."""
+
+    def __init__(self, interval: float = 0.01, step_mib: float = 16.0):
+        super().__init__(daemon=True)
+        self.interval, self.step_mib, self.stop = interval, step_mib, threading.Event()
+        self.jumps: list[dict] = []
+        self.start_mib = 0.0
+        self.page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def run(self) -> None:
+        with open("/proc/self/statm") as statm:  # read every 10 ms: kept open
+            started, high = time.monotonic(), self._rss(statm)
+            self.start_mib = high
+            while not self.stop.wait(self.interval):
+                rss = self._rss(statm)
+                if rss >= high + self.step_mib:
+                    self.jumps.append({"s": round(time.monotonic() - started, 2), "rss_mib": round(rss)})
+                    self.jumps[-1]["threads"] = self._stacks()
+                    high = rss
+
+    def _rss(self, statm) -> float:
+        statm.seek(0)
+        return int(statm.read().split()[1]) * self.page_mib
+
+    def _stacks(self) -> dict[str, str]:
+        import traceback
+
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        stacks = {}
+        for ident, frame in sys._current_frames().items():
+            if ident == self.ident:
+                continue
+            frames = [f for f in traceback.extract_stack(frame)[::-1] if Path(f.filename).name != "threading.py"]
+            stacks[names.get(ident, str(ident))] = " < ".join(f"{Path(f.filename).name}:{f.name}" for f in frames[:5])
+        return stacks
+
+    def largest(self, count: int = 3) -> list[dict]:
+        """The `count` jumps that added the most over the high before them."""
+        highs = [self.start_mib] + [jump["rss_mib"] for jump in self.jumps]
+        steps = sorted(zip(self.jumps, highs), key=lambda pair: pair[1] - pair[0]["rss_mib"])
+        return [jump | {"added_mib": round(jump["rss_mib"] - before)} for jump, before in steps[:count]]
+
+
 def _rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -165,8 +211,9 @@ def child(args: argparse.Namespace) -> None:
     ]
     spec = load_spec(Path(args.code) / "configs" / "demo.yaml", overrides)
     rss_before_job = _rss_mib()
-    sampler = StoreSampler(interval=0.5)
+    sampler, jumps = StoreSampler(interval=0.5), RssJumps()
     sampler.start()
+    jumps.start()
     if args.trace_memory:
         import tracemalloc
 
@@ -186,6 +233,8 @@ def child(args: argparse.Namespace) -> None:
     rss_trimmed = _rss_mib()
     sampler.stop.set()
     sampler.join()
+    jumps.stop.set()
+    jumps.join()
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
     workers_started = _workers_started(ray)
     print(
@@ -201,6 +250,7 @@ def child(args: argparse.Namespace) -> None:
                 ),
                 "stage_seconds": metrics["stage_seconds"],
                 "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "driver_rss_jumps": jumps.largest(),
                 "object_store_peak_mib": sampler.peak_mib,
                 "spilled_mib": sampler.spilled_mib,
                 "curve_s_rss_plasma_mib": sampler.curve(),
@@ -427,6 +477,9 @@ def main() -> None:
             f"{found['driver_rss_at_end_mib']:.0f} at its end, {found['driver_rss_after_malloc_trim_mib']:.0f} "
             "after malloc_trim (the rest is live memory)"
         )
+        for jump in found.get("driver_rss_jumps", []):
+            threads = "; ".join(f"[{name}] {stack}" for name, stack in jump["threads"].items())
+            print(f"{size:,} driver RSS +{jump['added_mib']} MiB to {jump['rss_mib']} at {jump['s']} s: {threads}")
     if len(results) >= 2:
         sizes = sorted(results)
         ratio = results[sizes[-1]]["driver_peak_rss_mib"] / results[sizes[0]]["driver_peak_rss_mib"]
