@@ -65,10 +65,19 @@ def check_generate_finished(out: Path, allow_partial: bool, stage: str = "train"
 
 
 def train_model(
-    spec: JobSpec, model_out: Path | None = None, *, allow_partial: bool = False, lease: Any = None
+    spec: JobSpec,
+    model_out: Path | None = None,
+    *,
+    allow_partial: bool = False,
+    lease: Any = None,
+    run_dir: Path | None = None,
+    reuse_finished: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune on the committed shards of `spec.out`; save the adapter (or full model) to `<out>/model/`.
-    `allow_partial`: train on an unfinished generate's shards; `lease` (the output's) is checked before the swap."""
+    `allow_partial`: train on an unfinished generate's shards; `lease` (the output's) is checked before the swap.
+    `model_out` and `run_dir` (Ray Train's, default `<out>/train_ray`) place another seed's fine-tune (eval.seeds);
+    `reuse_finished`: a `model_out` that already holds this very run's model (same fingerprint) is kept as it is,
+    without starting Ray Train."""
     out = Path(spec.out).expanduser().resolve()
     model_out = Path(model_out) if model_out else out / "model"
     mixture = None
@@ -110,7 +119,7 @@ def train_model(
         compat_deepspeed.check()  # the export's private gather: refused in one line before training, if gone
 
     # Absolute, so workers on other nodes write to the same (shared) place and nothing lands in ~/ray_results.
-    storage_path = out / "train_ray"
+    storage_path = Path(run_dir) if run_dir else out / "train_ray"
     fingerprint = run_fingerprint(  # the student is the model argument: a default job's fingerprint is as before
         # train.data is left out: the rows it gives (weighted, deduplicated, in order) are fingerprinted themselves
         spec.train.model_dump(mode="json", exclude={"checkpoint_every_steps", "merge", "model", "data"})
@@ -118,6 +127,8 @@ def train_model(
         spec.student,
         rows,
     )
+    if reuse_finished and (finished := _finished_metrics(model_out, fingerprint)) is not None:
+        return finished
     _claim_run_dir(storage_path, fingerprint)
     trainer = TorchTrainer(
         _train_worker,
@@ -141,7 +152,7 @@ def train_model(
     staged = staging_folder(model_out)
     try:
         result.checkpoint.to_directory(str(staged))
-        metrics = _finish_model(spec, staged, model_out, len(rows), seconds, use_gpu, result)
+        metrics = _finish_model(spec, staged, model_out, len(rows), seconds, use_gpu, result, fingerprint)
         if mixture is not None:
             _describe_mixture(spec, staged, metrics, mixture.sources)
         if lease is not None:
@@ -152,8 +163,28 @@ def train_model(
     return metrics
 
 
+def _finished_metrics(model_out: Path, fingerprint: str) -> dict[str, Any] | None:
+    """`model_out`'s train_metrics.json when it records this run's fingerprint (the same spec, student and rows):
+    that model is what a retrain would produce, marked reused. None otherwise (absent, another run, unreadable)."""
+    path = model_out / METRICS_FILE
+    try:
+        metrics = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+    if not isinstance(metrics, dict) or metrics.get("fingerprint") != fingerprint:
+        return None
+    return metrics | {"reused_finished_run": True, "resumed_from_step": None}
+
+
 def _finish_model(
-    spec: JobSpec, staged: Path, model_out: Path, rows: int, seconds: float, use_gpu: bool, result: Any
+    spec: JobSpec,
+    staged: Path,
+    model_out: Path,
+    rows: int,
+    seconds: float,
+    use_gpu: bool,
+    result: Any,
+    fingerprint: str,
 ) -> dict[str, Any]:
     """The staged model's metrics file (and its merged copy, with train.merge), as `model_out` will hold them."""
     (staged / PROGRESS_FILE).unlink(missing_ok=True)
@@ -170,6 +201,7 @@ def _finish_model(
         teacher=spec.model,
         # True when the same run had already finished: its result was reported again, nothing retrained.
         reused_finished_run=bool(result.metrics and result.metrics.get("reused")),
+        fingerprint=fingerprint,  # what a rerun compares to keep this model instead of training it again
     )
     if spec.train.merge:
         merge_adapter(spec.student, staged, staged / MERGED_DIR)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from s2d.engine.cli.outputs import pilot_command, read_output, reading_output, report_command, status_command
 from s2d.engine.cli.parser import build_parser, cluster_command, parse_args
+from s2d.engine.core.seeds import model_folder
 from s2d.engine.core.spec import JobSpec, SpecError, load_spec
 from s2d.engine.data.lease import LeaseLost, OutputBusy
 from s2d.engine.data.manifest import OutputConflict
@@ -203,11 +204,19 @@ def _result_lines(spec: JobSpec, result: StageResult) -> list[str]:
     if isinstance(result, TrainResult):
         losses = result.losses or [float("nan")]
         resumed = result.resumed_from_step
-        return [
+        lines = [
             f"train: {result.steps} steps on {result.examples} examples"
             f"{f' (resumed at step {resumed})' if resumed is not None else ''}, "
             f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {result.model_dir}"
         ]
+        for seed in result.seeds[1:]:  # eval.seeds: the other seeds, each in its own folder
+            done = "already trained, kept" if seed["reused"] else f"{seed['steps']} steps"
+            losses = seed["losses"] or [float("nan")]
+            lines.append(
+                f"train: seed {seed['seed']} (train.seed={seed['train_seed']}): {done}, "
+                f"loss {losses[0]:.3f} -> {losses[-1]:.3f} -> {seed['model_dir']}"
+            )
+        return lines
     return [Path(result.report).read_text().rstrip()]
 
 
@@ -234,6 +243,10 @@ def _where(spec: JobSpec, stages: list[str], log: Path | None) -> list[str]:
         ]
     if "train" in stages:
         entries.append(("model", location.path("model"), "PEFT adapter, or a whole model with train.mode=full"))
+        if spec.eval.seeds > 1:  # the other seeds' models, beside model/
+            more = f" .. {model_folder(spec.eval.seeds - 1)}" if spec.eval.seeds > 2 else ""
+            use = f"seeds 1..{spec.eval.seeds - 1}: train.seed + s" if spec.eval.seeds > 2 else "train.seed + 1"
+            entries.append(("seeds", location.path(model_folder(1)) + more, use))
     if "eval" in stages:
         entries.append(("report", location.path("eval", "report.md"), "with eval/report.png"))
     kept = [(name, path, use) for name, path, use in entries if path]

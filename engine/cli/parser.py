@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name in ("run", "train", "eval"):
             stage.add_argument(
+                "--seeds",
+                type=int,
+                default=None,
+                metavar="K",
+                help="train and evaluate K seeds of the distillation (train.seed + s, <out>/model-seed<s>/) and report "
+                "the spread of distilled accuracy and agreement (the job file's `eval.seeds` key)",
+            )
+            stage.add_argument(
                 "--allow-partial",
                 action="store_true",
                 help="train (or evaluate) on what an unfinished `s2d generate` committed instead of refusing",
@@ -260,4 +268,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.overrides = [*args.overrides, *extra]
     if getattr(args, "rounds", None) is not None:  # the job key, validated with the rest of the job
         args.overrides = [*args.overrides, f"rounds={args.rounds}"]
+    if getattr(args, "seeds", None) is not None:
+        args.overrides = [*args.overrides, f"eval.seeds={args.seeds}"]
     return args

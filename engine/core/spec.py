@@ -248,6 +248,15 @@ class JobSpec(_Section):
         return self
 
     @model_validator(mode="after")
+    def _seeds_of_one_job(self) -> JobSpec:
+        if self.eval.seeds > 1 and self.train.data is not None:
+            raise ValueError(
+                f"eval.seeds={self.eval.seeds} with train.data (a mixture) is not supported: a mixture's student is "
+                "evaluated once per source; use eval.seeds=1"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _freeform_needs_data(self) -> JobSpec:
         if self.task.name == "freeform" and not self.data.path:
             raise ValueError("task freeform has no built-in inputs: set data.path (and data.columns)")

@@ -186,6 +186,17 @@ class EvalSpec(Section):
         "model (vLLM with LoRA enabled) or <out>/model/merged/ (needs train.merge=true; one more engine start). "
         "A full fine-tune is always served as the model it is.",
     )
+    seeds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Distillations trained and evaluated, seed s with train.seed + s (s = 0..k-1; seed 0 in "
+        "<out>/model/, the others in <out>/model-seed<s>/): the report adds each seed's distilled accuracy and "
+        "agreement and their spread (mean, min-max), since one run moves by the fine-tune's own randomness. Each "
+        "extra seed costs one more fine-tune and one more distilled evaluation (its own engine start for a merged or "
+        "full model); base System 1 and System 2 run once, as they do not depend on the training seed. A finished "
+        "seed is not retrained on a rerun. The paired comparisons stay those of seed 0.",
+    )
 
 
 class EngineSpec(Section):

@@ -12,6 +12,7 @@
   interval for the difference of two paired proportions: each proportion's Wilson interval, combined with the
   correlation of the pairs (phi, continuity-corrected as Newcombe gives it).
 - `paired_comparison`: both for two systems' outcomes on the same inputs, matched by input id.
+- `format_p`, `format_difference`: how reports write a p-value and a paired difference.
 """
 
 from __future__ import annotations
@@ -136,3 +137,13 @@ def paired_comparison(first: Mapping[str, bool], second: Mapping[str, bool], z: 
         high,
         mcnemar_exact_p(first_only, second_only),
     )
+
+
+def format_p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def format_difference(comparison: Mapping[str, float]) -> str:
+    """'+17.0 pts [+10.6, +23.2]'"""
+    difference, low, high = (100 * comparison[key] for key in ("difference", "low", "high"))
+    return f"{difference:+.1f} pts [{low:+.1f}, {high:+.1f}]"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from s2d.cluster.connect import embedded_dashboard, needs_dashboard
+from s2d.engine.core.seeds import model_folder, train_run_folder, training_seed
 from s2d.engine.core.spec import JobSpec, load_spec, parse_spec
 from s2d.engine.data.lease import Lease
 from s2d.engine.data.mixture import check_sources, stages_to_run
@@ -167,6 +168,18 @@ def _train(spec: JobSpec, allow_partial: bool, lease: Lease) -> TrainResult:
 
     started = time.monotonic()
     metrics = train_model(spec, allow_partial=allow_partial, lease=lease)
+    seeds = [_seed_line(0, spec, metrics)] if spec.eval.seeds > 1 else []
+    for seed in range(1, spec.eval.seeds):  # eval.seeds: the same pairs, another training seed, a folder of its own
+        out = spec.out_path.expanduser().resolve()
+        seeded = train_model(
+            seed_spec(spec, seed),
+            out / model_folder(seed),
+            allow_partial=allow_partial,
+            lease=lease,
+            run_dir=out / train_run_folder(seed),
+            reuse_finished=True,  # a finished seed is kept, not retrained
+        )
+        seeds.append(_seed_line(seed, spec, seeded))
     return TrainResult(
         model_dir=metrics["model_dir"],
         steps=metrics.get("steps", 0),
@@ -176,7 +189,27 @@ def _train(spec: JobSpec, allow_partial: bool, lease: Lease) -> TrainResult:
         merged_dir=metrics.get("merged_dir"),
         seconds=time.monotonic() - started,
         metrics=metrics,
+        seeds=seeds,
     )
+
+
+def seed_spec(spec: JobSpec, seed: int) -> JobSpec:
+    """Seed `seed`'s job: the same job with its training seed offset (engine/core/seeds.py)."""
+    return spec.model_copy(
+        update={"train": spec.train.model_copy(update={"seed": training_seed(spec.train.seed, seed)})}
+    )
+
+
+def _seed_line(seed: int, spec: JobSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    """One seed's fine-tune in a TrainResult: where its model is and whether this run trained it."""
+    return {
+        "seed": seed,
+        "train_seed": training_seed(spec.train.seed, seed),
+        "model_dir": metrics["model_dir"],
+        "steps": metrics.get("steps", 0),
+        "losses": list(metrics.get("losses") or []),
+        "reused": bool(metrics.get("reused_finished_run")),
+    }
 
 
 def _evaluate(spec: JobSpec, allow_partial: bool) -> EvalResult:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from s2d.engine.core.program import SamplingRequest
+from s2d.engine.core.seeds import model_folder, seed_kind
 from s2d.engine.core.spec import JobSpec
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -64,6 +66,23 @@ def distilled_model(spec: JobSpec, model_dir: Path) -> tuple[str | None, str | N
     raise FileNotFoundError(f"no trained model in {model_dir}: run `s2d train` on this job first")
 
 
+def seed_models(spec: JobSpec, out: Path) -> list[tuple[int, str | None, str | None]]:
+    """The distilled models of seeds 1..k-1 (eval.seeds), (seed, adapter, model) each, from `<out>/model-seed<s>/`;
+    one line naming the seed and what to run when one was not trained."""
+    found = []
+    for seed in range(1, spec.eval.seeds):
+        folder = out / model_folder(seed)
+        try:
+            adapter, model, _ = distilled_model(spec, folder)
+        except FileNotFoundError as missing:
+            raise FileNotFoundError(
+                f"eval.seeds={spec.eval.seeds}: seed {seed} has no model ({missing}); run `s2d train` with the same "
+                "eval.seeds first (finished seeds are kept, not retrained)"
+            ) from None
+        found.append((seed, adapter, model))
+    return found
+
+
 def adapter_rank(adapter_dir: str) -> int:
     """The smallest max_lora_rank vLLM accepts that fits the adapter's rank."""
     rank = int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("r", 8))
@@ -79,12 +98,17 @@ def replica_plans(
     other_model: str | None,
     direct: SamplingRequest,
     system2: SamplingRequest,
+    seeds: Sequence[tuple[int, str | None, str | None]] = (),
 ) -> list[ReplicaPlan]:
-    """The replicas of an evaluation, in order, with the systems each serves (see the module's docstring)."""
-    rank = adapter_rank(adapter) if adapter else None
+    """The replicas of an evaluation, in order, with the systems each serves (see the module's docstring).
+    `seeds`: the other seeds' distilled models (eval.seeds), (seed, adapter, model) as `distilled_model` gives them:
+    an adapter joins seed 0's on the same engine (one engine start for every seed), a model gets its own replica."""
+    adapters = [adapter] + [seeded for _, seeded, _ in seeds]
+    rank = max((adapter_rank(path) for path in adapters if path), default=None)
     # the method section, not its name: a custom method is defined by its steps there
     method = SystemRun("system2", spec.method.model_dump(), system2)
     distilled = [SystemRun("distilled", "system1", direct, adapter)] if adapter else []
+    distilled += [SystemRun(seed_kind(seed), "system1", direct, seeded) for seed, seeded, _ in seeds if seeded]
     if spec.has_student:
         plans = [
             ReplicaPlan(spec.model, None, (SystemRun(TEACHER_SYSTEM1, "system1", direct), method)),
@@ -94,6 +118,9 @@ def replica_plans(
         plans = [ReplicaPlan(spec.model, rank, (SystemRun("system1", "system1", direct), method, *distilled))]
     if other_model:
         plans.append(ReplicaPlan(other_model, None, (SystemRun("distilled", "system1", direct),)))
+    for seed, _, model in seeds:
+        if model:
+            plans.append(ReplicaPlan(model, None, (SystemRun(seed_kind(seed), "system1", direct),)))
     return plans
 
 

@@ -24,12 +24,20 @@ from typing import Any
 from s2d.engine.core.criteria import input_context, sample_answers
 from s2d.engine.core.methods import Extractor, resolve_method
 from s2d.engine.core.program import Chain, SamplingRequest
+from s2d.engine.core.seeds import seed_entry, seed_kind, seeds_summary
 from s2d.engine.core.spec import JobSpec
 from s2d.engine.core.stats import clustered_interval, paired_comparison
 from s2d.engine.core.tasks import TaskInput, get_task
 from s2d.engine.core.votes import majority_vote
 from s2d.engine.data.folder_swap import clear_leftovers, replace_folder, staging_folder
-from s2d.engine.stages.eval_systems import TEACHER_SYSTEM1, distilled_model, replica_plans, run_plans, system_names
+from s2d.engine.stages.eval_systems import (
+    TEACHER_SYSTEM1,
+    distilled_model,
+    replica_plans,
+    run_plans,
+    seed_models,
+    system_names,
+)
 from s2d.engine.stages.eval_systems import adapter_rank as adapter_rank  # re-exported: its earlier home
 from s2d.engine.stages.report import plot_runs, render_mixture_report, render_report
 
@@ -256,7 +264,10 @@ def run_mixture_eval(spec: JobSpec, model_dir: Path, allow_partial: bool) -> dic
     by_out = {entry["out"]: entry for entry in trained}
     runs = []
     sources = check_sources(spec, allow_partial)
-    evaluated = evaluate_jobs([source_eval_spec(spec, source) for source in sources], model_dir)
+    # one student, trained once: a source job's own eval.seeds does not apply to it
+    one_seed = [source_eval_spec(spec, source) for source in sources]
+    one_seed = [job.model_copy(update={"eval": job.eval.model_copy(update={"seeds": 1})}) for job in one_seed]
+    evaluated = evaluate_jobs(one_seed, model_dir)
     for source, metrics in zip(sources, evaluated):
         taken = by_out.get(str(source.out), {})
         metrics.update(
@@ -306,13 +317,15 @@ def evaluate_jobs(specs: Sequence[JobSpec], model_dir: Path) -> list[dict]:
     prepared, jobs = [], []
     for spec in specs:
         adapter, other_model, distilled_name = distilled_model(spec, model_dir)
+        seeds = seed_models(spec, Path(model_dir).parent)
         inputs = held_out_inputs(spec)
         # bsm's templates read the task's fields (instruction, response_a, response_b), not just the question
         contexts = [input_context(get_task(spec.task.name), item) for item in inputs]
         direct = SamplingRequest(n=1, temperature=0.0, max_tokens=spec.eval.max_tokens)
         system2_request = replace(sampling_request(spec.sampling), n=spec.eval.system2_samples or spec.sampling.n)
-        prepared.append((spec, inputs, system2_request.n, adapter or other_model, distilled_name))
-        jobs.append((spec, replica_plans(spec, adapter, other_model, direct, system2_request), contexts))
+        seed_dirs = {0: adapter or other_model} | {seed: seeded or model for seed, seeded, model in seeds}
+        prepared.append((spec, inputs, system2_request.n, seed_dirs, distilled_name))
+        jobs.append((spec, replica_plans(spec, adapter, other_model, direct, system2_request, seeds), contexts))
     return [_metrics(*job, *ran) for job, ran in zip(prepared, run_plans(jobs))]
 
 
@@ -320,7 +333,7 @@ def _metrics(
     spec: JobSpec,
     inputs: list[TaskInput],
     n: int,
-    distilled_dir: str | None,
+    seed_dirs: dict[int, str | None],
     distilled_name: str,
     chains: dict[str, list[list[Chain]]],
     timings: dict[str, float],
@@ -354,6 +367,16 @@ def _metrics(
             scores.append(scored(name, kind, chains[kind], extractor if kind == "system2" else None))
     scores = [replace(score, latency_s=timings[score.kind]) for score in scores]  # System 2's majority: its samples
     comparisons = paired_comparisons([(score, *outcomes[score.system]) for score in scores])
+    entries = []  # eval.seeds: each seed's distilled System 1 beside seed 0's row (not rows of their own)
+    distilled = next(score for score in scores if score.kind == "distilled")
+    others = [(other, *outcomes[other.system]) for other in scores if other.kind != "distilled"]
+    for seed in range(spec.eval.seeds if spec.eval.seeds > 1 else 0):
+        name = f"{distilled.system}, seed {seed}"
+        score = distilled if seed == 0 else scored(name, "distilled", chains[seed_kind(seed)])
+        paired = paired_comparisons([(score, *outcomes[score.system]), *others])
+        base = [c for c in paired if c["measure"] == "accuracy" and c["versus_kind"] == "system1"]
+        versus_base = {key: base[0][key] for key in ("difference", "low", "high", "p_value")} if base else None
+        entries.append(seed_entry(seed, spec.train.seed, seed_dirs[seed], asdict(score), versus_base=versus_base))
     metrics = {
         "task": task.name,
         "method": spec.method.name,
@@ -361,7 +384,7 @@ def _metrics(
         "student": spec.student if spec.has_student else None,  # the model trained, when not the teacher
         "eval_inputs": len(inputs),
         "samples_for_system2": n,
-        "distilled_model": distilled_dir,
+        "distilled_model": seed_dirs[0],
         "run": str(spec.out_path),
         "agreement_reference": {"threshold": threshold, "inputs": sum(answer is not None for answer in reference)},
         "seconds_per_input": timings,
@@ -369,6 +392,8 @@ def _metrics(
         "systems": [asdict(score) for score in scores],
         "comparisons": comparisons,
     }
+    if entries:
+        metrics["seeds"] = seeds_summary(entries)
     return metrics
 
 

@@ -47,7 +47,7 @@ def pilot_spec(spec: JobSpec, inputs: int, held_out: int, run_dir: str) -> JobSp
     values: dict[str, Any] = {"out": run_dir, "eval.num_inputs": min(held_out, spec.eval.num_inputs)}
     values["data.limit" if spec.data.path else "task.num_inputs"] = inputs
     # the adapter on the base is the pilot's signal: no merged copy, no second engine for it
-    values |= {"train.mode": "lora", "train.merge": False, "eval.distilled": "adapter"}
+    values |= {"train.mode": "lora", "train.merge": False, "eval.distilled": "adapter", "eval.seeds": 1}
     if spec.rounds > 1:  # iterated distillation: the pilot measures its first round
         values["rounds"] = 1
     return parse_spec(spec.model_dump(mode="json"), (), values=values)

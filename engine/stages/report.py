@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from s2d.engine.core.stats import wilson_interval
+from s2d.engine.core.seeds import seeds_table
+from s2d.engine.core.stats import format_difference, format_p, wilson_interval
 from s2d.engine.data.ownership import ForeignOutput
 
 KIND_STYLE = {  # marker, legend label and point label offset (points; apart, as System 1 and distilled sit close)
@@ -126,6 +127,7 @@ def render_report(
         "|---|---:|---:|---:|---:|---:|",
     ]
     lines += [f"| {score['system']} | {_row(score)} |" for score in normalised_systems(metrics)]
+    lines += seeds_table([metrics], with_run=False)
     lines += _paired_table([metrics], with_run=False)
     if chart:
         lines += ["", f"![accuracy vs tokens per answer]({chart})"]
@@ -175,16 +177,6 @@ def expand_mixtures(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         expanded += [source | {"run": f"{metrics['run']} <- {source['run']}"} for source in metrics["sources"]]
     return expanded
-
-
-def format_p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def format_difference(comparison: dict[str, Any]) -> str:
-    """'+17.0 pts [+10.6, +23.2]'"""
-    difference, low, high = (100 * comparison[key] for key in ("difference", "low", "high"))
-    return f"{difference:+.1f} pts [{low:+.1f}, {high:+.1f}]"
 
 
 def _comparisons(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -241,6 +233,7 @@ def render_comparison(runs: list[dict[str, Any]], chart: str | None = "report.pn
                 f"| {metrics['run']} | {metrics['task']} | {metrics['method']} | {model_label(metrics)} "
                 f"| {score['system']} | {_row(score)} |"
             )
+    lines += seeds_table(runs, with_run=True)
     lines += _paired_table(runs, with_run=True)
     if chart:
         lines += ["", f"![accuracy vs tokens per answer]({chart})"]
@@ -282,6 +275,8 @@ def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
                 label=label,
             )
             label = None  # one legend entry per run
+            if score["kind"] == "distilled":
+                _plot_seeds(axes, score["tokens_per_answer"], (metrics.get("seeds") or {}).get("accuracy"), colour)
             name = short_name(metrics, score["kind"]) + (" (majority)" if "majority" in score["system"] else "")
             axes.annotate(
                 name,
@@ -316,6 +311,27 @@ def plot_runs(runs: list[dict[str, Any]], png: Path) -> Path:
     figure.savefig(png)
     plt.close(figure)
     return png
+
+
+def _plot_seeds(axes: Any, x: float, summary: dict[str, Any] | None, colour: str) -> None:
+    """eval.seeds: each seed's value as a dot just right of the distilled point (an offset in points, whatever the
+    axis' scale), joined by a min-max line and labelled with the range."""
+    if not summary or summary.get("count", 0) < 2:
+        return
+    from matplotlib.transforms import offset_copy
+
+    beside = offset_copy(axes.transData, fig=axes.figure, x=10, units="points")
+    values = [100 * value for value in summary["values"]]
+    axes.plot([x, x], [min(values), max(values)], color=colour, linewidth=1, alpha=0.6, transform=beside)
+    axes.plot([x] * len(values), values, "o", color=colour, markersize=3, alpha=0.8, transform=beside)
+    axes.annotate(
+        f"{len(values)} seeds: {min(values):.0f}-{max(values):.0f}%",
+        (x, max(values)),
+        textcoords="offset points",
+        xytext=(14, 2),
+        fontsize=7,
+        color=colour,
+    )
 
 
 def _annotate_paired(axes: Any, runs: list[dict[str, Any]], measure: str) -> None:
@@ -368,6 +384,8 @@ def _plot_agreement(axes: Any, runs: list[dict[str, Any]], colours: list[str]) -
                 linewidth=0.5,
             )
             axes.annotate(f"{value:.0f}%", (position, value), textcoords="offset points", xytext=(-18, 4), fontsize=8)
+            if score["kind"] == "distilled":
+                _plot_seeds(axes, position + 0.2, (metrics.get("seeds") or {}).get("agreement"), "black")
             labels.append(
                 (position, short_name(metrics, score["kind"]) + (f"\n{metrics['run']}" if len(runs) > 1 else ""))
             )

@@ -34,6 +34,9 @@ class TrainResult:
     merged_dir: str | None
     seconds: float
     metrics: dict[str, Any] = field(repr=False)
+    # eval.seeds > 1: each seed's fine-tune (seed, train_seed, model_dir, steps, losses, reused); the fields above
+    # are seed 0's. Empty for one seed.
+    seeds: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
