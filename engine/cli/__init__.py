@@ -169,7 +169,7 @@ def _run_stages(args: argparse.Namespace, spec: JobSpec, log: Path | None = None
 
     def report(result: StageResult) -> None:
         nonlocal started
-        for line in _result_lines(spec, result):
+        for line in _result_lines(result):
             say(line)
         say(f"{_stage_of(result)}: {time.monotonic() - started:.0f} s")
         started = time.monotonic()
@@ -191,7 +191,7 @@ def _stage_of(result: StageResult) -> str:
     return {GenerateResult: "generate", TrainResult: "train", EvalResult: "eval"}[type(result)]
 
 
-def _result_lines(spec: JobSpec, result: StageResult) -> list[str]:
+def _result_lines(result: StageResult) -> list[str]:
     """What a finished stage says on the terminal."""
     from s2d.engine.data.storage import OutputLocation
 
@@ -199,7 +199,7 @@ def _result_lines(spec: JobSpec, result: StageResult) -> list[str]:
         return [
             f"generate: {result.inputs} inputs ({result.skipped_committed} already committed), "
             f"{result.accepted} accepted, {result.rejected} rejected, {result.quarantined} quarantined "
-            f"{result.reasons or ''} -> {OutputLocation.of(spec.out).path('shards')}"
+            f"{result.reasons or ''} -> {OutputLocation.of(result.out).path('shards')}"  # a round's own out
         ]
     if isinstance(result, TrainResult):
         losses = result.losses or [float("nan")]
