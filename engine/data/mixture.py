@@ -185,7 +185,8 @@ def source_eval_spec(spec: JobSpec, source: Source) -> JobSpec:
     data.update(
         out=spec.out,
         train=spec.train.model_dump(mode="json") | {"model": spec.student, "data": None},
-        eval=source.spec.eval.model_dump(mode="json") | {"distilled": spec.eval.distilled},
+        # one student trained once (a mixture has one seed): a source's own eval.seeds does not apply to it
+        eval=source.spec.eval.model_dump(mode="json") | {"distilled": spec.eval.distilled, "seeds": 1},
         engine=spec.engine.model_dump(mode="json"),
         generation=spec.generation.model_dump(mode="json"),
     )

@@ -264,10 +264,7 @@ def run_mixture_eval(spec: JobSpec, model_dir: Path, allow_partial: bool) -> dic
     by_out = {entry["out"]: entry for entry in trained}
     runs = []
     sources = check_sources(spec, allow_partial)
-    # one student, trained once: a source job's own eval.seeds does not apply to it
-    one_seed = [source_eval_spec(spec, source) for source in sources]
-    one_seed = [job.model_copy(update={"eval": job.eval.model_copy(update={"seeds": 1})}) for job in one_seed]
-    evaluated = evaluate_jobs(one_seed, model_dir)
+    evaluated = evaluate_jobs([source_eval_spec(spec, source) for source in sources], model_dir)
     for source, metrics in zip(sources, evaluated):
         taken = by_out.get(str(source.out), {})
         metrics.update(

@@ -169,7 +169,14 @@ def test_run_generates_only_when_the_jobs_own_out_is_a_source(tmp_path):
 def test_each_source_is_evaluated_with_its_own_task_and_the_mixtures_student(tmp_path):
     a = source_output(tmp_path / "a", "coin_flip", ["y1"])
     write_job_file(
-        parse_spec({"model": "smollm2-135m", "out": str(a), "task": {"name": "coin_flip"}, "eval": {"num_inputs": 7}})
+        parse_spec(
+            {
+                "model": "smollm2-135m",
+                "out": str(a),
+                "task": {"name": "coin_flip"},
+                "eval": {"num_inputs": 7, "seeds": 3},
+            }
+        )
     )
     spec = mixture_spec(tmp_path / "mix", [{"out": str(a)}], model=str(tmp_path / "student"), epochs=1)
     spec = parse_spec(spec.model_dump(mode="json") | {"eval": {"num_inputs": 3, "distilled": "merged"}})
@@ -179,6 +186,7 @@ def test_each_source_is_evaluated_with_its_own_task_and_the_mixtures_student(tmp
     assert (evaluated.task.name, evaluated.out, evaluated.eval.num_inputs) == ("coin_flip", spec.out, 7)
     assert (evaluated.student, evaluated.eval.distilled, evaluated.train.data) == (spec.student, "merged", None)
     assert evaluated.has_student and evaluated.train.epochs == 1
+    assert evaluated.eval.seeds == 1  # the student was trained once, whatever the source's own seeds
 
 
 def system(name, kind, accuracy):
