@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from report_rows import system_row
 
 from s2d.engine.core.spec import SpecError, parse_spec
 from s2d.engine.data.lease import LEASE
@@ -189,21 +190,6 @@ def test_each_source_is_evaluated_with_its_own_task_and_the_mixtures_student(tmp
     assert evaluated.eval.seeds == 1  # the student was trained once, whatever the source's own seeds
 
 
-def system(name, kind, accuracy):
-    return {
-        "system": name,
-        "kind": kind,
-        "accuracy": accuracy,
-        "correct": accuracy * 4,
-        "total": 4,
-        "samples": 4,
-        "tokens_per_answer": 3.0,
-        "ci_low": 0.0,
-        "ci_high": 1.0,
-        "latency_s": 0.1,
-    }
-
-
 def source_metrics(out, task, distilled, weight, examples):
     return {
         "task": task,
@@ -215,8 +201,8 @@ def source_metrics(out, task, distilled, weight, examples):
         "run": out,
         "source": {"out": out, "weight": weight, "examples": examples},
         "systems": [
-            system("System 1 (base model, direct)", "system1", 0.25),
-            system("Distilled System 1 (base + LoRA, direct)", "distilled", distilled),
+            system_row("System 1 (base model, direct)", "system1", 0.25),
+            system_row("Distilled System 1 (base + LoRA, direct)", "distilled", distilled),
         ],
         "comparisons": [
             {

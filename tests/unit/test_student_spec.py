@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from report_rows import system_row
 
 from s2d.engine.cli import main
 from s2d.engine.core.program import Chain, SamplingRequest
@@ -130,23 +131,6 @@ def test_the_distilled_student_is_paired_with_its_own_base_not_with_the_teachers
 
 
 def test_the_report_names_teacher_and_student(tmp_path):
-    def system(name, kind, accuracy, agreement=0.5):
-        return {
-            "system": name,
-            "kind": kind,
-            "accuracy": accuracy,
-            "correct": accuracy * 4,
-            "total": 4,
-            "samples": 4,
-            "tokens_per_answer": 3.0,
-            "ci_low": 0.0,
-            "ci_high": 1.0,
-            "latency_s": 0.1,
-            "agreement": agreement,
-            "agreement_low": 0.1,
-            "agreement_high": 0.9,
-        }
-
     metrics = {
         "task": "last_letter",
         "method": "cot",
@@ -156,10 +140,10 @@ def test_the_report_names_teacher_and_student(tmp_path):
         "samples_for_system2": 1,
         "run": "runs/s",
         "systems": [
-            system("System 1 (teacher, direct)", TEACHER_SYSTEM1, 0.5),
-            system("System 2 (teacher, cot, single sample)", "system2", 0.75),
-            system("System 1 (student base, direct)", "system1", 0.0),
-            system("Distilled System 1 (student + LoRA, direct)", "distilled", 0.25),
+            system_row("System 1 (teacher, direct)", TEACHER_SYSTEM1, 0.5, agreement=0.5),
+            system_row("System 2 (teacher, cot, single sample)", "system2", 0.75, agreement=0.5),
+            system_row("System 1 (student base, direct)", "system1", 0.0, agreement=0.5),
+            system_row("Distilled System 1 (student + LoRA, direct)", "distilled", 0.25, agreement=0.5),
         ],
     }
     report = render_report(metrics)
