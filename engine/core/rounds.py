@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from s2d.engine.core.spec import JobSpec, parse_spec
-from s2d.engine.core.stats import Z95, wilson_interval
+from s2d.engine.core.stats import Z95, format_rate, wilson_interval
 
 ROUNDS_REPORT = "rounds.md"
 ROUNDS_DATA = "rounds.json"
@@ -203,9 +203,7 @@ def rounds_json(rows: list[RoundRow], rounds: int) -> str:
 
 
 def _percent(estimate: Estimate) -> str:
-    if estimate.value is None:
-        return "n/a"
-    return f"{estimate.value:.1%} [{estimate.low:.1%}, {estimate.high:.1%}]"
+    return format_rate(estimate.value, estimate.low, estimate.high)
 
 
 def _tokens(estimate: Estimate) -> str:

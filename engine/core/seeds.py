@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from s2d.engine.core.stats import format_difference, format_p
+from s2d.engine.core.stats import format_difference, format_p, format_rate
 
 MODEL_FOLDER = "model"  # seed 0's model, where a one-seed job has always kept it
 TRAIN_RUN_FOLDER = "train_ray"  # seed 0's Ray Train run (its checkpoints: what a killed train resumes from)
@@ -120,12 +120,6 @@ SEEDS_NOTES = (
 )
 
 
-def _percent(value: float | None, low: float | None = None, high: float | None = None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.1%}" + (f" [{low:.1%}, {high:.1%}]" if low is not None and high is not None else "")
-
-
 def seeds_table(runs: Sequence[Mapping[str, Any]], with_run: bool) -> list[str]:
     """Each seed's distilled accuracy and agreement, its paired difference with the base, and the spread."""
     seeded = [metrics for metrics in runs if (metrics.get("seeds") or {}).get("count", 0) > 1]
@@ -148,8 +142,8 @@ def seeds_table(runs: Sequence[Mapping[str, Any]], with_run: bool) -> list[str]:
             paired = (format_difference(versus), format_p(versus["p_value"])) if versus else ("n/a", "n/a")
             lines.append(
                 f"{run}| {entry['seed']} | {entry['train_seed']} "
-                f"| {_percent(entry.get('accuracy'), entry.get('ci_low'), entry.get('ci_high'))} "
-                f"| {_percent(entry.get('agreement'), entry.get('agreement_low'), entry.get('agreement_high'))} "
+                f"| {format_rate(entry.get('accuracy'), entry.get('ci_low'), entry.get('ci_high'))} "
+                f"| {format_rate(entry.get('agreement'), entry.get('agreement_low'), entry.get('agreement_high'))} "
                 f"| {paired[0]} | {paired[1]} |"
             )
         summary = metrics["seeds"]

@@ -139,6 +139,13 @@ def paired_comparison(first: Mapping[str, bool], second: Mapping[str, bool], z: 
     )
 
 
+def format_rate(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    """'12.3% [8.1%, 18.0%]' ('12.3%' without an interval, 'n/a' without a value)."""
+    if value is None:
+        return "n/a"
+    return f"{value:.1%}" + (f" [{low:.1%}, {high:.1%}]" if low is not None and high is not None else "")
+
+
 def format_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 

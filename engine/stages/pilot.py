@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from s2d.engine.core.pilot import InputVotes, VerdictRule, decide, min_votes_for, project, threshold_curve
 from s2d.engine.core.spec import JobSpec, parse_spec
-from s2d.engine.core.stats import PairedComparison, wilson_interval
+from s2d.engine.core.stats import PairedComparison, format_rate, wilson_interval
 from s2d.engine.data.ownership import claim_pilot_folder
 from s2d.engine.stages.results import PilotResult
 
@@ -279,10 +279,6 @@ def _rate(run_dir: Path, eval_metrics: dict[str, Any] | None, generated: Any) ->
     return {"seconds_per_input": rate, "start_s": 0.0, "source": "generate wall", "arithmetic": f"{how} = {rate:.3f}"}
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
 def render_pilot_report(metrics: dict[str, Any]) -> str:
     """report.md: the verdict first, then the numbers behind it and the projection with its arithmetic."""
     verdict, rule = metrics["verdict"], metrics["verdict"]["rule"]
@@ -331,7 +327,7 @@ def render_pilot_report(metrics: dict[str, Any]) -> str:
     ]
     for point in metrics["threshold_curve"]:
         mark = " (the job's vote)" if point["min_votes"] == metrics["job_min_votes"] else ""
-        right = "n/a" if point["right"] is None else f"{point['right']} ({_pct(point['precision'])})"
+        right = "n/a" if point["right"] is None else f"{point['right']} ({format_rate(point['precision'])})"
         lines.append(
             f"| {point['min_votes']} of {metrics['samples_per_input']}{mark} | {point['accepted']} | "
             f"{point['share']:.1%} | {right} |"
@@ -351,7 +347,7 @@ def render_pilot_report(metrics: dict[str, Any]) -> str:
     if metrics["systems"]:
         lines += ["", "| system | accuracy [95% CI] | agrees with System 2 |", "|---|---:|---:|"]
         for system in metrics["systems"]:
-            agrees = "reference" if system.get("agreement") is None else _pct(system["agreement"])
+            agrees = "reference" if system.get("agreement") is None else format_rate(system["agreement"])
             lines.append(
                 f"| {system['system']} | {system['accuracy']:.1%} [{system['ci_low']:.1%}, {system['ci_high']:.1%}] "
                 f"| {agrees} |"

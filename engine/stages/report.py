@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from s2d.engine.core.seeds import seeds_table
-from s2d.engine.core.stats import format_difference, format_p, wilson_interval
+from s2d.engine.core.stats import format_difference, format_p, format_rate, wilson_interval
 from s2d.engine.data.ownership import ForeignOutput
 
 KIND_STYLE = {  # marker, legend label and point label offset (points; apart, as System 1 and distilled sit close)
@@ -81,13 +81,13 @@ def load_metrics(out: Path) -> dict[str, Any]:
 def _agreement(score: dict[str, Any]) -> str:
     if score.get("agreement") is None:
         return "reference" if score["kind"] == "system2" and "majority" in score["system"] else "n/a"
-    return f"{score['agreement']:.1%} [{score['agreement_low']:.1%}, {score['agreement_high']:.1%}]"
+    return format_rate(score["agreement"], score["agreement_low"], score["agreement_high"])
 
 
 def _row(score: dict[str, Any]) -> str:
     latency = "n/a" if score["latency_s"] is None else f"{score['latency_s'] * 1000:.0f} ms"
     return (
-        f"{score['accuracy']:.1%} [{score['ci_low']:.1%}, {score['ci_high']:.1%}] "
+        f"{format_rate(score['accuracy'], score['ci_low'], score['ci_high'])} "
         f"| {score['correct']:g} / {score['total']} | {_agreement(score)} | {score['tokens_per_answer']:.1f} "
         f"| {latency}"
     )

@@ -9,6 +9,7 @@ import pytest
 
 from s2d.engine.core.stats import (
     clustered_interval,
+    format_rate,
     mcnemar_exact_p,
     paired_comparison,
     paired_difference_interval,
@@ -122,3 +123,9 @@ def test_clustered_interval_handles_unequal_cluster_sizes():
     variance = 6 / 5 * residual / 24**2
     assert interval.effective == pytest.approx(min(24, (11 / 24) * (13 / 24) / variance))
     assert math.isfinite(interval.low) and 0 <= interval.low < interval.rate < interval.high <= 1
+
+
+def test_a_rate_reads_with_its_interval_without_one_or_as_missing():
+    assert format_rate(0.1234, 0.081, 0.18) == "12.3% [8.1%, 18.0%]"
+    assert format_rate(0.25) == "25.0%"
+    assert format_rate(None, 0.1, 0.2) == "n/a"
