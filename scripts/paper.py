@@ -36,6 +36,8 @@ PAIRINGS = (
     ("s2a_sycophancy", "configs/s2a_sycophancy.yaml", "S2A, TriviaQA with the user's opinion", None),
     ("bsm_pairwise_judge", "configs/bsm_pairwise_judge.yaml", "BSM, pairwise judge (OASST2 / MT-bench)", None),
     ("cot_arithmetic", "configs/cot_arithmetic.yaml", "CoT, GSM8k (arithmetic)", None),
+    ("cot_arithmetic_usc", "configs/cot_arithmetic_usc.yaml", "CoT, arithmetic, universal self-consistency", None),
+    ("cot_multiple_choice_shuffle", "configs/cot_multiple_choice_shuffle.yaml", "CoT, options reordered", None),
     ("demo", "configs/demo.yaml", "the demo: few-shot CoT, last letter of one word", None),
 )
 PROBE_ARGS = ("--inputs", "64", "--n", "8")
