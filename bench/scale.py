@@ -123,27 +123,41 @@ class StoreSampler(threading.Thread):
 
 
 class RssJumps(threading.Thread):
-    """Every 10 ms this driver's RSS; at each new high 16 MiB above the last one recorded, what every Python thread
-    was running (its innermost frames). A transient shorter than StoreSampler's interval shows up in ru_maxrss
-    only; this names where it happened."""
+    """Every 10 ms this driver's RSS and its high-water mark (VmHWM); at each new high 16 MiB above the last one
+    recorded, what every Python thread was running (its innermost frames). A transient shorter than the sampling
+    interval never shows in the RSS read, but it raises the high-water mark: `hwm_jumps` names the 10 ms in which
+    it happened, and the threads there (ru_maxrss alone says only that it did)."""
 
     def __init__(self, interval: float = 0.01, step_mib: float = 16.0):
         super().__init__(daemon=True)
         self.interval, self.step_mib, self.stop = interval, step_mib, threading.Event()
         self.jumps: list[dict] = []
+        self.hwm_jumps: list[dict] = []
         self.start_mib = 0.0
         self.page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def run(self) -> None:
-        with open("/proc/self/statm") as statm:  # read every 10 ms: kept open
-            started, high = time.monotonic(), self._rss(statm)
+        with open("/proc/self/statm") as statm, open("/proc/self/status") as status:  # read every 10 ms: kept open
+            started, high, hwm = time.monotonic(), self._rss(statm), self._hwm(status)
             self.start_mib = high
             while not self.stop.wait(self.interval):
-                rss = self._rss(statm)
+                rss, now_hwm = self._rss(statm), self._hwm(status)
                 if rss >= high + self.step_mib:
                     self.jumps.append({"s": round(time.monotonic() - started, 2), "rss_mib": round(rss)})
                     self.jumps[-1]["threads"] = self._stacks()
                     high = rss
+                if now_hwm >= hwm + self.step_mib and now_hwm > rss + self.step_mib:  # a peak between two reads
+                    self.hwm_jumps.append(
+                        {"s": round(time.monotonic() - started, 2), "hwm_mib": round(now_hwm), "rss_mib": round(rss)}
+                    )
+                    self.hwm_jumps[-1]["threads"] = self._stacks()
+                hwm = max(hwm, now_hwm)
+
+    @staticmethod
+    def _hwm(status) -> float:
+        status.seek(0)
+        line = next(line for line in status.read().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
 
     def _rss(self, statm) -> float:
         statm.seek(0)
@@ -251,6 +265,7 @@ def child(args: argparse.Namespace) -> None:
                 "stage_seconds": metrics["stage_seconds"],
                 "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 "driver_rss_jumps": jumps.largest(),
+                "driver_hwm_jumps_unsampled": jumps.hwm_jumps,
                 "object_store_peak_mib": sampler.peak_mib,
                 "spilled_mib": sampler.spilled_mib,
                 "curve_s_rss_plasma_mib": sampler.curve(),
@@ -480,6 +495,12 @@ def main() -> None:
         for jump in found.get("driver_rss_jumps", []):
             threads = "; ".join(f"[{name}] {stack}" for name, stack in jump["threads"].items())
             print(f"{size:,} driver RSS +{jump['added_mib']} MiB to {jump['rss_mib']} at {jump['s']} s: {threads}")
+        for jump in found.get("driver_hwm_jumps_unsampled", []):
+            threads = "; ".join(f"[{name}] {stack}" for name, stack in jump["threads"].items())
+            print(
+                f"{size:,} driver peak rose to {jump['hwm_mib']} MiB between two 10 ms reads (RSS {jump['rss_mib']} "
+                f"after it) at {jump['s']} s: {threads}"
+            )
     if len(results) >= 2:
         sizes = sorted(results)
         ratio = results[sizes[-1]]["driver_peak_rss_mib"] / results[sizes[0]]["driver_peak_rss_mib"]
