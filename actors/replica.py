@@ -7,7 +7,7 @@ The class is hosted two ways: as the callable class of a Ray Data `map_batches` 
 from __future__ import annotations
 
 import atexit
-import hashlib
+import gc
 import itertools
 import os
 import threading
@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from s2d.actors.failures import ReplicaFailed, describe_failure
 from s2d.actors.occupancy import OccupancyRecorder, start_sampling
+from s2d.actors.stragglers import AbortableBackend, batch_key, watch_replica
 from s2d.actors.vllm_backend import BatchTimedOut
 from s2d.cluster import compat_ray
 from s2d.engine.core.methods import resolve_method
@@ -107,6 +108,7 @@ class GenerationReplica:
         batch_timeout_s: float | None = None,
         max_restarts: int = 4,
         batch_priority: bool = True,
+        stragglers: dict[str, Any] | None = None,
     ):
         started = time.perf_counter()
         import torch
@@ -144,8 +146,9 @@ class GenerationReplica:
             "engine_start": time.perf_counter() - vllm_imported,
         }
         # What methods run on: chains flow through the async engine, or (step_barrier, for benchmarks) each step
-        # runs over the whole batch as before.
-        self.backend = StepBarrier(self.generator) if step_barrier else self.generator
+        # runs over the whole batch as before; with stragglers re-issued, every call of a batch can be aborted.
+        calls = self.generator if stragglers is None else AbortableBackend(self.generator)
+        self.backend = StepBarrier(calls) if step_barrier else calls
         # Oldest batch first (continuous admission); False (benchmarks): every batch equal, i.e. vLLM's first come
         # first served across the batches, as before.
         self.batch_priority = batch_priority
@@ -164,6 +167,9 @@ class GenerationReplica:
         self.curate = curate or {"rule": "majority"}
         self.seed = seed
         self.keep_samples = keep_samples  # also return each sample's chain (s2d.engine.data.samples)
+        # Last: its thread uses the engine at once. {coordinator, min_s}: the job's straggler coordinator
+        # (s2d.actors.stragglers) and generation.straggler_min_s.
+        self.stragglers = None if stragglers is None else watch_replica(self, **stragglers)
 
     def _start_occupancy(self) -> None:
         """Sample how full the engine is (s2d.actors.occupancy) and report it to the job's ledger. Batches take
@@ -232,7 +238,10 @@ class GenerationReplica:
             self._batches_held += 1
         try:
             with self.generator.priority(ticket if self.batch_priority else 0):  # the oldest batch's run first
-                return self.generate_in_time(rows, queued_behind=ahead)
+                if self.stragglers is None:
+                    return self.generate_in_time(rows, queued_behind=ahead)
+                # Or a copy an idle replica ran, if it comes back first (this batch's requests then aborted).
+                return self.stragglers.run_batch(rows, lambda: self.generate_in_time(rows, queued_behind=ahead))
         except Exception as error:  # noqa: BLE001 - any engine failure: restart with a fresh engine, or stop the job
             self._engine_failed(error)
             raise
@@ -273,7 +282,7 @@ class GenerationReplica:
         import ray
 
         ledger = ray.get_actor(self.failure_ledger)
-        batch = hashlib.sha256("\n".join(sorted(str(row["input_id"]) for row in rows)).encode()).hexdigest()[:24]
+        batch = batch_key(rows)
         limit = self.batch_timeout_s * max(1, queued_behind)
         for _ in range(2):
             try:
@@ -375,7 +384,11 @@ class GenerationReplica:
         generator = getattr(self, "generator", None)  # None: __init__ failed before the engine started
         if generator is not None and not self._closed.is_set():
             self._closed.set()
-            generator.unload()
+            generator.unload(collect=False)
+            # The process exits next, and Python's exit would scan the whole heap for garbage (torch, vLLM: seconds
+            # of a core, which at a job's end the last curation and shard writes need): frozen, it is skipped, and
+            # the exit frees the memory anyway.
+            gc.freeze()
 
     def __del__(self):
         # Ray Data drops its replica when it releases the actor pool (gracefully); a plain actor (eval) can call

@@ -288,6 +288,26 @@ class GenerationSpec(Section):
         "batches that long: set it a few times above your slowest batch (on 2 CPU cores a 64-input demo batch "
         "takes about 100 s).",
     )
+    straggler_factor: float | None = Field(
+        None,
+        gt=1.0,
+        le=1000.0,
+        description="Re-issue stragglers: at the job's tail (every input handed to a replica), a batch held longer "
+        "than this many times the pool's median batch time (and than straggler_min_s) is run again by a replica done "
+        "with its own batches; whichever copy finishes first is kept, exactly once, and the other is aborted. None: "
+        "never, and the job waits at its tail for its slowest replica's batches. Lower catches milder stragglers but "
+        "spends more engine time on copies that lose; that time is a replica's that had nothing else to run. "
+        "Needs two or more replicas. Off by default while it is measured on two CPU cores only (3 is the intended "
+        "default; docs/reliability.md).",
+    )
+    straggler_min_s: float = Field(
+        10.0,
+        ge=0.0,
+        le=86400.0,
+        description="Seconds a batch must have run before it may be re-issued, whatever the median: a batch this "
+        "short is not worth a copy (its time is mostly noise), and it costs the straggler coordinator two messages "
+        "(its start and end); a longer one is registered with its rows. Lower it for jobs of a few seconds per batch.",
+    )
 
     @field_validator("replicas", mode="before")
     @classmethod

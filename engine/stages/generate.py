@@ -197,13 +197,19 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
     }
     commits = ShardCommits(location, manifest, lease, spec, num_shards)
     first_batch_at: float | None = None
+    reissues = {"reissued": 0, "won": 0}  # slow batches re-run at the job's tail, and those whose copy came first
     if len(committed) < num_shards:
         ray = _connect_quietly()
         plan = prepare_inputs(ray, spec, num_inputs, units, num_shards, fingerprint)
         stage_seconds["plan, Ray start, inputs"] = time.monotonic() - started
         display = ProgressDisplay(tally, enabled=progress)
-        first_batch_at = _generate_and_commit(ray, spec, plan, commits, tally, display, stage_seconds)
+        first_batch_at = _generate_and_commit(ray, spec, plan, commits, tally, display, stage_seconds, reissues)
         display.close()
+        if reissues["reissued"]:
+            error(
+                f"s2d: {reissues['reissued']} slow batch(es) re-run by another replica at the job's tail; "
+                f"{reissues['won']} of the copies came back first (generation.straggler_factor)"
+            )
     finishing = time.monotonic()
     accounting = accounting_from_entries(manifest)
     if not accounting.ok:
@@ -219,6 +225,8 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
         {f"committed_{k}": v for k, v in counts.model_dump(exclude_none=True).items()}
         | {
             "duplicates_dropped": commits.duplicates_dropped,
+            "straggler_batches_reissued": reissues["reissued"],
+            "straggler_reissues_won": reissues["won"],
             # From the stage's start (plan, Ray start, inputs, the replicas' start) to the first batch of results
             # reaching the driver (generated and curated); null when this run generated nothing (all committed).
             "time_to_first_batch_s": None if first_batch_at is None else round(first_batch_at - started, 3),
@@ -272,11 +280,12 @@ def _generate_and_commit(
     tally: JobProgress,
     display: ProgressDisplay,
     stage_seconds: dict[str, float],
+    reissues: dict[str, int],
 ) -> float | None:
     """Run the pipeline over the uncommitted shards, committing them as they finish; adds where the time went
-    to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation) and
-    the replicas' engine occupancy to `tally`. Returns when (time.monotonic()) the first batch of results reached
-    the driver, None if none did."""
+    to `stage_seconds` (wall seconds, except curate: summed over its Ray tasks, which overlap generation), the
+    replicas' engine occupancy to `tally` and the stragglers re-issued to `reissues`. Returns when
+    (time.monotonic()) the first batch of results reached the driver, None if none did."""
     from s2d.actors.failures import EngineFailures
     from s2d.cluster.backpressure import driver_memory_bounded
     from s2d.cluster.metrics import RayMetricsExporter
@@ -289,6 +298,7 @@ def _generate_and_commit(
         return None
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
+    coordinator = _start_straggler_coordinator(ray, spec, ledger_name, int(plan.valid[shards].sum()))
     started = time.monotonic()
     first_batch_at: float | None = None
     occupancy_read = started
@@ -324,6 +334,7 @@ def _generate_and_commit(
             commits.finish()
             stage_seconds["generate + curate pipeline"] = time.monotonic() - started
             tally.occupancy = _read_occupancy(ray, ledger) or tally.occupancy
+            reissues.update(_read_reissues(ray, coordinator))
             return first_batch_at
     except ray.exceptions.RayError as error:
         raise GenerationFailed(
@@ -333,6 +344,8 @@ def _generate_and_commit(
         raise GenerationFailed(f"generation stopped: {error}") from None
     finally:
         ray.kill(ledger)
+        if coordinator is not None:
+            ray.kill(coordinator)
 
 
 def _read_occupancy(ray, ledger) -> dict[str, dict[str, Any]]:
@@ -354,6 +367,42 @@ def curation_batch_rows(batch_size: int, num_inputs: int, queued_rows_cap: int) 
     rows = min(MAX_CURATION_ROWS, num_inputs // MIN_CURATION_ROUNDS, queued_rows_cap)
     batches = max(1, rows // batch_size)
     return batches * batch_size
+
+
+def straggler_coordinator_name(ledger_name: str) -> str:
+    """The job's straggler coordinator actor (s2d.actors.stragglers), named after its failure ledger."""
+    return f"{ledger_name}-stragglers"
+
+
+def reissues_stragglers(spec: JobSpec) -> bool:
+    """Whether slow batches are re-run at the job's tail: unless straggler_factor is None, with 2+ replicas."""
+    return spec.generation.straggler_factor is not None and spec.generation.max_replicas >= 2
+
+
+def _start_straggler_coordinator(ray, spec: JobSpec, ledger_name: str, expected_rows: int):
+    """The job's straggler coordinator, None when stragglers are not re-issued. `expected_rows`: the rows this run
+    sends to the replicas (its tail begins when all have started)."""
+    if not reissues_stragglers(spec):
+        return None
+    from s2d.actors.stragglers import StragglerCoordinator
+
+    # An asyncio actor: every registered batch waits in it for its outcome, so its concurrency covers the pool's.
+    waiting = 2 * spec.generation.max_replicas * replica_batches_in_flight(ray, spec) + 64
+    return (
+        ray.remote(StragglerCoordinator)
+        .options(name=straggler_coordinator_name(ledger_name), num_cpus=0, max_concurrency=waiting)
+        .remote(spec.generation.straggler_factor, spec.generation.straggler_min_s, expected_rows)
+    )
+
+
+def _read_reissues(ray, coordinator) -> dict[str, int]:
+    """The coordinator's counts (none if it does not answer within a second: a figure, never worth failing for)."""
+    if coordinator is None:
+        return {}
+    try:
+        return ray.get(coordinator.counts.remote(), timeout=1.0)
+    except Exception:  # noqa: BLE001 - any failure to read it leaves zeros
+        return {}
 
 
 def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str, fence: str, curation_rows: int):
@@ -427,10 +476,15 @@ def _replica_stage(ray, spec: JobSpec, inputs, ledger_name: str):
     placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
     in_flight = replica_batches_in_flight(ray, spec)
     GenerationReplica = replica_class()  # noqa: N806 - a class
+    stragglers = None  # slow batches re-run at the job's tail by replicas done with theirs (s2d.actors.stragglers)
+    if reissues_stragglers(spec):
+        coordinator = straggler_coordinator_name(ledger_name)
+        stragglers = {"coordinator": coordinator, "min_s": spec.generation.straggler_min_s}
     return inputs.map_batches(
         GenerationReplica,
         fn_constructor_kwargs=GenerationReplica.for_job(spec)
-        | {"failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures},
+        | {"failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures}
+        | {"stragglers": stragglers},
         batch_size=spec.generation.batch_size,
         # A few batches per replica (replica_batches_in_flight), running at once in threads: the replica's async
         # engine runs the oldest one's requests first and fills the rest of its sequence cap from the others

@@ -1,0 +1,466 @@
+"""Stragglers re-issued (issue 26): at a job's tail, a batch held far longer than the pool's median is run again by
+a replica whose own work is done.
+
+Ray Data owns dispatch and never re-issues a batch, so the re-issue happens beside it, without touching its data
+path: the replica that took a batch from Ray Data (its holder) is the only one that ever returns its rows, so the
+exactly-once accounting is Ray Data's as before.
+
+Ray Data releases a replica with no batch in flight once every input has been handed out, so an idle replica is
+gone before it could help. The helper is therefore a replica's *last* batch: once it has run, and the job is at its
+tail (every row it will generate handed to some replica), the batch lingers before it returns and runs copies of
+other replicas' stragglers on its engine; it returns when none is left to wait for. Before the tail a batch
+returns at once (its replica takes the next one from Ray Data).
+
+- `StragglerCoordinator`: one small named actor per job (asyncio; like the failure ledger). It hears each batch
+  start and end (its key, holder and row count: the tail is every expected row started) and holds a batch's rows
+  once it has run `generation.straggler_min_s`; a lingering batch asks it for a straggler
+  (`s2d.engine.core.stragglers.pick_straggler`), runs a copy at the lowest priority, and posts the table.
+- `StragglerWatch`: a replica's side. Its holder path runs the batch as before and, if a posted copy arrives first,
+  aborts its own requests (`AbortScope`) and returns the copy; at the tail it lingers as above, and its watch
+  thread aborts a copy whose holder finished first. A helper that dies loses nothing: the holder still runs its own.
+
+Cheap when nothing is slow: two fire-and-forget messages per batch (its start, for the tail, and its end, for the
+pool's median); only batches older than `straggler_min_s` send their rows, and only at the tail does a batch ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from s2d.actors.failures import describe_failure
+from s2d.engine.core.program import Completion, SamplingRequest, all_of
+from s2d.engine.core.stragglers import (
+    MAX_ASK_AGAIN_S,
+    HeldBatch,
+    StragglerPolicy,
+    ask_again_in,
+    pick_straggler,
+    pool_median,
+)
+
+T = TypeVar("T")
+DURATIONS_KEPT = 256  # the pool's recent batch times the median is taken over (bounded memory, follows drift)
+WATCH_INTERVAL_S = 0.2  # how often a replica checks its registered batches and copies (latency of a posted copy)
+COPY_PRIORITY = 1 << 30  # a copy runs after every batch of the replica's own (their priorities are arrival tickets)
+COPIES_AT_ONCE = 4  # stragglers one finished batch copies at once (its engine runs them side by side)
+CLAIM_TIMEOUT_S = MAX_ASK_AGAIN_S + 10.0  # a claim waits in the coordinator up to MAX_ASK_AGAIN_S
+_current = threading.local()  # the AbortScope of the batch this thread runs
+
+
+class BatchAborted(RuntimeError):
+    """A batch's engine calls were aborted: another replica's copy of it, or its holder, finished first."""
+
+
+def batch_key(rows: Sequence[dict[str, Any]]) -> str:
+    """A batch's identity across replicas and retries: its inputs' ids."""
+    return hashlib.sha256("\n".join(sorted(str(row["input_id"]) for row in rows)).encode()).hexdigest()[:24]
+
+
+class AbortScope:
+    """Every engine call one batch makes (through `AbortableBackend`, from the thread inside `entered()`), abortable
+    at once from another thread: its tasks on the engine's loop are cancelled, and vLLM aborts a cancelled request."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._tasks: set[tuple[asyncio.AbstractEventLoop, asyncio.Task]] = set()
+        self.aborted = False
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted, tasks = True, list(self._tasks)
+        for loop, task in tasks:
+            loop.call_soon_threadsafe(task.cancel)
+
+    async def tracked(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        with self._lock:
+            if self.aborted:
+                coroutine.close()
+                raise BatchAborted("the batch was aborted")
+            self._tasks.add((loop, task))
+        try:
+            return await coroutine
+        finally:
+            with self._lock:
+                self._tasks.discard((loop, task))
+
+    @contextlib.contextmanager
+    def entered(self):
+        _current.scope = self
+        try:
+            yield self
+        finally:
+            _current.scope = None
+
+
+class AbortableBackend:
+    """The replica's engine through `s2d.engine.core.program`'s protocols (`run`, `complete`, `generate`), with
+    every call of a batch in its thread's `AbortScope`."""
+
+    def __init__(self, generator: Any):
+        self._generator = generator
+
+    async def complete(self, prompt: str, request: SamplingRequest, adapter: str | None = None) -> list[Completion]:
+        return await self._generator.complete(prompt, request, adapter)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        scope = getattr(_current, "scope", None)
+        if scope is None:
+            return self._generator.run(coroutine)
+        if scope.aborted:
+            coroutine.close()
+            raise BatchAborted("the batch was aborted")
+        return self._generator.run(scope.tracked(coroutine))
+
+    def generate(
+        self, prompts: Sequence[str], request: SamplingRequest, adapter: str | None = None
+    ) -> list[list[Completion]]:
+        return self.run(all_of(self.complete(prompt, request, adapter) for prompt in prompts))
+
+
+@dataclass
+class _Entry:
+    """A registered batch: who holds it, its rows (what a helper needs), and how it ends."""
+
+    holder: str
+    rows: list[dict[str, Any]]
+    started: float
+    outcome: asyncio.Future  # a posted copy's table; None when the holder finished first
+    closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when its holder returned it
+    helpers: set[str] = field(default_factory=set)
+    reissued_at: float | None = None
+
+    def close(self) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(None)
+        self.closed.set()
+
+
+class StragglerCoordinator:
+    """The job's straggler coordinator (one small named asyncio actor): the batches running now, the rows handed
+    out so far (the tail: `expected_rows`, every row the job sends to a replica, all started), registered batches'
+    rows, the pool's recent batch times, and the counts that reach metrics.json."""
+
+    def __init__(self, factor: float, min_s: float, expected_rows: int):
+        self.policy = StragglerPolicy(factor, min_s)
+        self.expected_rows = expected_rows
+        self._running: dict[str, tuple[str, float]] = {}  # key -> (holder, started): every batch running now
+        self._started_rows = 0  # rows of the batches started (a retried batch counts once: it is still running)
+        self._held: dict[str, _Entry] = {}
+        self._durations: deque[float] = deque(maxlen=DURATIONS_KEPT)
+        self._counts = {"reissued": 0, "won": 0}
+        self._change = asyncio.Event()  # set (and replaced) when a batch registers, ends or gets a copy's table
+
+    def _changed(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def started(self, key: str, holder: str, rows: int) -> None:
+        """A replica took a batch from Ray Data (or Ray retried it on a restarted one)."""
+        if key not in self._running:
+            self._started_rows += rows
+        self._running[key] = (holder, time.monotonic())
+
+    async def hold(self, key: str, holder: str, rows: list[dict[str, Any]], age_s: float) -> Any:
+        """Register a batch its holder has run for `age_s`; returns a helper's table if one is posted before the
+        holder finishes, else None. A batch registered again (Ray retried it on a restarted replica) replaces the
+        old entry."""
+        if (previous := self._held.pop(key, None)) is not None:
+            previous.close()
+        entry = _Entry(holder, rows, time.monotonic() - age_s, asyncio.get_running_loop().create_future())
+        self._held[key] = entry
+        self._changed()
+        return await entry.outcome
+
+    async def finished(self, key: str, seconds: float, helper_won: bool) -> None:
+        """The holder returned the batch (its own table, or a helper's): a copy still running is aborted."""
+        self._running.pop(key, None)
+        if (entry := self._held.pop(key, None)) is not None:
+            entry.close()
+        if helper_won:
+            self._counts["won"] += 1
+        else:
+            self._durations.append(seconds)
+        self._changed()
+
+    async def claim(self, helper: str) -> list[tuple[str, list[dict[str, Any]]]] | float | None:
+        """For a batch of `helper` that has run: the stragglers to copy (their keys and rows, at most
+        COPIES_AT_ONCE, run at once), None: return now (not the tail, or nothing left to wait for), or, after
+        waiting here until a batch registers or ends or until a running one may have become a straggler (at most
+        MAX_ASK_AGAIN_S), 0.0: ask again."""
+        answer = self._claim_now(helper)
+        if isinstance(answer, float):
+            change = self._change
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(change.wait(), timeout=answer)
+            answer = self._claim_now(helper)
+        return 0.0 if isinstance(answer, float) else answer
+
+    def _claim_now(self, helper: str) -> list[tuple[str, list[dict[str, Any]]]] | float | None:
+        """`claim`'s decision, or the seconds until it may change without a message (a batch ageing past the
+        threshold)."""
+        others = {key: run for key, run in self._running.items() if run[0] != helper}
+        if self._started_rows < self.expected_rows or not others:
+            return None
+        now, median = time.monotonic(), pool_median(self._durations)
+        running = [self._view(key, holder, now - since, now) for key, (holder, since) in others.items()]
+        registered = [batch for batch in running if batch.key in self._held]  # a copy needs the batch's rows
+        copies = []
+        while len(copies) < COPIES_AT_ONCE:
+            chosen = pick_straggler([b for b in registered if b.key not in dict(copies)], median, helper, self.policy)
+            if chosen is None:
+                break
+            entry = self._held[chosen.key]
+            entry.helpers.add(helper)
+            entry.reissued_at = now
+            self._counts["reissued"] += 1
+            copies.append((chosen.key, entry.rows))
+        return copies or ask_again_in(running, median, helper, self.policy)
+
+    def _view(self, key: str, holder: str, age_s: float, now: float) -> HeldBatch:
+        entry = self._held.get(key)
+        if entry is None:
+            return HeldBatch(key, holder, age_s)
+        reissued = None if entry.reissued_at is None else now - entry.reissued_at
+        return HeldBatch(key, holder, age_s, frozenset(entry.helpers), reissued)
+
+    async def post(self, key: str, helper: str, table: Any, seconds: float) -> bool:
+        """A helper's finished copy: handed to the holder if it still runs the batch and no copy came first."""
+        entry = self._held.get(key)
+        if entry is None or helper not in entry.helpers or entry.outcome.done():
+            return False
+        entry.outcome.set_result(table)
+        self._durations.append(seconds)
+        self._changed()
+        return True
+
+    async def abandon(self, key: str, helper: str) -> None:
+        """A helper's copy failed: another replica may try."""
+        if (entry := self._held.get(key)) is not None:
+            entry.helpers.discard(helper)
+            if not entry.helpers:
+                entry.reissued_at = None
+            self._changed()
+
+    async def released(self, key: str) -> None:
+        """Returns once the batch's holder has returned it (at once if it is not registered)."""
+        if (entry := self._held.get(key)) is not None:
+            await entry.closed.wait()
+
+    async def counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+
+@dataclass
+class _Batch:
+    """One batch this replica holds, as its watch sees it."""
+
+    key: str
+    rows: list[dict[str, Any]]
+    started: float
+    scope: AbortScope = field(default_factory=AbortScope)
+    outcome: Any = None  # the registration's ObjectRef while it may still bring a helper's table
+    registered: bool = False
+    posted: Any = None  # a helper's table that came first
+    done: bool = False
+
+
+class StragglerWatch:
+    """A replica's side of re-issuing stragglers: its batches' path (`run_batch`: a copy that came first is returned
+    instead, and at the job's tail the batch lingers to copy other replicas' stragglers), and one thread that
+    registers this replica's long batches, hands them a copy that came first, and aborts a copy whose holder
+    finished first.
+
+    `run_copy(rows)` runs a copy on this replica's engine (at COPY_PRIORITY) and returns its table."""
+
+    def __init__(
+        self, coordinator: str, min_s: float, run_copy: Callable[[list[dict[str, Any]]], Any], stopped: threading.Event
+    ):
+        self.coordinator_name, self.min_s = coordinator, min_s
+        self._run_copy, self._stopped = run_copy, stopped
+        self._lock = threading.Lock()
+        self._batches: dict[int, _Batch] = {}
+        self._copies: dict[str, tuple[AbortScope, Any]] = {}  # key -> (the copy's scope, its `released` ref)
+        self._handle: Any = None
+        self._last_error: str | None = None
+        self._me: str | None = None
+        threading.Thread(target=self._watch, name="s2d-straggler-watch", daemon=True).start()
+
+    # --- the batches' side (the replica's __call__ threads)
+
+    def run_batch(self, rows: list[dict[str, Any]], own: Callable[[], T]) -> T:
+        """`own()` (the batch on this engine), unless a helper's copy comes back first: then own's requests are
+        aborted and the copy is returned. Either way the coordinator hears once that the batch is done; then, at
+        the job's tail, the batch lingers (`_linger`) before it returns."""
+        batch = _Batch(batch_key(rows), rows, time.monotonic())
+        self._tell("started", batch.key, self._who(), len(rows))
+        with self._lock:
+            self._batches[id(batch)] = batch
+        try:
+            with batch.scope.entered():
+                table = own()
+        except Exception:
+            if self._finish(batch) is None:
+                raise
+        else:
+            self._finish(batch)
+        if batch.posted is not None:  # a copy came first: own's result (if any) is dropped
+            table = batch.posted
+        self._tell("finished", batch.key, time.monotonic() - batch.started, batch.posted is not None)
+        self._linger()
+        return table
+
+    def _finish(self, batch: _Batch) -> Any:
+        with self._lock:
+            batch.done = True
+            del self._batches[id(batch)]
+            return batch.posted
+
+    def _linger(self) -> None:
+        """At the job's tail, copies of other replicas' stragglers, one after the other, until the coordinator has
+        none left to wait for; before the tail, nothing (one round trip). Kept in flight, this batch keeps its
+        replica in Ray Data's pool, which releases a replica with none once every input is handed out."""
+        import ray
+
+        while not self._stopped.is_set():
+            try:
+                answer = ray.get(self._coordinator().claim.remote(self._who()), timeout=CLAIM_TIMEOUT_S)
+            except Exception as error:  # noqa: BLE001 - the coordinator gone (the job ending): return as it is
+                self._lost(error)
+                return
+            if answer is None:
+                return
+            if isinstance(answer, (int, float)):  # the coordinator waited for a change: ask again
+                continue
+            copies = [threading.Thread(target=self._copy, args=copy, name="s2d-straggler-copy") for copy in answer]
+            for thread in copies:
+                thread.start()
+            for thread in copies:
+                thread.join()
+
+    def _copy(self, key: str, rows: list[dict[str, Any]]) -> None:
+        """Run a copy of another replica's batch here; post its table unless the holder finished first."""
+        scope, started = AbortScope(), time.monotonic()
+        with self._lock:
+            self._copies[key] = (scope, self._coordinator().released.remote(key))
+        try:
+            with scope.entered():
+                table = self._run_copy(rows)
+        except Exception as error:  # noqa: BLE001 - a failed copy loses nothing: its holder still runs the batch
+            if not scope.aborted:
+                print(f"s2d: a re-issued batch failed here ({describe_failure(error)}); its holder still runs it")
+                self._tell("abandon", key, self._who())
+            return
+        finally:
+            with self._lock:
+                self._copies.pop(key, None)
+        if not scope.aborted:
+            self._tell("post", key, self._who(), table, time.monotonic() - started)
+
+    # --- the watch thread
+
+    def _watch(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                if not self._register_and_collect():
+                    self._stopped.wait(WATCH_INTERVAL_S)
+            except Exception as error:  # noqa: BLE001 - the coordinator gone (the job ending): holders run their own
+                self._lost(error)
+                self._stopped.wait(WATCH_INTERVAL_S)
+
+    def _lost(self, error: Exception) -> None:
+        self._handle = None
+        if self._last_error is None:  # once: the job ending makes every replica's watch fail this way
+            self._last_error = describe_failure(error)
+            print(f"s2d: straggler watch: {self._last_error}; this replica's batches run on its own", flush=True)
+
+    def _register_and_collect(self) -> bool:
+        """One round of the watch; False when it had nothing to wait on (the caller sleeps instead), True when it
+        waited up to WATCH_INTERVAL_S on the coordinator's answers, returning as soon as one came."""
+        import ray
+
+        now = time.monotonic()
+        with self._lock:
+            batches = list(self._batches.values())
+        for batch in batches:
+            if not batch.registered and now - batch.started >= self.min_s:
+                batch.registered = True
+                batch.outcome = self._coordinator().hold.remote(batch.key, self._who(), batch.rows, now - batch.started)
+        waiting = [batch for batch in batches if batch.outcome is not None]
+        with self._lock:
+            copies = list(self._copies.values())
+        refs = [batch.outcome for batch in waiting] + [ref for _, ref in copies]
+        if not refs:
+            return False
+        # A copy's table handed to a holder here, or a holder's end that makes a copy here moot: acted on at once.
+        ready, _ = ray.wait(refs, num_returns=1, timeout=WATCH_INTERVAL_S)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if ready else (ready, None)
+        for batch in (b for b in waiting if b.outcome in ready):
+            self._collect(batch)
+        for scope, ref in copies:
+            if ref in ready:  # its holder returned the batch first: this copy is not needed
+                scope.abort()
+        return True
+
+    def _collect(self, batch: _Batch) -> None:
+        import ray
+
+        try:
+            table = ray.get(batch.outcome)
+        except Exception:  # noqa: BLE001 - the coordinator gone: keep running our own
+            table = None
+        batch.outcome = None
+        with self._lock:
+            if table is None or batch.done:
+                return
+            batch.posted = table
+        batch.scope.abort()
+
+    # --- the coordinator
+
+    def _coordinator(self) -> Any:
+        if self._handle is None:
+            import ray
+
+            self._handle = ray.get_actor(self.coordinator_name)
+        return self._handle
+
+    def _who(self) -> str:
+        if self._me is None:
+            import ray
+
+            self._me = f"{ray.get_runtime_context().get_actor_id()}:{os.getpid()}"
+        return self._me
+
+    def _tell(self, method: str, *args: Any) -> None:
+        """A fire-and-forget call: no answer is waited for (the job ending loses nothing but a count)."""
+        try:
+            getattr(self._coordinator(), method).remote(*args)
+        except Exception:  # noqa: BLE001 - the coordinator gone
+            self._handle = None
+
+
+def watch_replica(replica: Any, coordinator: str, min_s: float) -> StragglerWatch:
+    """The watch of a `s2d.actors.replica.GenerationReplica`: `coordinator` is the job's coordinator actor, `min_s`
+    generation.straggler_min_s. The replica is held by weak reference: the watch's thread must not keep it alive,
+    or its __del__ never closes the engine."""
+    this = weakref.ref(replica)
+
+    def run_copy(rows: list[dict[str, Any]]) -> Any:
+        alive = this()
+        if alive is None:
+            raise BatchAborted("the replica is gone")
+        with alive.generator.priority(COPY_PRIORITY), alive.generator.deadline(alive.batch_timeout_s):
+            return alive.generate_checked(rows)
+
+    return StragglerWatch(coordinator, min_s, run_copy, replica._closed)
