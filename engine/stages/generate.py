@@ -384,7 +384,7 @@ def _start_straggler_coordinator(ray, spec: JobSpec, ledger_name: str, expected_
     sends to the replicas (its tail begins when all have started)."""
     if not reissues_stragglers(spec):
         return None
-    from s2d.actors.stragglers import StragglerCoordinator
+    from s2d.actors.straggler_coordinator import StragglerCoordinator
 
     # An asyncio actor: every registered batch waits in it for its outcome, so its concurrency covers the pool's.
     waiting = 2 * spec.generation.max_replicas * replica_batches_in_flight(ray, spec) + 64

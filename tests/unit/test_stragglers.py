@@ -1,7 +1,7 @@
 """Stragglers re-issued (issue 26): which held batch a replica done with its own copies
-(engine/core/stragglers.py), the job's coordinator that says when the tail begins and hands copies out and results
-back (actors/stragglers.py, run here on a plain event loop, no Ray), and the abort that stops a batch's engine
-calls when the other copy came first."""
+(engine/core/stragglers.py), the job's coordinator that says when the tail begins and hands copies out and
+results back (actors/straggler_coordinator.py, run here on a plain event loop, no Ray), and the abort that stops
+a batch's engine calls when the other copy came first."""
 
 from __future__ import annotations
 
@@ -11,14 +11,8 @@ import time
 
 import pytest
 
-from s2d.actors.stragglers import (
-    COPIES_AT_ONCE,
-    AbortableBackend,
-    AbortScope,
-    BatchAborted,
-    StragglerCoordinator,
-    batch_key,
-)
+from s2d.actors.straggler_coordinator import COPIES_AT_ONCE, StragglerCoordinator
+from s2d.actors.stragglers import AbortableBackend, AbortScope, BatchAborted, batch_key
 from s2d.engine.core.program import Completion, SamplingRequest
 from s2d.engine.core.stragglers import (
     ASK_AGAIN_UNKNOWN_S,
