@@ -8,8 +8,8 @@ memory (or, on a GPU, of accelerator memory). Ray's own cleanup of a worker's ch
 
 So each replica starts one guard, in a session of its own (a signal to the job's process group does not reach it):
 it polls the replica's process and, when it has ended, kills the engine processes recorded at start (each checked by
-its start time, so a reused pid is never touched), then exits. It also exits when the engine processes end first (a
-clean shutdown). `python -m s2d.actors.engine_guard REPLICA_PID PID:START_TIME ...`
+its start, so a reused pid is never touched), then exits. It also exits when the engine processes end first (a
+clean shutdown). `python -m s2d.actors.engine_guard REPLICA ENGINE_PROCESS ...`, each named by `identity()`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ import psutil
 POLL_S = 0.5
 
 
-def start_guard(replica_pid: int | None = None) -> subprocess.Popen | None:
-    """Guard the calling process's current children (vLLM's engine processes, started by now); None if it has none."""
+def start_guard(engine: list[psutil.Process] | None = None, replica_pid: int | None = None) -> subprocess.Popen | None:
+    """Guard `engine` (vLLM's engine processes; by default the calling process's current children, started by
+    now); None if there is none."""
     replica = psutil.Process(replica_pid or os.getpid())
-    engine = [f"{child.pid}:{child.create_time()!r}" for child in replica.children(recursive=True)]
+    engine = replica.children(recursive=True) if engine is None else engine
     if not engine:
         return None
     return subprocess.Popen(
-        [sys.executable, "-m", "s2d.actors.engine_guard", f"{replica.pid}:{replica.create_time()!r}", *engine],
+        [sys.executable, "-m", "s2d.actors.engine_guard", identity(replica), *map(identity, engine)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -41,12 +42,34 @@ def start_guard(replica_pid: int | None = None) -> subprocess.Popen | None:
     )
 
 
+def identity(process: psutil.Process) -> str:
+    """`pid:start`, which names one process for its whole life and never a later one that reuses its pid. On Linux
+    the start is in clock ticks since boot (/proc/PID/stat), exact and untouched by the wall clock: psutil's
+    create_time() adds the boot time the kernel derives from the wall clock, whole seconds that can move by one
+    when the clock is adjusted, and a guard comparing those took its live replica and engine for gone processes."""
+    ticks = _start_ticks(process.pid)
+    return f"{process.pid}:t{ticks}" if ticks is not None else f"{process.pid}:{process.create_time()!r}"
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()  # after the name, which may hold spaces
+        return int(fields[19])  # field 22 of proc(5), starttime; the 3rd field is fields[0]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _process(spec: str) -> psutil.Process | None:
-    """The process `pid:start_time` names, if it still runs (and is not a zombie, or a later process with its pid)."""
+    """The process `identity()` named, if it still runs (and is not a zombie, or a later process with its pid)."""
     pid, _, started = spec.partition(":")
     try:
         process = psutil.Process(int(pid))
-        if abs(process.create_time() - float(started)) > 0.01 or process.status() == psutil.STATUS_ZOMBIE:
+        if started.startswith("t"):
+            same = _start_ticks(process.pid) == int(started[1:])
+        else:
+            same = abs(process.create_time() - float(started)) <= 0.01
+        if not same or process.status() == psutil.STATUS_ZOMBIE:
             return None
         return process
     except (psutil.NoSuchProcess, psutil.AccessDenied):

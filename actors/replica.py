@@ -44,16 +44,14 @@ class EngineProcessDied(RuntimeError):
     """vLLM's engine core (a child process of the replica) exited."""
 
 
-def _watch_engine_processes(on_failure, stopped: threading.Event, interval_s: float = 2.0) -> None:
-    """Call `on_failure` when a child process of this replica (vLLM's engine core and its workers) dies, until
-    `stopped` is set (the replica closing its engine on purpose).
+def _watch_engine_processes(children: list, on_failure, stopped: threading.Event, interval_s: float = 2.0) -> None:
+    """Call `on_failure` when one of `children` (vLLM's engine core and its workers, as the engine started them;
+    not the replica's engine guard) dies, until `stopped` is set (the replica closing its engine on purpose).
 
     vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
     for output. Watching the processes turns that hang into a restart.
     """
     import psutil
-
-    children = psutil.Process().children(recursive=True)
 
     def alive(child) -> bool:
         try:
@@ -111,6 +109,7 @@ class GenerationReplica:
         stragglers: dict[str, Any] | None = None,
     ):
         started = time.perf_counter()
+        import psutil
         import torch
 
         from s2d.actors.engine_guard import start_guard
@@ -137,7 +136,8 @@ class GenerationReplica:
         import_vllm()
         vllm_imported = time.perf_counter()
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
-        start_guard()  # the engine's processes die with this one, however it ends
+        engine_processes = psutil.Process().children(recursive=True)
+        start_guard(engine_processes)  # the engine's processes die with this one, however it ends
         # Where this replica's start-up went (bench/replica_start.py).
         self.startup_s = {
             "imports": imported - started,
@@ -155,7 +155,9 @@ class GenerationReplica:
         if failure_ledger is not None:
             # A weak reference: the watchdog must not keep the replica alive, or its __del__ never closes the engine.
             engine_failed = weakref.WeakMethod(self._engine_failed)
-            _watch_engine_processes(lambda error: (method := engine_failed()) and method(error), self._closed)
+            _watch_engine_processes(
+                engine_processes, lambda error: (method := engine_failed()) and method(error), self._closed
+            )
         # Any other exit that runs Python's exit handlers (Ray stopping workers when the driver ends): registered
         # after vLLM's own, so it runs first, while the engine's loop still runs. Weakly, like the watchdog.
         close = weakref.WeakMethod(self.close)

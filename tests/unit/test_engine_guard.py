@@ -1,6 +1,7 @@
 """The engine guard on real processes (no engine needed): a stand-in replica process with a stand-in engine child.
 Killed with -9, the replica's child is killed by its guard within a second or two; a child that ends first (a clean
-shutdown) lets the guard exit by itself; a process that only reuses a recorded pid is never touched."""
+shutdown) lets the guard exit by itself; a process that only reuses a recorded pid is never touched, and a process is
+known by its start since boot, which a change of the wall clock does not move."""
 
 import os
 import signal
@@ -78,6 +79,25 @@ def test_a_reused_pid_is_never_killed():
         # The guard recorded this pid with another start time: it is not the engine it was told about.
         guard(f"999999999:{started}", [f"{bystander.pid}:{started - 100}"], poll_s=0.05)
         assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_process_is_named_by_its_start_since_boot_not_the_wall_clock(monkeypatch):
+    from s2d.actors.engine_guard import _process, identity
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        named = identity(psutil.Process(bystander.pid))
+        assert named.startswith(f"{bystander.pid}:t")  # Linux: clock ticks since boot
+        # The boot time the kernel derives from the wall clock moves by a whole second when the clock is adjusted;
+        # psutil's create_time() moves with it. The process is still the same one.
+        boot = psutil.boot_time()
+        monkeypatch.setattr(psutil, "boot_time", lambda: boot + 1.0)
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot + 1.0)
+        assert _process(named) is not None
+        assert _process(f"{bystander.pid}:t1") is None  # another start: a reused pid
     finally:
         bystander.kill()
         bystander.wait()
