@@ -126,7 +126,7 @@ class RssJumps(threading.Thread):
     """Every 10 ms this driver's RSS and its high-water mark (VmHWM); at each new high 16 MiB above the last one
     recorded, what every Python thread was running (its innermost frames). A transient shorter than the sampling
     interval never shows in the RSS read, but it raises the high-water mark: `hwm_jumps` names the 10 ms in which
-    it happened, and the threads there (ru_maxrss alone says only that it did)."""
+    it happened, and the threads there."""
 
     def __init__(self, interval: float = 0.01, step_mib: float = 16.0):
         super().__init__(daemon=True)
@@ -180,6 +180,11 @@ class RssJumps(threading.Thread):
         highs = [self.start_mib] + [jump["rss_mib"] for jump in self.jumps]
         steps = sorted(zip(self.jumps, highs), key=lambda pair: pair[1] - pair[0]["rss_mib"])
         return [jump | {"added_mib": round(jump["rss_mib"] - before)} for jump, before in steps[:count]]
+
+
+def _hwm_mib() -> float:
+    with open("/proc/self/status") as status:
+        return RssJumps._hwm(status)
 
 
 def _rss_mib() -> float:
@@ -263,7 +268,12 @@ def child(args: argparse.Namespace) -> None:
                     summary.inputs / metrics["stage_seconds"].get("generate + curate pipeline", seconds)
                 ),
                 "stage_seconds": metrics["stage_seconds"],
-                "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                # The driver's own peak: VmHWM, its address space's high-water mark. Not ru_maxrss: at exec the
+                # kernel carries the spawning process's peak into it (measured: a parent that peaked at 431 MiB
+                # starts children reporting 431 MiB), which was the "505 MiB transient" of the 5M runs whose parent
+                # had just written the inputs (make_inputs peaks at ~450 MiB for any size from 1M up).
+                "driver_peak_rss_mib": round(_hwm_mib()),
+                "driver_ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 "driver_rss_jumps": jumps.largest(),
                 "driver_hwm_jumps_unsampled": jumps.hwm_jumps,
                 "object_store_peak_mib": sampler.peak_mib,
