@@ -242,7 +242,7 @@ class GenerationReplica:
             with self.generator.priority(ticket if self.batch_priority else 0):  # the oldest batch's run first
                 if self.stragglers is None:
                     return self.generate_in_time(rows, queued_behind=ahead)
-                # Or a copy an idle replica ran, if it comes back first (this batch's requests then aborted).
+                # Or another replica's copy, if it comes back first (this batch's requests then aborted).
                 return self.stragglers.run_batch(rows, lambda: self.generate_in_time(rows, queued_behind=ahead))
         except Exception as error:  # noqa: BLE001 - any engine failure: restart with a fresh engine, or stop the job
             self._engine_failed(error)

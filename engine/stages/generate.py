@@ -370,7 +370,7 @@ def curation_batch_rows(batch_size: int, num_inputs: int, queued_rows_cap: int) 
 
 
 def straggler_coordinator_name(ledger_name: str) -> str:
-    """The job's straggler coordinator actor (s2d.actors.stragglers), named after its failure ledger."""
+    """The job's straggler coordinator actor (s2d.actors.straggler_coordinator), named after its failure ledger."""
     return f"{ledger_name}-stragglers"
 
 
