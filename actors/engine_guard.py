@@ -36,7 +36,7 @@ def start_guard(engine: list[psutil.Process] | None = None, replica_pid: int | N
         [sys.executable, "-m", "s2d.actors.engine_guard", identity(replica), *map(identity, engine)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=None,  # the replica's log: a guard that fails says why there (it writes nothing otherwise)
         start_new_session=True,
         close_fds=True,
     )
