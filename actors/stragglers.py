@@ -185,9 +185,10 @@ class StragglerWatch:
             return batch.posted
 
     def _linger(self) -> None:
-        """At the job's tail, copies of other replicas' stragglers, one after the other, until the coordinator has
-        none left to wait for; before the tail, nothing (one round trip). Kept in flight, this batch keeps its
-        replica in Ray Data's pool, which releases a replica with none once every input is handed out."""
+        """At the job's tail, copies of other replicas' stragglers (those the coordinator hands out at once run side
+        by side), until the coordinator has none left to wait for; before the tail, nothing (one round trip). Kept
+        in flight, this batch keeps its replica in Ray Data's pool, which releases a replica with none once every
+        input is handed out."""
         import ray
 
         while not self._stopped.is_set():
