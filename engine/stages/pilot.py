@@ -349,7 +349,7 @@ def render_pilot_report(metrics: dict[str, Any]) -> str:
         for system in metrics["systems"]:
             agrees = "reference" if system.get("agreement") is None else format_rate(system["agreement"])
             lines.append(
-                f"| {system['system']} | {system['accuracy']:.1%} [{system['ci_low']:.1%}, {system['ci_high']:.1%}] "
+                f"| {system['system']} | {format_rate(system['accuracy'], system['ci_low'], system['ci_high'])} "
                 f"| {agrees} |"
             )
     projection, rate = metrics["projection"], metrics["rate"]
