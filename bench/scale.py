@@ -156,8 +156,7 @@ class RssJumps(threading.Thread):
     @staticmethod
     def _hwm(status) -> float:
         status.seek(0)
-        line = next(line for line in status.read().splitlines() if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
+        return _status_mib(status.read(), "VmHWM")
 
     def _rss(self, statm) -> float:
         statm.seek(0)
@@ -182,16 +181,20 @@ class RssJumps(threading.Thread):
         return [jump | {"added_mib": round(jump["rss_mib"] - before)} for jump, before in steps[:count]]
 
 
+def _status_mib(status: str, field: str) -> float:
+    """One kB field of /proc/self/status (VmRSS, VmHWM), in MiB; 0.0 where the kernel does not report it."""
+    for line in status.splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _hwm_mib() -> float:
-    with open("/proc/self/status") as status:
-        return RssJumps._hwm(status)
+    return _status_mib(Path("/proc/self/status").read_text(), "VmHWM")
 
 
 def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024)
-    return 0.0
+    return round(_status_mib(Path("/proc/self/status").read_text(), "VmRSS"))
 
 
 def child(args: argparse.Namespace) -> None:
