@@ -106,9 +106,10 @@ class StragglerCoordinator:
         registered = [batch for batch in running if batch.key in self._held]  # a copy needs the batch's rows
         copies = []
         while len(copies) < COPIES_AT_ONCE:
-            chosen = pick_straggler([b for b in registered if b.key not in dict(copies)], median, helper, self.policy)
+            chosen = pick_straggler(registered, median, helper, self.policy)
             if chosen is None:
                 break
+            registered.remove(chosen)
             entry = self._held[chosen.key]
             entry.helpers.add(helper)
             entry.reissued_at = now

@@ -298,11 +298,12 @@ def _generate_and_commit(
         return None
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
-    coordinator = _start_straggler_coordinator(ray, spec, ledger_name, int(plan.valid[shards].sum()))
+    in_flight = replica_batches_in_flight(ray, spec)
+    coordinator = _start_straggler_coordinator(ray, spec, ledger_name, int(plan.valid[shards].sum()), in_flight)
     started = time.monotonic()
     first_batch_at: float | None = None
     occupancy_read = started
-    pool_rows = spec.generation.max_replicas * replica_batches_in_flight(ray, spec) * spec.generation.batch_size
+    pool_rows = spec.generation.max_replicas * in_flight * spec.generation.batch_size
     try:
         # Before the datasets are built: Ray Data takes the DataContext's settings when it builds one.
         with driver_memory_bounded(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
@@ -379,15 +380,15 @@ def reissues_stragglers(spec: JobSpec) -> bool:
     return spec.generation.straggler_factor is not None and spec.generation.max_replicas >= 2
 
 
-def _start_straggler_coordinator(ray, spec: JobSpec, ledger_name: str, expected_rows: int):
+def _start_straggler_coordinator(ray, spec: JobSpec, ledger_name: str, expected_rows: int, in_flight: int):
     """The job's straggler coordinator, None when stragglers are not re-issued. `expected_rows`: the rows this run
-    sends to the replicas (its tail begins when all have started)."""
+    sends to the replicas (its tail begins when all have started); `in_flight`: batches each replica holds."""
     if not reissues_stragglers(spec):
         return None
     from s2d.actors.straggler_coordinator import StragglerCoordinator
 
     # An asyncio actor: every registered batch waits in it for its outcome, so its concurrency covers the pool's.
-    waiting = 2 * spec.generation.max_replicas * replica_batches_in_flight(ray, spec) + 64
+    waiting = 2 * spec.generation.max_replicas * in_flight + 64
     return (
         ray.remote(StragglerCoordinator)
         .options(name=straggler_coordinator_name(ledger_name), num_cpus=0, max_concurrency=waiting)
