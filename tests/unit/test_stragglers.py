@@ -122,11 +122,17 @@ async def _coordinator_with_a_median(expected_rows: int = 3) -> StragglerCoordin
     return coordinator
 
 
+async def _held(coordinator: StragglerCoordinator, rows=({"input_id": "x"},)) -> asyncio.Future:
+    """Batch "k" of the slow replica registered with its rows (10 s old); the future of its `hold` call."""
+    holding = asyncio.ensure_future(coordinator.hold("k", "slow", list(rows), age_s=10.0))
+    await _until(lambda: "k" in coordinator._held)
+    return holding
+
+
 def test_before_the_tail_a_finished_batch_returns_at_once():
     async def scenario():
         coordinator = await _coordinator_with_a_median(expected_rows=4)  # 3 of 4 rows started: not the tail
-        asyncio.ensure_future(coordinator.hold("k", "slow", [{"input_id": "x"}], age_s=10.0))
-        await _until(lambda: "k" in coordinator._held)
+        await _held(coordinator)
         assert await coordinator.claim("fast") is None
         await coordinator.started("last", "fast", 1)  # every row started: the tail
         assert (await coordinator.claim("fast"))[0][0] == "k"
@@ -176,8 +182,7 @@ def test_the_coordinator_hands_a_straggler_to_a_lingering_batch_and_its_copy_bac
     async def scenario():
         coordinator = await _coordinator_with_a_median()
         rows = [{"input_id": "x", "prompt": "p"}]
-        holding = asyncio.ensure_future(coordinator.hold("k", "slow", rows, age_s=10.0))
-        await _until(lambda: "k" in coordinator._held)
+        holding = await _held(coordinator, rows)
         assert await coordinator.claim("fast") == [("k", rows)]
         assert isinstance(coordinator._claim_now("other"), float)  # copied already, just now: wait
         assert not await coordinator.post("k", "other", "stranger's table", 1.0)  # not one of its helpers
@@ -198,8 +203,7 @@ def test_the_coordinator_hands_a_straggler_to_a_lingering_batch_and_its_copy_bac
 def test_when_the_holder_finishes_first_its_copy_is_released_and_a_late_post_dropped():
     async def scenario():
         coordinator = await _coordinator_with_a_median()
-        holding = asyncio.ensure_future(coordinator.hold("k", "slow", [{"input_id": "x"}], age_s=10.0))
-        await _until(lambda: "k" in coordinator._held)
+        holding = await _held(coordinator)
         assert (await coordinator.claim("fast"))[0][0] == "k"
         released = asyncio.ensure_future(coordinator.released("k"))
         await coordinator.finished("k", 11.0, helper_won=False)
@@ -214,8 +218,7 @@ def test_when_the_holder_finishes_first_its_copy_is_released_and_a_late_post_dro
 def test_a_failed_copy_lets_another_replica_try_and_a_retried_batch_replaces_its_entry():
     async def scenario():
         coordinator = await _coordinator_with_a_median()
-        first = asyncio.ensure_future(coordinator.hold("k", "slow", [{"input_id": "x"}], age_s=10.0))
-        await _until(lambda: "k" in coordinator._held)
+        first = await _held(coordinator)
         assert (await coordinator.claim("fast"))[0][0] == "k"
         await coordinator.abandon("k", "fast")
         assert (await coordinator.claim("other"))[0][0] == "k"
