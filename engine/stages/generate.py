@@ -24,7 +24,6 @@ import importlib.metadata
 import re
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -54,6 +53,12 @@ from s2d.engine.data.storage import OutputLocation
 from s2d.engine.stages.card import write_card
 from s2d.engine.stages.console import error
 from s2d.engine.stages.progress import JobProgress, ProgressDisplay, write_metrics
+from s2d.engine.stages.replica_pool import (
+    read_reissues,
+    replica_batches_in_flight,
+    replica_stage,
+    start_straggler_coordinator,
+)
 from s2d.engine.stages.results import GenerateResult
 
 # Rows that may wait between two stages, in rounds of the replica pool's in-flight work (s2d.cluster.backpressure):
@@ -299,7 +304,7 @@ def _generate_and_commit(
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
     in_flight = replica_batches_in_flight(ray, spec)
-    coordinator = _start_straggler_coordinator(ray, spec, ledger_name, int(plan.valid[shards].sum()), in_flight)
+    coordinator = start_straggler_coordinator(ray, spec, ledger_name, int(plan.valid[shards].sum()), in_flight)
     started = time.monotonic()
     first_batch_at: float | None = None
     occupancy_read = started
@@ -310,7 +315,7 @@ def _generate_and_commit(
             curation_rows = curation_batch_rows(
                 spec.generation.batch_size, int(plan.valid[shards].sum()), QUEUED_ROUNDS * pool_rows
             )
-            parts = _pipeline_stages(ray, spec, shards, ledger_name, commits.fence, curation_rows)
+            parts = _pipeline_stages(ray, spec, shards, ledger_name, commits.fence, curation_rows, in_flight)
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 committing = time.monotonic()
                 if batch is not None:
@@ -335,7 +340,7 @@ def _generate_and_commit(
             commits.finish()
             stage_seconds["generate + curate pipeline"] = time.monotonic() - started
             tally.occupancy = _read_occupancy(ray, ledger) or tally.occupancy
-            reissues.update(_read_reissues(ray, coordinator))
+            reissues.update(read_reissues(ray, coordinator))
             return first_batch_at
     except ray.exceptions.RayError as error:
         raise GenerationFailed(
@@ -370,45 +375,11 @@ def curation_batch_rows(batch_size: int, num_inputs: int, queued_rows_cap: int) 
     return batches * batch_size
 
 
-def straggler_coordinator_name(ledger_name: str) -> str:
-    """The job's straggler coordinator actor (s2d.actors.straggler_coordinator), named after its failure ledger."""
-    return f"{ledger_name}-stragglers"
-
-
-def reissues_stragglers(spec: JobSpec) -> bool:
-    """Whether slow batches are re-run at the job's tail: unless straggler_factor is None, with 2+ replicas."""
-    return spec.generation.straggler_factor is not None and spec.generation.max_replicas >= 2
-
-
-def _start_straggler_coordinator(ray, spec: JobSpec, ledger_name: str, expected_rows: int, in_flight: int):
-    """The job's straggler coordinator, None when stragglers are not re-issued. `expected_rows`: the rows this run
-    sends to the replicas (its tail begins when all have started); `in_flight`: batches each replica holds."""
-    if not reissues_stragglers(spec):
-        return None
-    from s2d.actors.straggler_coordinator import StragglerCoordinator
-
-    # An asyncio actor: every registered batch waits in it for its outcome, so its concurrency covers the pool's.
-    waiting = 2 * spec.generation.max_replicas * in_flight + 64
-    return (
-        ray.remote(StragglerCoordinator)
-        .options(name=straggler_coordinator_name(ledger_name), num_cpus=0, max_concurrency=waiting)
-        .remote(spec.generation.straggler_factor, spec.generation.straggler_min_s, expected_rows)
-    )
-
-
-def _read_reissues(ray, coordinator) -> dict[str, int]:
-    """The coordinator's counts (none if it does not answer within a second: a figure, never worth failing for)."""
-    if coordinator is None:
-        return {}
-    try:
-        return ray.get(coordinator.counts.remote(), timeout=1.0)
-    except Exception:  # noqa: BLE001 - any failure to read it leaves zeros
-        return {}
-
-
-def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str, fence: str, curation_rows: int):
-    """The shards' inputs -> replicas -> curation (`curation_rows` per task) and part files (under the job's lease
-    `fence`), as a Ray Data dataset of part counts."""
+def _pipeline_stages(
+    ray, spec: JobSpec, shards: list[int], ledger_name: str, fence: str, curation_rows: int, in_flight: int
+):
+    """The shards' inputs -> replicas (`in_flight` batches each) -> curation (`curation_rows` per task) and part
+    files (under the job's lease `fence`), as a Ray Data dataset of part counts."""
     inputs = (
         ray.data.from_items([{"shard_id": shard} for shard in shards])
         .map_batches(load_shard_inputs, batch_size=1, fn_kwargs={"out": spec.out})
@@ -416,11 +387,7 @@ def _pipeline_stages(ray, spec: JobSpec, shards: list[int], ledger_name: str, fe
         # shard would let a slow replica hold a shard's batches while the others idle.
         .repartition(target_num_rows_per_block=spec.generation.batch_size, strict=True)
     )
-    with warnings.catch_warnings():
-        # Ray 2.60 deprecates ray_remote_args but names no parameter for actor restarts; it is the only way to
-        # bound them (Ray Data's default restarts a crashing replica forever).
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-        generated = _replica_stage(ray, spec, inputs, ledger_name)
+    generated = replica_stage(ray, spec, inputs, ledger_name, in_flight)
     return generated.map_batches(
         curate_and_write,
         batch_format="pyarrow",
@@ -447,60 +414,3 @@ def root_cause(error: BaseException) -> str:
     # pydantic and others put the substance on the indented line after "1 validation error for X".
     detail = text[index + 1].strip() if index + 1 < len(text) and text[index + 1][:1].isspace() else ""
     return f"{name}: {message.strip()}" + (f" ({detail[:300]})" if detail else "")
-
-
-def replica_class():
-    """The replica actor class of the pool (tests swap in a subclass here)."""
-    from s2d.actors.replica import GenerationReplica
-
-    return GenerationReplica
-
-
-def replica_batches_in_flight(ray, spec: JobSpec) -> int:
-    """Batches each replica holds at once: enough to keep its engine at its sequence cap (placement's
-    batches_per_replica, for the cap its device most likely gives)."""
-    from s2d.cluster.placement import (
-        batches_per_replica,
-        expected_max_num_seqs,
-        largest_node_gpus,
-        replica_placement,
-    )
-
-    placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
-    return batches_per_replica(expected_max_num_seqs(placement), spec.generation.batch_size, spec.sampling.n)
-
-
-def _replica_stage(ray, spec: JobSpec, inputs, ledger_name: str):
-    from s2d.actors.replica import RUNTIME_ENV
-    from s2d.cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
-
-    placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
-    in_flight = replica_batches_in_flight(ray, spec)
-    GenerationReplica = replica_class()  # noqa: N806 - a class
-    stragglers = None  # slow batches re-run at the job's tail by replicas done with theirs (s2d.actors.stragglers)
-    if reissues_stragglers(spec):
-        coordinator = straggler_coordinator_name(ledger_name)
-        stragglers = {"coordinator": coordinator, "min_s": spec.generation.straggler_min_s}
-    return inputs.map_batches(
-        GenerationReplica,
-        fn_constructor_kwargs=GenerationReplica.for_job(spec)
-        | {"failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures}
-        | {"stragglers": stragglers},
-        batch_size=spec.generation.batch_size,
-        # A few batches per replica (replica_batches_in_flight), running at once in threads: the replica's async
-        # engine runs the oldest one's requests first and fills the rest of its sequence cap from the others
-        # (continuous admission), so it stays full while a batch finishes its longest samples or moves to its
-        # method's next step; a slow or restarting replica holds back only these and idle ones take the rest.
-        compute=ray.data.ActorPoolStrategy(
-            min_size=spec.generation.min_replicas,
-            max_size=spec.generation.max_replicas,
-            max_tasks_in_flight_per_actor=in_flight,
-            max_concurrent_calls_per_actor=in_flight,
-            enable_true_multi_threading=True,
-        ),
-        # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.
-        max_restarts=spec.generation.max_restarts,
-        max_task_retries=-1,
-        runtime_env=RUNTIME_ENV,
-        **map_batches_placement_args(placement),
-    )

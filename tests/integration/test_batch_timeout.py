@@ -65,14 +65,14 @@ def test_a_hung_batch_is_retried_then_quarantined_and_the_job_completes(
     import ray.cloudpickle as cloudpickle  # Ray pickles with its own copy of cloudpickle
     from test_faults import assert_exactly_once
 
-    import s2d.engine.stages.generate
+    import s2d.engine.stages.replica_pool
     from s2d.engine.core.spec import load_spec
     from s2d.engine.data.shards import read_committed
     from s2d.engine.stages.generate import run_generate
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
     poison = ray_session.remote(Poison).options(name=POISON, num_cpus=0).remote()
-    monkeypatch.setattr(s2d.engine.stages.generate, "replica_class", hanging_replica_class)
+    monkeypatch.setattr(s2d.engine.stages.replica_pool, "replica_class", hanging_replica_class)
     out, num_inputs = tmp_path / "run", 6
     spec = load_spec(
         DEMO,

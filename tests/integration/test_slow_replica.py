@@ -150,10 +150,10 @@ def test_a_ten_times_slower_replica_does_not_stall_the_job(tmp_path, ray_session
     import ray.cloudpickle as cloudpickle  # Ray pickles with its own copy of cloudpickle
     from test_faults import assert_exactly_once
 
-    import s2d.engine.stages.generate
+    import s2d.engine.stages.replica_pool
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
-    monkeypatch.setattr(s2d.engine.stages.generate, "replica_class", slow_replica_class)
+    monkeypatch.setattr(s2d.engine.stages.replica_pool, "replica_class", slow_replica_class)
     # The pool first: the healthy replica alone then runs on Ray workers the first job warmed (the stricter order).
     pool = timed_job(ray_session, tmp_path / "pool", POOL, one_slow=True)
     control = timed_job(ray_session, tmp_path / "control", POOL, True, "generation.straggler_factor=null")
