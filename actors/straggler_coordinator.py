@@ -40,9 +40,9 @@ class StragglerCoordinator:
     out so far (the tail: `expected_rows`, every row the job sends to a replica, all started), registered batches'
     rows, the pool's recent batch times, and the counts that reach metrics.json."""
 
-    def __init__(self, factor: float, min_s: float, expected_rows: int):
+    def __init__(self, factor: float, min_s: float, expected_rows: int | None):
         self.policy = StragglerPolicy(factor, min_s)
-        self.expected_rows = expected_rows
+        self.expected_rows = expected_rows  # None until the job's inputs are partitioned (`expect`): no tail yet
         self._running: dict[str, tuple[str, float]] = {}  # key -> (holder, started): every batch running now
         self._started_rows = 0  # rows of the batches started (a retried batch counts once: it is still running)
         self._held: dict[str, _Entry] = {}
@@ -53,6 +53,11 @@ class StragglerCoordinator:
     def _changed(self) -> None:
         self._change.set()
         self._change = asyncio.Event()
+
+    async def expect(self, rows: int) -> None:
+        """The rows this run sends to the replicas, once its inputs are partitioned (beside the replicas' start)."""
+        self.expected_rows = rows
+        self._changed()
 
     async def started(self, key: str, holder: str, rows: int) -> None:
         """A replica took a batch from Ray Data (or Ray retried it on a restarted one)."""
@@ -99,7 +104,7 @@ class StragglerCoordinator:
         """`claim`'s decision, or the seconds until it may change without a message (a batch ageing past the
         threshold)."""
         others = {key: run for key, run in self._running.items() if run[0] != helper}
-        if self._started_rows < self.expected_rows or not others:
+        if self.expected_rows is None or self._started_rows < self.expected_rows or not others:
             return None
         now, median = time.monotonic(), pool_median(self._durations)
         running = [self._view(key, holder, now - since, now) for key, (holder, since) in others.items()]

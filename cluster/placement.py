@@ -31,6 +31,14 @@ class ReplicaPlacement:
     def uses_placement_group(self) -> bool:
         return bool(self.bundles)
 
+    @property
+    def cpus(self) -> float:
+        """CPUs one replica holds for its life: its group's bundles (the actor's own come from the first), or the
+        actor's."""
+        if self.bundles:
+            return sum(float(bundle.get("CPU", 0.0)) for bundle in self.bundles)
+        return float(self.actor_options.get("num_cpus", 0.0))
+
 
 def parallel_bundles(
     tensor_parallel_size: int,

@@ -76,7 +76,12 @@ class ShardCommits:
             self._ready(shard)
 
     def pending_shards(self) -> list[int]:
+        """Shards with inputs to generate, not committed (once `start` has the plan)."""
         return np.flatnonzero(~self.done & (self.expected > 0)).tolist()
+
+    def uncommitted_shards(self) -> list[int]:
+        """Shards not committed, whatever their inputs (before the plan is known)."""
+        return np.flatnonzero(~self.done).tolist()
 
     def add_part(self, shard: int, rows: int, part: str) -> bool:
         """Count a part's rows; False when the shard is already committed (a retried batch's copies)."""

@@ -2,9 +2,11 @@
 
 A shard is the unit of work; the driver plans and commits shards and never holds an input. It takes the
 output's lease (s2d.engine.data.lease: one writer per `out`), counts the source, and has Ray tasks partition the
-inputs by shard into `<out>/.inputs/` (s2d.engine.data.inputs). Ray Data then streams the uncommitted shards: a task
-loads a shard's inputs, the replica actors sample them, a task curates each batch and writes it as a part
-file of its shard (s2d.engine.data.shard_tasks). The driver sees one row of counts per part; when all of a shard's
+inputs by shard into `<out>/.inputs/` (s2d.engine.data.inputs), before the pipeline starts or, when the replica pool
+leaves a CPU for those tasks, beside the replicas' start (s2d.engine.stages.partition). Ray Data streams the
+uncommitted shards: a task loads a shard's inputs (once they are partitioned), the replica actors sample them, a
+task curates each batch and writes it as a part file of its shard (s2d.engine.data.shard_tasks). The driver sees
+one row of counts per part; when all of a shard's
 inputs have come out, a Ray task writes the shard's tables and checks it (exactly once within the shard),
 and the driver commits the entries it returns with one manifest rewrite. Every input comes out exactly
 once: accepted (shards/), rejected with the criterion's reason (rejected/), or quarantined (quarantine/).
@@ -19,23 +21,20 @@ A killed driver loses nothing committed: the rerun reuses the partitioned inputs
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
+import functools
 import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-from s2d.engine.core.methods import resolve_method
 from s2d.engine.core.spec import JobSpec
 from s2d.engine.core.tasks import TaskInput, get_task
 from s2d.engine.data.accounting import accounting_from_entries
 from s2d.engine.data.commits import COMMIT_INTERVAL_S, JobStalled, ShardCommits, with_ticks
 from s2d.engine.data.curation import curate_kwargs
-from s2d.engine.data.inputs import INPUTS, InputPlan, prepare_inputs, prompt_and_fields, read_units
+from s2d.engine.data.fingerprint import generation_fingerprint
+from s2d.engine.data.inputs import INPUTS, PLAN, InputPlan, prepare_inputs, prompt_and_fields, read_units
 from s2d.engine.data.lease import Lease
 from s2d.engine.data.models import check_model_reference
 from s2d.engine.data.ownership import (
@@ -47,13 +46,15 @@ from s2d.engine.data.ownership import (
     write_job_file,
 )
 from s2d.engine.data.shard_tasks import CURATE_SECONDS_KEY, curate_and_write, load_shard_inputs, quarantined_row
-from s2d.engine.data.shards import PARTS, num_shards_for, open_output, shard_of, spec_fingerprint
-from s2d.engine.data.sources import Quarantined, iter_inputs, source_fingerprint
+from s2d.engine.data.shards import PARTS, num_shards_for, open_output, shard_of
+from s2d.engine.data.sources import Quarantined, iter_inputs
 from s2d.engine.data.storage import OutputLocation
 from s2d.engine.stages.card import write_card
 from s2d.engine.stages.console import error
+from s2d.engine.stages.partition import JobInputs
 from s2d.engine.stages.progress import JobProgress, ProgressDisplay, write_metrics
 from s2d.engine.stages.replica_pool import (
+    leaves_cpus_for_partition,
     read_reissues,
     replica_batches_in_flight,
     replica_stage,
@@ -68,78 +69,6 @@ QUEUED_ROUNDS = 2
 MAX_CURATION_ROWS = 8192
 MIN_CURATION_ROUNDS = 32  # a job reports and commits at least this many times as it goes
 OCCUPANCY_POLL_S = 5.0  # how often the driver asks the job's ledger how full the replicas keep their engines
-
-
-def generation_fingerprint(spec: JobSpec) -> str:
-    """What determines the content of shards: changing any of these makes old shards stale."""
-    return spec_fingerprint(
-        {
-            "model": spec.model,
-            "task": spec.task.model_dump(),
-            "method": spec.method.model_dump(),
-            # What the method sends: a built-in's prompts and stops live in s2d's files, not in the spec, and an
-            # edited prompt must not mix old and new samples in one output.
-            "method_definition": method_definition(spec),
-            "sampling": spec.sampling.model_dump(),
-            "curate": spec.curate.model_dump(),
-            "inputs_per_shard": spec.output.inputs_per_shard,
-            "keep_samples": spec.output.keep_samples,
-            "data": spec.data.model_dump(exclude={"eval_path"}),
-            "data_content": source_fingerprint(spec),
-            # dtype changes the numbers the model computes, max_model_len which inputs fit (too_long); the other
-            # engine settings (parallelism, memory, caching, graphs) change speed and placement, not what is sampled,
-            # so a job may be resumed with them changed (to get past an out-of-memory, say).
-            "engine": spec.engine.model_dump(include={"dtype", "max_model_len"}),
-            "weights": model_identity(spec.model),
-            # User files: duplicates stay in the shard of the input they repeat (s2d.engine.data.inputs); outputs
-            # written before that must not be resumed by this code.
-            **({"input_layout": 2} if spec.data.path else {}),
-        }
-    )
-
-
-def method_definition(spec: JobSpec) -> dict[str, Any]:
-    """The resolved method's steps (prompts, stops, fan-out, computed steps) and extractor."""
-    method = resolve_method(spec.method.model_dump())
-    return {"steps": [asdict(step) for step in method.steps], "extractor": asdict(method.extractor)}
-
-
-def model_identity(ref: str) -> dict[str, Any]:
-    """What the weights behind `model:` are, cheaply and stably: the packaged model's package version; a local
-    folder's config.json and each other file's name, size and mtime (not a hash of gigabytes: replaced weights
-    change them); a hub id by its name and the revision the HF cache holds for it (the snapshot that loads here,
-    offline; none when it is not cached)."""
-    from s2d.engine.data.models import PACKAGED_MODELS
-
-    if ref in PACKAGED_MODELS:
-        return {
-            "package": PACKAGED_MODELS[ref].package,
-            "version": importlib.metadata.version(PACKAGED_MODELS[ref].package),
-        }
-    folder = Path(ref).expanduser()
-    if not folder.is_dir():
-        return {"hub_id": ref, "revision": _cached_hub_revision(ref)}
-    files = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        if path.name == "config.json":
-            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        else:
-            stat = path.stat()
-            files[path.name] = [stat.st_size, stat.st_mtime_ns]
-    return {"folder_files": files}
-
-
-def _cached_hub_revision(repo_id: str) -> str | None:
-    """The commit of the snapshot the HF cache resolves `repo_id` to (its config.json's folder), read offline."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except ValueError:  # not a repo id the hub accepts
-        return None
-    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def input_rows(spec: JobSpec, num_shards: int) -> Iterator[dict[str, Any]]:
@@ -205,10 +134,18 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
     reissues = {"reissued": 0, "won": 0}  # slow batches re-run at the job's tail, and those whose copy came first
     if len(committed) < num_shards:
         ray = _connect_quietly()
-        plan = prepare_inputs(ray, spec, num_inputs, units, num_shards, fingerprint)
+        inputs = JobInputs(
+            ray,
+            functools.partial(prepare_inputs, ray, spec, num_inputs, units, num_shards, fingerprint),
+            beside=not location.exists(INPUTS, PLAN) and leaves_cpus_for_partition(ray, spec),
+        )
         stage_seconds["plan, Ray start, inputs"] = time.monotonic() - started
         display = ProgressDisplay(tally, enabled=progress)
-        first_batch_at = _generate_and_commit(ray, spec, plan, commits, tally, display, stage_seconds, reissues)
+        try:
+            first_batch_at = _generate_and_commit(ray, spec, inputs, commits, tally, display, stage_seconds, reissues)
+        finally:
+            inputs.close()
+        stage_seconds["partition inputs" + (" (beside the replicas' start)" if inputs.beside else "")] = inputs.seconds
         display.close()
         if reissues["reissued"]:
             error(
@@ -280,7 +217,7 @@ def _connect_quietly():
 def _generate_and_commit(
     ray,
     spec: JobSpec,
-    plan: InputPlan,
+    inputs: JobInputs,
     commits: ShardCommits,
     tally: JobProgress,
     display: ProgressDisplay,
@@ -295,16 +232,22 @@ def _generate_and_commit(
     from s2d.cluster.backpressure import driver_memory_bounded
     from s2d.cluster.metrics import RayMetricsExporter
 
-    commits.start(ray, plan)
-    shards = commits.pending_shards()
     exporter = RayMetricsExporter(job=str(spec.out))
-    if not shards:
-        commits.finish()
-        return None
+    if inputs.beside:  # every shard not yet committed; the empty ones load nothing and commit with the plan
+        shards, plan = commits.uncommitted_shards(), None
+    else:
+        plan = inputs.plan()
+        commits.start(ray, plan)
+        shards = commits.pending_shards()
+        if not shards:
+            commits.finish()
+            return None
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
     in_flight = replica_batches_in_flight(ray, spec)
-    coordinator = start_straggler_coordinator(ray, spec, ledger_name, int(plan.valid[shards].sum()), in_flight)
+    coordinator = start_straggler_coordinator(ray, spec, ledger_name, in_flight)
+    if plan is not None:
+        _expect_rows(coordinator, plan, shards)
     started = time.monotonic()
     first_batch_at: float | None = None
     occupancy_read = started
@@ -312,11 +255,16 @@ def _generate_and_commit(
     try:
         # Before the datasets are built: Ray Data takes the DataContext's settings when it builds one.
         with driver_memory_bounded(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
+            # Rows this run generates at most (its quarantined inputs included: the plan may not be known yet).
             curation_rows = curation_batch_rows(
-                spec.generation.batch_size, int(plan.valid[shards].sum()), QUEUED_ROUNDS * pool_rows
+                spec.generation.batch_size, tally.total_inputs, QUEUED_ROUNDS * pool_rows
             )
-            parts = _pipeline_stages(ray, spec, shards, ledger_name, commits.fence, curation_rows, in_flight)
+            parts = _pipeline_stages(
+                ray, spec, shards, ledger_name, commits.fence, curation_rows, in_flight, inputs.gate
+            )
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
+                if plan is None:  # partitioned beside the replicas' start: nothing is committed before the plan
+                    plan = _start_commits_with(ray, inputs, commits, coordinator)
                 committing = time.monotonic()
                 if batch is not None:
                     if first_batch_at is None:
@@ -337,6 +285,8 @@ def _generate_and_commit(
                     if tally.postfix() != shown:  # a redraw only for a new figure: in a log, each one is a line
                         display.refresh()
                 stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
+            if plan is None:  # the pipeline ended before its first tick (every shard empty)
+                plan = _start_commits_with(ray, inputs, commits, coordinator)
             commits.finish()
             stage_seconds["generate + curate pipeline"] = time.monotonic() - started
             tally.occupancy = _read_occupancy(ray, ledger) or tally.occupancy
@@ -375,14 +325,50 @@ def curation_batch_rows(batch_size: int, num_inputs: int, queued_rows_cap: int) 
     return batches * batch_size
 
 
+def _start_commits_with(ray, inputs: JobInputs, commits: ShardCommits, coordinator) -> InputPlan:
+    """Once the inputs partitioned beside the replicas' start are complete: the commits and the straggler
+    coordinator learn what each shard holds."""
+    plan = inputs.plan()
+    commits.start(ray, plan)
+    _expect_rows(coordinator, plan, commits.pending_shards())
+    return plan
+
+
+def _expect_rows(coordinator, plan: InputPlan, shards: list[int]) -> None:
+    if coordinator is not None:
+        coordinator.expect.remote(int(plan.valid[shards].sum()))
+
+
+def load_partitioned_inputs(batch: dict, out: str, gate=None):
+    """Ray Data stage: load_shard_inputs, once the job's inputs are partitioned (`gate`: the job's InputsGate when
+    they are partitioned beside the replicas' start, else None: they were before the pipeline began). A task waits
+    in `ray.get`, which gives its CPU back to Ray meanwhile, so the partition's tasks still get one. A shard with
+    no valid inputs yields nothing."""
+    if gate is not None:
+        import ray
+
+        ray.get(gate.wait.remote())
+    for table in load_shard_inputs(batch, out):
+        if table.num_rows:
+            yield table
+
+
 def _pipeline_stages(
-    ray, spec: JobSpec, shards: list[int], ledger_name: str, fence: str, curation_rows: int, in_flight: int
+    ray,
+    spec: JobSpec,
+    shards: list[int],
+    ledger_name: str,
+    fence: str,
+    curation_rows: int,
+    in_flight: int,
+    inputs_gate=None,
 ):
-    """The shards' inputs -> replicas (`in_flight` batches each) -> curation (`curation_rows` per task) and part
-    files (under the job's lease `fence`), as a Ray Data dataset of part counts."""
+    """The shards' inputs (once partitioned: `inputs_gate`, load_partitioned_inputs) -> replicas (`in_flight`
+    batches each) -> curation (`curation_rows` per task) and part files (under the job's lease `fence`), as a Ray
+    Data dataset of part counts."""
     inputs = (
         ray.data.from_items([{"shard_id": shard} for shard in shards])
-        .map_batches(load_shard_inputs, batch_size=1, fn_kwargs={"out": spec.out})
+        .map_batches(load_partitioned_inputs, batch_size=1, fn_kwargs={"out": spec.out, "gate": inputs_gate})
         # One block per replica batch: Ray Data hands an actor a whole block as one task, so blocks of a
         # shard would let a slow replica hold a shard's batches while the others idle.
         .repartition(target_num_rows_per_block=spec.generation.batch_size, strict=True)

@@ -33,6 +33,17 @@ def replica_batches_in_flight(ray, spec: JobSpec) -> int:
     return batches_per_replica(expected_max_num_seqs(placement), spec.generation.batch_size, spec.sampling.n)
 
 
+def leaves_cpus_for_partition(ray, spec: JobSpec) -> bool:
+    """Whether the job's inputs may be partitioned while its replicas start: only when the pool, at its largest,
+    leaves at least one of the cluster's CPUs to the partition's tasks. Replicas keep their CPUs for the whole job,
+    so a pool that takes them all would starve those tasks (on a GPU cluster the pool takes few; on a CPU-only
+    machine one replica per core takes every one, and the partition runs first, as before)."""
+    from s2d.cluster.placement import largest_node_gpus, replica_placement
+
+    pool_cpus = spec.generation.max_replicas * replica_placement(spec, largest_node_gpus(ray.nodes())).cpus
+    return float(ray.cluster_resources().get("CPU", 0.0)) - pool_cpus >= 1.0
+
+
 def replica_stage(ray, spec: JobSpec, inputs, ledger_name: str, in_flight: int):
     """`inputs` (one block per replica batch) through the pool of replicas, `in_flight` batches each
     (replica_batches_in_flight); failures are counted in the job's ledger actor `ledger_name`."""
@@ -85,9 +96,10 @@ def reissues_stragglers(spec: JobSpec) -> bool:
     return spec.generation.straggler_factor is not None and spec.generation.max_replicas >= 2
 
 
-def start_straggler_coordinator(ray, spec: JobSpec, ledger_name: str, expected_rows: int, in_flight: int):
-    """The job's straggler coordinator, None when stragglers are not re-issued. `expected_rows`: the rows this run
-    sends to the replicas (its tail begins when all have started); `in_flight`: batches each replica holds."""
+def start_straggler_coordinator(ray, spec: JobSpec, ledger_name: str, in_flight: int):
+    """The job's straggler coordinator, None when stragglers are not re-issued; `in_flight`: batches each replica
+    holds. Its tail begins when all the rows this run sends to the replicas have started: it learns their number
+    once the inputs are partitioned (`StragglerCoordinator.expect`)."""
     if not reissues_stragglers(spec):
         return None
     from s2d.actors.straggler_coordinator import StragglerCoordinator
@@ -97,7 +109,7 @@ def start_straggler_coordinator(ray, spec: JobSpec, ledger_name: str, expected_r
     return (
         ray.remote(StragglerCoordinator)
         .options(name=straggler_coordinator_name(ledger_name), num_cpus=0, max_concurrency=waiting)
-        .remote(spec.generation.straggler_factor, spec.generation.straggler_min_s, expected_rows)
+        .remote(spec.generation.straggler_factor, spec.generation.straggler_min_s, None)
     )
 
 

@@ -55,7 +55,7 @@ def run_rounds(
     """Run the rounds of `spec` in order (see the module's docstring), each round's job through `run_job` (the API's,
     passed in: it dispatches here); the result holds the last round's stages (those run now) and the report across
     rounds."""
-    from s2d.engine.stages.generate import generation_fingerprint
+    from s2d.engine.data.fingerprint import generation_fingerprint
 
     if spec.train.data is not None:  # a mixture trains on its sources, not on the round's pairs
         raise ValueError("rounds with train.data (a mixture) are not supported: each round trains on its own pairs")

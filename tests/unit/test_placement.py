@@ -114,3 +114,41 @@ def test_batches_in_flight_cover_the_engine_cap_plus_the_one_draining():
     assert expected_max_num_seqs(ReplicaPlacement(actor_options={"num_cpus": 1, "num_gpus": 0})) == 256
     assert expected_max_num_seqs(ReplicaPlacement(actor_options={"num_cpus": 1, "num_gpus": 1.0})) == 1024
     assert expected_max_num_seqs(ReplicaPlacement([{"GPU": 1.0, "CPU": 1.0}] * 2, "PACK", {"num_gpus": 0})) == 1024
+
+
+def test_a_replica_holds_its_actors_cpus_or_its_groups():
+    assert ReplicaPlacement(actor_options={"num_cpus": 0.5, "num_gpus": 0}).cpus == 0.5
+    bundles, strategy = parallel_bundles(2, 1, gpus_per_node=8, cpus_per_worker=2)
+    assert ReplicaPlacement(bundles, strategy, {"num_cpus": 2, "num_gpus": 0}).cpus == 4.0
+
+
+class _Cluster:
+    """What leaves_cpus_for_partition asks Ray: its nodes (for GPUs) and its CPUs."""
+
+    def __init__(self, cpus: float, gpus: int = 0):
+        self.cpus, self.gpus = cpus, gpus
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": self.cpus, "GPU": self.gpus}}]
+
+    def cluster_resources(self):
+        return {"CPU": self.cpus, **({"GPU": self.gpus} if self.gpus else {})}
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "overrides", "beside"),
+    [
+        (2, 0, [], True),  # one replica of one CPU on two cores: one left for the partition
+        (2, 0, ["generation.replicas=2"], False),  # two replicas take both cores: the partition runs first
+        (2, 0, ["generation.replicas=2", "generation.cpus_per_replica=0.5"], True),
+        (16, 8, ["generation.replicas=8"], True),  # a GPU node: the pool takes 8 of its 16 CPUs
+        (8, 8, ["generation.replicas=8"], False),
+    ],
+)
+def test_inputs_are_partitioned_beside_the_replicas_start_only_when_the_pool_leaves_a_cpu(
+    cpus, gpus, overrides, beside
+):
+    from s2d.engine.stages.replica_pool import leaves_cpus_for_partition
+
+    spec = parse_spec({"model": "smollm2-135m", "out": "unused"}, overrides)
+    assert leaves_cpus_for_partition(_Cluster(cpus, gpus), spec) is beside

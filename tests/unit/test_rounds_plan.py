@@ -25,11 +25,11 @@ from s2d.engine.core.rounds import (
 )
 from s2d.engine.core.spec import SpecError, parse_spec
 from s2d.engine.core.stats import wilson_interval
+from s2d.engine.data.fingerprint import generation_fingerprint
 from s2d.engine.data.manifest import OutputConflict
 from s2d.engine.data.ownership import ForeignOutput, claim_output
 from s2d.engine.data.shards import ShardWriter, curated_table
 from s2d.engine.stages.api import run_job
-from s2d.engine.stages.generate import generation_fingerprint
 from s2d.engine.stages.results import JobResult
 from s2d.engine.stages.rounds import run_rounds
 

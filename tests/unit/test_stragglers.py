@@ -111,7 +111,7 @@ async def _until(condition, timeout_s: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _coordinator_with_a_median(expected_rows: int = 3) -> StragglerCoordinator:
+async def _coordinator_with_a_median(expected_rows: int | None = 3) -> StragglerCoordinator:
     """A coordinator whose pool has a 1 s median and whose slow replica runs batch "k" (1 row) since 10 s ago."""
     coordinator = StragglerCoordinator(factor=3.0, min_s=0.0, expected_rows=expected_rows)
     for number in range(2):
@@ -127,6 +127,20 @@ async def _held(coordinator: StragglerCoordinator, rows=({"input_id": "x"},)) ->
     holding = asyncio.ensure_future(coordinator.hold("k", "slow", list(rows), age_s=10.0))
     await _until(lambda: "k" in coordinator._held)
     return holding
+
+
+def test_no_tail_before_the_coordinator_knows_the_rows_to_expect():
+    """Inputs partitioned beside the replicas' start: the coordinator starts without the count (None) and learns
+    it with `expect`; until then no batch is copied."""
+
+    async def scenario():
+        coordinator = await _coordinator_with_a_median(expected_rows=None)
+        await _held(coordinator)
+        assert await coordinator.claim("fast") is None
+        await coordinator.expect(3)  # the 3 rows started are all there are: the tail
+        assert (await coordinator.claim("fast"))[0][0] == "k"
+
+    asyncio.run(scenario())
 
 
 def test_before_the_tail_a_finished_batch_returns_at_once():

@@ -11,13 +11,13 @@ from s2d.engine.cli import main
 from s2d.engine.core.program import Chain, SamplingRequest
 from s2d.engine.core.spec import parse_spec
 from s2d.engine.core.tasks import TaskInput
+from s2d.engine.data.fingerprint import generation_fingerprint
 from s2d.engine.data.lease import LEASE
 from s2d.engine.data.models import ModelNotFound
 from s2d.engine.data.shards import ShardWriter, curated_table
 from s2d.engine.stages.api import run_job
 from s2d.engine.stages.eval_systems import TEACHER_SYSTEM1, distilled_model, replica_plans, system_names
 from s2d.engine.stages.evaluate import agreement_outcomes, paired_comparisons, score_single, single_outcomes
-from s2d.engine.stages.generate import generation_fingerprint
 from s2d.engine.stages.report import model_label, plot_runs, render_report
 
 DIRECT = SamplingRequest(n=1, temperature=0.0, max_tokens=8)
