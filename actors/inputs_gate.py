@@ -21,14 +21,18 @@ class InputsGate:
     def __init__(self):
         self._opened = asyncio.Event()
         self._error: str | None = None
+        self._shards: frozenset[int] = frozenset()
 
-    async def wait(self) -> None:
-        """Return once the inputs are partitioned; raise InputsPartitioned if partitioning failed."""
+    async def wait(self) -> frozenset[int]:
+        """Once the inputs are partitioned, the shards that have inputs to generate (a shard with none has no
+        input file); raise InputsPartitioned if partitioning failed."""
         await self._opened.wait()
         if self._error is not None:
             raise InputsPartitioned(f"the job's inputs were not partitioned: {self._error}")
+        return self._shards
 
-    async def open(self, error: str | None = None) -> None:
-        """The partition is complete (`error` None) or failed (the error's text)."""
+    async def open(self, error: str | None = None, shards: list[int] | None = None) -> None:
+        """The partition is complete (`error` None; `shards`: those with valid inputs) or failed (its text)."""
         self._error = error
+        self._shards = frozenset(shards or ())
         self._opened.set()

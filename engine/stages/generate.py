@@ -343,11 +343,12 @@ def load_partitioned_inputs(batch: dict, out: str, gate=None):
     """Ray Data stage: load_shard_inputs, once the job's inputs are partitioned (`gate`: the job's InputsGate when
     they are partitioned beside the replicas' start, else None: they were before the pipeline began). A task waits
     in `ray.get`, which gives its CPU back to Ray meanwhile, so the partition's tasks still get one. A shard with
-    no valid inputs yields nothing."""
+    no valid inputs (none, or only quarantined ones: no input file, or no row to generate) yields nothing."""
     if gate is not None:
         import ray
 
-        ray.get(gate.wait.remote())
+        with_inputs = ray.get(gate.wait.remote())
+        batch = {"shard_id": [shard for shard in batch["shard_id"] if int(shard) in with_inputs]}
     for table in load_shard_inputs(batch, out):
         if table.num_rows:
             yield table

@@ -47,7 +47,13 @@ class JobInputs:
         self.seconds = time.monotonic() - started
         if self.gate is not None:
             # Only now, with plan.json written: a load task that passes the gate reads a complete shard.
-            self.gate.open.remote(None if self._error is None else f"{type(self._error).__name__}: {self._error}")
+            try:
+                if self._error is not None:
+                    self.gate.open.remote(f"{type(self._error).__name__}: {self._error}")
+                else:
+                    self.gate.open.remote(None, self._plan.valid.nonzero()[0].tolist())
+            except Exception:  # noqa: BLE001 - Ray already shut down: the job ended (failed) before the partition
+                pass
 
     @property
     def beside(self) -> bool:
