@@ -12,12 +12,17 @@ vLLM is imported anyway); a path whose internal is gone is switched off with one
 - `unfinished_requests`: AsyncLLM's `output_processor.request_states` (one entry per unfinished sequence: a
   request's n samples are child requests). The replica's occupancy sampler reads its length (actors/occupancy.py).
   Off: occupancy reads 0 and metrics.json's occupancy figures say nothing.
+- `shut_down_once`: AsyncLLM.__del__ calls `shutdown()` again. An engine s2d has shut down when its replica exits
+  outlives the loop until the interpreter's teardown, where vLLM's module globals are None already: that second
+  shutdown logs a TypeError traceback (1 job in 2 here). After s2d's shutdown the engine's class becomes a
+  subclass whose __del__ does nothing. Off: a job's end may log that traceback.
 
 vLLM is imported inside the functions only: importing s2d does not import vLLM.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from s2d.engine.core.compat import Internal, Internals
@@ -33,6 +38,18 @@ def stop_output_handler(engine: Any) -> Any:
         handler.cancel()
         engine.output_handler = None
     return handler
+
+
+def forget_shutdown(engine: Any) -> None:
+    """After s2d's own `engine.shutdown()`: the engine's __del__ no longer shuts it down a second time."""
+    if INTERNALS.enabled("shut_down_once") and "__del__" in vars(type(engine)):
+        engine.__class__ = _shut_down_class(type(engine))
+
+
+@functools.cache
+def _shut_down_class(engine_class: type) -> type:
+    # The same name, so that anything printing the engine's type reads as before.
+    return type(engine_class.__name__, (engine_class,), {"__del__": lambda self: None, "__module__": __name__})
 
 
 def unfinished_sequences(engine: Any) -> int:
@@ -52,6 +69,14 @@ def _has_request_states() -> bool:
         "output_processor" in AsyncLLM.__init__.__code__.co_names
         and "request_states" in OutputProcessor.__init__.__code__.co_names
     )
+
+
+def _has_shut_down_in_del() -> bool:
+    """AsyncLLM.__del__ calls `shutdown`, and the class can be swapped for a subclass (no __slots__)."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    finalizer = vars(AsyncLLM).get("__del__")
+    return finalizer is not None and "shutdown" in finalizer.__code__.co_names and "__slots__" not in vars(AsyncLLM)
 
 
 def _has_output_handler() -> bool:
@@ -74,6 +99,11 @@ INTERNALS = Internals(
             "AsyncLLM.output_handler / _run_output_handler",
             "the output handler runs until vLLM's shutdown (a job's end may log an EngineDeadError)",
             _has_output_handler,
+        ),
+        "shut_down_once": Internal(
+            "AsyncLLM.__del__ -> shutdown()",
+            "a job's end may log a TypeError traceback from vLLM's second shutdown at the interpreter's teardown",
+            _has_shut_down_in_del,
         ),
         "unfinished_requests": Internal(
             "AsyncLLM.output_processor.request_states",

@@ -20,7 +20,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from s2d.actors import compat_vllm
-from s2d.actors.compat_vllm import stop_output_handler, unfinished_sequences
+from s2d.actors.compat_vllm import forget_shutdown, stop_output_handler, unfinished_sequences
 from s2d.engine.core.program import Completion, SamplingRequest, all_of
 from s2d.engine.core.spec import EngineSpec
 
@@ -254,6 +254,7 @@ async def _shutdown(engine: Any) -> None:
         engine.shutdown(timeout=ENGINE_EXIT_GRACE_S)
     finally:
         vllm_logger.setLevel(level)
+        forget_shutdown(engine)  # its __del__ would shut it down again, at the teardown if it lives that long
 
 
 @functools.lru_cache(maxsize=32)

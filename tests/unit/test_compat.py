@@ -100,3 +100,21 @@ def test_importing_s2d_and_its_compat_modules_imports_no_library():
     code = f"import sys, {modules}; print(sorted({{'ray', 'vllm', 'deepspeed', 'torch'}} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_an_engine_s2d_has_shut_down_is_not_shut_down_again_by_its_finalizer():
+    shutdowns = []
+
+    class Engine:
+        def shutdown(self):
+            shutdowns.append(self)
+
+        def __del__(self):
+            self.shutdown()
+
+    engine = Engine()
+    compat_vllm.forget_shutdown(engine)
+    assert isinstance(engine, Engine) and type(engine).__name__ == "Engine"
+    del engine
+    assert shutdowns == []
+    compat_vllm.forget_shutdown(object())  # nothing to forget: left as it is
