@@ -44,6 +44,20 @@ class EngineProcessDied(RuntimeError):
     """vLLM's engine core (a child process of the replica) exited."""
 
 
+def _dead_engine_process(children: list) -> EngineProcessDied | None:
+    """EngineProcessDied for the first of `children` (vLLM's engine processes) that is gone, None if all run."""
+    import psutil
+
+    for child in children:
+        try:
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            pass
+        return EngineProcessDied(f"vLLM engine process {child.pid} exited")
+    return None
+
+
 def _watch_engine_processes(children: list, on_failure, stopped: threading.Event, interval_s: float = 2.0) -> None:
     """Call `on_failure` when one of `children` (vLLM's engine core and its workers, as the engine started them;
     not the replica's engine guard) dies, until `stopped` is set (the replica closing its engine on purpose).
@@ -51,21 +65,14 @@ def _watch_engine_processes(children: list, on_failure, stopped: threading.Event
     vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
     for output. Watching the processes turns that hang into a restart.
     """
-    import psutil
-
-    def alive(child) -> bool:
-        try:
-            return child.is_running() and child.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
 
     def watch():
         while not stopped.wait(interval_s):
-            dead = next((child for child in children if not alive(child)), None)
+            dead = _dead_engine_process(children)
             if dead is None:
                 continue
             if not stopped.is_set():
-                on_failure(EngineProcessDied(f"vLLM engine process {dead.pid} exited"))
+                on_failure(dead)
             return
 
     threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
@@ -124,6 +131,7 @@ class GenerationReplica:
         # Batches run in concurrent threads (the engine interleaves them); one engine failure is counted once.
         self._failure_lock = threading.Lock()
         self._closed = threading.Event()  # set by close(): the engine is shut down on purpose
+        self._engine_processes: list = []  # vLLM's engine core and its workers, once the engine started
         self._refuse_after_too_many_failures()
         if not torch.cuda.is_available():
             # Before the engine starts: its core process inherits this environment.
@@ -136,7 +144,7 @@ class GenerationReplica:
         import_vllm()
         vllm_imported = time.perf_counter()
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
-        engine_processes = psutil.Process().children(recursive=True)
+        self._engine_processes = engine_processes = psutil.Process().children(recursive=True)
         start_guard(engine_processes)  # the engine's processes die with this one, however it ends
         # Where this replica's start-up went (bench/replica_start.py).
         self.startup_s = {
@@ -323,7 +331,9 @@ class GenerationReplica:
         import ray
 
         self._failure_lock.acquire()  # never released: the first failing thread exits the process
-        cause = describe_failure(error)
+        # A request that was running when an engine process died fails with vLLM's EngineDeadError ("see stack
+        # trace above"), before the watchdog looks: the process's exit is the cause to name.
+        cause = describe_failure(_dead_engine_process(self._engine_processes) or error)
         failures = ray.get(ray.get_actor(self.failure_ledger).record.remote(cause))
         print(
             f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})", flush=True

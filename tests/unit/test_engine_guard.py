@@ -110,3 +110,24 @@ def test_a_failure_inside_a_task_group_is_named_by_its_leaf():
     group = ExceptionGroup("unhandled errors in a TaskGroup", [ExceptionGroup("nested", [inner])])
     assert describe_failure(group) == "RuntimeError: EngineCore died"
     assert describe_failure(ValueError("plain")) == "ValueError: plain"
+
+
+def test_a_dead_engine_process_is_named_as_the_cause_of_the_engine_failure():
+    """The replica names an engine process that exited (killed: a zombie until reaped, or gone) as the failure's
+    cause, rather than the EngineDeadError of a request that was running then."""
+    from s2d.actors.replica import EngineProcessDied, _dead_engine_process
+
+    engines = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    children = [psutil.Process(engine.pid) for engine in engines]
+    try:
+        assert _dead_engine_process(children) is None
+        engines[1].kill()
+        time.sleep(0.2)  # not reaped yet: a zombie
+        dead = _dead_engine_process(children)
+        assert isinstance(dead, EngineProcessDied) and str(dead) == f"vLLM engine process {engines[1].pid} exited"
+        engines[1].wait()  # reaped: gone
+        assert str(_dead_engine_process(children)) == f"vLLM engine process {engines[1].pid} exited"
+    finally:
+        for engine in engines:
+            engine.kill()
+            engine.wait()
