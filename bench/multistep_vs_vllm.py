@@ -187,7 +187,7 @@ class ReplicaSide:
             .remote(**GenerationReplica.for_job(spec), step_barrier=step_barrier, batch_priority=not before_issue_26)
         )
         ray.get(self.replica.ready.remote())
-        # As the pipeline does (replica_pool.replica_batches_in_flight), from the cap the engine actually got.
+        # As the pipeline does (replica_pool.plan_replica_pool), from the cap the engine actually got.
         cap = ray.get(self.replica.__ray_call__.remote(lambda replica: replica.generator.max_num_seqs))
         self.in_flight = 2 if before_issue_26 else batches_per_replica(cap, self.batch_size, spec.sampling.n)
 

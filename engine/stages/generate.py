@@ -54,9 +54,10 @@ from s2d.engine.stages.console import error
 from s2d.engine.stages.partition import JobInputs
 from s2d.engine.stages.progress import JobProgress, ProgressDisplay, write_metrics
 from s2d.engine.stages.replica_pool import (
+    ReplicaPool,
     leaves_cpus_for_partition,
+    plan_replica_pool,
     read_reissues,
-    replica_batches_in_flight,
     replica_stage,
     start_straggler_coordinator,
 )
@@ -134,15 +135,18 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
     reissues = {"reissued": 0, "won": 0}  # slow batches re-run at the job's tail, and those whose copy came first
     if len(committed) < num_shards:
         ray = _connect_quietly()
+        pool = plan_replica_pool(ray, spec)
         inputs = JobInputs(
             ray,
             functools.partial(prepare_inputs, ray, spec, num_inputs, units, num_shards, fingerprint),
-            beside=not location.exists(INPUTS, PLAN) and leaves_cpus_for_partition(ray, spec),
+            beside=not location.exists(INPUTS, PLAN) and leaves_cpus_for_partition(ray, spec, pool),
         )
         stage_seconds["plan, Ray start, inputs"] = time.monotonic() - started
         display = ProgressDisplay(tally, enabled=progress)
         try:
-            first_batch_at = _generate_and_commit(ray, spec, inputs, commits, tally, display, stage_seconds, reissues)
+            first_batch_at = _generate_and_commit(
+                ray, spec, pool, inputs, commits, tally, display, stage_seconds, reissues
+            )
         finally:
             inputs.close()
         stage_seconds["partition inputs" + (" (beside the replicas' start)" if inputs.beside else "")] = inputs.seconds
@@ -217,6 +221,7 @@ def _connect_quietly():
 def _generate_and_commit(
     ray,
     spec: JobSpec,
+    pool: ReplicaPool,
     inputs: JobInputs,
     commits: ShardCommits,
     tally: JobProgress,
@@ -233,35 +238,28 @@ def _generate_and_commit(
     from s2d.cluster.metrics import RayMetricsExporter
 
     exporter = RayMetricsExporter(job=str(spec.out))
-    if inputs.beside:  # every shard not yet committed; the empty ones load nothing and commit with the plan
-        shards, plan = commits.uncommitted_shards(), None
-    else:
-        plan = inputs.plan()
-        commits.start(ray, plan)
-        shards = commits.pending_shards()
-        if not shards:
-            commits.finish()
-            return None
     ledger_name = f"s2d-engine-failures-{uuid.uuid4().hex[:12]}"
     ledger = ray.remote(EngineFailures).options(name=ledger_name, num_cpus=0).remote()
-    in_flight = replica_batches_in_flight(ray, spec)
-    coordinator = start_straggler_coordinator(ray, spec, ledger_name, in_flight)
-    if plan is not None:
-        _expect_rows(coordinator, plan, shards)
+    coordinator = start_straggler_coordinator(ray, spec, ledger_name, pool.in_flight)
     started = time.monotonic()
     first_batch_at: float | None = None
     occupancy_read = started
-    pool_rows = spec.generation.max_replicas * in_flight * spec.generation.batch_size
+    pool_rows = spec.generation.max_replicas * pool.in_flight * spec.generation.batch_size
     try:
+        # Partitioned beside the replicas' start: every shard not yet committed (the empty ones load nothing and
+        # commit with the plan); otherwise the plan is known, and commits start now.
+        plan = None if inputs.beside else _start_commits_with(ray, inputs, commits, coordinator)
+        shards = commits.uncommitted_shards() if plan is None else commits.pending_shards()
+        if not shards:  # every shard left has nothing to generate: committed by the plan
+            commits.finish()
+            return None
         # Before the datasets are built: Ray Data takes the DataContext's settings when it builds one.
         with driver_memory_bounded(ray.data.DataContext.get_current(), QUEUED_ROUNDS * pool_rows):
             # Rows this run generates at most (its quarantined inputs included: the plan may not be known yet).
             curation_rows = curation_batch_rows(
                 spec.generation.batch_size, tally.total_inputs, QUEUED_ROUNDS * pool_rows
             )
-            parts = _pipeline_stages(
-                ray, spec, shards, ledger_name, commits.fence, curation_rows, in_flight, inputs.gate
-            )
+            parts = _pipeline_stages(ray, spec, pool, shards, ledger_name, commits.fence, curation_rows, inputs.gate)
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 if plan is None:  # partitioned beside the replicas' start: nothing is committed before the plan
                     plan = _start_commits_with(ray, inputs, commits, coordinator)
@@ -330,42 +328,37 @@ def _start_commits_with(ray, inputs: JobInputs, commits: ShardCommits, coordinat
     coordinator learn what each shard holds."""
     plan = inputs.plan()
     commits.start(ray, plan)
-    _expect_rows(coordinator, plan, commits.pending_shards())
-    return plan
-
-
-def _expect_rows(coordinator, plan: InputPlan, shards: list[int]) -> None:
     if coordinator is not None:
-        coordinator.expect.remote(int(plan.valid[shards].sum()))
+        coordinator.expect.remote(int(plan.valid[commits.pending_shards()].sum()))
+    return plan
 
 
 def load_partitioned_inputs(batch: dict, out: str, gate=None):
     """Ray Data stage: load_shard_inputs, once the job's inputs are partitioned (`gate`: the job's InputsGate when
     they are partitioned beside the replicas' start, else None: they were before the pipeline began). A task waits
-    in `ray.get`, which gives its CPU back to Ray meanwhile, so the partition's tasks still get one. A shard with
-    no valid inputs (none, or only quarantined ones: no input file, or no row to generate) yields nothing."""
+    in `ray.get`, which gives its CPU back to Ray meanwhile, so the partition's tasks still get one. Only shards
+    with valid inputs are read: the gate names them (a shard with none may have no input file); before the
+    pipeline, pending_shards did."""
     if gate is not None:
         import ray
 
         with_inputs = ray.get(gate.wait.remote())
         batch = {"shard_id": [shard for shard in batch["shard_id"] if int(shard) in with_inputs]}
-    for table in load_shard_inputs(batch, out):
-        if table.num_rows:
-            yield table
+    yield from load_shard_inputs(batch, out)
 
 
 def _pipeline_stages(
     ray,
     spec: JobSpec,
+    pool: ReplicaPool,
     shards: list[int],
     ledger_name: str,
     fence: str,
     curation_rows: int,
-    in_flight: int,
     inputs_gate=None,
 ):
-    """The shards' inputs (once partitioned: `inputs_gate`, load_partitioned_inputs) -> replicas (`in_flight`
-    batches each) -> curation (`curation_rows` per task) and part files (under the job's lease `fence`), as a Ray
+    """The shards' inputs (once partitioned: `inputs_gate`, load_partitioned_inputs) -> the replica `pool` ->
+    curation (`curation_rows` per task) and part files (under the job's lease `fence`), as a Ray
     Data dataset of part counts."""
     inputs = (
         ray.data.from_items([{"shard_id": shard} for shard in shards])
@@ -374,7 +367,7 @@ def _pipeline_stages(
         # shard would let a slow replica hold a shard's batches while the others idle.
         .repartition(target_num_rows_per_block=spec.generation.batch_size, strict=True)
     )
-    generated = replica_stage(ray, spec, inputs, ledger_name, in_flight)
+    generated = replica_stage(ray, spec, inputs, ledger_name, pool)
     return generated.map_batches(
         curate_and_write,
         batch_format="pyarrow",

@@ -23,6 +23,7 @@ class JobInputs:
 
     def __init__(self, ray, prepare: Callable[[], InputPlan], beside: bool):
         self.gate = None
+        self._ray = ray
         self.seconds = 0.0
         self._plan: InputPlan | None = None
         self._error: BaseException | None = None
@@ -34,7 +35,6 @@ class JobInputs:
         from s2d.actors.inputs_gate import InputsGate
 
         self.gate = ray.remote(InputsGate).options(num_cpus=0).remote()
-        self._kill = ray.kill
         self._thread = threading.Thread(target=self._run, args=(prepare,), name="s2d-partition", daemon=True)
         self._thread.start()
 
@@ -72,4 +72,4 @@ class JobInputs:
     def close(self) -> None:
         """Stop the gate actor (the pipeline is over)."""
         if self.gate is not None:
-            self._kill(self.gate)
+            self._ray.kill(self.gate)

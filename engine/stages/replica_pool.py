@@ -8,7 +8,16 @@ s2d.actors.straggler_coordinator.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
+from s2d.cluster.placement import (
+    ReplicaPlacement,
+    batches_per_replica,
+    expected_max_num_seqs,
+    largest_node_gpus,
+    map_batches_placement_args,
+    replica_placement,
+)
 from s2d.engine.core.spec import JobSpec
 
 
@@ -19,38 +28,37 @@ def replica_class():
     return GenerationReplica
 
 
-def replica_batches_in_flight(ray, spec: JobSpec) -> int:
-    """Batches each replica holds at once: enough to keep its engine at its sequence cap (placement's
-    batches_per_replica, for the cap its device most likely gives)."""
-    from s2d.cluster.placement import (
-        batches_per_replica,
-        expected_max_num_seqs,
-        largest_node_gpus,
-        replica_placement,
-    )
+@dataclass(frozen=True)
+class ReplicaPool:
+    """The job's replica pool as it is planned once per job: where each replica is placed (for the largest GPU
+    node of the cluster) and how many batches each holds at once (batches_per_replica: enough to keep its engine at
+    its sequence cap, for the cap its device most likely gives)."""
 
+    placement: ReplicaPlacement
+    in_flight: int
+
+
+def plan_replica_pool(ray, spec: JobSpec) -> ReplicaPool:
+    """The job's ReplicaPool on the cluster `ray` is connected to."""
     placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
-    return batches_per_replica(expected_max_num_seqs(placement), spec.generation.batch_size, spec.sampling.n)
+    in_flight = batches_per_replica(expected_max_num_seqs(placement), spec.generation.batch_size, spec.sampling.n)
+    return ReplicaPool(placement, in_flight)
 
 
-def leaves_cpus_for_partition(ray, spec: JobSpec) -> bool:
+def leaves_cpus_for_partition(ray, spec: JobSpec, pool: ReplicaPool) -> bool:
     """Whether the job's inputs may be partitioned while its replicas start: only when the pool, at its largest,
     leaves at least one of the cluster's CPUs to the partition's tasks. Replicas keep their CPUs for the whole job,
     so a pool that takes them all would starve those tasks (on a GPU cluster the pool takes few; on a CPU-only
     machine one replica per core takes every one, and the partition runs first, as before)."""
-    from s2d.cluster.placement import largest_node_gpus, replica_placement
-
-    pool_cpus = spec.generation.max_replicas * replica_placement(spec, largest_node_gpus(ray.nodes())).cpus
+    pool_cpus = spec.generation.max_replicas * pool.placement.cpus
     return float(ray.cluster_resources().get("CPU", 0.0)) - pool_cpus >= 1.0
 
 
-def replica_stage(ray, spec: JobSpec, inputs, ledger_name: str, in_flight: int):
-    """`inputs` (one block per replica batch) through the pool of replicas, `in_flight` batches each
-    (replica_batches_in_flight); failures are counted in the job's ledger actor `ledger_name`."""
+def replica_stage(ray, spec: JobSpec, inputs, ledger_name: str, pool: ReplicaPool):
+    """`inputs` (one block per replica batch) through the job's replica `pool`; failures are counted in the job's
+    ledger actor `ledger_name`."""
     from s2d.actors.replica import RUNTIME_ENV
-    from s2d.cluster.placement import largest_node_gpus, map_batches_placement_args, replica_placement
 
-    placement = replica_placement(spec, largest_node_gpus(ray.nodes()))
     GenerationReplica = replica_class()  # noqa: N806 - a class
     stragglers = None  # slow batches re-run at the job's tail by replicas done with theirs (s2d.actors.stragglers)
     if reissues_stragglers(spec):
@@ -66,7 +74,7 @@ def replica_stage(ray, spec: JobSpec, inputs, ledger_name: str, in_flight: int):
             | {"failure_ledger": ledger_name, "max_engine_failures": spec.generation.max_engine_failures}
             | {"stragglers": stragglers},
             batch_size=spec.generation.batch_size,
-            # A few batches per replica (replica_batches_in_flight), running at once in threads: the replica's
+            # A few batches per replica (pool.in_flight), running at once in threads: the replica's
             # async engine runs the oldest one's requests first and fills the rest of its sequence cap from the
             # others (continuous admission), so it stays full while a batch finishes its longest samples or moves
             # to its method's next step; a slow or restarting replica holds back only these and idle ones take
@@ -74,15 +82,15 @@ def replica_stage(ray, spec: JobSpec, inputs, ledger_name: str, in_flight: int):
             compute=ray.data.ActorPoolStrategy(
                 min_size=spec.generation.min_replicas,
                 max_size=spec.generation.max_replicas,
-                max_tasks_in_flight_per_actor=in_flight,
-                max_concurrent_calls_per_actor=in_flight,
+                max_tasks_in_flight_per_actor=pool.in_flight,
+                max_concurrent_calls_per_actor=pool.in_flight,
                 enable_true_multi_threading=True,
             ),
             # A replica process that dies is restarted and its batches retried, up to max_restarts per replica.
             max_restarts=spec.generation.max_restarts,
             max_task_retries=-1,
             runtime_env=RUNTIME_ENV,
-            **map_batches_placement_args(placement),
+            **map_batches_placement_args(pool.placement),
         )
 
 

@@ -148,7 +148,8 @@ class _Cluster:
 def test_inputs_are_partitioned_beside_the_replicas_start_only_when_the_pool_leaves_a_cpu(
     cpus, gpus, overrides, beside
 ):
-    from s2d.engine.stages.replica_pool import leaves_cpus_for_partition
+    from s2d.engine.stages.replica_pool import leaves_cpus_for_partition, plan_replica_pool
 
     spec = parse_spec({"model": "smollm2-135m", "out": "unused"}, overrides)
-    assert leaves_cpus_for_partition(_Cluster(cpus, gpus), spec) is beside
+    cluster = _Cluster(cpus, gpus)
+    assert leaves_cpus_for_partition(cluster, spec, plan_replica_pool(cluster, spec)) is beside
