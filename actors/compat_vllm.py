@@ -14,7 +14,7 @@ vLLM is imported anyway); a path whose internal is gone is switched off with one
   Off: occupancy reads 0 and metrics.json's occupancy figures say nothing.
 - `shut_down_once`: AsyncLLM.__del__ calls `shutdown()` again. An engine s2d has shut down when its replica exits
   outlives the loop until the interpreter's teardown, where vLLM's module globals are None already: that second
-  shutdown logs a TypeError traceback (1 job in 2 here). After s2d's shutdown the engine's class becomes a
+  shutdown logs a TypeError traceback (3 quiet jobs in 5 here). After s2d's shutdown the engine's class becomes a
   subclass whose __del__ does nothing. Off: a job's end may log that traceback.
 
 vLLM is imported inside the functions only: importing s2d does not import vLLM.
