@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from s2d.actors.engine_watchdog import dead_engine_process, watch_engine_processes
 from s2d.actors.failures import ReplicaFailed, describe_failure
 from s2d.actors.occupancy import OccupancyRecorder, start_sampling
 from s2d.actors.stragglers import AbortableBackend, batch_key, watch_replica
@@ -38,44 +39,6 @@ from s2d.engine.data.models import resolve_model
 # vLLM's own exit handlers stop its processes if anything is left. A replica that dies without running Python
 # (kill -9, its node's raylet gone) has its engine killed by its guard (s2d.actors.engine_guard).
 RUNTIME_ENV = {"env_vars": compat_ray.replica_env_vars()}  # RAY_kill_child_processes_on_worker_exit=0
-
-
-class EngineProcessDied(RuntimeError):
-    """vLLM's engine core (a child process of the replica) exited."""
-
-
-def _dead_engine_process(children: list) -> EngineProcessDied | None:
-    """EngineProcessDied for the first of `children` (vLLM's engine processes) that is gone, None if all run."""
-    import psutil
-
-    for child in children:
-        try:
-            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.NoSuchProcess:
-            pass
-        return EngineProcessDied(f"vLLM engine process {child.pid} exited")
-    return None
-
-
-def _watch_engine_processes(children: list, on_failure, stopped: threading.Event, interval_s: float = 2.0) -> None:
-    """Call `on_failure` when one of `children` (vLLM's engine core and its workers, as the engine started them;
-    not the replica's engine guard) dies, until `stopped` is set (the replica closing its engine on purpose).
-
-    vLLM's CPU build does not always notice: with its engine core killed, a replica was seen waiting forever
-    for output. Watching the processes turns that hang into a restart.
-    """
-
-    def watch():
-        while not stopped.wait(interval_s):
-            dead = _dead_engine_process(children)
-            if dead is None:
-                continue
-            if not stopped.is_set():
-                on_failure(dead)
-            return
-
-    threading.Thread(target=watch, name="s2d-engine-watchdog", daemon=True).start()
 
 
 def _kill_children() -> None:
@@ -163,7 +126,7 @@ class GenerationReplica:
         if failure_ledger is not None:
             # A weak reference: the watchdog must not keep the replica alive, or its __del__ never closes the engine.
             engine_failed = weakref.WeakMethod(self._engine_failed)
-            _watch_engine_processes(
+            watch_engine_processes(
                 engine_processes, lambda error: (method := engine_failed()) and method(error), self._closed
             )
         # Any other exit that runs Python's exit handlers (Ray stopping workers when the driver ends): registered
@@ -333,7 +296,7 @@ class GenerationReplica:
         self._failure_lock.acquire()  # never released: the first failing thread exits the process
         # A request that was running when an engine process died fails with vLLM's EngineDeadError ("see stack
         # trace above"), before the watchdog looks: the process's exit is the cause to name.
-        cause = describe_failure(_dead_engine_process(self._engine_processes) or error)
+        cause = describe_failure(dead_engine_process(self._engine_processes) or error)
         failures = ray.get(ray.get_actor(self.failure_ledger).record.remote(cause))
         print(
             f"s2d: replica engine failed ({cause}); restarting it ({failures}/{self.max_engine_failures})", flush=True

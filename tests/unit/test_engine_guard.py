@@ -115,18 +115,18 @@ def test_a_failure_inside_a_task_group_is_named_by_its_leaf():
 def test_a_dead_engine_process_is_named_as_the_cause_of_the_engine_failure():
     """The replica names an engine process that exited (killed: a zombie until reaped, or gone) as the failure's
     cause, rather than the EngineDeadError of a request that was running then."""
-    from s2d.actors.replica import EngineProcessDied, _dead_engine_process
+    from s2d.actors.engine_watchdog import EngineProcessDied, dead_engine_process
 
     engines = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
     children = [psutil.Process(engine.pid) for engine in engines]
     try:
-        assert _dead_engine_process(children) is None
+        assert dead_engine_process(children) is None
         engines[1].kill()
         time.sleep(0.2)  # not reaped yet: a zombie
-        dead = _dead_engine_process(children)
+        dead = dead_engine_process(children)
         assert isinstance(dead, EngineProcessDied) and str(dead) == f"vLLM engine process {engines[1].pid} exited"
         engines[1].wait()  # reaped: gone
-        assert str(_dead_engine_process(children)) == f"vLLM engine process {engines[1].pid} exited"
+        assert str(dead_engine_process(children)) == f"vLLM engine process {engines[1].pid} exited"
     finally:
         for engine in engines:
             engine.kill()
