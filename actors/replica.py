@@ -82,6 +82,7 @@ class GenerationReplica:
         import psutil
         import torch
 
+        from s2d.actors import compat_vllm, engine_forkserver
         from s2d.actors.engine_guard import start_guard
         from s2d.actors.vllm_backend import VLLMGenerator, cpu_engine_env, import_vllm
         from s2d.cluster.resources import cpu_thread_env
@@ -100,14 +101,23 @@ class GenerationReplica:
             # Before the engine starts: its core process inherits this environment.
             os.environ.update(cpu_thread_env(replicas, os.cpu_count() or 1))
             os.environ.update(cpu_engine_env(EngineSpec(**engine)))
+        # The engine core's imports, beside this process's own (actors/engine_forkserver.py).
+        engine_context = None
+        if not torch.cuda.is_available() and engine_forkserver.wanted():
+            engine_context = engine_forkserver.start_server(compat_vllm.cpu_preload(os.environ.get("LD_PRELOAD", "")))
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         imported = time.perf_counter()
         self.model_path = resolve_model(model)
         resolved = time.perf_counter()
         import_vllm()
+        if engine_context is not None:
+            compat_vllm.start_engine_processes_with(engine_context)
         vllm_imported = time.perf_counter()
+        not_engine = {child.pid for child in psutil.Process().children(recursive=True)}  # the fork server
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
-        self._engine_processes = engine_processes = psutil.Process().children(recursive=True)
+        self._engine_processes = engine_processes = [
+            child for child in psutil.Process().children(recursive=True) if child.pid not in not_engine
+        ]
         start_guard(engine_processes)  # the engine's processes die with this one, however it ends
         # Where this replica's start-up went (bench/replica_start.py).
         self.startup_s = {

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/replica_start.py                    # ~2 minutes on 2 cores
     .venv/bin/python bench/replica_start.py --worker-process   # vLLM's own layout (main before issue 26)
+    .venv/bin/python bench/replica_start.py --vllm-spawn       # vLLM spawns its engine core (no fork server)
 
 Each run is one fresh process, as `s2d generate` starts one: imports, `ray.init` (no dashboard), one
 `GenerationReplica` actor with a job's engine settings (the packaged model, already converted) and the
@@ -10,7 +11,10 @@ phases come from the replica (`startup_s`: its imports, model resolution, `impor
 spawns its engine core, which spawns its worker, each importing torch and vLLM afresh, then loads the model).
 The rest of "actor ready" is Ray starting the actor's worker process. Then `close`: the engine's clean shutdown.
 `--worker-process` keeps vLLM's CPU engine worker in a process of its own (S2D_ENGINE_WORKER_PROCESS=1: how
-the replica started before issue 26), to compare side by side. Prints each phase per run.
+the replica started before issue 26), `--vllm-spawn` has vLLM spawn its engine core itself instead of forking it
+from the replica's fork server (S2D_ENGINE_FORKSERVER=0, actors/engine_forkserver.py), to compare side by side.
+With the fork server the core's imports run beside the replica's own "import_vllm", which takes longer for it.
+Prints each phase per run.
 """
 
 from __future__ import annotations
@@ -80,9 +84,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--worker-process", action="store_true", help="vLLM's worker in a process of its own")
+    parser.add_argument("--vllm-spawn", action="store_true", help="vLLM spawns its engine core (no fork server)")
     args = parser.parse_args()
     for index in range(args.runs):
-        env = dict(os.environ, PYTHONPATH=str(ROOT), S2D_ENGINE_WORKER_PROCESS="1" if args.worker_process else "0")
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(ROOT),
+            S2D_ENGINE_WORKER_PROCESS="1" if args.worker_process else "0",
+            S2D_ENGINE_FORKSERVER="0" if args.vllm_spawn else "1",
+        )
         run = subprocess.run(
             [sys.executable, __file__, "--child"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
         )
