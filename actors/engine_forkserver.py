@@ -26,6 +26,9 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 import os
+from dataclasses import dataclass
+
+from s2d.actors import compat_vllm
 
 # What the server imports before its fork: the engine core's module pulls in torch and most of vLLM, and the core
 # runs its CPU worker in its own process (vllm_backend.cpu_engine_env); the model's module it imports as it starts.
@@ -68,13 +71,36 @@ def wanted() -> bool:
     return os.environ.get("S2D_ENGINE_FORKSERVER", "1") != "0"
 
 
-def start_server(preload_libraries: str) -> EngineContext:
-    """Start the fork server now (its imports run beside the caller's); the context vLLM is to start its engine
-    core with. `preload_libraries`: LD_PRELOAD for the server, and so for every engine core forked from it."""
+@dataclass(frozen=True)
+class EngineServer:
+    """A started fork server; `preload` is the LD_PRELOAD it (and every engine core forked from it) runs with."""
+
+    preload: str
+
+    def serve_vllm(self) -> bool:
+        """Once vLLM is imported: it starts its engine cores from this server (False: vLLM's own start is kept)."""
+        return compat_vllm.start_engine_processes_with(EngineContext())
+
+    def preload_mismatch(self) -> str | None:
+        """Once the engine started: a line for the replica's log if vLLM wanted other libraries preloaded into its
+        engine core than the server has (vLLM's CPU platform set LD_PRELOAD in this process for its child)."""
+        wanted_by_vllm = os.environ.get("LD_PRELOAD", "")
+        if wanted_by_vllm == self.preload:
+            return None
+        return (
+            f"s2d: vLLM preloads {wanted_by_vllm!r} into its engine core, the fork server has {self.preload!r}: "
+            "the engine may run slower (S2D_ENGINE_FORKSERVER=0 keeps vLLM's own start)"
+        )
+
+
+def start_server() -> EngineServer:
+    """Start the fork server now: its imports run beside the caller's. Started with the libraries vLLM's CPU
+    platform will want preloaded into its engine core, which only an exec loads."""
+    preload = compat_vllm.cpu_preload(os.environ.get("LD_PRELOAD", ""))
     multiprocessing.forkserver.set_forkserver_preload(PRELOAD)
     saved = os.environ.get("LD_PRELOAD")
-    if preload_libraries:
-        os.environ["LD_PRELOAD"] = preload_libraries
+    if preload:
+        os.environ["LD_PRELOAD"] = preload
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
@@ -82,4 +108,4 @@ def start_server(preload_libraries: str) -> EngineContext:
             os.environ.pop("LD_PRELOAD", None)
         else:
             os.environ["LD_PRELOAD"] = saved
-    return EngineContext()
+    return EngineServer(preload)

@@ -82,7 +82,7 @@ class GenerationReplica:
         import psutil
         import torch
 
-        from s2d.actors import compat_vllm, engine_forkserver
+        from s2d.actors import engine_forkserver
         from s2d.actors.engine_guard import start_guard
         from s2d.actors.vllm_backend import VLLMGenerator, cpu_engine_env, import_vllm
         from s2d.cluster.resources import cpu_thread_env
@@ -97,28 +97,30 @@ class GenerationReplica:
         self._closed = threading.Event()  # set by close(): the engine is shut down on purpose
         self._engine_processes: list = []  # vLLM's engine core and its workers, once the engine started
         self._refuse_after_too_many_failures()
+        server = None
         if not torch.cuda.is_available():
             # Before the engine starts: its core process inherits this environment.
             os.environ.update(cpu_thread_env(replicas, os.cpu_count() or 1))
             os.environ.update(cpu_engine_env(EngineSpec(**engine)))
-        # The engine core's imports, beside this process's own (actors/engine_forkserver.py).
-        engine_context = None
-        if not torch.cuda.is_available() and engine_forkserver.wanted():
-            engine_context = engine_forkserver.start_server(compat_vllm.cpu_preload(os.environ.get("LD_PRELOAD", "")))
+            # The engine core's imports, beside this process's own (actors/engine_forkserver.py).
+            server = engine_forkserver.start_server() if engine_forkserver.wanted() else None
         # Resolved here, on the replica's node: a packaged model is converted into that node's cache.
         imported = time.perf_counter()
         self.model_path = resolve_model(model)
         resolved = time.perf_counter()
         import_vllm()
-        if engine_context is not None:
-            compat_vllm.start_engine_processes_with(engine_context)
+        if server is not None and not server.serve_vllm():
+            server = None  # this vLLM starts its engine core itself (compat_vllm logged why)
         vllm_imported = time.perf_counter()
-        not_engine = {child.pid for child in psutil.Process().children(recursive=True)}  # the fork server
+        # Not the engine's: the fork server and its resource tracker.
+        not_engine = {child.pid for child in psutil.Process().children(recursive=True)}
         self.generator = VLLMGenerator.load(self.model_path, EngineSpec(**engine), seed, max_lora_rank)
         self._engine_processes = engine_processes = [
             child for child in psutil.Process().children(recursive=True) if child.pid not in not_engine
         ]
         start_guard(engine_processes)  # the engine's processes die with this one, however it ends
+        if server is not None and (mismatch := server.preload_mismatch()):
+            print(mismatch, flush=True)
         # Where this replica's start-up went (bench/replica_start.py).
         self.startup_s = {
             "imports": imported - started,

@@ -9,7 +9,7 @@ import multiprocessing.forkserver
 import os
 
 from s2d.actors import compat_vllm
-from s2d.actors.engine_forkserver import EngineContext
+from s2d.actors.engine_forkserver import EngineContext, EngineServer
 
 
 def _report(path: str) -> None:
@@ -45,3 +45,10 @@ def test_the_servers_preload_is_vllms_cpu_preload_found_without_importing_torch(
     assert "libgomp" not in compat_vllm.cpu_preload("/opt/intel/libiomp5.so")
     parts = compat_vllm.cpu_preload("/opt/other.so").split(":")
     assert parts.index("/opt/other.so") < parts.index(gomp[0])
+
+
+def test_a_preload_other_than_the_one_vllm_wants_for_its_engine_is_one_line(monkeypatch):
+    monkeypatch.setenv("LD_PRELOAD", "/lib/libgomp.so.1")  # what vLLM's CPU platform set in the replica
+    assert EngineServer("/lib/libgomp.so.1").preload_mismatch() is None
+    line = EngineServer("").preload_mismatch()
+    assert line.startswith("s2d: vLLM preloads '/lib/libgomp.so.1'") and "S2D_ENGINE_FORKSERVER=0" in line
