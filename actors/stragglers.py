@@ -1,5 +1,5 @@
 """Stragglers re-issued (issue 26): at a job's tail, a batch held far longer than the pool's median is run again by
-a replica whose own work is done.
+another replica, beside its last batches.
 
 Ray Data owns dispatch and never re-issues a batch, so the re-issue happens beside it, without touching its data
 path: the replica that took a batch from Ray Data (its holder) is the only one that ever returns its rows, so the
@@ -8,8 +8,9 @@ exactly-once accounting is Ray Data's as before.
 Ray Data releases a replica with no batch in flight once every input has been handed out, so an idle replica is
 gone before it could help. The helper is therefore a replica's *last* batch: once it has run, and the job is at its
 tail (every row it will generate handed to some replica), the batch lingers before it returns and runs copies of
-other replicas' stragglers on its engine; it returns when none is left to wait for. Before the tail a batch
-returns at once (its replica takes the next one from Ray Data).
+other replicas' stragglers on its engine; it returns when none is left to wait for. A batch asks from its start,
+so copies run beside a replica's last batches, not only after them. Before the tail a batch returns at once (its
+replica takes the next one from Ray Data).
 
 - `StragglerCoordinator` (s2d.actors.straggler_coordinator): one small named asyncio actor per job (like the
   failure ledger). It hears each batch start and end (its key, holder and row count: the tail is every expected
@@ -164,6 +165,10 @@ class StragglerWatch:
         self._tell("started", batch.key, self._who(), len(rows))
         with self._lock:
             self._batches[id(batch)] = batch
+        # At the job's tail, copies of other replicas' stragglers start beside this batch, not after it: its engine
+        # has room for them (they run at the lowest priority), and the tail is shorter by up to a batch's time.
+        helping = threading.Thread(target=self._linger, name="s2d-straggler-help", daemon=True)
+        helping.start()
         try:
             with batch.scope.entered():
                 table = own()
@@ -175,7 +180,8 @@ class StragglerWatch:
         if batch.posted is not None:  # a copy came first: own's result (if any) is dropped
             table = batch.posted
         self._tell("finished", batch.key, time.monotonic() - batch.started, batch.posted is not None)
-        self._linger()
+        helping.join()
+        self._linger()  # stragglers that appeared since
         return table
 
     def _finish(self, batch: _Batch) -> Any:
