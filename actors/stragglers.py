@@ -22,7 +22,9 @@ replica takes the next one from Ray Data).
   thread aborts a copy whose holder finished first. A helper that dies loses nothing: the holder still runs its own.
 
 Cheap when nothing is slow: two fire-and-forget messages per batch (its start, for the tail, and its end, for the
-pool's median); only batches older than `straggler_min_s` send their rows, and only at the tail does a batch ask.
+pool's median) and two asks (from a thread at its start, and before it returns), which the coordinator answers at
+once before the tail; only batches older than `straggler_min_s` send their rows, and only at the tail is an ask
+ever answered with copies or held.
 """
 
 from __future__ import annotations
