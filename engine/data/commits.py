@@ -6,6 +6,11 @@ commit the driver, holding the lease's lock at its epoch (s2d.engine.data.lease.
 files into place and rewrites the manifest, so a job whose lease was taken over publishes nothing. The commit
 loop is the lease's proof of progress: each part, finished shard write and commit is reported to it.
 
+The shard writes run on the job's own writer processes (`ShardWriter`: one per shard write in flight, started at
+the first part, when the engines are up), not as Ray tasks: at a job's tail, when its last shards are ready at
+once, Ray had no idle worker for the tasks and started new ones (1-2 s each on two cores, bench/RESULTS.md)
+while the job waited.
+
 The manifest is one JSON file rewritten whole at each commit (the single commit point). Its cost grows with
 the shards committed, so commits are spaced to keep rewriting it a small share of the driver's time: at least
 COMMIT_INTERVAL_S apart, and at least COMMIT_COST_FACTOR times as long as the last rewrite took.
@@ -18,7 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -31,7 +36,8 @@ from s2d.engine.data.shard_tasks import WrittenShard, part_folder, publish_shard
 from s2d.engine.data.shards import PARTS
 from s2d.engine.data.storage import OutputLocation
 
-SHARD_WRITES_IN_FLIGHT = 4  # shard-writing tasks at once (each a shard's rows: bounded memory and I/O)
+SHARD_WRITES_IN_FLIGHT = 4  # shard writes at once, one per writer process (each a shard's rows: bounded memory and I/O)
+WRITE_RETRIES = 3  # a writer process that dies is restarted and its write run again, up to this many times
 COMMIT_INTERVAL_S = 1.0  # finished shards are committed together, at most one manifest rewrite per interval
 COMMIT_COST_FACTOR = 20  # ...and a rewrite at most 1/20 of the driver's time
 
@@ -55,19 +61,23 @@ class ShardCommits:
         self.received = np.zeros(num_shards, np.int64)  # rows seen per shard, a retry's repeats included
         self.writing = np.zeros(num_shards, bool)
         self.waiting: deque[int] = deque()  # ready to write, over the in-flight bound
-        self.in_flight: dict[Any, int] = {}
+        self.in_flight: dict[Any, int] = {}  # a shard write's ref -> its shard
+        self.writers: list[Any] = []
+        self.writer_of: dict[Any, Any] = {}  # a shard write's ref -> the writer running it
         self.received_at_launch: dict[int, int] = {}
         self.finished: dict[int, WrittenShard] = {}
         self.last_commit = 0.0
         self.last_commit_seconds = 0.0
         self.duplicates_dropped = 0
         self.job, self.fence = lease.owner, lease.fence
-        self._write = None
+        self.max_writers = 0
         self._watching = contextlib.ExitStack()
 
-    def start(self, ray, plan: InputPlan) -> None:
+    def start(self, ray, plan: InputPlan, writers: int = SHARD_WRITES_IN_FLIGHT) -> None:
+        """From here shards are written and committed as their rows arrive, by up to `writers` writer processes
+        (at most SHARD_WRITES_IN_FLIGHT, and one per shard left to write)."""
         self.ray = ray
-        self._write = ray.remote(stage_shard).options(num_cpus=0, max_retries=3)
+        self.max_writers = max(1, min(writers, SHARD_WRITES_IN_FLIGHT, int((~self.done).sum())))
         # From here the heartbeat renews only while this loop reports progress (until finish).
         self._watching.enter_context(self.lease.watching_progress(progress_window(self.spec)))
         self.expected[:] = plan.valid
@@ -86,6 +96,7 @@ class ShardCommits:
     def add_part(self, shard: int, rows: int, part: str) -> bool:
         """Count a part's rows; False when the shard is already committed (a retried batch's copies)."""
         self.lease.progress()
+        self._start_writers()  # at the first part: the engines are up, the writers' start no longer slows theirs
         if self.done[shard]:
             self.duplicates_dropped += rows
             self.location.delete(PARTS, part_folder(shard, self.fence), part)
@@ -100,11 +111,22 @@ class ShardCommits:
         self.waiting.append(shard)
         self._launch()
 
+    def _start_writers(self) -> None:
+        if self.writers:
+            return
+        writer = self.ray.remote(ShardWriter).options(
+            num_cpus=0, max_restarts=WRITE_RETRIES, max_task_retries=WRITE_RETRIES, scheduling_strategy="SPREAD"
+        )
+        # stage_shard as this module has it now (a test may replace it to hold a write).
+        self.writers = [writer.remote(stage_shard) for _ in range(self.max_writers)]
+
     def _launch(self) -> None:
         spec = self.spec
-        while self.waiting and len(self.in_flight) < SHARD_WRITES_IN_FLIGHT:
+        self._start_writers()
+        while self.waiting and len(self.in_flight) < len(self.writers):
             shard = self.waiting.popleft()
-            ref = self._write.remote(
+            writer = next(writer for writer in self.writers if writer not in self.writer_of.values())
+            ref = writer.stage.remote(
                 spec.out,
                 shard,
                 self.num_shards,
@@ -115,7 +137,7 @@ class ShardCommits:
                 spec.model,
                 self.fence,
             )
-            self.in_flight[ref] = shard
+            self.in_flight[ref], self.writer_of[ref] = shard, writer
             self.received_at_launch[shard] = int(self.received[shard])
 
     def poll(self, wait: bool = False) -> None:
@@ -134,6 +156,7 @@ class ShardCommits:
                 self.lease.progress()
             for ref in ready:
                 shard = self.in_flight.pop(ref)
+                del self.writer_of[ref]
                 written = _shard_result(self.ray, ref)
                 since_launch = self.received[shard] - self.received_at_launch.pop(shard)
                 if written.entry is None:  # a retry's repeats were counted as new rows: wait for the rest
@@ -177,11 +200,32 @@ class ShardCommits:
         self.last_commit_seconds = self.last_commit - started
 
     def finish(self) -> None:
-        with self._watching:
-            self.poll(wait=True)
+        try:
+            with self._watching:
+                self.poll(wait=True)
+        finally:
+            self.close()
         missing = np.flatnonzero(~self.done).tolist()
         if missing:
             raise RuntimeError(f"{len(missing)} shards never completed (first: {missing[:5]}); rerun to resume")
+
+    def close(self) -> None:
+        """Stops the writer processes (a write still running is cut short: its files are staged under the job's
+        fence, never published, and the next job that opens the output deletes them)."""
+        writers, self.writers = self.writers, []
+        for writer in writers:
+            self.ray.kill(writer)
+
+
+class ShardWriter:
+    """One of a job's shard-writing processes (a Ray actor): `stage` is `write`, s2d.engine.data.shard_tasks's
+    stage_shard."""
+
+    def __init__(self, write: Callable[..., WrittenShard]):
+        self._write = write
+
+    def stage(self, *args: Any) -> WrittenShard:
+        return self._write(*args)
 
 
 def progress_window(spec: JobSpec) -> float:

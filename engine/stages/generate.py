@@ -60,6 +60,7 @@ from s2d.engine.stages.replica_pool import (
     read_reissues,
     replica_stage,
     start_straggler_coordinator,
+    tasks_beside_pool,
 )
 from s2d.engine.stages.results import GenerateResult
 
@@ -148,6 +149,7 @@ def _generate(spec: JobSpec, force: bool, progress: bool, lease: Lease, started:
                 ray, spec, pool, inputs, commits, tally, display, stage_seconds, reissues
             )
         finally:
+            commits.close()  # its writer processes, where the job stopped before finish()
             inputs.close()
         stage_seconds["partition inputs" + (" (beside the replicas' start)" if inputs.beside else "")] = inputs.seconds
         display.close()
@@ -245,10 +247,11 @@ def _generate_and_commit(
     first_batch_at: float | None = None
     occupancy_read = started
     pool_rows = spec.generation.max_replicas * pool.in_flight * spec.generation.batch_size
+    beside_pool = tasks_beside_pool(ray, spec, pool)  # curation tasks and shard writers at once
     try:
         # Partitioned beside the replicas' start: every shard not yet committed (the empty ones load nothing and
         # commit with the plan); otherwise the plan is known, and commits start now.
-        plan = None if inputs.beside else _start_commits_with(ray, inputs, commits, coordinator)
+        plan = None if inputs.beside else _start_commits_with(ray, inputs, commits, coordinator, beside_pool)
         shards = commits.uncommitted_shards() if plan is None else commits.pending_shards()
         if not shards:  # every shard left has nothing to generate: committed by the plan
             commits.finish()
@@ -259,10 +262,12 @@ def _generate_and_commit(
             curation_rows = curation_batch_rows(
                 spec.generation.batch_size, tally.total_inputs, QUEUED_ROUNDS * pool_rows
             )
-            parts = _pipeline_stages(ray, spec, pool, shards, ledger_name, commits.fence, curation_rows, inputs.gate)
+            parts = _pipeline_stages(
+                ray, spec, pool, shards, ledger_name, commits.fence, curation_rows, beside_pool, inputs.gate
+            )
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 if plan is None:  # partitioned beside the replicas' start: nothing is committed before the plan
-                    plan = _start_commits_with(ray, inputs, commits, coordinator)
+                    plan = _start_commits_with(ray, inputs, commits, coordinator, beside_pool)
                 committing = time.monotonic()
                 if batch is not None:
                     if first_batch_at is None:
@@ -284,7 +289,7 @@ def _generate_and_commit(
                         display.refresh()
                 stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
             if plan is None:  # the pipeline ended before its first tick (every shard empty)
-                plan = _start_commits_with(ray, inputs, commits, coordinator)
+                plan = _start_commits_with(ray, inputs, commits, coordinator, beside_pool)
             commits.finish()
             stage_seconds["generate + curate pipeline"] = time.monotonic() - started
             tally.occupancy = _read_occupancy(ray, ledger) or tally.occupancy
@@ -323,11 +328,11 @@ def curation_batch_rows(batch_size: int, num_inputs: int, queued_rows_cap: int) 
     return batches * batch_size
 
 
-def _start_commits_with(ray, inputs: JobInputs, commits: ShardCommits, coordinator) -> InputPlan:
-    """Once the inputs partitioned beside the replicas' start are complete: the commits and the straggler
-    coordinator learn what each shard holds."""
+def _start_commits_with(ray, inputs: JobInputs, commits: ShardCommits, coordinator, writers: int) -> InputPlan:
+    """Once the inputs partitioned beside the replicas' start are complete: the commits (with up to `writers`
+    shard writers) and the straggler coordinator learn what each shard holds."""
     plan = inputs.plan()
-    commits.start(ray, plan)
+    commits.start(ray, plan, writers)
     if coordinator is not None:
         coordinator.expect.remote(int(plan.valid[commits.pending_shards()].sum()))
     return plan
@@ -355,11 +360,12 @@ def _pipeline_stages(
     ledger_name: str,
     fence: str,
     curation_rows: int,
+    curation_tasks: int,
     inputs_gate=None,
 ):
     """The shards' inputs (once partitioned: `inputs_gate`, load_partitioned_inputs) -> the replica `pool` ->
-    curation (`curation_rows` per task) and part files (under the job's lease `fence`), as a Ray
-    Data dataset of part counts."""
+    curation (`curation_rows` per task, `curation_tasks` at once) and part files (under the job's lease
+    `fence`), as a Ray Data dataset of part counts."""
     inputs = (
         ray.data.from_items([{"shard_id": shard} for shard in shards])
         .map_batches(load_partitioned_inputs, batch_size=1, fn_kwargs={"out": spec.out, "gate": inputs_gate})
@@ -372,6 +378,7 @@ def _pipeline_stages(
         curate_and_write,
         batch_format="pyarrow",
         batch_size=curation_rows,
+        compute=ray.data.TaskPoolStrategy(size=curation_tasks),
         fn_kwargs={"out": spec.out, "criterion": curate_kwargs(spec), "fence": fence},
     )
 

@@ -45,13 +45,27 @@ def plan_replica_pool(ray, spec: JobSpec) -> ReplicaPool:
     return ReplicaPool(placement, in_flight)
 
 
-def leaves_cpus_for_partition(ray, spec: JobSpec, pool: ReplicaPool) -> bool:
-    """Whether the job's inputs may be partitioned while its replicas start: only when the pool, at its largest,
-    leaves at least one of the cluster's CPUs to the partition's tasks. Replicas keep their CPUs for the whole job,
-    so a pool that takes them all would starve those tasks (on a GPU cluster the pool takes few; on a CPU-only
-    machine one replica per core takes every one, and the partition runs first, as before)."""
+def cpus_left_by_pool(ray, spec: JobSpec, pool: ReplicaPool) -> float:
+    """The cluster's CPUs the pool, at its largest, leaves to the job's tasks (planned, like the pool, for the
+    cluster as it is when the job starts). Replicas keep their CPUs for the whole job."""
     pool_cpus = spec.generation.max_replicas * pool.placement.cpus
-    return float(ray.cluster_resources().get("CPU", 0.0)) - pool_cpus >= 1.0
+    return float(ray.cluster_resources().get("CPU", 0.0)) - pool_cpus
+
+
+def leaves_cpus_for_partition(ray, spec: JobSpec, pool: ReplicaPool) -> bool:
+    """Whether the job's inputs may be partitioned while its replicas start: only when the pool leaves at least one
+    CPU to the partition's tasks; a pool that takes them all would starve them (on a GPU cluster the pool takes
+    few; on a CPU-only machine one replica per core takes every one, and the partition runs first, as before)."""
+    return cpus_left_by_pool(ray, spec, pool) >= 1.0
+
+
+def tasks_beside_pool(ray, spec: JobSpec, pool: ReplicaPool) -> int:
+    """How many of the job's tasks of one kind (curation, shard writes) run at once: one per CPU the pool leaves,
+    at least one, never more. At the job's tail Ray Data releases the replicas, and their CPUs would let it run more
+    curation tasks at once, on worker processes started for them then: on two cores two such starts (1-2 s of CPU
+    each) slowed the tail's four 20 ms curation tasks to 0.3-0.45 s each, and the slow-replica test's tail from
+    0.2 s to 1-2 s (bench/RESULTS.md, 2026-12-06)."""
+    return max(1, int(cpus_left_by_pool(ray, spec, pool)))
 
 
 def replica_stage(ray, spec: JobSpec, inputs, ledger_name: str, pool: ReplicaPool):

@@ -11,7 +11,7 @@ import pytest
 from fencing_scene import NUM_SHARDS, PER_SHARD, open_scene, visible_files, write_part
 
 from s2d.engine.data.accounting import check_accounting
-from s2d.engine.data.commits import ShardCommits, with_ticks
+from s2d.engine.data.commits import SHARD_WRITES_IN_FLIGHT, ShardCommits, with_ticks
 from s2d.engine.data.lease import Lease, LeaseLost
 from s2d.engine.data.manifest import read_manifest, shard_name
 from s2d.engine.data.ownership import is_owned_name
@@ -65,8 +65,8 @@ def test_the_puller_reads_at_most_one_ahead_and_stops_when_the_consumer_does():
 
 
 class InlineRay:
-    """The part of Ray's API ShardCommits uses, in this process: a task runs only when the driver waits for it, so
-    a test decides when a job's worker writes (after its lease was taken over: a late write)."""
+    """The part of Ray's API ShardCommits uses, in this process: an actor's call runs only when the driver waits for
+    it, so a test decides when a job's writer writes (after its lease was taken over: a late write)."""
 
     class exceptions:  # noqa: N801 - Ray's name
         RayTaskError = RuntimeError
@@ -80,23 +80,51 @@ class InlineRay:
                 self.result, self.done = self.fn(*self.args), True
             return self
 
-    def remote(self, fn):
+    def remote(self, cls):
         ray = self
 
-        class Task:
+        class Actor:  # an instance of `cls` whose methods' calls are Refs
+            def __init__(self, *args):
+                self.instance = cls(*args)
+
+            def __getattr__(self, name):
+                method = getattr(self.instance, name)
+                return type("Method", (), {"remote": staticmethod(lambda *args: ray.Ref(method, args))})()
+
+        class ActorClass:
             def options(self, **_):
                 return self
 
             def remote(self, *args):
-                return ray.Ref(fn, args)
+                return Actor(*args)
 
-        return Task()
+        return ActorClass()
+
+    def kill(self, actor):
+        pass
 
     def wait(self, refs, num_returns, timeout):
         return [ref.run() for ref in refs], []
 
     def get(self, ref):
         return ref.run().result
+
+
+def test_shards_are_written_by_writers_started_at_the_first_part_one_per_write_in_flight(tmp_path):
+    location, spec, plan = open_scene(tmp_path / "run")
+    with Lease.acquire(tmp_path / "run") as lease:
+        commits = ShardCommits(location, read_manifest(tmp_path / "run"), lease, spec, NUM_SHARDS)
+        commits.start(InlineRay(), plan, writers=8)
+        assert commits.writers == []  # not while the engines start
+        commits.add_part(0, 1, write_part(location, lease.fence, 0, "x", "part-0.parquet"))
+        assert len(commits.writers) == min(8, SHARD_WRITES_IN_FLIGHT, NUM_SHARDS)
+        for shard in range(NUM_SHARDS):
+            commits.add_part(
+                shard, PER_SHARD - (shard == 0), write_part(location, lease.fence, shard, "x", "p.parquet")
+            )
+        assert len(commits.in_flight) == NUM_SHARDS and len(set(commits.writer_of.values())) == NUM_SHARDS
+        commits.finish()
+        assert commits.writers == [] and check_accounting(tmp_path / "run").ok
 
 
 def _take_over(out, stalled):

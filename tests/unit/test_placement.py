@@ -123,7 +123,7 @@ def test_a_replica_holds_its_actors_cpus_or_its_groups():
 
 
 class _Cluster:
-    """What leaves_cpus_for_partition asks Ray: its nodes (for GPUs) and its CPUs."""
+    """What leaves_cpus_for_partition and tasks_beside_pool ask Ray: its nodes (for GPUs) and its CPUs."""
 
     def __init__(self, cpus: float, gpus: int = 0):
         self.cpus, self.gpus = cpus, gpus
@@ -153,3 +153,20 @@ def test_inputs_are_partitioned_beside_the_replicas_start_only_when_the_pool_lea
     spec = parse_spec({"model": "smollm2-135m", "out": "unused"}, overrides)
     cluster = _Cluster(cpus, gpus)
     assert leaves_cpus_for_partition(cluster, spec, plan_replica_pool(cluster, spec)) is beside
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "overrides", "tasks"),
+    [
+        (2, 0, [], 1),  # one replica of one CPU on two cores
+        (2, 0, ["generation.replicas=2"], 1),  # the replicas take both cores: still one
+        (2, 0, ["generation.replicas=2", "generation.cpus_per_replica=0.5"], 1),
+        (16, 8, ["generation.replicas=8"], 8),  # a GPU node: the pool takes 8 of its 16 CPUs
+    ],
+)
+def test_curation_and_shard_writes_run_one_per_cpu_the_pool_leaves(cpus, gpus, overrides, tasks):
+    from s2d.engine.stages.replica_pool import plan_replica_pool, tasks_beside_pool
+
+    spec = parse_spec({"model": "smollm2-135m", "out": "unused"}, overrides)
+    cluster = _Cluster(cpus, gpus)
+    assert tasks_beside_pool(cluster, spec, plan_replica_pool(cluster, spec)) == tasks
