@@ -8,6 +8,9 @@ a path whose internal is gone is switched off with one warning line, and s2d run
   operators' `_input_queues` / `_output_queues`, the executor's `OpState.output_queue` and `OpBufferQueue._queues`,
   operators' `_output_blocks_stats` (s2d.cluster.backpressure). Off: queues are bounded by bytes only (Ray Data's
   default) and every block's stats stay in the driver.
+- `executor_wait`: Ray Data's `streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S`, how long each step of
+  its executor waits for its tasks (s2d.engine.stages.generate shortens it during a job). Off: 0.1 s, Ray Data's
+  own; a replica that finished its batches waits up to that long for the next.
 - `keep_child_processes`: the Ray system config `kill_child_processes_on_worker_exit`, set through its environment
   variable for the replica actors (s2d.actors.replica.RUNTIME_ENV). Off: the variable is not set; Ray may kill a
   replica's vLLM engine before the replica closes it, which vLLM logs as an EngineDeadError at a job's end.
@@ -20,8 +23,10 @@ Ray itself is imported inside the functions only: importing s2d does not import 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import mmap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +76,24 @@ def trim_block_stats(op: Any, kept: int) -> None:
         del stats[:-kept]
 
 
+@contextlib.contextmanager
+def executor_wait(seconds: float) -> Iterator[None]:
+    """Inside the block, each step of Ray Data's executor waits at most `seconds` for its tasks (0.1 s by default).
+    A step waits for *all* its running tasks (`ray.wait(num_returns=len(active))`), so while any one of them runs
+    longer (a replica's other batches), every step waits the whole timeout before it hands out more work. As it
+    was outside the block; unchanged on a Ray without it."""
+    if not INTERNALS.enabled("executor_wait"):
+        yield
+        return
+    from ray.data._internal.execution import streaming_executor_state as state
+
+    saved, state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, seconds
+    try:
+        yield
+    finally:
+        state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = saved
+
+
 def replica_env_vars() -> dict[str, str]:
     """The replica actors' environment: Ray keeps a replica's child processes (vLLM's engine) alive through its
     graceful exit, so the replica closes its engine itself. Empty on a Ray without that flag."""
@@ -112,6 +135,14 @@ def _has_block_stats() -> bool:
     return _has_policy_api() and _assigns(MapOperator, "_output_blocks_stats")
 
 
+def _has_executor_wait() -> bool:
+    from ray.data._internal.execution import streaming_executor_state as state
+
+    timeout = getattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", None)
+    reads_it = "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S" in state.process_completed_tasks.__code__.co_names
+    return isinstance(timeout, float) and reads_it
+
+
 def _has_flag(flag: str) -> bool:
     """Ray reads its system configs in C++ (the core worker, in `ray/_raylet.so`); a flag it no longer defines
     is ignored without a word, so look for its name there. Ray is not imported."""
@@ -139,6 +170,11 @@ INTERNALS = Internals(
             f"{_EXECUTION}'s BackpressurePolicy and MapOperator._output_blocks_stats",
             "every block's stats stay in the driver (about 1 KB per block)",
             _has_block_stats,
+        ),
+        "executor_wait": Internal(
+            f"{_EXECUTION}.streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S",
+            "Ray Data's executor waits its own 0.1 s per step: a replica may wait that long for its next batch",
+            _has_executor_wait,
         ),
         "keep_child_processes": Internal(
             f"the system config {KEEP_CHILD_PROCESSES_FLAG}",

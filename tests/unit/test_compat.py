@@ -50,6 +50,15 @@ def test_the_replicas_keep_their_engine_through_a_graceful_exit():
     assert compat_ray.replica_env_vars() == {"RAY_kill_child_processes_on_worker_exit": "0"}
 
 
+def test_ray_datas_executor_waits_the_shorter_time_inside_the_block_only():
+    from ray.data._internal.execution import streaming_executor_state as state
+
+    before = state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S
+    with compat_ray.executor_wait(0.02):
+        assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == 0.02
+    assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == before
+
+
 def test_a_missing_internal_is_one_warning_line_once_and_its_path_stays_off(caplog):
     internals = Internals("somelib", ("pytest",), {"gone": Internal("Thing._private", "s2d does X", lambda: 1 / 0)})
     with caplog.at_level(logging.WARNING, logger="s2d.compat"):
