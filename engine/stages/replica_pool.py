@@ -63,8 +63,8 @@ def tasks_beside_pool(ray, spec: JobSpec, pool: ReplicaPool) -> int:
     """How many of the job's tasks of one kind (curation, shard writes) run at once: one per CPU the pool leaves,
     at least one, never more. At the job's tail Ray Data releases the replicas, and their CPUs would let it run more
     curation tasks at once, on worker processes started for them then: on two cores two such starts (1-2 s of CPU
-    each) slowed the tail's four 20 ms curation tasks to 0.3-0.45 s each, and the slow-replica test's tail from
-    0.2 s to 1-2 s (bench/RESULTS.md, 2026-12-06)."""
+    each) slowed the tail's four 20 ms curation tasks to 0.23-0.47 s each (bench/RESULTS.md, 2026-12-06, seventh
+    session)."""
     return max(1, int(cpus_left_by_pool(ray, spec, pool)))
 
 
