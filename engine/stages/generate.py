@@ -270,8 +270,18 @@ def _generate_and_commit(
             curation_rows = curation_batch_rows(
                 spec.generation.batch_size, tally.total_inputs, QUEUED_ROUNDS * pool_rows
             )
+            # No more curation tasks at once than replica batches either: Ray Data warns of a cap above its inputs.
+            batches = -(-tally.total_inputs // spec.generation.batch_size)
             parts = _pipeline_stages(
-                ray, spec, pool, shards, ledger_name, commits.fence, curation_rows, beside_pool, inputs.gate
+                ray,
+                spec,
+                pool,
+                shards,
+                ledger_name,
+                commits.fence,
+                curation_rows,
+                max(1, min(beside_pool, batches)),
+                inputs.gate,
             )
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 if plan is None:  # partitioned beside the replicas' start: nothing is committed before the plan
