@@ -271,17 +271,9 @@ def _generate_and_commit(
                 spec.generation.batch_size, tally.total_inputs, QUEUED_ROUNDS * pool_rows
             )
             # No more curation tasks at once than replica batches either: Ray Data warns of a cap above its inputs.
-            batches = -(-tally.total_inputs // spec.generation.batch_size)
+            curation_tasks = min(beside_pool, max(1, -(-tally.total_inputs // spec.generation.batch_size)))
             parts = _pipeline_stages(
-                ray,
-                spec,
-                pool,
-                shards,
-                ledger_name,
-                commits.fence,
-                curation_rows,
-                max(1, min(beside_pool, batches)),
-                inputs.gate,
+                ray, spec, pool, shards, ledger_name, commits.fence, curation_rows, curation_tasks, inputs.gate
             )
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 if plan is None:  # partitioned beside the replicas' start: nothing is committed before the plan
