@@ -61,9 +61,8 @@ class ShardCommits:
         self.received = np.zeros(num_shards, np.int64)  # rows seen per shard, a retry's repeats included
         self.writing = np.zeros(num_shards, bool)
         self.waiting: deque[int] = deque()  # ready to write, over the in-flight bound
-        self.in_flight: dict[Any, int] = {}  # a shard write's ref -> its shard
+        self.in_flight: dict[Any, tuple[int, Any]] = {}  # a shard write's ref -> its shard and the writer running it
         self.writers: list[Any] = []
-        self.writer_of: dict[Any, Any] = {}  # a shard write's ref -> the writer running it
         self.received_at_launch: dict[int, int] = {}
         self.finished: dict[int, WrittenShard] = {}
         self.last_commit = 0.0
@@ -125,7 +124,8 @@ class ShardCommits:
         self._start_writers()
         while self.waiting and len(self.in_flight) < len(self.writers):
             shard = self.waiting.popleft()
-            writer = next(writer for writer in self.writers if writer not in self.writer_of.values())
+            busy = [writer for _, writer in self.in_flight.values()]
+            writer = next(writer for writer in self.writers if writer not in busy)
             ref = writer.stage.remote(
                 spec.out,
                 shard,
@@ -137,7 +137,7 @@ class ShardCommits:
                 spec.model,
                 self.fence,
             )
-            self.in_flight[ref], self.writer_of[ref] = shard, writer
+            self.in_flight[ref] = shard, writer
             self.received_at_launch[shard] = int(self.received[shard])
 
     def poll(self, wait: bool = False) -> None:
@@ -155,8 +155,7 @@ class ShardCommits:
             if ready:
                 self.lease.progress()
             for ref in ready:
-                shard = self.in_flight.pop(ref)
-                del self.writer_of[ref]
+                shard, _ = self.in_flight.pop(ref)
                 written = _shard_result(self.ray, ref)
                 since_launch = self.received[shard] - self.received_at_launch.pop(shard)
                 if written.entry is None:  # a retry's repeats were counted as new rows: wait for the rest
