@@ -6,10 +6,11 @@ commit the driver, holding the lease's lock at its epoch (s2d.engine.data.lease.
 files into place and rewrites the manifest, so a job whose lease was taken over publishes nothing. The commit
 loop is the lease's proof of progress: each part, finished shard write and commit is reported to it.
 
-The shard writes run on the job's own writer processes (`ShardWriter`: one per shard write in flight, started at
-the first part, when the engines are up), not as Ray tasks: at a job's tail, when its last shards are ready at
-once, Ray had no idle worker for the tasks and started new ones (1-2 s each on two cores, bench/RESULTS.md)
-while the job waited.
+The shard writes run on the job's own writer processes (`ShardWriter`: one per shard write in flight), not as Ray
+tasks: at a job's tail, when its last shards are ready at once, Ray had no idle worker for the tasks and started
+new ones (1-2 s each on two cores, bench/RESULTS.md) while the job waited. The writers start with the job,
+beside the engines' start: a writer started at the first part took its worker process's start (1.1-1.4 CPU-s
+on two cores) from the engines' batches.
 
 The manifest is one JSON file rewritten whole at each commit (the single commit point). Its cost grows with
 the shards committed, so commits are spaced to keep rewriting it a small share of the driver's time: at least
@@ -69,14 +70,25 @@ class ShardCommits:
         self.last_commit_seconds = 0.0
         self.duplicates_dropped = 0
         self.job, self.fence = lease.owner, lease.fence
-        self.max_writers = 0
         self._watching = contextlib.ExitStack()
 
-    def start(self, ray, plan: InputPlan, writers: int = SHARD_WRITES_IN_FLIGHT) -> None:
-        """From here shards are written and committed as their rows arrive, by up to `writers` writer processes
-        (at most SHARD_WRITES_IN_FLIGHT, and one per shard left to write)."""
+    def start_writers(self, ray, writers: int = SHARD_WRITES_IN_FLIGHT) -> None:
+        """Start the job's writer processes: `writers` of them, at most SHARD_WRITES_IN_FLIGHT and one per shard
+        left to write (once: later calls keep them)."""
+        if self.writers:
+            return
         self.ray = ray
-        self.max_writers = max(1, min(writers, SHARD_WRITES_IN_FLIGHT, int((~self.done).sum())))
+        count = max(1, min(writers, SHARD_WRITES_IN_FLIGHT, int((~self.done).sum())))
+        writer = ray.remote(ShardWriter).options(
+            num_cpus=0, max_restarts=WRITE_RETRIES, max_task_retries=WRITE_RETRIES, scheduling_strategy="SPREAD"
+        )
+        # stage_shard as this module has it now (a test may replace it to hold a write).
+        self.writers = [writer.remote(stage_shard) for _ in range(count)]
+
+    def start(self, ray, plan: InputPlan) -> None:
+        """From here shards are written and committed as their rows arrive, by the writers `start_writers` started
+        (as many as it starts by default when none were)."""
+        self.start_writers(ray)
         # From here the heartbeat renews only while this loop reports progress (until finish).
         self._watching.enter_context(self.lease.watching_progress(progress_window(self.spec)))
         self.expected[:] = plan.valid
@@ -95,7 +107,6 @@ class ShardCommits:
     def add_part(self, shard: int, rows: int, part: str) -> bool:
         """Count a part's rows; False when the shard is already committed (a retried batch's copies)."""
         self.lease.progress()
-        self._start_writers()  # at the first part: the engines are up, the writers' start no longer slows theirs
         if self.done[shard]:
             self.duplicates_dropped += rows
             self.location.delete(PARTS, part_folder(shard, self.fence), part)
@@ -110,18 +121,8 @@ class ShardCommits:
         self.waiting.append(shard)
         self._launch()
 
-    def _start_writers(self) -> None:
-        if self.writers:
-            return
-        writer = self.ray.remote(ShardWriter).options(
-            num_cpus=0, max_restarts=WRITE_RETRIES, max_task_retries=WRITE_RETRIES, scheduling_strategy="SPREAD"
-        )
-        # stage_shard as this module has it now (a test may replace it to hold a write).
-        self.writers = [writer.remote(stage_shard) for _ in range(self.max_writers)]
-
     def _launch(self) -> None:
         spec = self.spec
-        self._start_writers()
         while self.waiting and len(self.in_flight) < len(self.writers):
             shard = self.waiting.popleft()
             busy = [writer for _, writer in self.in_flight.values()]

@@ -253,10 +253,12 @@ def _generate_and_commit(
     occupancy_read = started
     pool_rows = spec.generation.max_replicas * pool.in_flight * spec.generation.batch_size
     beside_pool = tasks_beside_pool(ray, spec, pool)  # curation tasks and shard writers at once
+    # The writers start now, beside the engines: one started mid-generation slows the engines' batches.
+    commits.start_writers(ray, beside_pool)
     try:
         # Partitioned beside the replicas' start: every shard not yet committed (the empty ones load nothing and
         # commit with the plan); otherwise the plan is known, and commits start now.
-        plan = None if inputs.beside else _start_commits_with(ray, inputs, commits, coordinator, beside_pool)
+        plan = None if inputs.beside else _start_commits_with(ray, inputs, commits, coordinator)
         shards = commits.uncommitted_shards() if plan is None else commits.pending_shards()
         if not shards:  # every shard left has nothing to generate: committed by the plan
             commits.finish()
@@ -277,7 +279,7 @@ def _generate_and_commit(
             )
             for batch in with_ticks(parts.iter_batches(batch_format="pyarrow", batch_size=None), COMMIT_INTERVAL_S):
                 if plan is None:  # partitioned beside the replicas' start: nothing is committed before the plan
-                    plan = _start_commits_with(ray, inputs, commits, coordinator, beside_pool)
+                    plan = _start_commits_with(ray, inputs, commits, coordinator)
                 committing = time.monotonic()
                 if batch is not None:
                     if first_batch_at is None:
@@ -299,7 +301,7 @@ def _generate_and_commit(
                         display.refresh()
                 stage_seconds["shard commit + accounting (driver)"] += time.monotonic() - committing
             if plan is None:  # the pipeline ended before its first tick (every shard empty)
-                plan = _start_commits_with(ray, inputs, commits, coordinator, beside_pool)
+                plan = _start_commits_with(ray, inputs, commits, coordinator)
             commits.finish()
             stage_seconds["generate + curate pipeline"] = time.monotonic() - started
             tally.occupancy = _read_occupancy(ray, ledger) or tally.occupancy
@@ -338,11 +340,11 @@ def curation_batch_rows(batch_size: int, num_inputs: int, queued_rows_cap: int) 
     return batches * batch_size
 
 
-def _start_commits_with(ray, inputs: JobInputs, commits: ShardCommits, coordinator, writers: int) -> InputPlan:
-    """Once the inputs partitioned beside the replicas' start are complete: the commits (with up to `writers`
-    shard writers) and the straggler coordinator learn what each shard holds."""
+def _start_commits_with(ray, inputs: JobInputs, commits: ShardCommits, coordinator) -> InputPlan:
+    """Once the inputs partitioned beside the replicas' start are complete: the commits and the straggler
+    coordinator learn what each shard holds."""
     plan = inputs.plan()
-    commits.start(ray, plan, writers)
+    commits.start(ray, plan)
     if coordinator is not None:
         coordinator.expect.remote(int(plan.valid[commits.pending_shards()].sum()))
     return plan

@@ -110,18 +110,17 @@ class InlineRay:
         return ref.run().result
 
 
-def test_shards_are_written_by_writers_started_at_the_first_part_one_per_write_in_flight(tmp_path):
+def test_shards_are_written_by_writers_started_before_the_plan_one_per_write_in_flight(tmp_path):
     location, spec, plan = open_scene(tmp_path / "run")
     with Lease.acquire(tmp_path / "run") as lease:
         commits = ShardCommits(location, read_manifest(tmp_path / "run"), lease, spec, NUM_SHARDS)
-        commits.start(InlineRay(), plan, writers=8)
-        assert commits.writers == []  # not while the engines start
-        commits.add_part(0, 1, write_part(location, lease.fence, 0, "x", "part-0.parquet"))
-        assert len(commits.writers) == min(8, SHARD_WRITES_IN_FLIGHT, NUM_SHARDS)
+        commits.start_writers(InlineRay(), 8)  # with the job, beside the engines' start
+        writers = list(commits.writers)
+        assert len(writers) == min(8, SHARD_WRITES_IN_FLIGHT, NUM_SHARDS)
+        commits.start(InlineRay(), plan)
+        assert commits.writers == writers  # the same ones: started once
         for shard in range(NUM_SHARDS):
-            commits.add_part(
-                shard, PER_SHARD - (shard == 0), write_part(location, lease.fence, shard, "x", "p.parquet")
-            )
+            commits.add_part(shard, PER_SHARD, write_part(location, lease.fence, shard, "x", "p.parquet"))
         writers_busy = {writer for _, writer in commits.in_flight.values()}
         assert len(commits.in_flight) == NUM_SHARDS and len(writers_busy) == NUM_SHARDS
         commits.finish()
