@@ -8,7 +8,7 @@ The job and the slow replica are tests/slow_replica_scene.py's (as test_slow_rep
 batches of the packaged model, re-issuing on (generation.straggler_factor=3), job time from the last engine ready to
 the job's end. One Ray for all jobs; each pair runs the pool first (the healthy replica alone then runs on the Ray
 workers the pool warmed: the stricter order), then the healthy replica alone. One 3-second job on two cores
-spreads by +-10% from one run to the next, so the bar is read on the medians; every pair's ratio is printed.
+takes 2.7-3.8 s from one run to the next, so the bar is read on the medians; every pair's ratio is printed.
 Prints one JSON line per pair; the last line is the median ratio and its bar.
 """
 
