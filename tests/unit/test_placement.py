@@ -170,3 +170,18 @@ def test_curation_and_shard_writes_run_one_per_cpu_the_pool_leaves(cpus, gpus, o
     spec = parse_spec({"model": "smollm2-135m", "out": "unused"}, overrides)
     cluster = _Cluster(cpus, gpus)
     assert tasks_beside_pool(cluster, spec, plan_replica_pool(cluster, spec)) == tasks
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reissues"),
+    [
+        ([], False),  # one replica: nothing to copy onto
+        (["generation.replicas=2"], True),  # on by default (issue 26)
+        (["generation.replicas=1..4"], True),  # a pool that may grow to several
+        (["generation.replicas=2", "generation.straggler_factor=null"], False),
+    ],
+)
+def test_stragglers_are_re_issued_by_default_in_a_pool_of_two_or_more(overrides, reissues):
+    from s2d.engine.stages.replica_pool import reissues_stragglers
+
+    assert reissues_stragglers(parse_spec({"model": "smollm2-135m", "out": "unused"}, overrides)) is reissues

@@ -85,14 +85,14 @@ def test_a_policy_out_of_range_is_refused():
         StragglerPolicy(factor=2.0, min_s=-1.0)
 
 
-def test_the_spec_has_stragglers_off_by_default_and_checks_the_fields():
+def test_the_spec_re_issues_stragglers_by_default_null_turns_it_off_and_checks_the_fields():
     from pydantic import ValidationError
 
     from s2d.engine.core.spec import GenerationSpec
 
     spec = GenerationSpec()
-    assert spec.straggler_factor is None and spec.straggler_min_s == 10.0  # off: measured on two CPU cores only
-    assert GenerationSpec(straggler_factor=3).straggler_factor == 3.0
+    assert spec.straggler_factor == 3.0 and spec.straggler_min_s == 10.0  # issue 26: on, with two or more replicas
+    assert GenerationSpec(straggler_factor=None).straggler_factor is None
     with pytest.raises(ValidationError):
         GenerationSpec(straggler_factor=1.0)
     with pytest.raises(ValidationError):
