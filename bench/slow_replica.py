@@ -1,7 +1,7 @@
 """Issue 26's slow-replica bar, over several pairs: job time with one healthy and one 10x-slow replica, against the
 same job on the healthy replica alone.
 
-    .venv/bin/python bench/slow_replica.py              # 5 pairs, ~6 minutes on 2 cores
+    .venv/bin/python bench/slow_replica.py              # 5 pairs, ~4 minutes on 2 cores (6 with --control)
     .venv/bin/python bench/slow_replica.py --control    # each pair also runs the pool without re-issuing
 
 The job and the slow replica are tests/slow_replica_scene.py's (as test_slow_replica runs them): 12 one-input
