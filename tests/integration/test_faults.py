@@ -30,13 +30,16 @@ ROOT = Path(__file__).parents[2]
 DEMO = ROOT / "configs" / "demo.yaml"
 
 
+INPUTS_PER_SHARD = 3
+
+
 def chaos_job(num_inputs: int, out: Path) -> list[str]:
     """One input per replica call and a few inputs per shard: many moments at which a kill lands mid-job."""
     return [
         "generate",
         str(DEMO),
         f"task.num_inputs={num_inputs}",
-        "output.inputs_per_shard=3",
+        f"output.inputs_per_shard={INPUTS_PER_SHARD}",
         "generation.batch_size=1",
         "method.name=system1",
         "sampling.n=2",
@@ -87,6 +90,18 @@ def _replica_pids() -> list[int]:
     ]
 
 
+def sleep_until_kill_moment(out: Path, num_inputs: int, delay: float) -> None:
+    """Sleep `delay` seconds, or less: until half the job's shards are committed, whichever comes first.
+
+    A kill meant for mid-job must not land after the job: how fast the replica generates moves twofold between
+    hours on two shared cores, so a fixed window either misses the job's end on a fast hour or its start on a slow one.
+    """
+    half = -(-num_inputs // INPUTS_PER_SHARD) // 2
+    until = time.monotonic() + delay
+    while time.monotonic() < until and _committed_shards(out) < half:
+        time.sleep(0.05)
+
+
 def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
     """Run a job in this process; kill -9 its replica at a random moment; the job must finish exactly once."""
     delay = random.Random(seed).uniform(0.5, 6.0)
@@ -96,9 +111,10 @@ def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if pids := _replica_pids():
-                time.sleep(delay)
+                up = time.monotonic()
+                sleep_until_kill_moment(out, num_inputs, delay)
                 os.kill(pids[0], signal.SIGKILL)
-                killed.append(_committed_shards(out))
+                killed.extend([_committed_shards(out), time.monotonic() - up])
                 return
             time.sleep(0.5)
 
@@ -108,11 +124,11 @@ def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
     assert main(chaos_job(num_inputs, out)) == 0, f"seed {seed}"
     killer.join(timeout=5)
     total_shards = read_manifest(out).num_shards
-    assert killed and killed[0] < total_shards, f"the kill ({delay:.1f}s, seed {seed}) did not land mid-job"
+    assert killed and killed[0] < total_shards, f"the kill (seed {seed}, [shards, s]: {killed}) did not land mid-job"
     assert_exactly_once(out, num_inputs)
     return {
         "seed": seed,
-        "kill_after_s": round(delay, 1),
+        "kill_after_s": round(killed[1], 1),
         "shards_committed_at_kill": killed[0],
         "total_shards": total_shards,
         "job_s": round(time.monotonic() - started),
@@ -137,7 +153,7 @@ def driver_kill_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
         while not _committed_shards(out) and driver.poll() is None:
             assert time.monotonic() < deadline, "the driver never committed a shard"
             time.sleep(0.2)
-        time.sleep(random.Random(seed).uniform(0.0, 3.0))
+        sleep_until_kill_moment(out, num_inputs, random.Random(seed).uniform(0.0, 3.0))
         assert driver.poll() is None, f"the job finished before the kill (seed {seed})"
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the embedded Ray it started, as in a crash
     finally:
@@ -193,7 +209,7 @@ def test_bad_rows_are_quarantined_and_good_rows_still_make_shards(tmp_path, ray_
 
 
 def test_replica_killed_mid_job_is_restarted_and_nothing_is_lost_or_doubled(tmp_path, ray_session):
-    # 24 inputs: the kill comes 0.5-6 s after the replica is up, and 12 were generated in ~4 s on a fast hour.
+    # The kill comes 0.5-6 s after the replica is up, or once 4 of the 8 shards are committed if that is sooner.
     result = replica_kill_round(tmp_path / "run", 24, random.randrange(10**6))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["inputs"] == 24, result
 
@@ -234,7 +250,7 @@ def chaos_round(out: Path, num_inputs: int, seed: int, capsys) -> dict:
                 f"no replica came up: {(out.parent / f'{out.name}-driver.log').read_text()[-2000:]}"
             )
             time.sleep(0.2)
-        time.sleep(rng.uniform(0.5, 5.0))
+        sleep_until_kill_moment(out, num_inputs, rng.uniform(0.5, 5.0))
         replicas[0].kill()
         result["replica_killed_at_shards"] = committed()
         while committed() <= result["replica_killed_at_shards"]:
