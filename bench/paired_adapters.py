@@ -19,12 +19,13 @@ from dataclasses import asdict
 
 from s2d.engine.core.criteria import input_context
 from s2d.engine.core.program import SamplingRequest
+from s2d.engine.core.scoring import single_outcomes
 from s2d.engine.core.spec import load_spec
 from s2d.engine.core.stats import clustered_interval, paired_comparison
 from s2d.engine.core.tasks import get_task
 from s2d.engine.data.mixture import check_sources, source_eval_spec
 from s2d.engine.stages.eval_systems import ReplicaPlan, SystemRun, adapter_rank, run_plans
-from s2d.engine.stages.evaluate import held_out_inputs, single_outcomes
+from s2d.engine.stages.evaluate import held_out_inputs
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ class Row:
     task: str
     method: str
     inputs: int
-    system1_greedy: object  # s2d.engine.stages.evaluate.SystemScore
+    system1_greedy: object  # s2d.engine.core.scoring.SystemScore
     system1_majority: object
     system2_greedy: object
     system2_majority: object
@@ -68,10 +68,10 @@ def run_probe(pairings, inputs: int, n: int, temperature: float, max_tokens: int
     from s2d.engine.core.criteria import input_context
     from s2d.engine.core.methods import get_method
     from s2d.engine.core.program import SamplingRequest, run_method
+    from s2d.engine.core.scoring import score_majority, score_single
     from s2d.engine.core.spec import EngineSpec
     from s2d.engine.core.tasks import get_task
     from s2d.engine.data.models import resolve_model
-    from s2d.engine.stages.evaluate import score_majority, score_single
 
     os.environ.update(cpu_thread_env(1, os.cpu_count() or 1))
     generator = VLLMGenerator.load(resolve_model("smollm2-135m"), EngineSpec(), seed)

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from s2d.engine.core.program import SamplingRequest
+from s2d.engine.core.scoring import TEACHER_SYSTEM1
 from s2d.engine.core.seeds import model_folder, seed_kind
 from s2d.engine.core.spec import JobSpec
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
-TEACHER_SYSTEM1 = "teacher_system1"  # the kind of the teacher's System 1 beside a student's
 
 
 @dataclass(frozen=True)

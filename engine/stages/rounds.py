@@ -120,7 +120,7 @@ def measure_round(job: JobSpec, number: int, keys: dict[str, str]) -> RoundRow:
     """A finished round's row, read from its output: the manifest's counts, every committed row's tokens (each file
     verified against the manifest) and eval/metrics.json."""
     from s2d.engine.data.shards import read_committed
-    from s2d.engine.stages.report import load_metrics
+    from s2d.engine.stages.eval_metrics import load_metrics
 
     manifest = read_manifest(job.out_path)
     if manifest is None:

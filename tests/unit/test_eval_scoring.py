@@ -1,8 +1,6 @@
 from s2d.engine.core.methods import Extractor
 from s2d.engine.core.program import Chain
-from s2d.engine.core.stats import wilson_interval
-from s2d.engine.core.tasks import TaskInput
-from s2d.engine.stages.evaluate import (
+from s2d.engine.core.scoring import (
     agreement_outcomes,
     input_keys,
     majority_outcomes,
@@ -11,6 +9,8 @@ from s2d.engine.stages.evaluate import (
     score_single,
     single_outcomes,
 )
+from s2d.engine.core.stats import wilson_interval
+from s2d.engine.core.tasks import TaskInput
 
 
 def _chains(*texts):

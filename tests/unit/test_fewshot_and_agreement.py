@@ -8,9 +8,9 @@ from s2d.engine.core.answers import extract_final_answer
 from s2d.engine.core.criteria import check_compatibility, input_context
 from s2d.engine.core.methods import get_method
 from s2d.engine.core.program import Chain
+from s2d.engine.core.scoring import score_agreement, score_single, system2_reference
 from s2d.engine.core.tasks import TaskInput, get_task, task_variables
 from s2d.engine.core.tasks.last_letter import _SINGLE_WORD_EXEMPLARS, _VOCABULARY
-from s2d.engine.stages.evaluate import score_agreement, score_single, system2_reference
 from s2d.engine.stages.report import render_report
 
 FEW_SHOT_TASKS = ("last_letter", "last_letter_one", "coin_flip", "arithmetic")

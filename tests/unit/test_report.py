@@ -10,8 +10,9 @@ import pytest
 from s2d.engine.cli import main
 from s2d.engine.core.spec import parse_spec
 from s2d.engine.core.stats import wilson_interval
-from s2d.engine.stages.evaluate import adapter_rank, distilled_model
-from s2d.engine.stages.report import normalised_systems, render_report, write_report
+from s2d.engine.stages.eval_metrics import normalised_systems
+from s2d.engine.stages.eval_systems import adapter_rank, distilled_model
+from s2d.engine.stages.report import render_report, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -22,9 +22,10 @@ from s2d.engine.core.seeds import (
 from s2d.engine.core.spec import SpecError, parse_spec
 from s2d.engine.core.tasks import TaskInput
 from s2d.engine.stages.api import seed_spec
+from s2d.engine.stages.chart import plot_runs
 from s2d.engine.stages.eval_systems import replica_plans, seed_models
 from s2d.engine.stages.evaluate import _metrics
-from s2d.engine.stages.report import plot_runs, render_report
+from s2d.engine.stages.report import render_report
 
 DIRECT = SamplingRequest(n=1, temperature=0.0, max_tokens=8)
 SAMPLED = SamplingRequest(n=4, temperature=0.7, max_tokens=8)

@@ -9,6 +9,13 @@ from report_rows import system_row
 
 from s2d.engine.cli import main
 from s2d.engine.core.program import Chain, SamplingRequest
+from s2d.engine.core.scoring import (
+    TEACHER_SYSTEM1,
+    agreement_outcomes,
+    paired_comparisons,
+    score_single,
+    single_outcomes,
+)
 from s2d.engine.core.spec import parse_spec
 from s2d.engine.core.tasks import TaskInput
 from s2d.engine.data.fingerprint import generation_fingerprint
@@ -16,9 +23,10 @@ from s2d.engine.data.lease import LEASE
 from s2d.engine.data.models import ModelNotFound
 from s2d.engine.data.shards import ShardWriter, curated_table
 from s2d.engine.stages.api import run_job
-from s2d.engine.stages.eval_systems import TEACHER_SYSTEM1, distilled_model, replica_plans, system_names
-from s2d.engine.stages.evaluate import agreement_outcomes, paired_comparisons, score_single, single_outcomes
-from s2d.engine.stages.report import model_label, plot_runs, render_report
+from s2d.engine.stages.chart import plot_runs
+from s2d.engine.stages.eval_metrics import model_label
+from s2d.engine.stages.eval_systems import distilled_model, replica_plans, system_names
+from s2d.engine.stages.report import render_report
 
 DIRECT = SamplingRequest(n=1, temperature=0.0, max_tokens=8)
 SAMPLED = SamplingRequest(n=4, temperature=0.7, max_tokens=8)
