@@ -22,7 +22,7 @@ from bad_rows import GOOD, catalogue_file
 from s2d.engine.cli import main
 from s2d.engine.data.accounting import check_accounting
 from s2d.engine.data.manifest import read_manifest
-from s2d.engine.data.shards import read_committed
+from s2d.engine.data.shards import num_shards_for, read_committed
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def sleep_until_kill_moment(out: Path, num_inputs: int, delay: float) -> None:
     A kill meant for mid-job must not land after the job: how fast the replica generates moves twofold between
     hours on two shared cores, so a fixed window either misses the job's end on a fast hour or its start on a slow one.
     """
-    half = -(-num_inputs // INPUTS_PER_SHARD) // 2
+    half = num_shards_for(num_inputs, INPUTS_PER_SHARD) // 2
     until = time.monotonic() + delay
     while time.monotonic() < until and _committed_shards(out) < half:
         time.sleep(0.05)
@@ -105,7 +105,7 @@ def sleep_until_kill_moment(out: Path, num_inputs: int, delay: float) -> None:
 def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
     """Run a job in this process; kill -9 its replica at a random moment; the job must finish exactly once."""
     delay = random.Random(seed).uniform(0.5, 6.0)
-    killed: list[int] = []
+    kill: dict[str, float] = {}  # the shards committed when it came, and how long after the replica was up
 
     def kill_when_replica_runs():
         deadline = time.monotonic() + 300
@@ -114,7 +114,7 @@ def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
                 up = time.monotonic()
                 sleep_until_kill_moment(out, num_inputs, delay)
                 os.kill(pids[0], signal.SIGKILL)
-                killed.extend([_committed_shards(out), time.monotonic() - up])
+                kill.update(shards=_committed_shards(out), after_s=time.monotonic() - up)
                 return
             time.sleep(0.5)
 
@@ -124,12 +124,12 @@ def replica_kill_round(out: Path, num_inputs: int, seed: int) -> dict:
     assert main(chaos_job(num_inputs, out)) == 0, f"seed {seed}"
     killer.join(timeout=5)
     total_shards = read_manifest(out).num_shards
-    assert killed and killed[0] < total_shards, f"the kill (seed {seed}, [shards, s]: {killed}) did not land mid-job"
+    assert kill and kill["shards"] < total_shards, f"the kill (seed {seed}: {kill}) did not land mid-job"
     assert_exactly_once(out, num_inputs)
     return {
         "seed": seed,
-        "kill_after_s": round(killed[1], 1),
-        "shards_committed_at_kill": killed[0],
+        "kill_after_s": round(kill["after_s"], 1),
+        "shards_committed_at_kill": kill["shards"],
         "total_shards": total_shards,
         "job_s": round(time.monotonic() - started),
     }
